@@ -1,0 +1,219 @@
+//! The gateway: the model registry and the request pipeline every front door calls.
+//!
+//! Today's pipeline is: validate → route (model id → provider) → capability check → provider
+//! call. Later layers (auth, rate limits, guardrails, cache, retries, breakers, fallbacks,
+//! accounting) slot into [`Gateway::converse_stream`] / [`Gateway::converse`] in that order; the
+//! architecture document keeps the full list.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use modelgate_providers::{ChatStream, Provider};
+use modelgate_types::{
+    ChatRequest, ChatResponse, ContentBlock, EmbedRequest, EmbedResponse, Error, ErrorKind, Role,
+};
+
+/// What `/v1/models` lists about a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Id clients use.
+    pub id: String,
+    /// Who serves it.
+    pub owned_by: String,
+    /// `chat` or `embedding`.
+    pub kind: &'static str,
+}
+
+struct Entry {
+    info: ModelInfo,
+    provider: Arc<dyn Provider>,
+}
+
+/// The registry of served models; filled once the models have loaded.
+#[derive(Default)]
+pub struct Gateway {
+    models: OnceLock<BTreeMap<String, Entry>>,
+}
+
+impl Gateway {
+    /// An empty gateway: every model call answers 503 until [`Gateway::install`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make `models` servable. Only the first call takes effect.
+    pub fn install(&self, models: Vec<(ModelInfo, Arc<dyn Provider>)>) {
+        let map = models
+            .into_iter()
+            .map(|(info, provider)| (info.id.clone(), Entry { info, provider }))
+            .collect();
+        let _ = self.models.set(map);
+    }
+
+    /// Whether the models have loaded and every provider is ready.
+    pub fn is_ready(&self) -> bool {
+        self.models
+            .get()
+            .is_some_and(|m| m.values().all(|e| e.provider.is_ready()))
+    }
+
+    /// The served models, sorted by id.
+    pub fn list(&self) -> Vec<ModelInfo> {
+        self.models
+            .get()
+            .map(|m| m.values().map(|e| e.info.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn route(&self, model: &str) -> Result<&Entry, Error> {
+        let models = self.models.get().ok_or_else(|| {
+            Error::new(
+                ErrorKind::ServiceUnavailable,
+                "Models are still loading; retry in a moment.",
+            )
+        })?;
+        models
+            .get(model)
+            .ok_or_else(|| Error::model_not_found(model))
+    }
+
+    /// Stream a chat answer.
+    pub async fn converse_stream(&self, request: ChatRequest) -> Result<ChatStream, Error> {
+        validate_chat(&request)?;
+        let entry = self.chat_entry(&request)?;
+        entry.provider.converse_stream(request).await
+    }
+
+    /// Answer a chat request in one piece.
+    pub async fn converse(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
+        validate_chat(&request)?;
+        let entry = self.chat_entry(&request)?;
+        entry.provider.converse(request).await
+    }
+
+    /// Count input tokens with the model's tokenizer.
+    pub async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error> {
+        validate_chat(request)?;
+        let entry = self.route(&request.model)?;
+        entry.provider.count_tokens(request).await
+    }
+
+    /// Embed texts.
+    pub async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse, Error> {
+        let entry = self.route(&request.model)?;
+        if !entry.provider.capabilities().embeddings {
+            return Err(Error::validation(format!(
+                "The model '{}' does not support embeddings.",
+                request.model
+            )));
+        }
+        entry.provider.embed(request).await
+    }
+
+    fn chat_entry(&self, request: &ChatRequest) -> Result<&Entry, Error> {
+        let entry = self.route(&request.model)?;
+        let caps = entry.provider.capabilities();
+        if !caps.chat {
+            return Err(Error::validation(format!(
+                "The model '{}' is an embedding model and does not support chat.",
+                request.model
+            )));
+        }
+        if !caps.tools && request.tools.as_ref().is_some_and(|t| !t.tools.is_empty()) {
+            return Err(Error::validation(format!(
+                "The model '{}' does not support tool use.",
+                request.model
+            )));
+        }
+        Ok(entry)
+    }
+}
+
+/// Checks every chat request passes, whatever the dialect it came in.
+pub fn validate_chat(request: &ChatRequest) -> Result<(), Error> {
+    if request.model.is_empty() {
+        return Err(Error::validation("A model id is required."));
+    }
+    let Some(first) = request.messages.first() else {
+        return Err(Error::validation(
+            "The conversation must contain at least one message.",
+        ));
+    };
+    if first.role != Role::User {
+        return Err(Error::validation(
+            "A conversation must start with a user message.",
+        ));
+    }
+    for (i, m) in request.messages.iter().enumerate() {
+        if m.content.is_empty() {
+            return Err(Error::validation(format!(
+                "messages[{i}] has no content; each message needs at least one content block."
+            )));
+        }
+        if m.content
+            .iter()
+            .all(|b| matches!(b, ContentBlock::Text(t) if t.trim().is_empty()))
+            && !(i + 1 == request.messages.len() && m.role == Role::Assistant)
+        {
+            return Err(Error::validation(format!(
+                "messages[{i}] has only blank text; text content must not be blank."
+            )));
+        }
+    }
+    request.inference.validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelgate_types::{InferenceConfig, Message};
+
+    fn req(messages: Vec<Message>) -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation_rules() {
+        assert!(validate_chat(&req(vec![Message::text(Role::User, "hi")])).is_ok());
+        assert_eq!(validate_chat(&req(vec![])).unwrap_err().status(), 400);
+        assert_eq!(
+            validate_chat(&req(vec![Message::text(Role::Assistant, "hi")]))
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            validate_chat(&req(vec![Message::text(Role::User, "  ")]))
+                .unwrap_err()
+                .status(),
+            400
+        );
+        let mut r = req(vec![Message::text(Role::User, "hi")]);
+        r.inference = InferenceConfig {
+            max_tokens: Some(0),
+            ..Default::default()
+        };
+        assert!(validate_chat(&r).unwrap_err().message.contains("maxTokens"));
+    }
+
+    #[tokio::test]
+    async fn unloaded_gateway_is_unavailable_and_unknown_model_is_404() {
+        let g = Gateway::new();
+        assert!(!g.is_ready());
+        let e = g
+            .converse(req(vec![Message::text(Role::User, "hi")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), 503);
+        g.install(vec![]);
+        let e = g
+            .converse(req(vec![Message::text(Role::User, "hi")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), 404);
+    }
+}

@@ -1,0 +1,10 @@
+//! Modelgate's core: configuration (parse → validate → build), the embedded model files, and
+//! the [`Gateway`] that runs every request through the policy pipeline to a provider.
+
+pub mod config;
+pub mod gateway;
+pub mod local;
+pub mod models;
+
+pub use config::{Config, ConfigError};
+pub use gateway::{Gateway, ModelInfo};

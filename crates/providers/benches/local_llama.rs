@@ -1,0 +1,131 @@
+//! Embedded chat model throughput, measured the way `llama-bench` measures llama.cpp:
+//! pp512 (prefill of a 512-token prompt) and tg128 (decode of 128 tokens), plus time to first
+//! token for a short chat prompt. Runs through the real `LocalLlama` provider — template,
+//! tokenizer, engine thread, batching and channels included.
+//!
+//! `cargo bench -p modelgate-providers --bench local_llama` (model files from
+//! `modelgate models pull`; `MODELGATE_HOME` as for the server). Prints one JSON line per
+//! figure; `bench/run-local-model.sh` runs this next to llama.cpp's own `llama-bench`.
+
+#![allow(clippy::expect_used)] // a benchmark: failing loudly is the right behaviour
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use modelgate_providers::{LocalLlama, LocalLlamaConfig, Provider};
+use modelgate_types::{
+    ChatRequest, ContentBlockDelta, InferenceConfig, Message, Role, StreamEvent,
+};
+
+fn data_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("MODELGATE_HOME") {
+        return PathBuf::from(h);
+    }
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share/modelgate")
+}
+
+struct Run {
+    ttft: Duration,
+    total: Duration,
+    input_tokens: u32,
+    output_tokens: u32,
+}
+
+async fn run(p: &LocalLlama, prompt: String, max_tokens: u32) -> Run {
+    let req = ChatRequest {
+        model: "bench".into(),
+        messages: vec![Message::text(Role::User, prompt)],
+        inference: InferenceConfig {
+            max_tokens: Some(max_tokens),
+            temperature: Some(0.0),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut first = None;
+    let mut s = p.converse_stream(req).await.expect("request accepted");
+    let mut usage = None;
+    while let Some(e) = s.next().await {
+        match e.expect("stream ok") {
+            StreamEvent::ContentBlockDelta {
+                delta: ContentBlockDelta::Text(t),
+                ..
+            } if !t.is_empty() && first.is_none() => first = Some(start.elapsed()),
+            StreamEvent::Metadata { usage: u, .. } => usage = Some(u),
+            _ => {}
+        }
+    }
+    let u = usage.expect("metadata");
+    Run {
+        ttft: first.unwrap_or_default(),
+        total: start.elapsed(),
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let repeats: usize = std::env::var("BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let path =
+        data_dir().join("models/local.smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut cfg = LocalLlamaConfig::new(path);
+    cfg.parallel = 1;
+    cfg.default_max_tokens = 128;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let p = LocalLlama::load(cfg).expect("model loads (run `modelgate models pull` first)");
+    rt.block_on(async {
+        // Warm-up.
+        run(&p, "Hello".into(), 8).await;
+        // TTFT: a short chat question.
+        let mut ttfts = Vec::new();
+        for _ in 0..repeats {
+            let r = run(&p, "What is the capital of France?".into(), 1).await;
+            ttfts.push(r.ttft.as_secs_f64() * 1000.0);
+        }
+        println!(
+            "{{\"figure\":\"ttft_short_prompt_ms\",\"median\":{:.2}}}",
+            median(ttfts)
+        );
+        // pp512: a prompt of ~512 tokens (with the chat template), one output token.
+        let words = "the quick brown fox jumps over the lazy dog ".repeat(56);
+        let mut pp = Vec::new();
+        let mut n_in = 0;
+        for _ in 0..repeats {
+            let r = run(&p, words.clone(), 1).await;
+            n_in = r.input_tokens;
+            pp.push(r.input_tokens as f64 / r.ttft.as_secs_f64());
+        }
+        println!(
+            "{{\"figure\":\"prefill_tok_per_s\",\"prompt_tokens\":{n_in},\"median\":{:.1}}}",
+            median(pp)
+        );
+        // tg128: decode rate after the first token, over up to 128 generated tokens.
+        let mut tg = Vec::new();
+        let mut n_out = 0;
+        for _ in 0..repeats {
+            let r = run(
+                &p,
+                "Write a long story about a dragon who learns to paint.".into(),
+                128,
+            )
+            .await;
+            n_out = r.output_tokens;
+            let decode = (r.total - r.ttft).as_secs_f64();
+            tg.push((r.output_tokens.saturating_sub(1)) as f64 / decode);
+        }
+        println!(
+            "{{\"figure\":\"decode_tok_per_s\",\"output_tokens\":{n_out},\"median\":{:.1}}}",
+            median(tg)
+        );
+    });
+}

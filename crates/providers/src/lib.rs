@@ -1,0 +1,233 @@
+//! The [`Provider`] trait and one module per provider.
+//!
+//! A provider turns canonical requests into calls to one model runtime or upstream API and
+//! answers in canonical types. Wire types stay private to each provider module; a module exports
+//! its config and its provider struct, nothing else.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use modelgate_types::{
+    ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, EmbedRequest, EmbedResponse, Error,
+    Message, Role, StopReason, StreamEvent, Usage,
+};
+
+pub mod local_embed;
+pub mod local_llama;
+mod stop;
+
+pub use local_embed::{LocalEmbedder, LocalEmbedderConfig};
+pub use local_llama::{LocalLlama, LocalLlamaConfig};
+
+/// A stream of canonical events; an `Err` item ends the stream with an error.
+pub type ChatStream = BoxStream<'static, Result<StreamEvent, Error>>;
+
+/// What a provider can do, so the pipeline can reject a request before calling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Serves chat / Converse requests.
+    pub chat: bool,
+    /// Serves embedding requests.
+    pub embeddings: bool,
+    /// Understands tool definitions and tool-use blocks.
+    pub tools: bool,
+    /// Understands image blocks.
+    pub images: bool,
+}
+
+/// One model runtime or upstream API.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// What this provider can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Whether the provider can take requests now (models loaded, upstream reachable).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Stream an answer as canonical events.
+    async fn converse_stream(&self, request: ChatRequest) -> Result<ChatStream, Error>;
+
+    /// Answer in one piece. The default collects [`Provider::converse_stream`].
+    async fn converse(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
+        let model = request.model.clone();
+        let stream = self.converse_stream(request).await?;
+        collect_stream(model, stream).await
+    }
+
+    /// Embed texts.
+    async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse, Error> {
+        Err(Error::validation(format!(
+            "The model '{}' does not support embeddings.",
+            request.model
+        )))
+    }
+
+    /// Count the input tokens `request` would use, with the model's own tokenizer.
+    async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error>;
+}
+
+/// Fold a canonical event stream into one response.
+///
+/// Text deltas are concatenated per block; tool-use input fragments are joined and parsed as
+/// JSON when the block stops. An `Err` item is returned as the error.
+pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<ChatResponse, Error> {
+    #[derive(Default)]
+    struct Block {
+        text: String,
+        tool: Option<(String, String)>,
+        input: String,
+        reasoning: String,
+    }
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut stop_reason = StopReason::EndTurn;
+    let mut usage = Usage::default();
+    let mut latency_ms = 0;
+    fn block(blocks: &mut Vec<Block>, index: u32) -> &mut Block {
+        let i = index as usize;
+        if blocks.len() <= i {
+            blocks.resize_with(i + 1, Block::default);
+        }
+        &mut blocks[i]
+    }
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::MessageStart { .. } | StreamEvent::ContentBlockStop { .. } => {}
+            StreamEvent::ContentBlockStart { index, start } => {
+                let modelgate_types::ContentBlockStart::ToolUse { tool_use_id, name } = start;
+                block(&mut blocks, index).tool = Some((tool_use_id, name));
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => {
+                let b = block(&mut blocks, index);
+                match delta {
+                    ContentBlockDelta::Text(t) => b.text.push_str(&t),
+                    ContentBlockDelta::ToolUseInput(t) => b.input.push_str(&t),
+                    ContentBlockDelta::ReasoningText(t) => b.reasoning.push_str(&t),
+                }
+            }
+            StreamEvent::MessageStop { stop_reason: s } => stop_reason = s,
+            StreamEvent::Metadata {
+                usage: u,
+                latency_ms: l,
+            } => {
+                usage = u;
+                latency_ms = l;
+            }
+        }
+    }
+    let mut content = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        if let Some((tool_use_id, name)) = b.tool {
+            let input = if b.input.trim().is_empty() {
+                serde_json::Value::Object(Default::default())
+            } else {
+                serde_json::from_str(&b.input).map_err(|e| {
+                    Error::new(
+                        modelgate_types::ErrorKind::ModelError,
+                        format!("The model produced tool input that is not valid JSON: {e}"),
+                    )
+                })?
+            };
+            content.push(ContentBlock::ToolUse(modelgate_types::ToolUseBlock {
+                tool_use_id,
+                name,
+                input,
+            }));
+        } else if !b.reasoning.is_empty() {
+            content.push(ContentBlock::ReasoningContent(
+                modelgate_types::ReasoningBlock::ReasoningText {
+                    text: b.reasoning,
+                    signature: None,
+                },
+            ));
+        } else {
+            content.push(ContentBlock::Text(b.text));
+        }
+    }
+    if content.is_empty() {
+        content.push(ContentBlock::Text(String::new()));
+    }
+    Ok(ChatResponse {
+        model,
+        message: Message {
+            role: Role::Assistant,
+            content,
+        },
+        stop_reason,
+        usage,
+        latency_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelgate_types::ContentBlockStart;
+
+    #[tokio::test]
+    async fn collects_text_and_tool_blocks() {
+        let events = vec![
+            Ok(StreamEvent::MessageStart {
+                role: Role::Assistant,
+            }),
+            Ok(StreamEvent::ContentBlockDelta {
+                index: 0,
+                delta: ContentBlockDelta::Text("Hel".into()),
+            }),
+            Ok(StreamEvent::ContentBlockDelta {
+                index: 0,
+                delta: ContentBlockDelta::Text("lo".into()),
+            }),
+            Ok(StreamEvent::ContentBlockStop { index: 0 }),
+            Ok(StreamEvent::ContentBlockStart {
+                index: 1,
+                start: ContentBlockStart::ToolUse {
+                    tool_use_id: "t1".into(),
+                    name: "get".into(),
+                },
+            }),
+            Ok(StreamEvent::ContentBlockDelta {
+                index: 1,
+                delta: ContentBlockDelta::ToolUseInput("{\"a\":".into()),
+            }),
+            Ok(StreamEvent::ContentBlockDelta {
+                index: 1,
+                delta: ContentBlockDelta::ToolUseInput("1}".into()),
+            }),
+            Ok(StreamEvent::MessageStop {
+                stop_reason: StopReason::ToolUse,
+            }),
+            Ok(StreamEvent::Metadata {
+                usage: Usage::new(3, 4),
+                latency_ms: 9,
+            }),
+        ];
+        let r = collect_stream("m".into(), futures::stream::iter(events).boxed())
+            .await
+            .unwrap();
+        assert_eq!(r.message.content[0], ContentBlock::Text("Hello".into()));
+        assert_eq!(
+            r.message.content[1],
+            ContentBlock::ToolUse(modelgate_types::ToolUseBlock {
+                tool_use_id: "t1".into(),
+                name: "get".into(),
+                input: serde_json::json!({"a": 1}),
+            })
+        );
+        assert_eq!(r.stop_reason, StopReason::ToolUse);
+        assert_eq!(r.usage.total_tokens, 7);
+    }
+
+    #[tokio::test]
+    async fn error_item_is_returned() {
+        let events = vec![
+            Ok(StreamEvent::MessageStart {
+                role: Role::Assistant,
+            }),
+            Err(Error::internal("boom")),
+        ];
+        let r = collect_stream("m".into(), futures::stream::iter(events).boxed()).await;
+        assert_eq!(r.unwrap_err().message, "boom");
+    }
+}

@@ -1,0 +1,607 @@
+//! Embedded chat model: a GGUF run in-process by llama.cpp, with continuous batching.
+//!
+//! One engine thread owns the llama.cpp context. Requests arrive through a bounded queue; the
+//! engine admits up to `parallel` of them as sequences of one context (each sequence has its own
+//! KV-cache stream, so its arithmetic does not depend on what else is running) and on every step
+//! decodes one batch that holds the next token of every generating sequence plus prompt chunks
+//! of newly admitted ones. Requests beyond the queue depth are refused with a throttling error.
+//! Tokens are streamed to the caller as soon as they are sampled; a caller that goes away frees
+//! its slot on the next step.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use modelgate_types::{
+    ChatRequest, ContentBlock, ContentBlockDelta, Error, ErrorKind, Role, StopReason, StreamEvent,
+    Usage,
+};
+use tokio::sync::mpsc;
+
+use crate::stop::TextAssembler;
+use crate::{Capabilities, ChatStream, Provider};
+
+/// Settings of the embedded chat model.
+#[derive(Debug, Clone)]
+pub struct LocalLlamaConfig {
+    /// Path of the GGUF file.
+    pub model_path: PathBuf,
+    /// Context window of each sequence, in tokens.
+    pub context_size: u32,
+    /// Sequences decoded together (continuous batching slots).
+    pub parallel: u32,
+    /// Requests that may wait for a slot before new ones are refused with 429.
+    pub queue_depth: usize,
+    /// CPU threads llama.cpp uses.
+    pub threads: u32,
+    /// Most tokens decoded in one step (prompt chunks plus one token per generating sequence).
+    pub batch_size: u32,
+    /// `maxTokens` when the caller gives none.
+    pub default_max_tokens: u32,
+    /// Temperature when the caller gives none.
+    pub default_temperature: f32,
+}
+
+impl LocalLlamaConfig {
+    /// Defaults for `model_path`: 4096-token windows, 4 slots, a queue of 64, all cores.
+    pub fn new(model_path: PathBuf) -> Self {
+        Self {
+            model_path,
+            context_size: 4096,
+            parallel: 4,
+            queue_depth: 64,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2),
+            batch_size: 512,
+            default_max_tokens: 512,
+            default_temperature: 0.7,
+        }
+    }
+}
+
+/// llama.cpp may be initialised once per process; every model shares this backend.
+fn backend() -> Result<&'static LlamaBackend, Error> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::internal(format!("llama.cpp backend failed to start: {e}")))
+}
+
+/// What the engine sends back for one request.
+#[derive(Debug)]
+enum EngineEvent {
+    /// The prompt has been read; generation begins.
+    Started,
+    /// Generated text.
+    Text(String),
+    /// Generation ended.
+    Done {
+        stop_reason: StopReason,
+        output_tokens: u32,
+    },
+    /// Generation failed.
+    Failed(Error),
+}
+
+/// A request waiting for a slot.
+struct Job {
+    prompt: Vec<LlamaToken>,
+    max_tokens: u32,
+    temperature: f32,
+    top_p: f32,
+    stops: Vec<String>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+}
+
+/// The embedded chat provider.
+pub struct LocalLlama {
+    model: Arc<LlamaModel>,
+    template: LlamaChatTemplate,
+    config: LocalLlamaConfig,
+    queue: mpsc::Sender<Job>,
+    alive: Arc<AtomicBool>,
+}
+
+impl LocalLlama {
+    /// Load the GGUF and start the engine thread.
+    pub fn load(config: LocalLlamaConfig) -> Result<Self, Error> {
+        let backend = backend()?;
+        if !config.model_path.is_file() {
+            return Err(Error::internal(format!(
+                "model file {} is missing; run `modelgate models pull`",
+                config.model_path.display()
+            )));
+        }
+        let model =
+            LlamaModel::load_from_file(backend, &config.model_path, &LlamaModelParams::default())
+                .map_err(|e| {
+                Error::internal(format!("cannot load {}: {e}", config.model_path.display()))
+            })?;
+        let template = model
+            .chat_template(None)
+            .map_err(|e| Error::internal(format!("the GGUF has no usable chat template: {e}")))?;
+        let model = Arc::new(model);
+        let (queue, rx) = mpsc::channel(config.queue_depth.max(1));
+        let alive = Arc::new(AtomicBool::new(true));
+        let engine_model = Arc::clone(&model);
+        let engine_config = config.clone();
+        let engine_alive = Arc::clone(&alive);
+        // The context is created on the engine thread and never leaves it.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("llama-engine".into())
+            .spawn(move || {
+                run_engine(&engine_model, &engine_config, rx, ready_tx);
+                engine_alive.store(false, Ordering::SeqCst);
+            })
+            .map_err(|e| Error::internal(format!("cannot start the llama.cpp engine: {e}")))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(Error::internal(
+                    "the llama.cpp engine stopped while starting",
+                ))
+            }
+        }
+        Ok(Self {
+            model,
+            template,
+            config,
+            queue,
+            alive,
+        })
+    }
+
+    /// Render the chat template and tokenize. Only text content is understood.
+    fn prompt_tokens(&self, request: &ChatRequest) -> Result<Vec<LlamaToken>, Error> {
+        let mut chat = Vec::with_capacity(request.messages.len() + 1);
+        let system: Vec<&str> = request.system.iter().map(|s| s.as_text()).collect();
+        // The template inserts a default system prompt when there is none; that degrades this
+        // small model's greedy output, so a system message is only sent when the caller has one.
+        if !system.is_empty() {
+            chat.push(chat_message("system", system.join("\n"))?);
+        }
+        for message in &request.messages {
+            let mut text = String::new();
+            for block in &message.content {
+                match block {
+                    ContentBlock::Text(t) => text.push_str(t),
+                    ContentBlock::ReasoningContent(_) => {}
+                    ContentBlock::Image(_) | ContentBlock::Document(_) => {
+                        return Err(Error::validation(format!(
+                            "The model '{}' accepts text only; images and documents are not supported.",
+                            request.model
+                        )))
+                    }
+                    ContentBlock::ToolUse(_) | ContentBlock::ToolResult(_) => {
+                        return Err(Error::validation(format!(
+                            "The model '{}' does not support tool use.",
+                            request.model
+                        )))
+                    }
+                }
+            }
+            let role = match message.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            chat.push(chat_message(role, text)?);
+        }
+        let prompt = self
+            .model
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|e| Error::internal(format!("chat template failed: {e}")))?;
+        Ok(self.model.vocab().tokenize(prompt.as_bytes(), true, true))
+    }
+}
+
+fn chat_message(role: &str, content: String) -> Result<LlamaChatMessage, Error> {
+    LlamaChatMessage::new(role.into(), content)
+        .map_err(|_| Error::validation("Message text must not contain NUL characters."))
+}
+
+#[async_trait]
+impl Provider for LocalLlama {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            chat: true,
+            embeddings: false,
+            tools: false,
+            images: false,
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error> {
+        Ok(self.prompt_tokens(request)?.len() as u32)
+    }
+
+    async fn converse_stream(&self, request: ChatRequest) -> Result<ChatStream, Error> {
+        let ChatRequest {
+            model: _,
+            system: _,
+            messages: _,
+            inference,
+            tools,
+        } = &request;
+        if tools.as_ref().is_some_and(|t| !t.tools.is_empty()) {
+            return Err(Error::validation(format!(
+                "The model '{}' does not support tool use.",
+                request.model
+            )));
+        }
+        let modelgate_types::InferenceConfig {
+            max_tokens,
+            temperature,
+            top_p,
+            stop_sequences,
+        } = inference;
+        let prompt = self.prompt_tokens(&request)?;
+        let input_tokens = prompt.len() as u32;
+        let window = self.config.context_size;
+        if input_tokens >= window {
+            return Err(Error::validation(format!(
+                "The input is {input_tokens} tokens long; the model '{}' accepts at most {} input tokens.",
+                request.model,
+                window - 1
+            ))
+            .with_code("context_length_exceeded"));
+        }
+        let room = window - input_tokens;
+        let max_tokens = max_tokens
+            .unwrap_or(self.config.default_max_tokens)
+            .min(room);
+        let (events, mut rx) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            max_tokens,
+            temperature: temperature.unwrap_or(self.config.default_temperature),
+            top_p: top_p.unwrap_or(1.0),
+            stops: stop_sequences.clone(),
+            events,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::new(
+                ErrorKind::Throttling,
+                "The embedded model is at capacity (all slots busy and the queue is full). Retry shortly.",
+            ),
+            mpsc::error::TrySendError::Closed(_) => Error::new(
+                ErrorKind::ServiceUnavailable,
+                "The embedded model engine is not running.",
+            ),
+        })?;
+        let started = Instant::now();
+        let stream = async_stream(move |tx| async move {
+            // Every send that fails means the caller went away: return, which drops `rx` and
+            // lets the engine free the slot on its next step.
+            macro_rules! emit {
+                ($item:expr) => {
+                    if tx.send($item).is_err() {
+                        return;
+                    }
+                };
+            }
+            emit!(Ok(StreamEvent::MessageStart {
+                role: Role::Assistant,
+            }));
+            let mut any_text = false;
+            loop {
+                let event = tokio::select! {
+                    event = rx.recv() => event,
+                    _ = tx.closed() => return,
+                };
+                match event {
+                    None => {
+                        emit!(Err(Error::internal(
+                            "the embedded model engine stopped during generation",
+                        )));
+                        return;
+                    }
+                    Some(EngineEvent::Started) => {}
+                    Some(EngineEvent::Text(text)) => {
+                        any_text = true;
+                        emit!(Ok(StreamEvent::ContentBlockDelta {
+                            index: 0,
+                            delta: ContentBlockDelta::Text(text),
+                        }));
+                    }
+                    Some(EngineEvent::Done {
+                        stop_reason,
+                        output_tokens,
+                    }) => {
+                        if !any_text {
+                            emit!(Ok(StreamEvent::ContentBlockDelta {
+                                index: 0,
+                                delta: ContentBlockDelta::Text(String::new()),
+                            }));
+                        }
+                        emit!(Ok(StreamEvent::ContentBlockStop { index: 0 }));
+                        emit!(Ok(StreamEvent::MessageStop { stop_reason }));
+                        emit!(Ok(StreamEvent::Metadata {
+                            usage: Usage::new(input_tokens, output_tokens),
+                            latency_ms: started.elapsed().as_millis() as u64,
+                        }));
+                        return;
+                    }
+                    Some(EngineEvent::Failed(e)) => {
+                        emit!(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(stream)
+    }
+}
+
+/// Run `producer` as a task feeding an unbounded channel and expose the channel as a stream.
+/// When the consumer drops the stream the channel closes and the engine notices the caller left.
+fn async_stream<F, Fut>(producer: F) -> ChatStream
+where
+    F: FnOnce(mpsc::UnboundedSender<Result<StreamEvent, Error>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(producer(tx));
+    tokio_stream_from(rx).boxed()
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::UnboundedReceiver<Result<StreamEvent, Error>>,
+) -> impl futures::Stream<Item = Result<StreamEvent, Error>> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// One sequence being served.
+struct Slot {
+    seq: i32,
+    job: Job,
+    sampler: LlamaSampler,
+    /// Prompt tokens not yet decoded.
+    next_prompt: usize,
+    /// Position of the next token fed to the model.
+    pos: i32,
+    /// Token sampled last, fed on the next step.
+    last: Option<LlamaToken>,
+    generated: u32,
+    text: TextAssembler,
+    /// Index in the current batch whose logits belong to this slot.
+    logits_at: Option<i32>,
+    done: bool,
+}
+
+fn sampler_for(job: &Job) -> LlamaSampler {
+    if job.temperature <= 0.0 {
+        LlamaSampler::greedy()
+    } else {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seed = COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0x5eed);
+        LlamaSampler::chain_simple([
+            LlamaSampler::top_p(job.top_p, 1),
+            LlamaSampler::temp(job.temperature),
+            LlamaSampler::dist(seed),
+        ])
+    }
+}
+
+fn run_engine(
+    model: &LlamaModel,
+    config: &LocalLlamaConfig,
+    mut rx: mpsc::Receiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<(), Error>>,
+) {
+    let parallel = config.parallel.max(1);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(
+            config.context_size.saturating_mul(parallel),
+        ))
+        .with_n_seq_max(parallel)
+        .with_kv_unified(false)
+        .with_n_batch(config.batch_size)
+        .with_n_ubatch(config.batch_size)
+        .with_n_threads(config.threads as i32)
+        .with_n_threads_batch(config.threads as i32);
+    let backend = match backend() {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut ctx = match model.new_context(backend, params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(Error::internal(format!(
+                "cannot create the llama.cpp context: {e}"
+            ))));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut batch = LlamaBatch::new(config.batch_size as usize, 1);
+    let mut slots: Vec<Slot> = Vec::with_capacity(parallel as usize);
+    let mut free: Vec<i32> = (0..parallel as i32).rev().collect();
+    let mut closed = false;
+    loop {
+        // Admit waiting requests into free slots; block only when nothing is running.
+        while !free.is_empty() && !closed {
+            let job = if slots.is_empty() {
+                match rx.blocking_recv() {
+                    Some(job) => job,
+                    None => {
+                        closed = true;
+                        break;
+                    }
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            };
+            if job.events.is_closed() {
+                continue;
+            }
+            let Some(seq) = free.pop() else { break };
+            let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            let _ = job.events.send(EngineEvent::Started);
+            slots.push(Slot {
+                seq,
+                sampler: sampler_for(&job),
+                text: TextAssembler::new(job.stops.clone()),
+                job,
+                next_prompt: 0,
+                pos: 0,
+                last: None,
+                generated: 0,
+                logits_at: None,
+                done: false,
+            });
+        }
+        if slots.is_empty() {
+            if closed {
+                return;
+            }
+            continue;
+        }
+        if let Err(e) = step(&mut ctx, &mut batch, &mut slots, config, model) {
+            for slot in &mut slots {
+                let _ = slot.job.events.send(EngineEvent::Failed(e.clone()));
+                slot.done = true;
+            }
+        }
+        slots.retain(|slot| {
+            if slot.done || slot.job.events.is_closed() {
+                let _ = ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                free.push(slot.seq);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// Decode one batch: the next token of each generating slot, then prompt chunks.
+fn step(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch,
+    slots: &mut [Slot],
+    config: &LocalLlamaConfig,
+    model: &LlamaModel,
+) -> Result<(), Error> {
+    batch.clear();
+    let capacity = config.batch_size as usize;
+    let add_err = |e: llama_cpp_2::llama_batch::BatchAddError| {
+        Error::internal(format!("llama.cpp batch: {e}"))
+    };
+    for slot in slots.iter_mut() {
+        slot.logits_at = None;
+        if let Some(token) = slot.last {
+            slot.logits_at = Some(batch.n_tokens());
+            batch
+                .add(token, slot.pos, &[slot.seq], true)
+                .map_err(add_err)?;
+            slot.pos += 1;
+        }
+    }
+    for slot in slots.iter_mut() {
+        if slot.last.is_some() || slot.next_prompt >= slot.job.prompt.len() {
+            continue;
+        }
+        let room = capacity.saturating_sub(batch.n_tokens() as usize);
+        if room == 0 {
+            break;
+        }
+        let end = (slot.next_prompt + room).min(slot.job.prompt.len());
+        for i in slot.next_prompt..end {
+            let last = i + 1 == slot.job.prompt.len();
+            if last {
+                slot.logits_at = Some(batch.n_tokens());
+            }
+            batch
+                .add(slot.job.prompt[i], slot.pos, &[slot.seq], last)
+                .map_err(add_err)?;
+            slot.pos += 1;
+        }
+        slot.next_prompt = end;
+    }
+    if batch.n_tokens() == 0 {
+        return Ok(());
+    }
+    ctx.decode(batch)
+        .map_err(|e| Error::internal(format!("llama.cpp decode failed: {e}")))?;
+    let vocab = model.vocab();
+    for slot in slots.iter_mut() {
+        let Some(at) = slot.logits_at else { continue };
+        let token = slot.sampler.sample(ctx, at);
+        if vocab.is_eog(token) {
+            finish(slot, StopReason::EndTurn);
+            continue;
+        }
+        slot.generated += 1;
+        let piece = vocab.token_to_piece(token, false, None);
+        let released = slot.text.push(&piece);
+        if !released.text.is_empty()
+            && slot
+                .job
+                .events
+                .send(EngineEvent::Text(released.text))
+                .is_err()
+        {
+            slot.done = true;
+            continue;
+        }
+        if released.stopped {
+            finish(slot, StopReason::StopSequence);
+        } else if slot.generated >= slot.job.max_tokens {
+            finish(slot, StopReason::MaxTokens);
+        } else {
+            slot.last = Some(token);
+        }
+    }
+    Ok(())
+}
+
+fn finish(slot: &mut Slot, stop_reason: StopReason) {
+    if stop_reason != StopReason::StopSequence {
+        let rest = slot.text.finish();
+        if !rest.is_empty() {
+            let _ = slot.job.events.send(EngineEvent::Text(rest));
+        }
+    }
+    let _ = slot.job.events.send(EngineEvent::Done {
+        stop_reason,
+        output_tokens: slot.generated,
+    });
+    slot.done = true;
+}

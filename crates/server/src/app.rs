@@ -1,0 +1,178 @@
+//! The HTTP application: shared state, the router, per-request middleware and the server loop
+//! with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use modelgate_core::{Gateway, ModelInfo};
+use modelgate_types::Error;
+use serde_json::json;
+
+use crate::errors::{BedrockError, OpenAiError};
+use crate::{bedrock, openai};
+
+/// State every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The pipeline and model registry.
+    pub gateway: Arc<Gateway>,
+    /// Request body limit in bytes (for error messages).
+    pub max_body_bytes: usize,
+    /// Unix time the server started (`created` in `/v1/models`).
+    pub started_at: u64,
+    /// False once shutdown has begun, so load balancers stop sending traffic.
+    pub accepting: Arc<AtomicBool>,
+}
+
+/// Build the router with every front door.
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        // Health.
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        // OpenAI dialect.
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{id}", get(openai::get_model))
+        // Bedrock Runtime dialect.
+        .route("/model/{model_id}/converse", post(bedrock::converse))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let models: Vec<String> = state
+        .gateway
+        .list()
+        .into_iter()
+        .map(|m: ModelInfo| m.id)
+        .collect();
+    if state.accepting.load(Ordering::SeqCst) && state.gateway.is_ready() {
+        Json(json!({"status": "ready", "models": models})).into_response()
+    } else {
+        let status = if state.accepting.load(Ordering::SeqCst) {
+            "loading"
+        } else {
+            "shutting_down"
+        };
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": status, "models": models})),
+        )
+            .into_response()
+    }
+}
+
+/// Unknown paths: answered in the dialect the path suggests.
+async fn not_found(request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let e = Error::new(
+        modelgate_types::ErrorKind::NotFound,
+        format!("No route for {} {path}", request.method()),
+    );
+    if path.starts_with("/model/") {
+        BedrockError(e).into_response()
+    } else {
+        OpenAiError(e).into_response()
+    }
+}
+
+/// Give every request an id (echoed as `x-request-id` and `x-amzn-RequestId`) and log one line
+/// per request: method, route, status, latency. Bodies and prompts are never logged.
+async fn request_context(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = uuid::Uuid::new_v4().to_string();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string());
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value.clone());
+        response.headers_mut().insert("x-amzn-RequestId", value);
+    }
+    tracing::info!(
+        request_id = %id,
+        %method,
+        route = %route,
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// Serve until SIGTERM/SIGINT, then stop accepting, let in-flight requests and streams finish
+/// for up to `grace`, and return.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let accepting = Arc::clone(&state.accepting);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown_signal().await;
+        accepting.store(false, Ordering::SeqCst);
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "shutdown requested; draining in-flight requests"
+        );
+        let _ = started_tx.send(());
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let deadline = async move {
+        if started_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("grace period over; closing the connections still open");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

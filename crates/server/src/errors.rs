@@ -1,0 +1,120 @@
+//! Rendering canonical errors in each caller's dialect — the one place per front door.
+//!
+//! OpenAI callers get `{"error":{"message","type","param","code"}}`; Bedrock callers get the
+//! exception name in `x-amzn-ErrorType`, `{"message"}` and the status botocore's model gives
+//! that exception.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use modelgate_types::{Error, ErrorKind};
+use serde_json::json;
+
+/// The OpenAI `type` for a kind.
+pub fn openai_type(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Validation | ErrorKind::PayloadTooLarge | ErrorKind::NotFound => {
+            "invalid_request_error"
+        }
+        ErrorKind::Unauthenticated => "authentication_error",
+        ErrorKind::AccessDenied => "permission_error",
+        ErrorKind::Throttling => "rate_limit_exceeded",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::ModelError | ErrorKind::Internal => "server_error",
+        ErrorKind::ServiceUnavailable => "service_unavailable",
+    }
+}
+
+/// The OpenAI error object for `e` (used in responses and in SSE error events).
+pub fn openai_body(e: &Error) -> serde_json::Value {
+    json!({
+        "error": {
+            "message": e.message,
+            "type": openai_type(e.kind),
+            "param": null,
+            "code": e.code,
+        }
+    })
+}
+
+/// An error answered in the OpenAI dialect.
+#[derive(Debug)]
+pub struct OpenAiError(pub Error);
+
+impl From<Error> for OpenAiError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(openai_body(&self.0))).into_response()
+    }
+}
+
+/// The Bedrock exception name for a kind, as botocore's model names it.
+pub fn bedrock_exception(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Validation | ErrorKind::PayloadTooLarge => "ValidationException",
+        ErrorKind::Unauthenticated | ErrorKind::AccessDenied => "AccessDeniedException",
+        ErrorKind::NotFound => "ResourceNotFoundException",
+        ErrorKind::Timeout => "ModelTimeoutException",
+        ErrorKind::ModelError => "ModelErrorException",
+        ErrorKind::Throttling => "ThrottlingException",
+        ErrorKind::Internal => "InternalServerException",
+        ErrorKind::ServiceUnavailable => "ServiceUnavailableException",
+    }
+}
+
+/// The status botocore's model gives the exception of `kind`.
+fn bedrock_status(kind: ErrorKind) -> u16 {
+    match kind {
+        // AWS answers both with AccessDeniedException, which the model gives 403.
+        ErrorKind::Unauthenticated | ErrorKind::AccessDenied => 403,
+        other => other.status(),
+    }
+}
+
+/// An error answered in the Bedrock Runtime dialect.
+#[derive(Debug)]
+pub struct BedrockError(pub Error);
+
+impl From<Error> for BedrockError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for BedrockError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(bedrock_status(self.0.kind))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response =
+            (status, axum::Json(json!({ "message": self.0.message }))).into_response();
+        response.headers_mut().insert(
+            "x-amzn-ErrorType",
+            HeaderValue::from_static(bedrock_exception(self.0.kind)),
+        );
+        response
+    }
+}
+
+/// Map a body-extraction failure (too large, unreadable) to a canonical error.
+pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection, limit: usize) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("The request body exceeds the limit of {limit} bytes."),
+        )
+        .with_code("request_too_large")
+    } else {
+        Error::validation(format!("The request body could not be read: {rejection}"))
+    }
+}
+
+/// Map a JSON parse failure to a canonical validation error naming the problem.
+pub fn json_error(e: &serde_json::Error) -> Error {
+    Error::validation(format!("The request body is not valid: {e}")).with_code("invalid_json")
+}

@@ -1,0 +1,9 @@
+//! The Modelgate server: HTTP front doors over the core gateway.
+//!
+//! The `modelgate` binary (`main.rs`) is the CLI around this library; integration tests start
+//! the same router in-process.
+
+pub mod app;
+pub mod bedrock;
+pub mod errors;
+pub mod openai;

@@ -1,0 +1,735 @@
+//! The OpenAI front door: `/v1/chat/completions` (JSON and SSE), `/v1/embeddings`, `/v1/models`.
+//!
+//! Wire types are private to this module; requests are mapped to canonical types once and
+//! answers are mapped back once. Parameters OpenAI defines that Modelgate does not act on
+//! (`seed`, `user`, penalties, `logit_bias`, …) are accepted and ignored, as documented in
+//! `docs/front-doors.md`; parameters it cannot honour (`n > 1`, `logprobs`) are refused with a
+//! 400, never silently changed.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use futures::StreamExt;
+use modelgate_types::{
+    BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
+    EmbedInput, EmbedRequest, Error, ImageBlock, InferenceConfig, Message, Role, StopReason,
+    StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock, ToolResultContent,
+    ToolSpec, ToolUseBlock, Usage,
+};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::errors::{body_rejection, json_error, openai_body, OpenAiError};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatCompletionRequest {
+    model: String,
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    tools: Option<Vec<WireTool>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    // Accepted and ignored (documented).
+    #[serde(default, rename = "top_logprobs")]
+    _top_logprobs: Option<IgnoredAny>,
+    #[serde(default, rename = "seed")]
+    _seed: Option<IgnoredAny>,
+    #[serde(default, rename = "user")]
+    _user: Option<IgnoredAny>,
+    #[serde(default, rename = "presence_penalty")]
+    _presence_penalty: Option<IgnoredAny>,
+    #[serde(default, rename = "frequency_penalty")]
+    _frequency_penalty: Option<IgnoredAny>,
+    #[serde(default, rename = "logit_bias")]
+    _logit_bias: Option<IgnoredAny>,
+    #[serde(default, rename = "parallel_tool_calls")]
+    _parallel_tool_calls: Option<IgnoredAny>,
+    #[serde(default, rename = "metadata")]
+    _metadata: Option<IgnoredAny>,
+    #[serde(default, rename = "store")]
+    _store: Option<IgnoredAny>,
+    #[serde(default, rename = "service_tier")]
+    _service_tier: Option<IgnoredAny>,
+    #[serde(default, rename = "reasoning_effort")]
+    _reasoning_effort: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<WireContent>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default, rename = "name")]
+    _name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireContent {
+    Text(String),
+    Parts(Vec<WirePart>),
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WirePart {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Deserialize)]
+struct ImageUrl {
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: String,
+    function: WireFunctionCall,
+}
+
+#[derive(Deserialize)]
+struct WireFunctionCall {
+    name: String,
+    arguments: String,
+}
+
+#[derive(Deserialize)]
+struct WireTool {
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::validation(message)
+}
+
+fn text_of(content: Option<WireContent>, role: &str) -> Result<String, Error> {
+    match content {
+        None => Ok(String::new()),
+        Some(WireContent::Text(t)) => Ok(t),
+        Some(WireContent::Parts(parts)) => {
+            let mut out = String::new();
+            for p in parts {
+                match p {
+                    WirePart::Text { text } => out.push_str(&text),
+                    WirePart::ImageUrl { .. } => {
+                        return Err(bad(format!(
+                            "'{role}' messages may contain only text parts"
+                        )))
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn content_blocks(content: Option<WireContent>) -> Result<Vec<ContentBlock>, Error> {
+    match content {
+        None => Ok(Vec::new()),
+        Some(WireContent::Text(t)) => Ok(vec![ContentBlock::Text(t)]),
+        Some(WireContent::Parts(parts)) => parts
+            .into_iter()
+            .map(|p| match p {
+                WirePart::Text { text } => Ok(ContentBlock::Text(text)),
+                WirePart::ImageUrl { image_url } => image_block(&image_url.url),
+            })
+            .collect(),
+    }
+}
+
+/// Only `data:` URLs are accepted: the gateway does not fetch URLs on a caller's behalf.
+fn image_block(url: &str) -> Result<ContentBlock, Error> {
+    let rest = url.strip_prefix("data:image/").ok_or_else(|| {
+        bad("image_url must be a base64 data URL (data:image/png;base64,...); remote URLs are not fetched")
+    })?;
+    let (format, data) = rest
+        .split_once(";base64,")
+        .ok_or_else(|| bad("image_url data URL must be base64-encoded"))?;
+    Ok(ContentBlock::Image(ImageBlock {
+        format: format.to_string(),
+        source: BinarySource::Bytes(data.to_string()),
+    }))
+}
+
+impl ChatCompletionRequest {
+    fn into_canonical(self) -> Result<(ChatRequest, bool, bool), Error> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(bad("n must be 1; Modelgate returns one choice per request"));
+        }
+        if self.logprobs == Some(true) {
+            return Err(bad("logprobs is not supported"));
+        }
+        if let Some(format) = &self.response_format {
+            if format.get("type").and_then(Value::as_str) != Some("text") {
+                return Err(bad(
+                    "response_format other than {\"type\":\"text\"} is not supported by this model",
+                ));
+            }
+        }
+        let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
+            None => None,
+            Some(n) if n <= 0 => {
+                return Err(bad("max_tokens must be a positive integer").with_code("invalid_value"))
+            }
+            Some(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+        };
+        let mut system = Vec::new();
+        let mut messages: Vec<Message> = Vec::new();
+        for m in self.messages {
+            match m.role.as_str() {
+                "system" | "developer" => {
+                    system.push(SystemBlock::Text(text_of(m.content, &m.role)?));
+                }
+                "user" => push_message(&mut messages, Role::User, content_blocks(m.content)?),
+                "assistant" => {
+                    let mut blocks: Vec<ContentBlock> = content_blocks(m.content)?
+                        .into_iter()
+                        .filter(|b| !matches!(b, ContentBlock::Text(t) if t.is_empty()))
+                        .collect();
+                    for call in m.tool_calls.unwrap_or_default() {
+                        let input = if call.function.arguments.trim().is_empty() {
+                            json!({})
+                        } else {
+                            serde_json::from_str(&call.function.arguments).map_err(|e| {
+                                bad(format!("tool_calls arguments must be JSON: {e}"))
+                            })?
+                        };
+                        blocks.push(ContentBlock::ToolUse(ToolUseBlock {
+                            tool_use_id: call.id,
+                            name: call.function.name,
+                            input,
+                        }));
+                    }
+                    push_message(&mut messages, Role::Assistant, blocks);
+                }
+                "tool" => {
+                    let id = m
+                        .tool_call_id
+                        .ok_or_else(|| bad("'tool' messages need tool_call_id"))?;
+                    let text = text_of(m.content, "tool")?;
+                    push_message(
+                        &mut messages,
+                        Role::User,
+                        vec![ContentBlock::ToolResult(ToolResultBlock {
+                            tool_use_id: id,
+                            content: vec![ToolResultContent::Text(text)],
+                            status: None,
+                        })],
+                    );
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown message role '{other}'; expected system, developer, user, assistant or tool"
+                    )))
+                }
+            }
+        }
+        let stop_sequences = match self.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s],
+            Some(Stop::Many(v)) => v,
+        };
+        let tools = match self.tools {
+            Some(tools) if !tools.is_empty() => Some(ToolConfig {
+                tools: tools
+                    .into_iter()
+                    .map(|t| {
+                        Tool::ToolSpec(ToolSpec {
+                            name: t.function.name,
+                            description: t.function.description,
+                            input_schema: json!({
+                                "json": t.function.parameters.unwrap_or_else(|| json!({"type":"object","properties":{}}))
+                            }),
+                        })
+                    })
+                    .collect(),
+                tool_choice: tool_choice(self.tool_choice)?,
+            }),
+            _ => None,
+        };
+        let request = ChatRequest {
+            model: self.model,
+            system,
+            messages,
+            inference: InferenceConfig {
+                max_tokens,
+                temperature: self.temperature,
+                top_p: self.top_p,
+                stop_sequences,
+            },
+            tools,
+        };
+        let stream = self.stream.unwrap_or(false);
+        let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
+        Ok((request, stream, include_usage))
+    }
+}
+
+/// Consecutive messages of one role merge (tool results after tool results, for instance).
+fn push_message(messages: &mut Vec<Message>, role: Role, content: Vec<ContentBlock>) {
+    match messages.last_mut() {
+        Some(last) if last.role == role => last.content.extend(content),
+        _ => messages.push(Message { role, content }),
+    }
+}
+
+fn tool_choice(choice: Option<Value>) -> Result<Option<ToolChoice>, Error> {
+    Ok(match choice {
+        None => None,
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" | "none" => Some(ToolChoice::Auto(json!({}))),
+            "required" => Some(ToolChoice::Any(json!({}))),
+            other => return Err(bad(format!("unknown tool_choice '{other}'"))),
+        },
+        Some(v) => {
+            let name = v
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("tool_choice object needs function.name"))?;
+            Some(ToolChoice::Tool { name: name.into() })
+        }
+    })
+}
+
+fn finish_reason(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::EndTurn | StopReason::StopSequence => "stop",
+        StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => "length",
+        StopReason::ToolUse => "tool_calls",
+        StopReason::GuardrailIntervened | StopReason::ContentFiltered => "content_filter",
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.total_tokens,
+    })
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn completion_json(id: &str, created: u64, r: &ChatResponse) -> Value {
+    let mut text = String::new();
+    let mut tool_calls = Vec::new();
+    for block in &r.message.content {
+        match block {
+            ContentBlock::Text(t) => text.push_str(t),
+            ContentBlock::ToolUse(t) => tool_calls.push(json!({
+                "id": t.tool_use_id,
+                "type": "function",
+                "function": {"name": t.name, "arguments": t.input.to_string()},
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant", "content": text, "refusal": null});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+        if text.is_empty() {
+            message["content"] = Value::Null;
+        }
+    }
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": r.model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": null,
+            "finish_reason": finish_reason(r.stop_reason),
+        }],
+        "usage": usage_json(&r.usage),
+        "system_fingerprint": null,
+    })
+}
+
+/// `POST /v1/chat/completions`
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match chat_inner(state, body).await {
+        Ok(r) => r,
+        Err(e) => OpenAiError(e).into_response(),
+    }
+}
+
+async fn chat_inner(
+    state: AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+    let wire: ChatCompletionRequest = serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+    let (request, stream, include_usage) = wire.into_canonical()?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = now_secs();
+    if !stream {
+        let response = state.gateway.converse(request).await?;
+        return Ok(Json(completion_json(&id, created, &response)).into_response());
+    }
+    let model = request.model.clone();
+    let events = state.gateway.converse_stream(request).await?;
+    let body = sse_body(events, id, created, model, include_usage);
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Turn canonical events into OpenAI `chat.completion.chunk` SSE frames ending in `[DONE]`.
+/// A failure after the stream started is sent as an `error` event (which the openai SDK raises),
+/// never as a clean `[DONE]`.
+fn sse_body(
+    events: modelgate_providers::ChatStream,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+    struct St {
+        events: modelgate_providers::ChatStream,
+        tool_index: HashMap<u32, usize>,
+        done: bool,
+    }
+    let chunk = move |choices: Value, usage: Option<Value>| -> Bytes {
+        let mut v = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": null,
+            "choices": choices,
+        });
+        if include_usage {
+            v["usage"] = usage.unwrap_or(Value::Null);
+        }
+        Bytes::from(format!("data: {v}\n\n"))
+    };
+    let state = St {
+        events,
+        tool_index: HashMap::new(),
+        done: false,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let chunk = chunk.clone();
+        async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                let Some(event) = st.events.next().await else {
+                    st.done = true;
+                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), st));
+                };
+                let delta = |d: Value| json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": null}]);
+                let frame = match event {
+                    Err(e) => {
+                        st.done = true;
+                        Bytes::from(format!("data: {}\n\n", openai_body(&e)))
+                    }
+                    Ok(StreamEvent::MessageStart { .. }) => chunk(
+                        delta(json!({"role": "assistant", "content": "", "refusal": null})),
+                        None,
+                    ),
+                    Ok(StreamEvent::ContentBlockStart {
+                        index,
+                        start: ContentBlockStart::ToolUse { tool_use_id, name },
+                    }) => {
+                        let n = st.tool_index.len();
+                        st.tool_index.insert(index, n);
+                        chunk(
+                            delta(json!({"tool_calls": [{
+                                "index": n, "id": tool_use_id, "type": "function",
+                                "function": {"name": name, "arguments": ""}
+                            }]})),
+                            None,
+                        )
+                    }
+                    Ok(StreamEvent::ContentBlockDelta { index, delta: d }) => match d {
+                        ContentBlockDelta::Text(t) => {
+                            if t.is_empty() {
+                                continue;
+                            }
+                            chunk(delta(json!({"content": t})), None)
+                        }
+                        ContentBlockDelta::ToolUseInput(fragment) => {
+                            let n = st.tool_index.get(&index).copied().unwrap_or(0);
+                            chunk(
+                                delta(
+                                    json!({"tool_calls": [{"index": n, "function": {"arguments": fragment}}]}),
+                                ),
+                                None,
+                            )
+                        }
+                        ContentBlockDelta::ReasoningText(_) => continue,
+                    },
+                    Ok(StreamEvent::ContentBlockStop { .. }) => continue,
+                    Ok(StreamEvent::MessageStop { stop_reason }) => chunk(
+                        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(stop_reason)}]),
+                        None,
+                    ),
+                    Ok(StreamEvent::Metadata { usage, .. }) => {
+                        if !include_usage {
+                            continue;
+                        }
+                        chunk(json!([]), Some(usage_json(&usage)))
+                    }
+                };
+                return Some((Ok(frame), st));
+            }
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingsRequest {
+    model: String,
+    input: Value,
+    #[serde(default)]
+    encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<u32>,
+    #[serde(default, rename = "user")]
+    _user: Option<IgnoredAny>,
+}
+
+/// `POST /v1/embeddings`
+pub async fn embeddings(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match embeddings_inner(state, body).await {
+        Ok(r) => r,
+        Err(e) => OpenAiError(e).into_response(),
+    }
+}
+
+async fn embeddings_inner(
+    state: AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+    let wire: EmbeddingsRequest = serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+    let texts = match wire.input {
+        Value::String(s) => vec![s],
+        Value::Array(items) if items.iter().all(Value::is_string) => items
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => {
+            return Err(bad(
+                "input must be a string or an array of strings; token arrays are not supported",
+            ))
+        }
+    };
+    if texts.iter().any(String::is_empty) {
+        return Err(bad("input must not contain empty strings"));
+    }
+    let base64 = match wire.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "encoding_format must be 'float' or 'base64', not '{other}'"
+            )))
+        }
+    };
+    let response = state
+        .gateway
+        .embed(EmbedRequest {
+            model: wire.model,
+            input: EmbedInput::Texts(texts),
+        })
+        .await?;
+    if let Some(d) = wire.dimensions {
+        let native = response.vectors.first().map_or(0, Vec::len);
+        if d as usize != native {
+            return Err(bad(format!(
+                "dimensions must be {native} for '{}'; it cannot be shortened",
+                response.model
+            )));
+        }
+    }
+    let data: Vec<Value> = response
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": response.model,
+        "usage": {"prompt_tokens": response.input_tokens, "total_tokens": response.input_tokens},
+    }))
+    .into_response())
+}
+
+fn model_json(m: &modelgate_core::ModelInfo, created: u64) -> Value {
+    json!({"id": m.id, "object": "model", "created": created, "owned_by": m.owned_by})
+}
+
+/// `GET /v1/models`
+pub async fn list_models(State(state): State<AppState>) -> Response {
+    let data: Vec<Value> = state
+        .gateway
+        .list()
+        .iter()
+        .map(|m| model_json(m, state.started_at))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`
+pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.gateway.list().iter().find(|m| m.id == id) {
+        Some(m) => Json(model_json(m, state.started_at)).into_response(),
+        None => OpenAiError(Error::model_not_found(&id)).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<(ChatRequest, bool, bool), Error> {
+        serde_json::from_value::<ChatCompletionRequest>(v)
+            .map_err(|e| json_error(&e))?
+            .into_canonical()
+    }
+
+    #[test]
+    fn maps_roles_and_params() {
+        let (r, stream, usage) = parse(json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "42"},
+            ],
+            "max_tokens": 7, "temperature": 0, "stop": "\n", "stream": true,
+            "stream_options": {"include_usage": true}, "seed": 3
+        }))
+        .unwrap();
+        assert!(stream && usage);
+        assert_eq!(r.system, vec![SystemBlock::Text("be brief".into())]);
+        assert_eq!(r.messages.len(), 3);
+        assert_eq!(r.inference.max_tokens, Some(7));
+        assert_eq!(r.inference.stop_sequences, vec!["\n".to_string()]);
+        assert!(
+            matches!(&r.messages[1].content[0], ContentBlock::ToolUse(t) if t.input == json!({"a":1}))
+        );
+        assert!(
+            matches!(&r.messages[2].content[0], ContentBlock::ToolResult(t) if t.tool_use_id == "c1")
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        let base = |extra: Value| {
+            let mut v = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            for (k, val) in extra.as_object().unwrap() {
+                v[k] = val.clone();
+            }
+            parse(v).map(|_| ()).map_err(|e| e.status())
+        };
+        assert_eq!(base(json!({"n": 2})), Err(400));
+        assert_eq!(base(json!({"max_tokens": 0})), Err(400));
+        assert_eq!(base(json!({"max_tokens": -5})), Err(400));
+        assert_eq!(base(json!({"logprobs": true})), Err(400));
+        assert_eq!(base(json!({"bogus": true})), Err(400));
+        assert_eq!(
+            base(json!({"response_format": {"type": "json_object"}})),
+            Err(400)
+        );
+        assert_eq!(
+            base(json!({"messages": [{"role": "wizard", "content": "x"}]})),
+            Err(400)
+        );
+        assert_eq!(base(json!({"seed": 1, "user": "u"})), Ok(()));
+    }
+}

@@ -1,0 +1,176 @@
+//! Typed errors that carry their own classification.
+//!
+//! Retry, circuit-breaker and fallback decisions read [`Error::kind`], [`Error::source`] and
+//! [`Error::retryable`]; they never look at message text. Each front door renders an `Error` in
+//! its own dialect in exactly one place.
+
+use std::fmt;
+
+/// Where an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorSource {
+    /// The caller sent something wrong (bad JSON, unknown model, invalid parameter).
+    Client,
+    /// The model or upstream provider failed.
+    Provider,
+    /// Modelgate itself failed.
+    Internal,
+}
+
+/// What went wrong, in the vocabulary shared by all dialects.
+///
+/// Each kind has one HTTP status; the Bedrock exception name and the OpenAI / Anthropic error
+/// type are derived from it by the front doors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed or violates a constraint (400).
+    Validation,
+    /// No credentials, or credentials that are not valid (401).
+    Unauthenticated,
+    /// Authenticated but not allowed (403).
+    AccessDenied,
+    /// The model or resource does not exist (404).
+    NotFound,
+    /// The model took too long (408).
+    Timeout,
+    /// The request body is larger than the configured limit (413).
+    PayloadTooLarge,
+    /// The model returned an error while processing the request (424).
+    ModelError,
+    /// Too many requests: a rate limit, or the model's queue is full (429).
+    Throttling,
+    /// Something broke inside Modelgate (500).
+    Internal,
+    /// The model is not available right now (503), e.g. still loading or shutting down.
+    ServiceUnavailable,
+}
+
+impl ErrorKind {
+    /// The HTTP status this kind is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::Validation => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::AccessDenied => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Timeout => 408,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::ModelError => 424,
+            ErrorKind::Throttling => 429,
+            ErrorKind::Internal => 500,
+            ErrorKind::ServiceUnavailable => 503,
+        }
+    }
+
+    /// Whether a request failing with this kind may succeed when sent again unchanged.
+    pub fn default_retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout
+                | ErrorKind::Throttling
+                | ErrorKind::Internal
+                | ErrorKind::ServiceUnavailable
+        )
+    }
+
+    /// The source this kind usually has.
+    pub fn default_source(self) -> ErrorSource {
+        match self {
+            ErrorKind::Validation
+            | ErrorKind::Unauthenticated
+            | ErrorKind::AccessDenied
+            | ErrorKind::NotFound
+            | ErrorKind::PayloadTooLarge => ErrorSource::Client,
+            ErrorKind::Timeout
+            | ErrorKind::ModelError
+            | ErrorKind::Throttling
+            | ErrorKind::ServiceUnavailable => ErrorSource::Provider,
+            ErrorKind::Internal => ErrorSource::Internal,
+        }
+    }
+}
+
+/// A classified error: kind, source, retryability and a message safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// Who is at fault.
+    pub source: ErrorSource,
+    /// Whether retrying the same request may succeed.
+    pub retryable: bool,
+    /// Human-readable message, shown to the caller. Never contains secrets or prompt text.
+    pub message: String,
+    /// A machine-readable code for dialects that have one (OpenAI `code`), e.g. `model_not_found`.
+    pub code: Option<&'static str>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+// Written by hand: thiserror would take the `source` field for the error's cause.
+impl std::error::Error for Error {}
+
+impl Error {
+    /// An error of `kind` with its default source and retryability.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            source: kind.default_source(),
+            retryable: kind.default_retryable(),
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    /// A 400 validation error.
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Validation, message)
+    }
+
+    /// A 404 for a model id nothing serves.
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            ErrorKind::NotFound,
+            format!("The model '{model}' does not exist or is not served by this gateway."),
+        )
+        .with_code("model_not_found")
+    }
+
+    /// A 500 internal error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// Attach a machine-readable code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_follows_kind() {
+        let e = Error::new(ErrorKind::Throttling, "slow down");
+        assert_eq!(e.status(), 429);
+        assert!(e.retryable);
+        assert_eq!(e.source, ErrorSource::Provider);
+        let e = Error::validation("bad");
+        assert_eq!(e.status(), 400);
+        assert!(!e.retryable);
+        assert_eq!(e.source, ErrorSource::Client);
+        assert_eq!(Error::model_not_found("x").code, Some("model_not_found"));
+    }
+}

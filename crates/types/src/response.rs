@@ -1,0 +1,74 @@
+//! Chat and embedding responses.
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+
+/// Why generation stopped, with the Converse names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model finished its turn.
+    EndTurn,
+    /// The model wants a tool called.
+    ToolUse,
+    /// `maxTokens` was reached.
+    MaxTokens,
+    /// A stop sequence was produced.
+    StopSequence,
+    /// A guardrail intervened.
+    GuardrailIntervened,
+    /// Content was filtered.
+    ContentFiltered,
+    /// The model's context window is full.
+    ModelContextWindowExceeded,
+}
+
+/// Token counts of one call, as in Converse `usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Generated tokens.
+    pub output_tokens: u32,
+    /// Sum of both.
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    /// Usage with the total filled in.
+    pub fn new(input_tokens: u32, output_tokens: u32) -> Self {
+        Self {
+            input_tokens,
+            output_tokens,
+            total_tokens: input_tokens.saturating_add(output_tokens),
+        }
+    }
+}
+
+/// A complete chat answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    /// The model that produced it.
+    pub model: String,
+    /// The assistant message.
+    pub message: Message,
+    /// Why generation stopped.
+    pub stop_reason: StopReason,
+    /// Token counts.
+    pub usage: Usage,
+    /// Time spent in the model, in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// Embedding vectors, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedResponse {
+    /// The model that produced them.
+    pub model: String,
+    /// One vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens read.
+    pub input_tokens: u32,
+}

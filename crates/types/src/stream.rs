@@ -1,0 +1,73 @@
+//! Stream events, in the order of ConverseStream.
+//!
+//! A well-formed stream is: `MessageStart`, then per content block an optional
+//! `ContentBlockStart` (tool use only), one or more `ContentBlockDelta`, `ContentBlockStop`;
+//! then `MessageStop` and finally `Metadata`. A stream that fails yields an `Err` item instead
+//! of ending quietly.
+
+use crate::message::Role;
+use crate::response::{StopReason, Usage};
+
+/// One stream event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// The assistant message begins.
+    MessageStart {
+        /// Always `Assistant`.
+        role: Role,
+    },
+    /// A content block that needs announcing (tool use) begins.
+    ContentBlockStart {
+        /// Index of the block in the message.
+        index: u32,
+        /// What the block is.
+        start: ContentBlockStart,
+    },
+    /// A piece of a content block.
+    ContentBlockDelta {
+        /// Index of the block in the message.
+        index: u32,
+        /// The piece.
+        delta: ContentBlockDelta,
+    },
+    /// A content block is complete.
+    ContentBlockStop {
+        /// Index of the block in the message.
+        index: u32,
+    },
+    /// The message is complete.
+    MessageStop {
+        /// Why generation stopped.
+        stop_reason: StopReason,
+    },
+    /// Final accounting.
+    Metadata {
+        /// Token counts.
+        usage: Usage,
+        /// Time spent in the model, in milliseconds.
+        latency_ms: u64,
+    },
+}
+
+/// The start of a tool-use block.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContentBlockStart {
+    /// A tool call begins.
+    ToolUse {
+        /// Call id.
+        tool_use_id: String,
+        /// Tool name.
+        name: String,
+    },
+}
+
+/// A piece of content.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContentBlockDelta {
+    /// Text.
+    Text(String),
+    /// A fragment of a tool call's JSON arguments.
+    ToolUseInput(String),
+    /// Reasoning text.
+    ReasoningText(String),
+}

@@ -1,0 +1,100 @@
+"""Start the real `modelgate` binary once per test session and hand tests its URL.
+
+MODELGATE_BIN names the binary (default: target/debug/modelgate under CARGO_TARGET_DIR).
+MODELGATE_HOME must hold the pulled models; the server runs with --no-pull.
+Set MODELGATE_URL to test an already running server instead.
+"""
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binary():
+    if os.environ.get("MODELGATE_BIN"):
+        return os.environ["MODELGATE_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(
+        os.path.dirname(__file__), "..", "..", "target"
+    )
+    return os.path.join(target, "debug", "modelgate")
+
+
+def wait_ready(url, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"modelgate exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("modelgate did not become ready in time")
+
+
+class Server:
+    def __init__(self, extra_args=(), config_text=None, tmp_path=None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [binary(), "serve", "--listen", f"127.0.0.1:{self.port}", "--no-pull"]
+        if config_text is not None:
+            path = os.path.join(tmp_path, "modelgate.toml")
+            with open(path, "w") as f:
+                f.write(config_text)
+            args += ["--config", path]
+        args += list(extra_args)
+        self.log_path = os.path.join(tmp_path or "/tmp", f"modelgate-{self.port}.log")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_ready(self.url, self.proc)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+    def logs(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory):
+    if os.environ.get("MODELGATE_URL"):
+        url = os.environ["MODELGATE_URL"].rstrip("/")
+        wait_ready(url, None)
+        yield url
+        return
+    server = Server(tmp_path=str(tmp_path_factory.mktemp("server")))
+    yield server.url
+    server.stop()
+    assert server.proc.returncode == 0, server.logs()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    started = []
+
+    def start(config_text=None):
+        s = Server(config_text=config_text, tmp_path=str(tmp_path))
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()

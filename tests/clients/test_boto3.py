@@ -1,0 +1,77 @@
+"""boto3's bedrock-runtime client pointed at Modelgate with endpoint_url, unmodified."""
+import boto3
+import pytest
+from botocore.config import Config
+
+CHAT = "local.smollm2-135m-instruct"
+
+
+def make_client(url, validate=True):
+    return boto3.client(
+        "bedrock-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+        config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                      parameter_validation=validate),
+    )
+
+
+@pytest.fixture
+def client(server_url):
+    return make_client(server_url)
+
+
+def test_converse_answers(client):
+    r = client.converse(
+        modelId=CHAT,
+        messages=[{"role": "user", "content": [{"text": "What is the capital of France?"}]}],
+        inferenceConfig={"maxTokens": 64, "temperature": 0},
+    )
+    text = r["output"]["message"]["content"][0]["text"]
+    assert "Paris" in text
+    assert r["output"]["message"]["role"] == "assistant"
+    assert r["stopReason"] in ("end_turn", "max_tokens")
+    u = r["usage"]
+    assert u["inputTokens"] > 0 and u["outputTokens"] > 0
+    assert u["totalTokens"] == u["inputTokens"] + u["outputTokens"]
+    assert isinstance(r["metrics"]["latencyMs"], int)
+    assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert r["ResponseMetadata"]["RequestId"]
+
+
+def test_converse_with_system_and_stop_sequence(client):
+    r = client.converse(
+        modelId=CHAT,
+        system=[{"text": "You are a helpful assistant."}],
+        messages=[{"role": "user", "content": [{"text": "Count from 1 to 20, separated by commas."}]}],
+        inferenceConfig={"maxTokens": 100, "temperature": 0, "stopSequences": ["5"]},
+    )
+    text = r["output"]["message"]["content"][0]["text"]
+    assert "5" not in text
+    assert r["stopReason"] in ("stop_sequence", "end_turn", "max_tokens")
+
+
+def test_unknown_model_raises_resource_not_found(client):
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.converse(
+            modelId="anthropic.claude-3-haiku-20240307-v1:0",
+            messages=[{"role": "user", "content": [{"text": "hi"}]}],
+        )
+
+
+def test_server_side_validation_raises_validation_exception(server_url):
+    # Turn off botocore's own checks so the server's are exercised.
+    client = make_client(server_url, validate=False)
+    with pytest.raises(client.exceptions.ValidationException):
+        client.converse(modelId=CHAT, messages=[])
+    with pytest.raises(client.exceptions.ValidationException):
+        client.converse(
+            modelId=CHAT,
+            messages=[{"role": "user", "content": [{"text": "hi"}]}],
+            inferenceConfig={"maxTokens": 0},
+        )
+    r = client.converse(modelId=CHAT, messages=[{"role": "user", "content": [{"text": "hi"}]}],
+                        inferenceConfig={"maxTokens": 4})
+    assert r["usage"]["outputTokens"] <= 4
