@@ -54,7 +54,8 @@ def test_embeddings_are_unit_vectors_that_rank_paraphrases_higher(client):
     r = client.embeddings.create(model=EMBED, input=texts)
     vecs = [d.embedding for d in r.data]
     floats = client.embeddings.create(model=EMBED, input=texts, encoding_format="float")
-    assert [d.embedding for d in floats.data] == pytest.approx(vecs, abs=1e-6)
+    for got, want in zip((d.embedding for d in floats.data), vecs):
+        assert got == pytest.approx(want, abs=1e-6)
     assert [len(v) for v in vecs] == [384, 384, 384]
     for v in vecs:
         assert math.isclose(math.sqrt(sum(x * x for x in v)), 1.0, abs_tol=1e-3)

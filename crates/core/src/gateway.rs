@@ -24,6 +24,9 @@ pub struct ModelInfo {
     pub kind: &'static str,
 }
 
+/// A model and the provider that serves it.
+pub type ServedModel = (ModelInfo, Arc<dyn Provider>);
+
 struct Entry {
     info: ModelInfo,
     provider: Arc<dyn Provider>,
@@ -42,7 +45,7 @@ impl Gateway {
     }
 
     /// Make `models` servable. Only the first call takes effect.
-    pub fn install(&self, models: Vec<(ModelInfo, Arc<dyn Provider>)>) {
+    pub fn install(&self, models: Vec<ServedModel>) {
         let map = models
             .into_iter()
             .map(|(info, provider)| (info.id.clone(), Entry { info, provider }))

@@ -7,4 +7,4 @@ pub mod local;
 pub mod models;
 
 pub use config::{Config, ConfigError};
-pub use gateway::{Gateway, ModelInfo};
+pub use gateway::{Gateway, ModelInfo, ServedModel};

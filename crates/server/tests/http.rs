@@ -4,6 +4,8 @@
 //! models (installed by `modelgate models pull`; `MODELGATE_HOME` points at them) and talks to
 //! it over HTTP with reqwest.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: fail loudly
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
