@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use modelgate_providers::{LocalEmbedderSettings, LocalLlamaSettings};
 use serde::Deserialize;
 
 /// Default listen address.
@@ -88,9 +89,9 @@ pub struct LocalConfig {
     /// Download missing model files when `serve` starts. Default `true`.
     pub auto_pull: bool,
     /// `[local.chat]`: SmolLM2-135M-Instruct via llama.cpp.
-    pub chat: LocalChatConfig,
+    pub chat: LocalLlamaSettings,
     /// `[local.embeddings]`: all-MiniLM-L6-v2 via candle.
-    pub embeddings: LocalEmbeddingsConfig,
+    pub embeddings: LocalEmbedderSettings,
 }
 
 impl Default for LocalConfig {
@@ -98,64 +99,8 @@ impl Default for LocalConfig {
         Self {
             enabled: true,
             auto_pull: true,
-            chat: LocalChatConfig::default(),
-            embeddings: LocalEmbeddingsConfig::default(),
-        }
-    }
-}
-
-/// `[local.chat]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LocalChatConfig {
-    /// Context window of each sequence, in tokens (the model was trained on 8192). Default 4096.
-    pub context_size: u32,
-    /// Requests generated at the same time (continuous-batching slots). Default 4.
-    pub parallel: u32,
-    /// Requests that may wait for a slot; beyond this, 429. Default 64.
-    pub queue_depth: usize,
-    /// CPU threads for llama.cpp; 0 means all cores. Default 0.
-    pub threads: u32,
-    /// Most tokens decoded in one step. Default 512.
-    pub batch_size: u32,
-    /// `max_tokens` when the caller sets none. Default 512.
-    pub default_max_tokens: u32,
-    /// Temperature when the caller sets none. Default 0.7.
-    pub default_temperature: f32,
-}
-
-impl Default for LocalChatConfig {
-    fn default() -> Self {
-        Self {
-            context_size: 4096,
-            parallel: 4,
-            queue_depth: 64,
-            threads: 0,
-            batch_size: 512,
-            default_max_tokens: 512,
-            default_temperature: 0.7,
-        }
-    }
-}
-
-/// `[local.embeddings]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LocalEmbeddingsConfig {
-    /// Word pieces kept per input. Default 256.
-    pub max_input_tokens: usize,
-    /// Inputs per forward pass. Default 32.
-    pub batch_size: usize,
-    /// Embedding requests computed at once; others wait. Default 1.
-    pub concurrency: usize,
-}
-
-impl Default for LocalEmbeddingsConfig {
-    fn default() -> Self {
-        Self {
-            max_input_tokens: 256,
-            batch_size: 32,
-            concurrency: 1,
+            chat: LocalLlamaSettings::default(),
+            embeddings: LocalEmbedderSettings::default(),
         }
     }
 }
@@ -196,56 +141,11 @@ impl Config {
 
     /// Cross-field checks. Pure: no IO.
     pub fn validate(&self) -> Result<(), String> {
-        let chat = &self.local.chat;
-        let positive = [
-            ("local.chat.context_size", chat.context_size as u64),
-            ("local.chat.parallel", chat.parallel as u64),
-            ("local.chat.queue_depth", chat.queue_depth as u64),
-            ("local.chat.batch_size", chat.batch_size as u64),
-            (
-                "local.chat.default_max_tokens",
-                chat.default_max_tokens as u64,
-            ),
-            (
-                "local.embeddings.max_input_tokens",
-                self.local.embeddings.max_input_tokens as u64,
-            ),
-            (
-                "local.embeddings.batch_size",
-                self.local.embeddings.batch_size as u64,
-            ),
-            (
-                "local.embeddings.concurrency",
-                self.local.embeddings.concurrency as u64,
-            ),
-            ("server.max_body_bytes", self.server.max_body_bytes as u64),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(format!("key `{key}` must be greater than 0"));
-            }
+        if self.server.max_body_bytes == 0 {
+            return Err("key `server.max_body_bytes` must be greater than 0".into());
         }
-        if chat.context_size < 64 || chat.context_size > 8192 {
-            return Err("key `local.chat.context_size` must be between 64 and 8192 (the model's trained window)".into());
-        }
-        if chat.parallel > 64 {
-            return Err("key `local.chat.parallel` must be at most 64".into());
-        }
-        if chat.batch_size < chat.parallel {
-            return Err(
-                "key `local.chat.batch_size` must be at least `local.chat.parallel`".into(),
-            );
-        }
-        if !(0.0..=2.0).contains(&chat.default_temperature) {
-            return Err("key `local.chat.default_temperature` must be between 0 and 2".into());
-        }
-        if self.local.embeddings.max_input_tokens > 512 {
-            return Err(
-                "key `local.embeddings.max_input_tokens` must be at most 512 (the model's window)"
-                    .into(),
-            );
-        }
-        Ok(())
+        self.local.chat.validate()?;
+        self.local.embeddings.validate()
     }
 }
 

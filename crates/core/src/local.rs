@@ -42,25 +42,14 @@ pub fn load_models(config: &Config, data_dir: &Path) -> Result<Vec<ServedModel>,
         models::spec(LOCAL_CHAT_MODEL).ok_or_else(|| Error::internal("chat model spec missing"))?;
     let embed_spec = models::spec(LOCAL_EMBED_MODEL)
         .ok_or_else(|| Error::internal("embedding model spec missing"))?;
-    let c = &config.local.chat;
-    let mut chat_cfg =
-        LocalLlamaConfig::new(models::model_dir(data_dir, chat_spec).join(chat_spec.files[0].name));
-    chat_cfg.context_size = c.context_size;
-    chat_cfg.parallel = c.parallel;
-    chat_cfg.queue_depth = c.queue_depth;
-    if c.threads > 0 {
-        chat_cfg.threads = c.threads;
-    }
-    chat_cfg.batch_size = c.batch_size;
-    chat_cfg.default_max_tokens = c.default_max_tokens;
-    chat_cfg.default_temperature = c.default_temperature;
-    let chat: Arc<dyn Provider> = Arc::new(LocalLlama::load(chat_cfg)?);
-    let e = &config.local.embeddings;
-    let mut embed_cfg = LocalEmbedderConfig::new(models::model_dir(data_dir, embed_spec));
-    embed_cfg.max_input_tokens = e.max_input_tokens;
-    embed_cfg.batch_size = e.batch_size;
-    embed_cfg.concurrency = e.concurrency;
-    let embed: Arc<dyn Provider> = Arc::new(LocalEmbedder::load(embed_cfg)?);
+    let chat: Arc<dyn Provider> = Arc::new(LocalLlama::load(LocalLlamaConfig {
+        model_path: models::model_dir(data_dir, chat_spec).join(chat_spec.files[0].name),
+        settings: config.local.chat.clone(),
+    })?);
+    let embed: Arc<dyn Provider> = Arc::new(LocalEmbedder::load(LocalEmbedderConfig {
+        model_dir: models::model_dir(data_dir, embed_spec),
+        settings: config.local.embeddings.clone(),
+    })?);
     Ok(vec![
         (
             ModelInfo {

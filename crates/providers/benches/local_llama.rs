@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use modelgate_providers::{LocalLlama, LocalLlamaConfig, Provider};
+use modelgate_providers::{LocalLlama, LocalLlamaConfig, LocalLlamaSettings, Provider};
 use modelgate_types::{
     ChatRequest, ContentBlockDelta, InferenceConfig, Message, Role, StreamEvent,
 };
@@ -78,9 +78,14 @@ fn main() {
         .unwrap_or(5);
     let path =
         data_dir().join("models/local.smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let mut cfg = LocalLlamaConfig::new(path);
-    cfg.parallel = 1;
-    cfg.default_max_tokens = 128;
+    let cfg = LocalLlamaConfig {
+        model_path: path,
+        settings: LocalLlamaSettings {
+            parallel: 1,
+            default_max_tokens: 128,
+            ..LocalLlamaSettings::default()
+        },
+    };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let p = LocalLlama::load(cfg).expect("model loads (run `modelgate models pull` first)");
     rt.block_on(async {

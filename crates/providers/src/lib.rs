@@ -16,8 +16,8 @@ pub mod local_embed;
 pub mod local_llama;
 mod stop;
 
-pub use local_embed::{LocalEmbedder, LocalEmbedderConfig};
-pub use local_llama::{LocalLlama, LocalLlamaConfig};
+pub use local_embed::{LocalEmbedder, LocalEmbedderConfig, LocalEmbedderSettings};
+pub use local_llama::{LocalLlama, LocalLlamaConfig, LocalLlamaSettings};
 
 /// A stream of canonical events; an `Err` item ends the stream with an error.
 pub type ChatStream = BoxStream<'static, Result<StreamEvent, Error>>;

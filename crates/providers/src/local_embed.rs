@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, DTYPE};
 use modelgate_types::{ChatRequest, EmbedInput, EmbedRequest, EmbedResponse, Error};
+use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 use tokio::sync::Semaphore;
 
@@ -20,29 +21,59 @@ use crate::{Capabilities, ChatStream, Provider};
 /// Most inputs embedded in one request.
 pub const MAX_INPUTS: usize = 2048;
 
-/// Settings of the embedded embedding model.
-#[derive(Debug, Clone)]
-pub struct LocalEmbedderConfig {
-    /// Folder with `model.safetensors`, `config.json` and `tokenizer.json`.
-    pub model_dir: PathBuf,
-    /// Word pieces kept per input.
+/// Tunable settings of the embedded embedding model: `[local.embeddings]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalEmbedderSettings {
+    /// Word pieces kept per input (at most 512, the model's window). Default 256.
     pub max_input_tokens: usize,
-    /// Inputs run through the model in one forward pass.
+    /// Inputs per forward pass. Default 32.
     pub batch_size: usize,
-    /// Requests computed at the same time; others wait.
+    /// Embedding requests computed at once; others wait. Default 1.
     pub concurrency: usize,
 }
 
-impl LocalEmbedderConfig {
-    /// Defaults: 256-token window, batches of 32, one request at a time.
-    pub fn new(model_dir: PathBuf) -> Self {
+impl Default for LocalEmbedderSettings {
+    fn default() -> Self {
         Self {
-            model_dir,
             max_input_tokens: 256,
             batch_size: 32,
             concurrency: 1,
         }
     }
+}
+
+impl LocalEmbedderSettings {
+    /// Range checks; the message names the key under `[local.embeddings]`.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("max_input_tokens", self.max_input_tokens),
+            ("batch_size", self.batch_size),
+            ("concurrency", self.concurrency),
+        ] {
+            if value == 0 {
+                return Err(format!(
+                    "key `local.embeddings.{key}` must be greater than 0"
+                ));
+            }
+        }
+        if self.max_input_tokens > 512 {
+            return Err(
+                "key `local.embeddings.max_input_tokens` must be at most 512 (the model's window)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What [`LocalEmbedder::load`] needs: the model folder and the settings.
+#[derive(Debug, Clone)]
+pub struct LocalEmbedderConfig {
+    /// Folder with `model.safetensors`, `config.json` and `tokenizer.json`.
+    pub model_dir: PathBuf,
+    /// Tunable settings.
+    pub settings: LocalEmbedderSettings,
 }
 
 struct Inner {
@@ -83,7 +114,7 @@ impl LocalEmbedder {
         }));
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: config.max_input_tokens,
+                max_length: config.settings.max_input_tokens,
                 ..TruncationParams::default()
             }))
             .map_err(|e| load_err("tokenizer truncation", e))?;
@@ -91,9 +122,9 @@ impl LocalEmbedder {
             inner: Arc::new(Inner {
                 model,
                 tokenizer,
-                batch_size: config.batch_size.max(1),
+                batch_size: config.settings.batch_size.max(1),
             }),
-            permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(config.settings.concurrency.max(1))),
         })
     }
 }

@@ -28,48 +28,95 @@ use modelgate_types::{
     ChatRequest, ContentBlock, ContentBlockDelta, Error, ErrorKind, Role, StopReason, StreamEvent,
     Usage,
 };
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::stop::TextAssembler;
 use crate::{Capabilities, ChatStream, Provider};
 
-/// Settings of the embedded chat model.
-#[derive(Debug, Clone)]
-pub struct LocalLlamaConfig {
-    /// Path of the GGUF file.
-    pub model_path: PathBuf,
-    /// Context window of each sequence, in tokens.
+/// Tunable settings of the embedded chat model: `[local.chat]` in the configuration file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalLlamaSettings {
+    /// Context window of each request, in tokens (the model was trained on 8192). Default 4096.
     pub context_size: u32,
-    /// Sequences decoded together (continuous batching slots).
+    /// Requests generated together (continuous-batching slots). Default 4.
     pub parallel: u32,
-    /// Requests that may wait for a slot before new ones are refused with 429.
+    /// Requests that may wait for a slot; beyond this, 429. Default 64.
     pub queue_depth: usize,
-    /// CPU threads llama.cpp uses.
+    /// CPU threads for llama.cpp; 0 means every core. Default 0.
     pub threads: u32,
-    /// Most tokens decoded in one step (prompt chunks plus one token per generating sequence).
+    /// Most tokens decoded in one step (prompt chunks plus one token per generating request).
+    /// Default 512.
     pub batch_size: u32,
-    /// `maxTokens` when the caller gives none.
+    /// `maxTokens` when the caller sets none. Default 512.
     pub default_max_tokens: u32,
-    /// Temperature when the caller gives none.
+    /// Temperature when the caller sets none. Default 0.7.
     pub default_temperature: f32,
 }
 
-impl LocalLlamaConfig {
-    /// Defaults for `model_path`: 4096-token windows, 4 slots, a queue of 64, all cores.
-    pub fn new(model_path: PathBuf) -> Self {
+impl Default for LocalLlamaSettings {
+    fn default() -> Self {
         Self {
-            model_path,
             context_size: 4096,
             parallel: 4,
             queue_depth: 64,
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(2),
+            threads: 0,
             batch_size: 512,
             default_max_tokens: 512,
             default_temperature: 0.7,
         }
     }
+}
+
+impl LocalLlamaSettings {
+    /// Range checks; the message names the key under `[local.chat]`.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("context_size", self.context_size as u64),
+            ("parallel", self.parallel as u64),
+            ("queue_depth", self.queue_depth as u64),
+            ("batch_size", self.batch_size as u64),
+            ("default_max_tokens", self.default_max_tokens as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("key `local.chat.{key}` must be greater than 0"));
+        }
+        if !(64..=8192).contains(&self.context_size) {
+            return Err("key `local.chat.context_size` must be between 64 and 8192 (the model's trained window)".into());
+        }
+        if self.parallel > 64 {
+            return Err("key `local.chat.parallel` must be at most 64".into());
+        }
+        if self.batch_size < self.parallel {
+            return Err(
+                "key `local.chat.batch_size` must be at least `local.chat.parallel`".into(),
+            );
+        }
+        if !(0.0..=2.0).contains(&self.default_temperature) {
+            return Err("key `local.chat.default_temperature` must be between 0 and 2".into());
+        }
+        Ok(())
+    }
+
+    /// CPU threads to use: `threads`, or every core when it is 0.
+    fn thread_count(&self) -> i32 {
+        if self.threads > 0 {
+            return self.threads as i32;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get() as i32)
+            .unwrap_or(2)
+    }
+}
+
+/// What [`LocalLlama::load`] needs: the GGUF file and the settings.
+#[derive(Debug, Clone)]
+pub struct LocalLlamaConfig {
+    /// Path of the GGUF file.
+    pub model_path: PathBuf,
+    /// Tunable settings.
+    pub settings: LocalLlamaSettings,
 }
 
 /// llama.cpp may be initialised once per process; every model shares this backend.
@@ -138,7 +185,7 @@ impl LocalLlama {
             .chat_template(None)
             .map_err(|e| Error::internal(format!("the GGUF has no usable chat template: {e}")))?;
         let model = Arc::new(model);
-        let (queue, rx) = mpsc::channel(config.queue_depth.max(1));
+        let (queue, rx) = mpsc::channel(config.settings.queue_depth.max(1));
         let alive = Arc::new(AtomicBool::new(true));
         let engine_model = Arc::clone(&model);
         let engine_config = config.clone();
@@ -259,7 +306,7 @@ impl Provider for LocalLlama {
         } = inference;
         let prompt = self.prompt_tokens(&request)?;
         let input_tokens = prompt.len() as u32;
-        let window = self.config.context_size;
+        let window = self.config.settings.context_size;
         if input_tokens >= window {
             return Err(Error::validation(format!(
                 "The input is {input_tokens} tokens long; the model '{}' accepts at most {} input tokens.",
@@ -270,13 +317,13 @@ impl Provider for LocalLlama {
         }
         let room = window - input_tokens;
         let max_tokens = max_tokens
-            .unwrap_or(self.config.default_max_tokens)
+            .unwrap_or(self.config.settings.default_max_tokens)
             .min(room);
         let (events, mut rx) = mpsc::unbounded_channel();
         let job = Job {
             prompt,
             max_tokens,
-            temperature: temperature.unwrap_or(self.config.default_temperature),
+            temperature: temperature.unwrap_or(self.config.settings.default_temperature),
             top_p: top_p.unwrap_or(1.0),
             stops: stop_sequences.clone(),
             events,
@@ -415,17 +462,17 @@ fn run_engine(
     mut rx: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), Error>>,
 ) {
-    let parallel = config.parallel.max(1);
+    let parallel = config.settings.parallel.max(1);
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(
-            config.context_size.saturating_mul(parallel),
+            config.settings.context_size.saturating_mul(parallel),
         ))
         .with_n_seq_max(parallel)
         .with_kv_unified(false)
-        .with_n_batch(config.batch_size)
-        .with_n_ubatch(config.batch_size)
-        .with_n_threads(config.threads as i32)
-        .with_n_threads_batch(config.threads as i32);
+        .with_n_batch(config.settings.batch_size)
+        .with_n_ubatch(config.settings.batch_size)
+        .with_n_threads(config.settings.thread_count())
+        .with_n_threads_batch(config.settings.thread_count());
     let backend = match backend() {
         Ok(b) => b,
         Err(e) => {
@@ -443,7 +490,7 @@ fn run_engine(
         }
     };
     let _ = ready.send(Ok(()));
-    let mut batch = LlamaBatch::new(config.batch_size as usize, 1);
+    let mut batch = LlamaBatch::new(config.settings.batch_size as usize, 1);
     let mut slots: Vec<Slot> = Vec::with_capacity(parallel as usize);
     let mut free: Vec<i32> = (0..parallel as i32).rev().collect();
     let mut closed = false;
@@ -520,7 +567,7 @@ fn step(
     model: &LlamaModel,
 ) -> Result<(), Error> {
     batch.clear();
-    let capacity = config.batch_size as usize;
+    let capacity = config.settings.batch_size as usize;
     let add_err = |e: llama_cpp_2::llama_batch::BatchAddError| {
         Error::internal(format!("llama.cpp batch: {e}"))
     };
