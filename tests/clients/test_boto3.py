@@ -75,3 +75,41 @@ def test_server_side_validation_raises_validation_exception(server_url):
     r = client.converse(modelId=CHAT, messages=[{"role": "user", "content": [{"text": "hi"}]}],
                         inferenceConfig={"maxTokens": 4})
     assert r["usage"]["outputTokens"] <= 4
+
+
+def test_converse_stream_event_order_and_text(client):
+    kwargs = dict(
+        modelId=CHAT,
+        messages=[{"role": "user", "content": [{"text": "What is the capital of France?"}]}],
+        inferenceConfig={"maxTokens": 64, "temperature": 0},
+    )
+    whole = client.converse(**kwargs)
+    r = client.converse_stream(**kwargs)
+    assert r["ResponseMetadata"]["HTTPHeaders"]["content-type"] == "application/vnd.amazon.eventstream"
+    names, text, stop, meta = [], [], None, None
+    for event in r["stream"]:
+        (name, body), = event.items()
+        names.append(name)
+        if name == "contentBlockDelta":
+            assert body["contentBlockIndex"] == 0
+            text.append(body["delta"]["text"])
+        elif name == "messageStop":
+            stop = body["stopReason"]
+        elif name == "metadata":
+            meta = body
+    # messageStart, deltas, contentBlockStop, messageStop, metadata — in that order.
+    assert names[0] == "messageStart"
+    assert names[-3:] == ["contentBlockStop", "messageStop", "metadata"]
+    assert set(names[1:-3]) == {"contentBlockDelta"} and len(names) > 5
+    assert "".join(text) == whole["output"]["message"]["content"][0]["text"]
+    assert stop == whole["stopReason"]
+    assert meta["usage"] == whole["usage"]
+    assert isinstance(meta["metrics"]["latencyMs"], int)
+
+
+def test_converse_stream_errors_before_the_stream_raise(client):
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.converse_stream(
+            modelId="anthropic.claude-3-haiku-20240307-v1:0",
+            messages=[{"role": "user", "content": [{"text": "hi"}]}],
+        )

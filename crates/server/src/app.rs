@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{id}", get(openai::get_model))
         // Bedrock Runtime dialect.
         .route("/model/{model_id}/converse", post(bedrock::converse))
+        .route(
+            "/model/{model_id}/converse-stream",
+            post(bedrock::converse_stream),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(request_context))
