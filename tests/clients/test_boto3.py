@@ -113,3 +113,15 @@ def test_converse_stream_errors_before_the_stream_raise(client):
             modelId="anthropic.claude-3-haiku-20240307-v1:0",
             messages=[{"role": "user", "content": [{"text": "hi"}]}],
         )
+
+
+def test_count_tokens_matches_converse_usage(client):
+    messages = [{"role": "user", "content": [{"text": "What is the capital of France?"}]}]
+    counted = client.count_tokens(modelId=CHAT, input={"converse": {"messages": messages}})
+    used = client.converse(modelId=CHAT, messages=messages, inferenceConfig={"maxTokens": 4})
+    assert counted["inputTokens"] == used["usage"]["inputTokens"] > 0
+    longer = client.count_tokens(modelId=CHAT, input={"converse": {
+        "system": [{"text": "You are terse."}], "messages": messages}})
+    assert longer["inputTokens"] > counted["inputTokens"]
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.count_tokens(modelId="no.such-model", input={"converse": {"messages": messages}})

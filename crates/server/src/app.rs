@@ -50,6 +50,10 @@ pub fn router(state: AppState) -> Router {
             "/model/{model_id}/converse-stream",
             post(bedrock::converse_stream),
         )
+        .route(
+            "/model/{model_id}/count-tokens",
+            post(bedrock::count_tokens),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(request_context))

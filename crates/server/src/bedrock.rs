@@ -135,6 +135,53 @@ pub async fn converse_stream(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CountTokensBody {
+    input: CountTokensInput,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CountTokensInput {
+    #[serde(default)]
+    converse: Option<Value>,
+    #[serde(default)]
+    invoke_model: Option<IgnoredAny>,
+}
+
+/// `POST /model/{modelId}/count-tokens`: the input tokens the request would use, counted by the
+/// serving model's own tokenizer over exactly the prompt the model would see.
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+        let wire: CountTokensBody = serde_json::from_slice(&body).map_err(|e| {
+            Error::validation(format!("1 validation error detected: the request body is invalid: {e}"))
+        })?;
+        let request = match (wire.input.converse, wire.input.invoke_model) {
+            (Some(converse), None) => parse_converse(model_id, converse.to_string().as_bytes())?,
+            (None, Some(_)) => {
+                return Err(Error::validation(
+                    "input.invokeModel is not supported yet: model-native request bodies arrive with InvokeModel support; count with input.converse",
+                ))
+            }
+            _ => {
+                return Err(Error::validation(
+                    "input must set exactly one of `converse` or `invokeModel`",
+                ))
+            }
+        };
+        let input_tokens = state.gateway.count_tokens(&request).await?;
+        Ok::<_, Error>(Json(json!({ "inputTokens": input_tokens })).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|e| BedrockError(e).into_response())
+}
+
 /// Frame canonical events as ConverseStream event-stream messages; stop after an exception.
 fn event_stream_body(
     events: modelgate_providers::ChatStream,
