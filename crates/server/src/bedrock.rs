@@ -95,20 +95,35 @@ fn converse_json(r: &ChatResponse) -> Value {
     })
 }
 
+/// Render a handler's outcome: the answer, or the error in the Bedrock dialect.
+fn respond(result: Result<Response, Error>) -> Response {
+    result.unwrap_or_else(|e| BedrockError(e).into_response())
+}
+
+/// Read and parse a Converse / ConverseStream body.
+fn converse_request(
+    state: &AppState,
+    model_id: String,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ChatRequest, Error> {
+    let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+    parse_converse(model_id, &body)
+}
+
 /// `POST /model/{modelId}/converse`
 pub async fn converse(
     State(state): State<AppState>,
     Path(model_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = async {
-        let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-        let request = parse_converse(model_id, &body)?;
-        let response = state.gateway.converse(request).await?;
-        Ok::<_, Error>(Json(converse_json(&response)).into_response())
-    }
-    .await;
-    result.unwrap_or_else(|e| BedrockError(e).into_response())
+    respond(
+        async {
+            let request = converse_request(&state, model_id, body)?;
+            let response = state.gateway.converse(request).await?;
+            Ok(Json(converse_json(&response)).into_response())
+        }
+        .await,
+    )
 }
 
 /// `POST /model/{modelId}/converse-stream`
@@ -117,22 +132,19 @@ pub async fn converse_stream(
     Path(model_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = async {
-        let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-        let request = parse_converse(model_id, &body)?;
-        let events = state.gateway.converse_stream(request).await?;
-        Ok::<_, Error>(events)
-    }
-    .await;
-    match result {
-        Ok(events) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
-            Body::from_stream(event_stream_body(events)),
-        )
-            .into_response(),
-        Err(e) => BedrockError(e).into_response(),
-    }
+    respond(
+        async {
+            let request = converse_request(&state, model_id, body)?;
+            let events = state.gateway.converse_stream(request).await?;
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
+                Body::from_stream(event_stream_body(events)),
+            )
+                .into_response())
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -176,10 +188,10 @@ pub async fn count_tokens(
             }
         };
         let input_tokens = state.gateway.count_tokens(&request).await?;
-        Ok::<_, Error>(Json(json!({ "inputTokens": input_tokens })).into_response())
+        Ok(Json(json!({ "inputTokens": input_tokens })).into_response())
     }
     .await;
-    result.unwrap_or_else(|e| BedrockError(e).into_response())
+    respond(result)
 }
 
 /// Frame canonical events as ConverseStream event-stream messages; stop after an exception.
