@@ -134,8 +134,6 @@ fn backend() -> Result<&'static LlamaBackend, Error> {
 /// What the engine sends back for one request.
 #[derive(Debug)]
 enum EngineEvent {
-    /// The prompt has been read; generation begins.
-    Started,
     /// Generated text.
     Text(String),
     /// Generation ended.
@@ -365,7 +363,6 @@ impl Provider for LocalLlama {
                         )));
                         return;
                     }
-                    Some(EngineEvent::Started) => {}
                     Some(EngineEvent::Text(text)) => {
                         any_text = true;
                         emit!(Ok(StreamEvent::ContentBlockDelta {
@@ -520,7 +517,6 @@ fn run_engine(
             }
             let Some(seq) = free.pop() else { break };
             let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-            let _ = job.events.send(EngineEvent::Started);
             slots.push(Slot {
                 seq,
                 sampler: sampler_for(&job),
