@@ -460,6 +460,7 @@ fn run_engine(
     ready: std::sync::mpsc::Sender<Result<(), Error>>,
 ) {
     let parallel = config.settings.parallel.max(1);
+    let threads = config.settings.thread_count();
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(
             config.settings.context_size.saturating_mul(parallel),
@@ -468,8 +469,8 @@ fn run_engine(
         .with_kv_unified(false)
         .with_n_batch(config.settings.batch_size)
         .with_n_ubatch(config.settings.batch_size)
-        .with_n_threads(config.settings.thread_count())
-        .with_n_threads_batch(config.settings.thread_count());
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
     let backend = match backend() {
         Ok(b) => b,
         Err(e) => {

@@ -1,5 +1,5 @@
-//! The Bedrock Runtime front door: `POST /model/{modelId}/converse` and
-//! `POST /model/{modelId}/converse-stream`.
+//! The Bedrock Runtime front door: `POST /model/{modelId}/converse`,
+//! `POST /model/{modelId}/converse-stream` and `POST /model/{modelId}/count-tokens`.
 //!
 //! Request and response bodies have exactly the shapes of botocore's `bedrock-runtime` model;
 //! the canonical types already serialise to Converse JSON, so only the envelope lives here.
@@ -65,18 +65,22 @@ struct ConverseBody {
     _output_config: Option<IgnoredAny>,
 }
 
-/// Parse a Converse body; the error message names the member, as AWS's validation does.
+/// A body that does not match the operation's shape; the message names the member, as AWS's
+/// validation does.
+fn invalid_body(e: &serde_json::Error) -> Error {
+    Error::validation(format!(
+        "1 validation error detected: the request body is invalid: {e}"
+    ))
+}
+
+/// Parse a Converse body.
 fn parse_converse(model_id: String, body: &[u8]) -> Result<ChatRequest, Error> {
     let body = if body.is_empty() {
         b"{}".as_slice()
     } else {
         body
     };
-    let wire: ConverseBody = serde_json::from_slice(body).map_err(|e| {
-        Error::validation(format!(
-            "1 validation error detected: the request body is invalid: {e}"
-        ))
-    })?;
+    let wire: ConverseBody = serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
     Ok(ChatRequest {
         model: model_id,
         system: wire.system.unwrap_or_default(),
@@ -157,9 +161,23 @@ struct CountTokensBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CountTokensInput {
     #[serde(default)]
-    converse: Option<Value>,
+    converse: Option<ConverseTokensBody>,
     #[serde(default)]
     invoke_model: Option<IgnoredAny>,
+}
+
+/// botocore's `ConverseTokensRequest`: the parts of a Converse request that make up its input.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConverseTokensBody {
+    #[serde(default)]
+    messages: Option<Vec<Message>>,
+    #[serde(default)]
+    system: Option<Vec<SystemBlock>>,
+    #[serde(default)]
+    tool_config: Option<ToolConfig>,
+    #[serde(default, rename = "additionalModelRequestFields")]
+    _additional_model_request_fields: Option<IgnoredAny>,
 }
 
 /// `POST /model/{modelId}/count-tokens`: the input tokens the request would use, counted by the
@@ -171,11 +189,16 @@ pub async fn count_tokens(
 ) -> Response {
     let result = async {
         let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-        let wire: CountTokensBody = serde_json::from_slice(&body).map_err(|e| {
-            Error::validation(format!("1 validation error detected: the request body is invalid: {e}"))
-        })?;
+        let wire: CountTokensBody =
+            serde_json::from_slice(&body).map_err(|e| invalid_body(&e))?;
         let request = match (wire.input.converse, wire.input.invoke_model) {
-            (Some(converse), None) => parse_converse(model_id, converse.to_string().as_bytes())?,
+            (Some(converse), None) => ChatRequest {
+                model: model_id,
+                system: converse.system.unwrap_or_default(),
+                messages: converse.messages.unwrap_or_default(),
+                inference: InferenceConfig::default(),
+                tools: converse.tool_config,
+            },
             (None, Some(_)) => {
                 return Err(Error::validation(
                     "input.invokeModel is not supported yet: model-native request bodies arrive with InvokeModel support; count with input.converse",
@@ -402,6 +425,25 @@ mod tests {
         );
         assert_eq!(frames[4].0, "exception");
         assert_eq!(frames[4].2, json!({"message": "slow down"}));
+    }
+
+    #[test]
+    fn count_tokens_body_has_botocore_shape() {
+        let ok: CountTokensBody = serde_json::from_value(json!({"input": {"converse": {
+            "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+            "system": [{"text": "be brief"}]
+        }}}))
+        .unwrap();
+        let converse = ok.input.converse.unwrap();
+        assert_eq!(converse.messages.unwrap().len(), 1);
+        assert_eq!(converse.system.unwrap()[0].as_text(), "be brief");
+        // inferenceConfig belongs to Converse, not to ConverseTokensRequest.
+        assert!(
+            serde_json::from_value::<CountTokensBody>(json!({"input": {"converse": {
+                "messages": [], "inferenceConfig": {"maxTokens": 5}
+            }}}))
+            .is_err()
+        );
     }
 
     #[test]
