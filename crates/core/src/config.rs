@@ -24,6 +24,110 @@ pub struct Config {
     pub log: LogConfig,
     /// The embedded (in-process) models.
     pub local: LocalConfig,
+    /// `[[models]]`: names clients use, mapped onto served models.
+    pub models: Vec<ModelConfig>,
+    /// `[auth]`: how callers prove who they are.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `[[auth.sigv4]]`: AWS credentials that Bedrock front-door callers sign requests with
+    /// (SigV4, service `bedrock`). With none configured, unsigned Bedrock calls are served
+    /// (local development).
+    pub sigv4: Vec<SigV4Credential>,
+}
+
+/// `[[auth.sigv4]]`: one access key. The secret comes from the environment or a file, never
+/// from the configuration text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigV4Credential {
+    /// The access key id callers send (`aws_access_key_id`).
+    pub access_key_id: String,
+    /// Environment variable holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// File holding the secret access key (surrounding whitespace ignored).
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+impl SigV4Credential {
+    /// Read the secret from where the configuration points.
+    pub fn secret(&self) -> Result<String, String> {
+        let secret = match (&self.secret_access_key_env, &self.secret_access_key_file) {
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                format!(
+                    "the environment variable {var} (secret of access key {}) is not set",
+                    self.access_key_id
+                )
+            })?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+            _ => return Err(format!(
+                "access key {}: set exactly one of secret_access_key_env or secret_access_key_file",
+                self.access_key_id
+            )),
+        };
+        if secret.is_empty() {
+            return Err(format!(
+                "the secret of access key {} is empty",
+                self.access_key_id
+            ));
+        }
+        Ok(secret)
+    }
+}
+
+/// `[[models]]`: a name clients use (plus aliases) for a model a provider serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The id clients send, e.g. `anthropic.claude-3-haiku-20240307-v1:0`. Its cross-region
+    /// profile ids (`us.…`) and ARNs resolve to it too.
+    pub id: String,
+    /// More names for the same model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Who serves it. Today `local` (the embedded models); upstream providers come later.
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// The model's id at the provider; for `local`, `local.smollm2-135m-instruct` or
+    /// `local.all-minilm-l6-v2`.
+    pub upstream_id: String,
+    /// The InvokeModel body format this model speaks, when its id does not tell
+    /// (ids such as `anthropic.…` or `amazon.titan-text-…` do).
+    #[serde(default)]
+    pub format: Option<NativeFormat>,
+}
+
+fn default_provider() -> String {
+    "local".into()
+}
+
+/// The model-native request / response body families of Bedrock's InvokeModel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NativeFormat {
+    /// Anthropic Messages (`anthropic_version`, `messages`, `max_tokens`).
+    AnthropicMessages,
+    /// Anthropic text completions (`prompt` with `\n\nHuman:` turns, `max_tokens_to_sample`).
+    AnthropicText,
+    /// Amazon Titan Text (`inputText`, `textGenerationConfig`).
+    TitanText,
+    /// Amazon Titan Embeddings (`inputText` → `embedding`).
+    TitanEmbed,
+    /// Meta Llama (`prompt`, `max_gen_len` → `generation`).
+    Llama,
+    /// Mistral (`prompt`, `max_tokens` → `outputs[].text`).
+    Mistral,
+    /// Cohere Embed (`texts`, `input_type` → `embeddings`).
+    CohereEmbed,
 }
 
 /// `[server]`
@@ -145,7 +249,51 @@ impl Config {
             return Err("key `server.max_body_bytes` must be greater than 0".into());
         }
         self.local.chat.validate()?;
-        self.local.embeddings.validate()
+        self.local.embeddings.validate()?;
+        for (i, c) in self.auth.sigv4.iter().enumerate() {
+            if c.access_key_id.trim().is_empty() {
+                return Err(format!(
+                    "key `auth.sigv4[{i}].access_key_id` must not be empty"
+                ));
+            }
+            if c.secret_access_key_env.is_some() == c.secret_access_key_file.is_some() {
+                return Err(format!(
+                    "key `auth.sigv4[{i}]`: set exactly one of secret_access_key_env or secret_access_key_file"
+                ));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            if m.provider != "local" {
+                return Err(format!(
+                    "key `models[{i}].provider`: unknown provider '{}'; the only provider today is `local`",
+                    m.provider
+                ));
+            }
+            if !crate::models::MODELS.iter().any(|s| s.id == m.upstream_id) {
+                let known: Vec<&str> = crate::models::MODELS.iter().map(|s| s.id).collect();
+                return Err(format!(
+                    "key `models[{i}].upstream_id`: '{}' is not an embedded model (one of {})",
+                    m.upstream_id,
+                    known.join(", ")
+                ));
+            }
+            for name in std::iter::once(&m.id).chain(&m.aliases) {
+                if name.trim().is_empty() {
+                    return Err(format!(
+                        "key `models[{i}]`: ids and aliases must not be empty"
+                    ));
+                }
+                if !names.insert(name.as_str())
+                    || crate::models::MODELS.iter().any(|s| s.id == name)
+                {
+                    return Err(format!(
+                        "key `models[{i}]`: the name '{name}' is used twice; every id and alias must be unique"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -203,6 +351,58 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.local.chat.parallel, 2);
         assert_eq!(c.local.embeddings.batch_size, 8);
+    }
+
+    #[test]
+    fn models_map_names_onto_served_models() {
+        let c = Config::parse(
+            r#"
+            [[models]]
+            id = "anthropic.claude-3-haiku-20240307-v1:0"
+            aliases = ["claude-haiku"]
+            upstream_id = "local.smollm2-135m-instruct"
+            [[models]]
+            id = "my-embedder"
+            upstream_id = "local.all-minilm-l6-v2"
+            format = "titan-embed"
+            "#,
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.models.len(), 2);
+        assert_eq!(c.models[0].provider, "local");
+        assert_eq!(c.models[1].format, Some(NativeFormat::TitanEmbed));
+        for (bad, key) in [
+            ("[[models]]\nid = \"a\"\nupstream_id = \"nope\"\n", "upstream_id"),
+            ("[[models]]\nid = \"a\"\nprovider = \"x\"\nupstream_id = \"local.all-minilm-l6-v2\"\n", "provider"),
+            ("[[models]]\nid = \"a\"\naliases = [\"a\"]\nupstream_id = \"local.all-minilm-l6-v2\"\n", "used twice"),
+            ("[[models]]\nid = \"a\"\nupstream_id = \"local.all-minilm-l6-v2\"\nformat = \"gpt\"\n", "format"),
+        ] {
+            let e = Config::parse(bad, "gw.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn sigv4_credentials_need_one_secret_source() {
+        let c = Config::parse(
+            "[[auth.sigv4]]\naccess_key_id = \"AKID\"\nsecret_access_key_env = \"MG_TEST_SECRET_UNSET\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert!(c.auth.sigv4[0]
+            .secret()
+            .unwrap_err()
+            .contains("MG_TEST_SECRET_UNSET"));
+        let e = Config::parse("[[auth.sigv4]]\naccess_key_id = \"AKID\"\n", "x.toml").unwrap_err();
+        assert!(e.to_string().contains("auth.sigv4[0]"), "{e}");
+        // A secret written into the file itself is refused (unknown key).
+        let e = Config::parse(
+            "[[auth.sigv4]]\naccess_key_id = \"AKID\"\nsecret_access_key = \"x\"\n",
+            "x.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("secret_access_key"), "{e}");
     }
 
     #[test]

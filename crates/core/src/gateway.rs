@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use modelgate_providers::{ChatStream, Provider};
+
+use crate::config::NativeFormat;
+use crate::model_id;
 use modelgate_types::{
     ChatRequest, ChatResponse, ContentBlock, EmbedRequest, EmbedResponse, Error, ErrorKind, Role,
 };
@@ -22,6 +25,10 @@ pub struct ModelInfo {
     pub owned_by: String,
     /// `chat` or `embedding`.
     pub kind: &'static str,
+    /// More names that route to this model.
+    pub aliases: Vec<String>,
+    /// The InvokeModel body format, when configured.
+    pub format: Option<NativeFormat>,
 }
 
 /// A model and the provider that serves it.
@@ -32,10 +39,16 @@ struct Entry {
     provider: Arc<dyn Provider>,
 }
 
+/// Served models and the index of every name (id or alias) clients may use for them.
+struct Registry {
+    entries: Vec<Entry>,
+    by_name: BTreeMap<String, usize>,
+}
+
 /// The registry of served models; filled once the models have loaded.
 #[derive(Default)]
 pub struct Gateway {
-    models: OnceLock<BTreeMap<String, Entry>>,
+    models: OnceLock<Registry>,
 }
 
 impl Gateway {
@@ -44,39 +57,55 @@ impl Gateway {
         Self::default()
     }
 
-    /// Make `models` servable. Only the first call takes effect.
+    /// Make `models` servable under their ids and aliases. Only the first call takes effect;
+    /// a name given twice keeps its first model (configuration validation rejects duplicates).
     pub fn install(&self, models: Vec<ServedModel>) {
-        let map = models
+        let mut entries: Vec<Entry> = models
             .into_iter()
-            .map(|(info, provider)| (info.id.clone(), Entry { info, provider }))
+            .map(|(info, provider)| Entry { info, provider })
             .collect();
-        let _ = self.models.set(map);
+        entries.sort_by(|a, b| a.info.id.cmp(&b.info.id));
+        let mut by_name = BTreeMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            for name in std::iter::once(&e.info.id).chain(&e.info.aliases) {
+                by_name.entry(name.clone()).or_insert(i);
+            }
+        }
+        let _ = self.models.set(Registry { entries, by_name });
     }
 
     /// Whether the models have loaded and every provider is ready.
     pub fn is_ready(&self) -> bool {
         self.models
             .get()
-            .is_some_and(|m| m.values().all(|e| e.provider.is_ready()))
+            .is_some_and(|m| m.entries.iter().all(|e| e.provider.is_ready()))
     }
 
     /// The served models, sorted by id.
     pub fn list(&self) -> Vec<ModelInfo> {
         self.models
             .get()
-            .map(|m| m.values().map(|e| e.info.clone()).collect())
+            .map(|m| m.entries.iter().map(|e| e.info.clone()).collect())
             .unwrap_or_default()
     }
 
+    /// The model a client's name refers to: an id or alias, also in its AWS forms
+    /// (cross-region profile id, foundation-model or inference-profile ARN).
+    pub fn resolve(&self, model: &str) -> Result<&ModelInfo, Error> {
+        self.route(model).map(|e| &e.info)
+    }
+
     fn route(&self, model: &str) -> Result<&Entry, Error> {
-        let models = self.models.get().ok_or_else(|| {
+        let registry = self.models.get().ok_or_else(|| {
             Error::new(
                 ErrorKind::ServiceUnavailable,
                 "Models are still loading; retry in a moment.",
             )
         })?;
-        models
-            .get(model)
+        model_id::candidates(model)
+            .into_iter()
+            .find_map(|name| registry.by_name.get(name))
+            .and_then(|&i| registry.entries.get(i))
             .ok_or_else(|| Error::model_not_found(model))
     }
 
@@ -213,6 +242,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.status(), 503);
         g.install(vec![]);
+        assert_eq!(g.resolve("x").unwrap_err().status(), 404);
         let e = g
             .converse(req(vec![Message::text(Role::User, "hi")]))
             .await

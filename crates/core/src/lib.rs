@@ -4,6 +4,7 @@
 pub mod config;
 pub mod gateway;
 pub mod local;
+pub mod model_id;
 pub mod models;
 
 pub use config::{Config, ConfigError};

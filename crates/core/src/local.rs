@@ -50,22 +50,39 @@ pub fn load_models(config: &Config, data_dir: &Path) -> Result<Vec<ServedModel>,
         model_dir: models::model_dir(data_dir, embed_spec),
         settings: config.local.embeddings.clone(),
     })?);
-    Ok(vec![
-        (
-            ModelInfo {
-                id: LOCAL_CHAT_MODEL.into(),
-                owned_by: "modelgate-local".into(),
-                kind: "chat",
-            },
-            chat,
-        ),
-        (
-            ModelInfo {
-                id: LOCAL_EMBED_MODEL.into(),
-                owned_by: "modelgate-local".into(),
-                kind: "embedding",
-            },
-            embed,
-        ),
-    ])
+    let mut served = vec![
+        (local_info(LOCAL_CHAT_MODEL, "chat"), chat),
+        (local_info(LOCAL_EMBED_MODEL, "embedding"), embed),
+    ];
+    served.extend(configured_models(config, &served));
+    Ok(served)
+}
+
+fn local_info(id: &str, kind: &'static str) -> ModelInfo {
+    ModelInfo {
+        id: id.into(),
+        owned_by: "modelgate-local".into(),
+        kind,
+        aliases: Vec::new(),
+        format: None,
+    }
+}
+
+/// The `[[models]]` entries, each served by the model its `upstream_id` names.
+fn configured_models(config: &Config, served: &[ServedModel]) -> Vec<ServedModel> {
+    config
+        .models
+        .iter()
+        .filter_map(|m| {
+            let (target, provider) = served.iter().find(|(info, _)| info.id == m.upstream_id)?;
+            let info = ModelInfo {
+                id: m.id.clone(),
+                owned_by: target.owned_by.clone(),
+                kind: target.kind,
+                aliases: m.aliases.clone(),
+                format: m.format,
+            };
+            Some((info, Arc::clone(provider)))
+        })
+        .collect()
 }
