@@ -2,7 +2,7 @@
 
 MODELGATE_BIN names the binary (default: target/debug/modelgate under CARGO_TARGET_DIR).
 MODELGATE_HOME must hold the pulled models; the server runs with --no-pull.
-Set MODELGATE_URL to test an already running server instead.
+Set MODELGATE_URL to test an already running server instead (started with GATEWAY_CONFIG).
 """
 import os
 import socket
@@ -11,6 +11,39 @@ import time
 import urllib.request
 
 import pytest
+
+# The session server maps AWS model ids onto the embedded models, as an operator would, so the
+# clients can call Bedrock ids of every native body family.
+GATEWAY_CONFIG = """
+[[models]]
+id = "anthropic.claude-3-haiku-20240307-v1:0"
+aliases = ["claude-haiku"]
+upstream_id = "local.smollm2-135m-instruct"
+
+[[models]]
+id = "anthropic.claude-v2:1"
+upstream_id = "local.smollm2-135m-instruct"
+
+[[models]]
+id = "amazon.titan-text-express-v1"
+upstream_id = "local.smollm2-135m-instruct"
+
+[[models]]
+id = "meta.llama3-8b-instruct-v1:0"
+upstream_id = "local.smollm2-135m-instruct"
+
+[[models]]
+id = "mistral.mistral-7b-instruct-v0:2"
+upstream_id = "local.smollm2-135m-instruct"
+
+[[models]]
+id = "amazon.titan-embed-text-v2:0"
+upstream_id = "local.all-minilm-l6-v2"
+
+[[models]]
+id = "cohere.embed-english-v3"
+upstream_id = "local.all-minilm-l6-v2"
+"""
 
 
 def free_port():
@@ -44,7 +77,7 @@ def wait_ready(url, proc, timeout=120):
 
 
 class Server:
-    def __init__(self, extra_args=(), config_text=None, tmp_path=None):
+    def __init__(self, extra_args=(), config_text=None, tmp_path=None, env=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [binary(), "serve", "--listen", f"127.0.0.1:{self.port}", "--no-pull"]
@@ -56,7 +89,9 @@ class Server:
         args += list(extra_args)
         self.log_path = os.path.join(tmp_path or "/tmp", f"modelgate-{self.port}.log")
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         wait_ready(self.url, self.proc)
 
     def stop(self):
@@ -80,7 +115,7 @@ def server_url(tmp_path_factory):
         wait_ready(url, None)
         yield url
         return
-    server = Server(tmp_path=str(tmp_path_factory.mktemp("server")))
+    server = Server(config_text=GATEWAY_CONFIG, tmp_path=str(tmp_path_factory.mktemp("server")))
     yield server.url
     server.stop()
     assert server.proc.returncode == 0, server.logs()
@@ -90,8 +125,8 @@ def server_url(tmp_path_factory):
 def start_server(tmp_path):
     started = []
 
-    def start(config_text=None):
-        s = Server(config_text=config_text, tmp_path=str(tmp_path))
+    def start(config_text=None, env=None):
+        s = Server(config_text=config_text, tmp_path=str(tmp_path), env=env)
         started.append(s)
         return s
 

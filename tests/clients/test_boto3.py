@@ -56,7 +56,7 @@ def test_converse_with_system_and_stop_sequence(client):
 def test_unknown_model_raises_resource_not_found(client):
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.converse(
-            modelId="anthropic.claude-3-haiku-20240307-v1:0",
+            modelId="anthropic.claude-not-configured-v9:0",
             messages=[{"role": "user", "content": [{"text": "hi"}]}],
         )
 
@@ -110,7 +110,7 @@ def test_converse_stream_event_order_and_text(client):
 def test_converse_stream_errors_before_the_stream_raise(client):
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.converse_stream(
-            modelId="anthropic.claude-3-haiku-20240307-v1:0",
+            modelId="anthropic.claude-not-configured-v9:0",
             messages=[{"role": "user", "content": [{"text": "hi"}]}],
         )
 

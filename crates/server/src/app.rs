@@ -17,7 +17,7 @@ use modelgate_types::Error;
 use serde_json::json;
 
 use crate::errors::{BedrockError, OpenAiError};
-use crate::{bedrock, openai};
+use crate::{anthropic, bedrock, openai};
 
 /// State every handler shares.
 #[derive(Clone)]
@@ -30,6 +30,8 @@ pub struct AppState {
     pub started_at: u64,
     /// False once shutdown has begun, so load balancers stop sending traffic.
     pub accepting: Arc<AtomicBool>,
+    /// SigV4 verification of Bedrock callers; `None` serves unsigned calls.
+    pub sigv4: Option<Arc<crate::sigv4::Verifier>>,
 }
 
 /// Build the router with every front door.
@@ -44,7 +46,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{id}", get(openai::get_model))
-        // Bedrock Runtime dialect.
+        // Anthropic dialect.
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .merge(bedrock_routes(state.clone()))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+/// The Bedrock Runtime dialect, behind SigV4 verification when credentials are configured.
+fn bedrock_routes(state: AppState) -> Router<AppState> {
+    Router::new()
         .route("/model/{model_id}/converse", post(bedrock::converse))
         .route(
             "/model/{model_id}/converse-stream",
@@ -54,10 +68,50 @@ pub fn router(state: AppState) -> Router {
             "/model/{model_id}/count-tokens",
             post(bedrock::count_tokens),
         )
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(request_context))
-        .with_state(state)
+        .route("/model/{model_id}/invoke", post(bedrock::invoke))
+        .route(
+            "/model/{model_id}/invoke-with-response-stream",
+            post(bedrock::invoke_stream),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(state, require_sigv4))
+}
+
+/// Verify the caller's SigV4 signature before a Bedrock handler runs. The body is read here
+/// (its hash is part of the signature) and handed on unchanged.
+async fn require_sigv4(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(verifier) = state.sigv4.clone() else {
+        return next.run(request).await;
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return BedrockError(Error::new(
+                modelgate_types::ErrorKind::PayloadTooLarge,
+                format!(
+                    "The request body exceeds the limit of {} bytes.",
+                    state.max_body_bytes
+                ),
+            ))
+            .into_response()
+        }
+    };
+    match verifier.verify(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &bytes,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(()) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(code = ?e.code, "rejected a Bedrock call: bad SigV4 signature");
+            BedrockError(e).into_response()
+        }
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

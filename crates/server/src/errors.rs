@@ -93,11 +93,46 @@ impl IntoResponse for BedrockError {
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response =
             (status, axum::Json(json!({ "message": self.0.message }))).into_response();
-        response.headers_mut().insert(
-            "x-amzn-ErrorType",
-            HeaderValue::from_static(bedrock_exception(self.0.kind)),
-        );
+        // Authentication failures carry AWS's specific exception (InvalidSignatureException, …).
+        let name = match (&self.0.kind, &self.0.code) {
+            (ErrorKind::Unauthenticated, Some(code)) => HeaderValue::from_str(code)
+                .unwrap_or(HeaderValue::from_static("AccessDeniedException")),
+            _ => HeaderValue::from_static(bedrock_exception(self.0.kind)),
+        };
+        response.headers_mut().insert("x-amzn-ErrorType", name);
         response
+    }
+}
+
+/// Anthropic's error `type` and status for a kind.
+fn anthropic_kind(kind: ErrorKind) -> (&'static str, u16) {
+    match kind {
+        ErrorKind::Validation => ("invalid_request_error", 400),
+        ErrorKind::Unauthenticated => ("authentication_error", 401),
+        ErrorKind::AccessDenied => ("permission_error", 403),
+        ErrorKind::NotFound => ("not_found_error", 404),
+        ErrorKind::PayloadTooLarge => ("request_too_large", 413),
+        ErrorKind::Throttling => ("rate_limit_error", 429),
+        ErrorKind::Timeout => ("timeout_error", 504),
+        ErrorKind::ModelError | ErrorKind::Internal => ("api_error", 500),
+        ErrorKind::ServiceUnavailable => ("overloaded_error", 529),
+    }
+}
+
+/// The Anthropic error object for `e` (responses and SSE `error` events).
+pub fn anthropic_body(e: &Error) -> serde_json::Value {
+    json!({"type": "error", "error": {"type": anthropic_kind(e.kind).0, "message": e.message}})
+}
+
+/// An error answered in the Anthropic dialect.
+#[derive(Debug)]
+pub struct AnthropicError(pub Error);
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(anthropic_kind(self.0.kind).1)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(anthropic_body(&self.0))).into_response()
     }
 }
 

@@ -3,7 +3,10 @@
 //! The `modelgate` binary (`main.rs`) is the CLI around this library; integration tests start
 //! the same router in-process.
 
+pub mod anthropic;
 pub mod app;
 pub mod bedrock;
 pub mod errors;
+pub mod native;
 pub mod openai;
+pub mod sigv4;

@@ -153,6 +153,32 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The SigV4 verifier for `[[auth.sigv4]]`, with each secret read from where the configuration
+/// points; `None` (unsigned Bedrock calls served) when no key is configured.
+fn sigv4_verifier(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<modelgate_server::sigv4::Verifier>>> {
+    if config.auth.sigv4.is_empty() {
+        if !config.server.listen.ip().is_loopback() {
+            tracing::warn!(
+                "the Bedrock front door accepts unsigned calls on a non-loopback address; configure [[auth.sigv4]]"
+            );
+        }
+        return Ok(None);
+    }
+    let keys = config
+        .auth
+        .sigv4
+        .iter()
+        .map(|c| {
+            c.secret()
+                .map(|s| (c.access_key_id.clone(), s))
+                .map_err(|e| anyhow::anyhow!("configuration error in [[auth.sigv4]]: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(Arc::new(modelgate_server::sigv4::Verifier::new(keys))))
+}
+
 fn serve(
     config_path: Option<PathBuf>,
     listen: Option<SocketAddr>,
@@ -163,6 +189,7 @@ fn serve(
         config.server.listen = addr;
     }
     init_logging(&config, "");
+    let sigv4 = sigv4_verifier(&config)?;
     let data = data_dir();
     if config.local.enabled {
         local::ensure_models(&data, config.local.auto_pull && !no_pull)?;
@@ -182,6 +209,7 @@ fn serve(
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             accepting: Arc::new(AtomicBool::new(true)),
+            sigv4,
         };
         // Bind first so /healthz answers while the models load; /readyz turns 200 once loaded.
         let load_config = config.clone();

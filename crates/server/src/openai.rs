@@ -665,9 +665,9 @@ pub async fn list_models(State(state): State<AppState>) -> Response {
 
 /// `GET /v1/models/{id}`
 pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.gateway.list().iter().find(|m| m.id == id) {
-        Some(m) => Json(model_json(m, state.started_at)).into_response(),
-        None => OpenAiError(Error::model_not_found(&id)).into_response(),
+    match state.gateway.resolve(&id) {
+        Ok(m) => Json(model_json(m, state.started_at)).into_response(),
+        Err(e) => OpenAiError(e).into_response(),
     }
 }
 

@@ -41,6 +41,7 @@ async fn start_with(config: Config) -> Server {
         max_body_bytes: config.server.max_body_bytes,
         started_at: 0,
         accepting: Arc::new(AtomicBool::new(true)),
+        sigv4: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

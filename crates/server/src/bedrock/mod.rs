@@ -9,24 +9,22 @@
 //! `serviceTier`, `outputConfig`, `additionalModelResponseFieldPaths`) are accepted and ignored,
 //! as `docs/front-doors.md` records; unknown members are a `ValidationException`.
 //!
-//! ConverseStream answers with the AWS event-stream binary framing
-//! (`application/vnd.amazon.eventstream`, written by `aws-smithy-eventstream`): one message per
-//! event with `:message-type=event`, `:event-type=<member>` and a JSON payload. A failure after
-//! the stream started is an exception message (`:message-type=exception`,
-//! `:exception-type=<member>`), which the AWS SDKs raise — never a silent clean end.
+//! ConverseStream and InvokeModelWithResponseStream answer in the AWS event-stream framing
+//! (`eventstream.rs`); InvokeModel's model-native bodies are in `invoke.rs` and `crate::native`.
 
-use aws_smithy_eventstream::frame::write_message_to;
-use aws_smithy_types::event_stream::{Header, HeaderValue, Message as EventMessage};
+mod eventstream;
+mod invoke;
+
+pub use invoke::{invoke, invoke_stream};
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
 use modelgate_types::{
-    ChatRequest, ChatResponse, ContentBlockDelta, ContentBlockStart, Error, ErrorKind,
-    InferenceConfig, Message, StreamEvent, SystemBlock, ToolConfig,
+    ChatRequest, ChatResponse, Error, InferenceConfig, Message, SystemBlock, ToolConfig,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -143,7 +141,11 @@ pub async fn converse_stream(
             Ok((
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
-                Body::from_stream(event_stream_body(events)),
+                Body::from_stream(eventstream::body(
+                    eventstream::Operation::ConverseStream,
+                    events,
+                    eventstream::converse_event,
+                )),
             )
                 .into_response())
         }
@@ -163,7 +165,14 @@ struct CountTokensInput {
     #[serde(default)]
     converse: Option<ConverseTokensBody>,
     #[serde(default)]
-    invoke_model: Option<IgnoredAny>,
+    invoke_model: Option<InvokeModelTokens>,
+}
+
+/// botocore's `InvokeModelTokensRequest`: the InvokeModel body, base64-encoded (a blob).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeModelTokens {
+    body: String,
 }
 
 /// botocore's `ConverseTokensRequest`: the parts of a Converse request that make up its input.
@@ -189,8 +198,7 @@ pub async fn count_tokens(
 ) -> Response {
     let result = async {
         let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-        let wire: CountTokensBody =
-            serde_json::from_slice(&body).map_err(|e| invalid_body(&e))?;
+        let wire: CountTokensBody = serde_json::from_slice(&body).map_err(|e| invalid_body(&e))?;
         let request = match (wire.input.converse, wire.input.invoke_model) {
             (Some(converse), None) => ChatRequest {
                 model: model_id,
@@ -199,10 +207,16 @@ pub async fn count_tokens(
                 inference: InferenceConfig::default(),
                 tools: converse.tool_config,
             },
-            (None, Some(_)) => {
-                return Err(Error::validation(
-                    "input.invokeModel is not supported yet: model-native request bodies arrive with InvokeModel support; count with input.converse",
-                ))
+            (None, Some(invoke_model)) => {
+                use base64::Engine as _;
+                let body = base64::engine::general_purpose::STANDARD
+                    .decode(invoke_model.body.as_bytes())
+                    .map_err(|e| {
+                        Error::validation(format!(
+                            "input.invokeModel.body is not valid base64: {e}"
+                        ))
+                    })?;
+                invoke::chat_request(&state, &model_id, &body)?
             }
             _ => {
                 return Err(Error::validation(
@@ -215,109 +229,6 @@ pub async fn count_tokens(
     }
     .await;
     respond(result)
-}
-
-/// Frame canonical events as ConverseStream event-stream messages; stop after an exception.
-fn event_stream_body(
-    events: modelgate_providers::ChatStream,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    futures::stream::unfold((events, false), |(mut events, done)| async move {
-        if done {
-            return None;
-        }
-        let item = events.next().await?;
-        let (frame, done) = match item {
-            Ok(event) => (encode_event(&event), false),
-            Err(e) => (encode_exception(&e), true),
-        };
-        Some((frame.map_err(std::io::Error::other), (events, done)))
-    })
-}
-
-/// The ConverseStream member name and JSON payload of a canonical event.
-fn event_payload(event: &StreamEvent) -> (&'static str, Value) {
-    match event {
-        StreamEvent::MessageStart { role } => ("messageStart", json!({ "role": role })),
-        StreamEvent::ContentBlockStart { index, start } => {
-            let ContentBlockStart::ToolUse { tool_use_id, name } = start;
-            (
-                "contentBlockStart",
-                json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": tool_use_id, "name": name}}}),
-            )
-        }
-        StreamEvent::ContentBlockDelta { index, delta } => {
-            let delta = match delta {
-                ContentBlockDelta::Text(t) => json!({ "text": t }),
-                ContentBlockDelta::ToolUseInput(i) => json!({"toolUse": {"input": i}}),
-                ContentBlockDelta::ReasoningText(t) => json!({"reasoningContent": {"text": t}}),
-            };
-            (
-                "contentBlockDelta",
-                json!({"contentBlockIndex": index, "delta": delta}),
-            )
-        }
-        StreamEvent::ContentBlockStop { index } => {
-            ("contentBlockStop", json!({ "contentBlockIndex": index }))
-        }
-        StreamEvent::MessageStop { stop_reason } => {
-            ("messageStop", json!({ "stopReason": stop_reason }))
-        }
-        StreamEvent::Metadata { usage, latency_ms } => (
-            "metadata",
-            json!({"usage": usage, "metrics": {"latencyMs": latency_ms}}),
-        ),
-    }
-}
-
-/// The ConverseStream exception member for an error that ends a started stream.
-fn stream_exception(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Validation | ErrorKind::PayloadTooLarge => "validationException",
-        ErrorKind::Throttling => "throttlingException",
-        ErrorKind::ServiceUnavailable => "serviceUnavailableException",
-        ErrorKind::Internal => "internalServerException",
-        ErrorKind::ModelError
-        | ErrorKind::Timeout
-        | ErrorKind::NotFound
-        | ErrorKind::Unauthenticated
-        | ErrorKind::AccessDenied => "modelStreamErrorException",
-    }
-}
-
-fn frame(headers: [(&'static str, &'static str); 3], payload: &Value) -> Result<Bytes, String> {
-    let message = EventMessage::new_from_parts(
-        headers
-            .into_iter()
-            .map(|(name, value)| Header::new(name, HeaderValue::String(value.into())))
-            .collect(),
-        Bytes::from(payload.to_string()),
-    );
-    let mut out = Vec::with_capacity(96 + message.payload().len());
-    write_message_to(&message, &mut out).map_err(|e| format!("event-stream framing: {e}"))?;
-    Ok(Bytes::from(out))
-}
-
-fn encode_event(event: &StreamEvent) -> Result<Bytes, String> {
-    let (name, payload) = event_payload(event);
-    frame(
-        [
-            (":event-type", name),
-            (":content-type", "application/json"),
-            (":message-type", "event"),
-        ],
-        &payload,
-    )
-}
-
-fn encode_exception(error: &Error) -> Result<Bytes, String> {
-    frame(
-        [
-            (":exception-type", stream_exception(error.kind)),
-            (":content-type", "application/json"),
-            (":message-type", "exception"),
-        ],
-        &json!({ "message": error.message }),
-    )
 }
 
 #[cfg(test)]
@@ -347,84 +258,6 @@ mod tests {
         let e =
             parse_converse("m".into(), br#"{"inferenceConfig": {"maxTokens": -1}}"#).unwrap_err();
         assert_eq!(e.status(), 400);
-    }
-
-    fn decode_all(mut bytes: &[u8]) -> Vec<(String, String, Value)> {
-        let mut out = Vec::new();
-        while !bytes.is_empty() {
-            let m = aws_smithy_eventstream::frame::read_message_from(&mut bytes).unwrap();
-            let h = |n: &str| {
-                m.headers()
-                    .iter()
-                    .find(|h| h.name().as_str() == n)
-                    .map(|h| h.value().as_string().unwrap().as_str().to_string())
-                    .unwrap_or_default()
-            };
-            let kind = h(":message-type");
-            let name = if kind == "event" {
-                h(":event-type")
-            } else {
-                h(":exception-type")
-            };
-            out.push((kind, name, serde_json::from_slice(m.payload()).unwrap()));
-        }
-        out
-    }
-
-    #[tokio::test]
-    async fn stream_frames_decode_in_order_and_errors_become_exceptions() {
-        let events: Vec<Result<StreamEvent, Error>> = vec![
-            Ok(StreamEvent::MessageStart {
-                role: Role::Assistant,
-            }),
-            Ok(StreamEvent::ContentBlockDelta {
-                index: 0,
-                delta: ContentBlockDelta::Text("Pa".into()),
-            }),
-            Ok(StreamEvent::ContentBlockStart {
-                index: 1,
-                start: ContentBlockStart::ToolUse {
-                    tool_use_id: "t1".into(),
-                    name: "f".into(),
-                },
-            }),
-            Ok(StreamEvent::ContentBlockDelta {
-                index: 1,
-                delta: ContentBlockDelta::ToolUseInput("{\"a\":".into()),
-            }),
-            Err(Error::new(ErrorKind::Throttling, "slow down")),
-            Ok(StreamEvent::ContentBlockStop { index: 1 }),
-        ];
-        let body: Vec<Bytes> = event_stream_body(futures::stream::iter(events).boxed())
-            .map(|r| r.unwrap())
-            .collect()
-            .await;
-        let frames = decode_all(&body.concat());
-        let names: Vec<&str> = frames.iter().map(|(_, n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "messageStart",
-                "contentBlockDelta",
-                "contentBlockStart",
-                "contentBlockDelta",
-                "throttlingException"
-            ]
-        );
-        assert_eq!(
-            frames[1].2,
-            json!({"contentBlockIndex": 0, "delta": {"text": "Pa"}})
-        );
-        assert_eq!(
-            frames[2].2,
-            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}})
-        );
-        assert_eq!(
-            frames[3].2,
-            json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":"}}})
-        );
-        assert_eq!(frames[4].0, "exception");
-        assert_eq!(frames[4].2, json!({"message": "slow down"}));
     }
 
     #[test]

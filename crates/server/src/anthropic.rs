@@ -1,0 +1,208 @@
+//! The Anthropic Messages front door: `POST /v1/messages` (JSON and SSE) and
+//! `POST /v1/messages/count_tokens`, as the anthropic SDKs call them.
+//!
+//! The wire format is shared with the Bedrock InvokeModel Anthropic family
+//! (`crate::native::anthropic`). Errors are `{"type":"error","error":{"type","message"}}` with
+//! Anthropic's status codes. A stream that fails after it started ends with an `error` event,
+//! never a clean `message_stop`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use modelgate_types::{
+    ChatRequest, ChatResponse, Error, Message, Role, StopReason, StreamEvent, Usage,
+};
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::errors::{anthropic_body, body_rejection, json_error, AnthropicError};
+use crate::native::anthropic::{message_id, response_json, MessagesBody, StreamMapper};
+
+/// Parse a `/v1/messages` body: `model` is required and `anthropic_version` belongs in the
+/// header, not the body.
+fn parse(body: &[u8], for_counting: bool) -> Result<(ChatRequest, Mode), Error> {
+    let mut wire: MessagesBody = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+    if wire.anthropic_version.is_some() || wire.anthropic_beta.is_some() {
+        return Err(Error::validation(
+            "anthropic_version: Extra inputs are not permitted; send the `anthropic-version` header",
+        ));
+    }
+    let model = wire
+        .model
+        .take()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Error::validation("model: Field required"))?;
+    let stream = wire.stream.unwrap_or(false);
+    if for_counting {
+        // count_tokens takes no max_tokens; any positive value maps the rest unchanged.
+        wire.set_max_tokens_if_missing(1);
+    }
+    let mode = match (wire.take_zero_max_tokens(), stream) {
+        (true, _) => Mode::PromptOnly { stream },
+        (false, true) => Mode::Stream,
+        (false, false) => Mode::Whole,
+    };
+    Ok((wire.into_canonical(model)?, mode))
+}
+
+/// How a `/v1/messages` call is answered.
+#[derive(Debug, PartialEq)]
+enum Mode {
+    /// One JSON message.
+    Whole,
+    /// Server-sent events.
+    Stream,
+    /// `max_tokens: 0`: the prompt is counted, nothing is generated.
+    PromptOnly { stream: bool },
+}
+
+/// `POST /v1/messages`
+pub async fn messages(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match messages_inner(state, body).await {
+        Ok(r) => r,
+        Err(e) => AnthropicError(e).into_response(),
+    }
+}
+
+async fn messages_inner(
+    state: AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+    let (request, mode) = parse(&body, false)?;
+    let id = message_id("msg_");
+    let model = request.model.clone();
+    if mode == Mode::Whole {
+        let response = state.gateway.converse(request).await?;
+        return Ok(Json(response_json(&id, &model, &response)).into_response());
+    }
+    let counted = state.gateway.count_tokens(&request).await;
+    let events = match mode {
+        Mode::PromptOnly { stream } => {
+            let input_tokens = counted.clone()?;
+            let response = ChatResponse {
+                model: model.clone(),
+                message: Message {
+                    role: Role::Assistant,
+                    content: Vec::new(),
+                },
+                stop_reason: StopReason::MaxTokens,
+                usage: Usage::new(input_tokens, 0),
+                latency_ms: 0,
+            };
+            if !stream {
+                return Ok(Json(response_json(&id, &model, &response)).into_response());
+            }
+            futures::stream::iter(response_events(&response).into_iter().map(Ok)).boxed()
+        }
+        _ => state.gateway.converse_stream(request).await?,
+    };
+    let input_tokens = counted.unwrap_or(0);
+    let mapper = StreamMapper::new(id, model, input_tokens, false);
+    let body = events
+        .scan((mapper, false), |(mapper, ended), item| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let frames = match item {
+                Ok(event) => {
+                    let mut out = String::new();
+                    for v in mapper.map(&event) {
+                        let name = v["type"].as_str().unwrap_or("message").to_string();
+                        out.push_str(&sse(&name, &v));
+                        if name == "message_start" {
+                            out.push_str(&sse("ping", &json!({"type": "ping"})));
+                        }
+                    }
+                    out
+                }
+                Err(e) => {
+                    *ended = true;
+                    sse("error", &anthropic_body(&e))
+                }
+            };
+            futures::future::ready(Some(frames))
+        })
+        .filter(|frames| futures::future::ready(!frames.is_empty()))
+        .map(|frames| Ok::<_, std::convert::Infallible>(Bytes::from(frames)));
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The stream events of an answer that generated nothing.
+fn response_events(r: &ChatResponse) -> Vec<StreamEvent> {
+    vec![
+        StreamEvent::MessageStart {
+            role: Role::Assistant,
+        },
+        StreamEvent::MessageStop {
+            stop_reason: r.stop_reason,
+        },
+        StreamEvent::Metadata {
+            usage: r.usage,
+            latency_ms: r.latency_ms,
+        },
+    ]
+}
+
+fn sse(event: &str, data: &Value) -> String {
+    format!("event: {event}\ndata: {data}\n\n")
+}
+
+/// `POST /v1/messages/count_tokens`
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result = async {
+        let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+        let (request, _) = parse(&body, true)?;
+        let n = state.gateway.count_tokens(&request).await?;
+        Ok::<_, Error>(Json(json!({ "input_tokens": n })).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|e| AnthropicError(e).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_api_body_rules() {
+        let ok = json!({"model": "m", "max_tokens": 5, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]});
+        let (r, mode) = parse(ok.to_string().as_bytes(), false).unwrap();
+        assert_eq!(mode, Mode::Stream);
+        assert_eq!(r.model, "m");
+        let mut no_model = ok.clone();
+        no_model.as_object_mut().unwrap().remove("model");
+        assert!(parse(no_model.to_string().as_bytes(), false).is_err());
+        let mut versioned = ok.clone();
+        versioned["anthropic_version"] = json!("bedrock-2023-05-31");
+        assert!(parse(versioned.to_string().as_bytes(), false).is_err());
+        let mut zero = ok.clone();
+        zero["max_tokens"] = json!(0);
+        let (r, mode) = parse(zero.to_string().as_bytes(), false).unwrap();
+        assert_eq!(mode, Mode::PromptOnly { stream: true });
+        assert_eq!(r.inference.max_tokens, Some(1));
+        let mut counting = ok;
+        counting.as_object_mut().unwrap().remove("max_tokens");
+        assert!(parse(counting.to_string().as_bytes(), false).is_err());
+        assert!(parse(counting.to_string().as_bytes(), true).is_ok());
+    }
+}

@@ -1,0 +1,299 @@
+//! AWS event-stream framing (`application/vnd.amazon.eventstream`) of Bedrock's streaming
+//! operations, written with `aws-smithy-eventstream`.
+//!
+//! Each event is one message with `:message-type=event`, `:event-type=<member>` and a JSON
+//! payload. A failure after the stream started is an exception message
+//! (`:message-type=exception`, `:exception-type=<member>`), which the AWS SDKs raise — never a
+//! silent clean end — and nothing follows it.
+
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message as EventMessage};
+use axum::body::Bytes;
+use futures::StreamExt;
+use modelgate_providers::ChatStream;
+use modelgate_types::{ContentBlockDelta, ContentBlockStart, Error, ErrorKind, StreamEvent};
+use serde_json::{json, Value};
+
+/// One event to frame: the member name and its JSON payload.
+pub type Event = (&'static str, Value);
+
+/// Which operation's stream is framed; they differ in the exception members they define.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// ConverseStream (no `modelTimeoutException` member).
+    ConverseStream,
+    /// InvokeModelWithResponseStream.
+    InvokeWithResponseStream,
+}
+
+/// Frame a canonical stream: `to_events` turns each canonical event into zero or more events;
+/// an error becomes an exception message that ends the stream.
+pub fn body<F>(
+    operation: Operation,
+    events: ChatStream,
+    to_events: F,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send
+where
+    F: FnMut(&StreamEvent) -> Vec<Event> + Send + 'static,
+{
+    futures::stream::unfold(
+        (events, to_events, false),
+        move |(mut events, mut to_events, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let item = events.next().await?;
+                let (frames, done) = match item {
+                    Ok(event) => {
+                        let framed: Result<Vec<Bytes>, String> = to_events(&event)
+                            .iter()
+                            .map(|(name, payload)| encode_event(name, payload))
+                            .collect();
+                        (framed.map(|f| f.concat()), false)
+                    }
+                    Err(e) => (encode_exception(operation, &e).map(|b| b.to_vec()), true),
+                };
+                match frames {
+                    Ok(bytes) if bytes.is_empty() && !done => continue,
+                    Ok(bytes) => return Some((Ok(Bytes::from(bytes)), (events, to_events, done))),
+                    Err(e) => {
+                        return Some((Err(std::io::Error::other(e)), (events, to_events, true)))
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The ConverseStream member name and JSON payload of a canonical event.
+pub fn converse_event(event: &StreamEvent) -> Vec<Event> {
+    let event = match event {
+        StreamEvent::MessageStart { role } => ("messageStart", json!({ "role": role })),
+        StreamEvent::ContentBlockStart { index, start } => {
+            let ContentBlockStart::ToolUse { tool_use_id, name } = start;
+            (
+                "contentBlockStart",
+                json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": tool_use_id, "name": name}}}),
+            )
+        }
+        StreamEvent::ContentBlockDelta { index, delta } => {
+            let delta = match delta {
+                ContentBlockDelta::Text(t) => json!({ "text": t }),
+                ContentBlockDelta::ToolUseInput(i) => json!({"toolUse": {"input": i}}),
+                ContentBlockDelta::ReasoningText(t) => json!({"reasoningContent": {"text": t}}),
+            };
+            (
+                "contentBlockDelta",
+                json!({"contentBlockIndex": index, "delta": delta}),
+            )
+        }
+        StreamEvent::ContentBlockStop { index } => {
+            ("contentBlockStop", json!({ "contentBlockIndex": index }))
+        }
+        StreamEvent::MessageStop { stop_reason } => {
+            ("messageStop", json!({ "stopReason": stop_reason }))
+        }
+        StreamEvent::Metadata { usage, latency_ms } => (
+            "metadata",
+            json!({"usage": usage, "metrics": {"latencyMs": latency_ms}}),
+        ),
+    };
+    vec![event]
+}
+
+/// An InvokeModelWithResponseStream `chunk` event: the native chunk JSON, base64-encoded.
+pub fn chunk_event(native: &Value) -> Event {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.encode(native.to_string());
+    ("chunk", json!({ "bytes": bytes }))
+}
+
+/// The exception member (shared by ConverseStream and InvokeModelWithResponseStream) for an
+/// error that ends a started stream.
+fn stream_exception(operation: Operation, kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Timeout if operation == Operation::InvokeWithResponseStream => {
+            "modelTimeoutException"
+        }
+        ErrorKind::Validation | ErrorKind::PayloadTooLarge => "validationException",
+        ErrorKind::Throttling => "throttlingException",
+        ErrorKind::ServiceUnavailable => "serviceUnavailableException",
+        ErrorKind::Internal => "internalServerException",
+        ErrorKind::ModelError
+        | ErrorKind::Timeout
+        | ErrorKind::NotFound
+        | ErrorKind::Unauthenticated
+        | ErrorKind::AccessDenied => "modelStreamErrorException",
+    }
+}
+
+fn frame(headers: [(&'static str, &str); 3], payload: &Value) -> Result<Bytes, String> {
+    let message = EventMessage::new_from_parts(
+        headers
+            .into_iter()
+            .map(|(name, value)| Header::new(name, HeaderValue::String(value.to_string().into())))
+            .collect(),
+        Bytes::from(payload.to_string()),
+    );
+    let mut out = Vec::with_capacity(96 + message.payload().len());
+    write_message_to(&message, &mut out).map_err(|e| format!("event-stream framing: {e}"))?;
+    Ok(Bytes::from(out))
+}
+
+fn encode_event(name: &str, payload: &Value) -> Result<Bytes, String> {
+    frame(
+        [
+            (":event-type", name),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        payload,
+    )
+}
+
+fn encode_exception(operation: Operation, error: &Error) -> Result<Bytes, String> {
+    frame(
+        [
+            (":exception-type", stream_exception(operation, error.kind)),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ],
+        &json!({ "message": error.message }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelgate_types::{Role, StopReason, Usage};
+
+    /// Decode every message of a framed body: (message type, member name, JSON payload).
+    pub fn decode_all(mut bytes: &[u8]) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let m = aws_smithy_eventstream::frame::read_message_from(&mut bytes).unwrap();
+            let h = |n: &str| {
+                m.headers()
+                    .iter()
+                    .find(|h| h.name().as_str() == n)
+                    .map(|h| h.value().as_string().unwrap().as_str().to_string())
+                    .unwrap_or_default()
+            };
+            let kind = h(":message-type");
+            let name = if kind == "event" {
+                h(":event-type")
+            } else {
+                h(":exception-type")
+            };
+            out.push((kind, name, serde_json::from_slice(m.payload()).unwrap()));
+        }
+        out
+    }
+
+    async fn framed(events: Vec<Result<StreamEvent, Error>>) -> Vec<(String, String, Value)> {
+        let body: Vec<Bytes> = body(
+            Operation::ConverseStream,
+            futures::stream::iter(events).boxed(),
+            converse_event,
+        )
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+        decode_all(&body.concat())
+    }
+
+    #[tokio::test]
+    async fn stream_frames_decode_in_order_and_errors_become_exceptions() {
+        let frames = framed(vec![
+            Ok(StreamEvent::MessageStart {
+                role: Role::Assistant,
+            }),
+            Ok(StreamEvent::ContentBlockDelta {
+                index: 0,
+                delta: ContentBlockDelta::Text("Pa".into()),
+            }),
+            Ok(StreamEvent::ContentBlockStart {
+                index: 1,
+                start: ContentBlockStart::ToolUse {
+                    tool_use_id: "t1".into(),
+                    name: "f".into(),
+                },
+            }),
+            Ok(StreamEvent::ContentBlockDelta {
+                index: 1,
+                delta: ContentBlockDelta::ToolUseInput("{\"a\":".into()),
+            }),
+            Err(Error::new(ErrorKind::Throttling, "slow down")),
+            Ok(StreamEvent::ContentBlockStop { index: 1 }),
+        ])
+        .await;
+        let names: Vec<&str> = frames.iter().map(|(_, n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "messageStart",
+                "contentBlockDelta",
+                "contentBlockStart",
+                "contentBlockDelta",
+                "throttlingException"
+            ]
+        );
+        assert_eq!(
+            frames[1].2,
+            json!({"contentBlockIndex": 0, "delta": {"text": "Pa"}})
+        );
+        assert_eq!(
+            frames[2].2,
+            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}})
+        );
+        assert_eq!(
+            frames[3].2,
+            json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{\"a\":"}}})
+        );
+        assert_eq!(frames[4].0, "exception");
+        assert_eq!(frames[4].2, json!({"message": "slow down"}));
+    }
+
+    #[tokio::test]
+    async fn clean_stream_ends_with_metadata() {
+        let frames = framed(vec![
+            Ok(StreamEvent::MessageStop {
+                stop_reason: StopReason::EndTurn,
+            }),
+            Ok(StreamEvent::Metadata {
+                usage: Usage::new(1, 2),
+                latency_ms: 3,
+            }),
+        ])
+        .await;
+        assert_eq!(frames[1].1, "metadata");
+        assert_eq!(frames[1].2["usage"]["totalTokens"], 3);
+    }
+
+    #[test]
+    fn timeout_member_exists_only_for_invoke_streams() {
+        assert_eq!(
+            stream_exception(Operation::ConverseStream, ErrorKind::Timeout),
+            "modelStreamErrorException"
+        );
+        assert_eq!(
+            stream_exception(Operation::InvokeWithResponseStream, ErrorKind::Timeout),
+            "modelTimeoutException"
+        );
+    }
+
+    #[test]
+    fn chunk_payload_is_base64_json() {
+        use base64::Engine as _;
+        let (name, payload) = chunk_event(&json!({"generation": "hi"}));
+        assert_eq!(name, "chunk");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(payload["bytes"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&raw).unwrap(),
+            json!({"generation": "hi"})
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! `POST /model/{modelId}/invoke` and `/invoke-with-response-stream`: model-native bodies.
+//!
+//! The body's format is detected (`crate::native::detect`), parsed into a canonical request,
+//! served by whichever provider serves the model, and rendered back in the same format.
+//! InvokeModel answers with the native JSON plus Bedrock's `X-Amzn-Bedrock-Input-Token-Count`,
+//! `-Output-Token-Count` and `-Invocation-Latency` headers; the streaming operation sends one
+//! `chunk` event per native chunk, `{"bytes": base64(chunk JSON)}`, the last one carrying
+//! `amazon-bedrock-invocationMetrics`.
+
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use modelgate_core::config::NativeFormat;
+use modelgate_core::model_id;
+use modelgate_types::{ChatRequest, Error};
+use serde_json::Value;
+
+use super::{eventstream, respond};
+use crate::app::AppState;
+use crate::errors::body_rejection;
+use crate::native::{self, Chunker, Invocation};
+
+/// `Content-Type` and `Accept` must be JSON (or absent, which means JSON), as the model says.
+fn check_media_types(headers: &HeaderMap, streaming: bool) -> Result<(), Error> {
+    let value = |name: header::HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+    };
+    if let Some(ct) = value(header::CONTENT_TYPE) {
+        if ct != "application/json" {
+            return Err(Error::validation(format!(
+                "The provided Content-Type '{ct}' is not supported; use application/json."
+            )));
+        }
+    }
+    let accept_header = if streaming {
+        header::HeaderName::from_static("x-amzn-bedrock-accept")
+    } else {
+        header::ACCEPT
+    };
+    if let Some(accept) = value(accept_header) {
+        if !matches!(
+            accept.as_str(),
+            "application/json" | "*/*" | "application/*"
+        ) {
+            return Err(Error::validation(format!(
+                "The provided Accept type '{accept}' is not supported; use application/json."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn json_body(body: &[u8]) -> Result<Value, Error> {
+    if body.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| native::invalid(format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(native::invalid("the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Parse a native body for `requested`: the format and what it asks for.
+fn invocation(
+    state: &AppState,
+    requested: &str,
+    body: &[u8],
+) -> Result<(NativeFormat, Invocation), Error> {
+    let value = json_body(body)?;
+    let info = state.gateway.resolve(requested)?;
+    let format = native::detect(requested, info, &value)?;
+    let invocation = native::parse(format, requested.to_string(), value)?;
+    Ok((format, invocation))
+}
+
+/// The chat request a native body makes (for CountTokens' `invokeModel` input).
+pub(super) fn chat_request(
+    state: &AppState,
+    requested: &str,
+    body: &[u8],
+) -> Result<ChatRequest, Error> {
+    match invocation(state, requested, body)? {
+        (_, Invocation::Chat(request)) => Ok(request),
+        (_, Invocation::Embed(..)) => Err(Error::validation(
+            "CountTokens counts the input of text-generation models; this is an embedding model.",
+        )),
+    }
+}
+
+/// The model name Anthropic-format answers carry: the id without ARN or profile prefix.
+fn display_model(requested: &str) -> &str {
+    model_id::without_profile_prefix(model_id::arn_resource(requested).unwrap_or(requested))
+}
+
+fn header_value(n: impl ToString) -> HeaderValue {
+    HeaderValue::from_str(&n.to_string()).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `POST /model/{modelId}/invoke`
+pub async fn invoke(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    respond(
+        async {
+            check_media_types(&headers, false)?;
+            let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+            let (format, invocation) = invocation(&state, &model_id, &body)?;
+            let (json, input, output) = match invocation {
+                Invocation::Chat(request) => {
+                    let r = state.gateway.converse(request).await?;
+                    let json = native::chat_response(format, display_model(&model_id), &r);
+                    (json, r.usage.input_tokens, Some(r.usage.output_tokens))
+                }
+                Invocation::Embed(request, shape) => {
+                    let r = state.gateway.embed(request).await?;
+                    (native::embed::response(&shape, &r)?, r.input_tokens, None)
+                }
+            };
+            let mut response = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                json.to_string(),
+            )
+                .into_response();
+            let h = response.headers_mut();
+            h.insert("x-amzn-bedrock-input-token-count", header_value(input));
+            if let Some(output) = output {
+                h.insert("x-amzn-bedrock-output-token-count", header_value(output));
+            }
+            h.insert(
+                "x-amzn-bedrock-invocation-latency",
+                header_value(started.elapsed().as_millis()),
+            );
+            Ok(response)
+        }
+        .await,
+    )
+}
+
+/// `POST /model/{modelId}/invoke-with-response-stream`
+pub async fn invoke_stream(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(
+        async {
+            check_media_types(&headers, true)?;
+            let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+            let (format, invocation) = invocation(&state, &model_id, &body)?;
+            let Invocation::Chat(request) = invocation else {
+                return Err(Error::validation(
+                    "The model is unsupported for streaming: embedding models answer with InvokeModel.",
+                ));
+            };
+            // Anthropic's message_start carries the prompt size; count it with the model's
+            // tokenizer before generating (0 when the provider cannot count).
+            let input_tokens = if format == NativeFormat::AnthropicMessages {
+                state.gateway.count_tokens(&request).await.unwrap_or(0)
+            } else {
+                0
+            };
+            let events = state.gateway.converse_stream(request).await?;
+            let mut chunker = Chunker::new(format, display_model(&model_id), input_tokens);
+            let body = eventstream::body(
+                eventstream::Operation::InvokeWithResponseStream,
+                events,
+                move |event| {
+                    chunker
+                        .map(event)
+                        .iter()
+                        .map(eventstream::chunk_event)
+                        .collect()
+                },
+            );
+            Ok((
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/vnd.amazon.eventstream"),
+                    (
+                        header::HeaderName::from_static("x-amzn-bedrock-content-type"),
+                        "application/json",
+                    ),
+                ],
+                Body::from_stream(body),
+            )
+                .into_response())
+        }
+        .await,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        let mut h = HeaderMap::new();
+        assert!(check_media_types(&h, false).is_ok());
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        assert!(check_media_types(&h, false).is_ok());
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        assert_eq!(check_media_types(&h, false).unwrap_err().status(), 400);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert_eq!(check_media_types(&h, true).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn bodies_must_be_json_objects() {
+        assert!(json_body(b"").unwrap().is_object());
+        assert_eq!(json_body(b"[1]").unwrap_err().status(), 400);
+        assert_eq!(json_body(b"{\"a\":").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn display_model_strips_arn_and_profile() {
+        assert_eq!(
+            display_model("arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0"),
+            "anthropic.claude-3-haiku-20240307-v1:0"
+        );
+    }
+}

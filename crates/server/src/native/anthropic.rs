@@ -1,0 +1,757 @@
+//! The Anthropic Messages wire format, shared by the Bedrock InvokeModel family
+//! (`anthropic_version: bedrock-2023-05-31`) and the `/v1/messages` front door.
+//!
+//! Requests map onto canonical types once (content blocks, system blocks, tools, tool choice,
+//! thinking); answers and stream events map back once. `top_k`, `metadata` and `cache_control`
+//! are accepted and not acted on (`docs/front-doors.md`).
+
+use std::time::Instant;
+
+use modelgate_types::{
+    BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
+    DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock, Role, StopReason,
+    StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock, ToolResultContent,
+    ToolSpec, ToolUseBlock,
+};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{invalid, metrics_json};
+
+/// A Messages request body. Which of `model`, `stream` and `anthropic_version` must or must not
+/// be present depends on the front door; [`MessagesBody::into_canonical`] leaves that to it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesBody {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    #[serde(default)]
+    pub anthropic_beta: Option<Vec<String>>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    system: Option<WireSystem>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    top_k: Option<u32>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    tools: Option<Vec<WireTool>>,
+    #[serde(default)]
+    tool_choice: Option<WireToolChoice>,
+    #[serde(default)]
+    thinking: Option<Value>,
+    #[serde(default)]
+    output_config: Option<OutputConfig>,
+    // Accepted, not acted on (documented).
+    #[serde(default, rename = "metadata")]
+    _metadata: Option<IgnoredAny>,
+    #[serde(default, rename = "service_tier")]
+    _service_tier: Option<IgnoredAny>,
+    #[serde(default, rename = "cache_control")]
+    _cache_control: Option<IgnoredAny>,
+    #[serde(default, rename = "container")]
+    _container: Option<IgnoredAny>,
+    #[serde(default, rename = "diagnostics")]
+    _diagnostics: Option<IgnoredAny>,
+    #[serde(default, rename = "inference_geo")]
+    _inference_geo: Option<IgnoredAny>,
+    #[serde(default, rename = "speed")]
+    _speed: Option<IgnoredAny>,
+    #[serde(default, rename = "user_profile_id")]
+    _user_profile_id: Option<IgnoredAny>,
+    #[serde(default, rename = "workspace_id")]
+    _workspace_id: Option<IgnoredAny>,
+}
+
+/// `output_config`: `effort` is a hint this gateway's models have no use for; `format`
+/// (structured output) cannot be honoured by every model, so it is refused rather than ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputConfig {
+    #[serde(default, rename = "effort")]
+    _effort: Option<IgnoredAny>,
+    #[serde(default)]
+    format: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireMessage {
+    role: String,
+    content: WireContent,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireContent {
+    Text(String),
+    Blocks(Vec<WireBlock>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireSystem {
+    Text(String),
+    Blocks(Vec<WireBlock>),
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum WireBlock {
+    Text {
+        text: String,
+        #[serde(default, rename = "cache_control")]
+        _cache_control: Option<IgnoredAny>,
+        #[serde(default, rename = "citations")]
+        _citations: Option<IgnoredAny>,
+    },
+    Image {
+        source: WireSource,
+        #[serde(default, rename = "cache_control")]
+        _cache_control: Option<IgnoredAny>,
+    },
+    Document {
+        source: WireSource,
+        #[serde(default)]
+        title: Option<String>,
+        #[serde(default, rename = "context")]
+        _context: Option<IgnoredAny>,
+        #[serde(default, rename = "citations")]
+        _citations: Option<IgnoredAny>,
+        #[serde(default, rename = "cache_control")]
+        _cache_control: Option<IgnoredAny>,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        input: Value,
+        #[serde(default, rename = "cache_control")]
+        _cache_control: Option<IgnoredAny>,
+    },
+    ToolResult {
+        tool_use_id: String,
+        #[serde(default)]
+        content: Option<WireContent>,
+        #[serde(default)]
+        is_error: Option<bool>,
+        #[serde(default, rename = "cache_control")]
+        _cache_control: Option<IgnoredAny>,
+    },
+    Thinking {
+        thinking: String,
+        #[serde(default)]
+        signature: Option<String>,
+    },
+    RedactedThinking {
+        data: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum WireSource {
+    Base64 { media_type: String, data: String },
+    Text { media_type: String, data: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireTool {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    input_schema: Value,
+    #[serde(default, rename = "type")]
+    _type: Option<IgnoredAny>,
+    #[serde(default, rename = "cache_control")]
+    _cache_control: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum WireToolChoice {
+    Auto {
+        #[serde(default, rename = "disable_parallel_tool_use")]
+        _disable_parallel_tool_use: Option<bool>,
+    },
+    Any {
+        #[serde(default, rename = "disable_parallel_tool_use")]
+        _disable_parallel_tool_use: Option<bool>,
+    },
+    Tool {
+        name: String,
+        #[serde(default, rename = "disable_parallel_tool_use")]
+        _disable_parallel_tool_use: Option<bool>,
+    },
+    None {},
+}
+
+/// `image/png` → `png`, the Converse image / document format names.
+fn format_of(media_type: &str, field: &str) -> Result<String, Error> {
+    let format = match media_type {
+        "image/png" => "png",
+        "image/jpeg" => "jpeg",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "application/pdf" => "pdf",
+        "text/plain" => "txt",
+        "text/csv" => "csv",
+        "text/html" => "html",
+        "text/markdown" => "md",
+        other => {
+            return Err(invalid(format!(
+                "{field}.media_type '{other}' is not supported"
+            )))
+        }
+    };
+    Ok(format.into())
+}
+
+fn media_type_of(format: &str) -> &'static str {
+    match format {
+        "png" => "image/png",
+        "jpeg" | "jpg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "pdf" => "application/pdf",
+        "csv" => "text/csv",
+        "html" => "text/html",
+        "md" => "text/markdown",
+        _ => "text/plain",
+    }
+}
+
+fn base64_of(source: WireSource) -> (String, String) {
+    use base64::Engine as _;
+    match source {
+        WireSource::Base64 { media_type, data } => (media_type, data),
+        WireSource::Text { media_type, data } => (
+            media_type,
+            base64::engine::general_purpose::STANDARD.encode(data),
+        ),
+    }
+}
+
+fn block(b: WireBlock, at: &str) -> Result<ContentBlock, Error> {
+    Ok(match b {
+        WireBlock::Text { text, .. } => ContentBlock::Text(text),
+        WireBlock::Image { source, .. } => {
+            let (media_type, data) = base64_of(source);
+            ContentBlock::Image(ImageBlock {
+                format: format_of(&media_type, at)?,
+                source: BinarySource::Bytes(data),
+            })
+        }
+        WireBlock::Document { source, title, .. } => {
+            let (media_type, data) = base64_of(source);
+            ContentBlock::Document(DocumentBlock {
+                format: format_of(&media_type, at)?,
+                name: title.unwrap_or_else(|| "document".into()),
+                source: BinarySource::Bytes(data),
+            })
+        }
+        WireBlock::ToolUse {
+            id, name, input, ..
+        } => ContentBlock::ToolUse(ToolUseBlock {
+            tool_use_id: id,
+            name,
+            input,
+        }),
+        WireBlock::ToolResult {
+            tool_use_id,
+            content,
+            is_error,
+            ..
+        } => {
+            let content = match content {
+                None => Vec::new(),
+                Some(WireContent::Text(t)) => vec![ToolResultContent::Text(t)],
+                Some(WireContent::Blocks(blocks)) => blocks
+                    .into_iter()
+                    .map(|b| match block(b, at)? {
+                        ContentBlock::Text(t) => Ok(ToolResultContent::Text(t)),
+                        ContentBlock::Image(i) => Ok(ToolResultContent::Image(i)),
+                        ContentBlock::Document(d) => Ok(ToolResultContent::Document(d)),
+                        _ => Err(invalid(format!(
+                            "{at}: tool_result content holds text, image or document blocks"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            ContentBlock::ToolResult(ToolResultBlock {
+                tool_use_id,
+                content,
+                status: is_error.filter(|e| *e).map(|_| "error".to_string()),
+            })
+        }
+        WireBlock::Thinking {
+            thinking,
+            signature,
+        } => ContentBlock::ReasoningContent(ReasoningBlock::ReasoningText {
+            text: thinking,
+            signature,
+        }),
+        WireBlock::RedactedThinking { data } => {
+            ContentBlock::ReasoningContent(ReasoningBlock::RedactedContent(data))
+        }
+    })
+}
+
+impl MessagesBody {
+    /// Give `max_tokens` a value when the caller sent none (token counting takes none).
+    pub fn set_max_tokens_if_missing(&mut self, n: i64) {
+        self.max_tokens.get_or_insert(n);
+    }
+
+    /// `max_tokens: 0`, which the direct API accepts to count (and cache) the prompt without
+    /// generating. Turns it into 1 for the canonical request and answers whether it was 0.
+    pub fn take_zero_max_tokens(&mut self) -> bool {
+        if self.max_tokens == Some(0) {
+            self.max_tokens = Some(1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Map onto a canonical request for `model`. `max_tokens` is required, as Anthropic
+    /// requires it.
+    pub fn into_canonical(self, model: String) -> Result<ChatRequest, Error> {
+        let max_tokens = match self.max_tokens {
+            None => return Err(invalid("max_tokens: field required")),
+            Some(n) if n < 1 || n > i64::from(u32::MAX) => {
+                return Err(invalid(format!(
+                    "max_tokens: must be a positive integer, got {n}"
+                )))
+            }
+            Some(n) => u32::try_from(n).ok(),
+        };
+        let _ = (self.top_k, self.thinking);
+        if self
+            .output_config
+            .is_some_and(|c| c.format.is_some_and(|f| !f.is_null()))
+        {
+            return Err(invalid(
+                "output_config.format: structured output is not supported by this gateway's models yet",
+            ));
+        }
+        let system = match self.system {
+            None => Vec::new(),
+            Some(WireSystem::Text(t)) if t.is_empty() => Vec::new(),
+            Some(WireSystem::Text(t)) => vec![SystemBlock::Text(t)],
+            Some(WireSystem::Blocks(blocks)) => blocks
+                .into_iter()
+                .map(|b| match b {
+                    WireBlock::Text { text, .. } => Ok(SystemBlock::Text(text)),
+                    _ => Err(invalid("system: only text blocks are allowed")),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(invalid(format!(
+                        "messages.{i}.role: Input should be 'user' or 'assistant', got '{other}'"
+                    )))
+                }
+            };
+            let content = match m.content {
+                WireContent::Text(t) => vec![ContentBlock::Text(t)],
+                WireContent::Blocks(blocks) => blocks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, b)| block(b, &format!("messages.{i}.content.{j}")))
+                    .collect::<Result<_, _>>()?,
+            };
+            messages.push(Message { role, content });
+        }
+        let mut tools = self
+            .tools
+            .filter(|t| !t.is_empty())
+            .map(|tools| ToolConfig {
+                tools: tools
+                    .into_iter()
+                    .map(|t| {
+                        Tool::ToolSpec(ToolSpec {
+                            name: t.name,
+                            description: t.description,
+                            input_schema: json!({ "json": t.input_schema }),
+                        })
+                    })
+                    .collect(),
+                tool_choice: None,
+            });
+        match self.tool_choice {
+            Some(WireToolChoice::None {}) => tools = None,
+            Some(choice) => {
+                let Some(config) = tools.as_mut() else {
+                    return Err(invalid(
+                        "tool_choice: may only be specified while providing tools",
+                    ));
+                };
+                config.tool_choice = Some(match choice {
+                    WireToolChoice::Auto { .. } => ToolChoice::Auto(json!({})),
+                    WireToolChoice::Any { .. } => ToolChoice::Any(json!({})),
+                    WireToolChoice::Tool { name, .. } => ToolChoice::Tool { name },
+                    WireToolChoice::None {} => ToolChoice::Auto(json!({})),
+                });
+            }
+            None => {}
+        }
+        Ok(ChatRequest {
+            model,
+            system,
+            messages,
+            inference: InferenceConfig {
+                max_tokens,
+                temperature: self.temperature,
+                top_p: self.top_p,
+                stop_sequences: self.stop_sequences.unwrap_or_default(),
+            },
+            tools,
+        })
+    }
+}
+
+/// Anthropic's name for a stop reason.
+pub fn stop_reason(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::EndTurn => "end_turn",
+        StopReason::ToolUse => "tool_use",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::StopSequence => "stop_sequence",
+        StopReason::GuardrailIntervened | StopReason::ContentFiltered => "refusal",
+        StopReason::ModelContextWindowExceeded => "model_context_window_exceeded",
+    }
+}
+
+fn content_json(block: &ContentBlock) -> Value {
+    match block {
+        ContentBlock::Text(t) => json!({"type": "text", "text": t}),
+        ContentBlock::ToolUse(t) => {
+            json!({"type": "tool_use", "id": t.tool_use_id, "name": t.name, "input": t.input})
+        }
+        ContentBlock::ReasoningContent(ReasoningBlock::ReasoningText { text, signature }) => {
+            json!({"type": "thinking", "thinking": text, "signature": signature.clone().unwrap_or_default()})
+        }
+        ContentBlock::ReasoningContent(ReasoningBlock::RedactedContent(data)) => {
+            json!({"type": "redacted_thinking", "data": data})
+        }
+        ContentBlock::Image(i) => json!({"type": "image", "source": {
+            "type": "base64", "media_type": media_type_of(&i.format), "data": binary(&i.source)}}),
+        ContentBlock::Document(d) => json!({"type": "document", "source": {
+            "type": "base64", "media_type": media_type_of(&d.format), "data": binary(&d.source)}}),
+        ContentBlock::ToolResult(r) => json!({"type": "tool_result", "tool_use_id": r.tool_use_id}),
+    }
+}
+
+fn binary(source: &BinarySource) -> &str {
+    match source {
+        BinarySource::Bytes(b) => b,
+    }
+}
+
+/// A new message id in Anthropic's form (`msg_bdrk_…` on Bedrock, `msg_…` on the direct API).
+pub fn message_id(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The Messages response body.
+pub fn response_json(id: &str, model: &str, r: &ChatResponse) -> Value {
+    json!({
+        "id": id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": r.message.content.iter().map(content_json).collect::<Vec<_>>(),
+        "stop_reason": stop_reason(r.stop_reason),
+        "stop_sequence": null,
+        "usage": {"input_tokens": r.usage.input_tokens, "output_tokens": r.usage.output_tokens},
+    })
+}
+
+/// Turns canonical stream events into Anthropic stream events (`message_start`,
+/// `content_block_start` / `_delta` / `_stop`, `message_delta`, `message_stop`).
+///
+/// Canonical streams open text blocks implicitly; Anthropic's open every block with
+/// `content_block_start`, so one is written before a block's first delta. The stop reason
+/// arrives before usage, so `message_delta` waits for the metadata event.
+pub struct StreamMapper {
+    id: String,
+    model: String,
+    input_tokens: u32,
+    open: Option<u32>,
+    stop: Option<StopReason>,
+    started: Instant,
+    first_byte_ms: Option<u64>,
+    bedrock_metrics: bool,
+}
+
+impl StreamMapper {
+    /// `input_tokens` is the prompt's token count for `message_start`; with `bedrock_metrics`
+    /// the final event carries `amazon-bedrock-invocationMetrics` as Bedrock's does.
+    pub fn new(id: String, model: String, input_tokens: u32, bedrock_metrics: bool) -> Self {
+        Self {
+            id,
+            model,
+            input_tokens,
+            open: None,
+            stop: None,
+            started: Instant::now(),
+            first_byte_ms: None,
+            bedrock_metrics,
+        }
+    }
+
+    fn close_open(&mut self, out: &mut Vec<Value>) {
+        if let Some(index) = self.open.take() {
+            out.push(json!({"type": "content_block_stop", "index": index}));
+        }
+    }
+
+    fn open_block(&mut self, index: u32, block: Value, out: &mut Vec<Value>) {
+        if self.open == Some(index) {
+            return;
+        }
+        self.close_open(out);
+        out.push(json!({"type": "content_block_start", "index": index, "content_block": block}));
+        self.open = Some(index);
+    }
+
+    /// The Anthropic events for one canonical event (zero or more).
+    pub fn map(&mut self, event: &StreamEvent) -> Vec<Value> {
+        let mut out = Vec::new();
+        match event {
+            StreamEvent::MessageStart { .. } => out.push(json!({
+                "type": "message_start",
+                "message": {
+                    "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+                }
+            })),
+            StreamEvent::ContentBlockStart { index, start } => {
+                let ContentBlockStart::ToolUse { tool_use_id, name } = start;
+                self.open_block(
+                    *index,
+                    json!({"type": "tool_use", "id": tool_use_id, "name": name, "input": {}}),
+                    &mut out,
+                );
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => {
+                self.first_byte_ms
+                    .get_or_insert_with(|| elapsed_ms(self.started));
+                let delta = match delta {
+                    ContentBlockDelta::Text(t) => {
+                        self.open_block(*index, json!({"type": "text", "text": ""}), &mut out);
+                        json!({"type": "text_delta", "text": t})
+                    }
+                    ContentBlockDelta::ReasoningText(t) => {
+                        self.open_block(
+                            *index,
+                            json!({"type": "thinking", "thinking": ""}),
+                            &mut out,
+                        );
+                        json!({"type": "thinking_delta", "thinking": t})
+                    }
+                    ContentBlockDelta::ToolUseInput(p) => {
+                        self.open_block(
+                            *index,
+                            json!({"type": "tool_use", "id": "", "name": "", "input": {}}),
+                            &mut out,
+                        );
+                        json!({"type": "input_json_delta", "partial_json": p})
+                    }
+                };
+                out.push(json!({"type": "content_block_delta", "index": index, "delta": delta}));
+            }
+            StreamEvent::ContentBlockStop { index } => {
+                if self.open == Some(*index) {
+                    self.close_open(&mut out);
+                }
+            }
+            StreamEvent::MessageStop { stop_reason } => {
+                self.close_open(&mut out);
+                self.stop = Some(*stop_reason);
+            }
+            StreamEvent::Metadata { usage, .. } => {
+                self.close_open(&mut out);
+                out.push(json!({
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": stop_reason(self.stop.unwrap_or(StopReason::EndTurn)),
+                        "stop_sequence": null,
+                    },
+                    "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+                }));
+                let mut stop = Map::new();
+                stop.insert("type".into(), json!("message_stop"));
+                if self.bedrock_metrics {
+                    stop.insert(
+                        "amazon-bedrock-invocationMetrics".into(),
+                        metrics_json(usage, elapsed_ms(self.started), self.first_byte_ms),
+                    );
+                }
+                out.push(Value::Object(stop));
+            }
+        }
+        out
+    }
+}
+
+pub(super) fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelgate_types::Usage;
+
+    fn parse(v: Value) -> Result<ChatRequest, Error> {
+        serde_json::from_value::<MessagesBody>(v)
+            .map_err(|e| invalid(e.to_string()))?
+            .into_canonical("m".into())
+    }
+
+    #[test]
+    fn maps_blocks_tools_and_params() {
+        let r = parse(json!({
+            "anthropic_version": "bedrock-2023-05-31",
+            "max_tokens": 50,
+            "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}}
+                ]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42", "is_error": false}]}
+            ],
+            "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": "f"},
+            "temperature": 0.0, "top_k": 5, "stop_sequences": ["END"]
+        }))
+        .unwrap();
+        assert_eq!(r.system[0].as_text(), "be brief");
+        assert_eq!(r.inference.max_tokens, Some(50));
+        assert_eq!(r.inference.stop_sequences, vec!["END".to_string()]);
+        assert!(matches!(&r.messages[0].content[1], ContentBlock::Image(i) if i.format == "png"));
+        assert!(
+            matches!(&r.messages[1].content[0], ContentBlock::ToolUse(t) if t.tool_use_id == "t1" && t.input == json!({"a": 1}))
+        );
+        assert!(
+            matches!(&r.messages[2].content[0], ContentBlock::ToolResult(t) if t.content == vec![ToolResultContent::Text("42".into())])
+        );
+        let tools = r.tools.unwrap();
+        assert_eq!(
+            tools.tool_choice,
+            Some(ToolChoice::Tool { name: "f".into() })
+        );
+        assert!(
+            matches!(&tools.tools[0], Tool::ToolSpec(s) if s.input_schema == json!({"json": {"type": "object"}}))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_bodies() {
+        let base = json!({"messages": [{"role": "user", "content": "hi"}]});
+        assert!(parse(base.clone())
+            .unwrap_err()
+            .message
+            .contains("max_tokens"));
+        let mut b = base.clone();
+        b["max_tokens"] = json!(0);
+        assert!(parse(b).is_err());
+        let mut b = base.clone();
+        b["max_tokens"] = json!(5);
+        b["messages"][0]["role"] = json!("system");
+        assert!(parse(b).unwrap_err().message.contains("role"));
+        let mut b = base.clone();
+        b["max_tokens"] = json!(5);
+        b["tool_choice"] = json!({"type": "any"});
+        assert!(parse(b).is_err());
+        let mut b = base;
+        b["max_tokens"] = json!(5);
+        b["bogus"] = json!(1);
+        assert!(parse(b).is_err());
+    }
+
+    #[test]
+    fn stream_opens_and_closes_every_block() {
+        let mut m = StreamMapper::new("msg_1".into(), "claude".into(), 7, true);
+        let events = [
+            StreamEvent::MessageStart {
+                role: Role::Assistant,
+            },
+            StreamEvent::ContentBlockDelta {
+                index: 0,
+                delta: ContentBlockDelta::Text("Hi".into()),
+            },
+            StreamEvent::ContentBlockStop { index: 0 },
+            StreamEvent::ContentBlockStart {
+                index: 1,
+                start: ContentBlockStart::ToolUse {
+                    tool_use_id: "t1".into(),
+                    name: "f".into(),
+                },
+            },
+            StreamEvent::ContentBlockDelta {
+                index: 1,
+                delta: ContentBlockDelta::ToolUseInput("{\"a\":".into()),
+            },
+            StreamEvent::ContentBlockDelta {
+                index: 1,
+                delta: ContentBlockDelta::ToolUseInput("1}".into()),
+            },
+            StreamEvent::ContentBlockStop { index: 1 },
+            StreamEvent::MessageStop {
+                stop_reason: StopReason::ToolUse,
+            },
+            StreamEvent::Metadata {
+                usage: Usage::new(7, 3),
+                latency_ms: 5,
+            },
+        ];
+        let out: Vec<Value> = events.iter().flat_map(|e| m.map(e)).collect();
+        let types: Vec<&str> = out.iter().map(|v| v["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(out[0]["message"]["usage"]["input_tokens"], 7);
+        assert_eq!(out[4]["content_block"]["id"], "t1");
+        assert_eq!(out[5]["delta"]["partial_json"], "{\"a\":");
+        assert_eq!(out[8]["delta"]["stop_reason"], "tool_use");
+        assert_eq!(out[8]["usage"]["output_tokens"], 3);
+        assert_eq!(
+            out[9]["amazon-bedrock-invocationMetrics"]["outputTokenCount"],
+            3
+        );
+    }
+}

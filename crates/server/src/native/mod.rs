@@ -1,0 +1,277 @@
+//! Model-native request and response bodies (Bedrock InvokeModel), mapped to and from the
+//! canonical types so any provider can serve any format.
+//!
+//! The format of a call is decided, in order, by the served model's `format` setting, by the
+//! family in the id the caller used (`anthropic.…`, `amazon.titan-text-…`, `meta.…`, …), by the
+//! family of the served model's id, and last by the body's tell-tale keys
+//! (`anthropic_version`, `inputText`, `texts`, `max_gen_len`). Families: `anthropic`,
+//! `text` (Claude text completions, Titan Text, Llama, Mistral) and `embed` (Titan Embeddings,
+//! Cohere Embed).
+
+pub mod anthropic;
+pub mod embed;
+pub mod prompt;
+pub mod text;
+
+use modelgate_core::config::NativeFormat;
+use modelgate_core::{model_id, ModelInfo};
+use modelgate_types::{ChatRequest, ChatResponse, EmbedRequest, Error, StreamEvent, Usage};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+pub use embed::EmbedShape;
+
+/// A ValidationException about the body.
+pub fn invalid(message: impl Into<String>) -> Error {
+    Error::validation(format!(
+        "Malformed input request: {}, please reformat your input and try again.",
+        message.into()
+    ))
+}
+
+/// Deserialize a body into its family's typed shape; a mismatch names the member.
+pub fn typed<T: DeserializeOwned>(body: Value) -> Result<T, Error> {
+    serde_json::from_value(body).map_err(|e| invalid(e.to_string()))
+}
+
+/// `amazon-bedrock-invocationMetrics`, which Bedrock adds to the last chunk of a stream.
+pub fn metrics_json(usage: &Usage, latency_ms: u64, first_byte_ms: Option<u64>) -> Value {
+    json!({
+        "inputTokenCount": usage.input_tokens,
+        "outputTokenCount": usage.output_tokens,
+        "invocationLatency": latency_ms,
+        "firstByteLatency": first_byte_ms.unwrap_or(latency_ms),
+    })
+}
+
+fn by_family(id: &str, body: &Value) -> Option<NativeFormat> {
+    let (family, rest) = model_id::family(id)?;
+    Some(match family {
+        "anthropic" if body.get("prompt").is_some() && body.get("messages").is_none() => {
+            NativeFormat::AnthropicText
+        }
+        "anthropic" => NativeFormat::AnthropicMessages,
+        "amazon" if rest.starts_with("titan-embed") => NativeFormat::TitanEmbed,
+        "amazon" if rest.starts_with("titan-text") || rest.starts_with("titan-tg1") => {
+            NativeFormat::TitanText
+        }
+        "meta" => NativeFormat::Llama,
+        "mistral" => NativeFormat::Mistral,
+        "cohere" if rest.starts_with("embed") => NativeFormat::CohereEmbed,
+        _ => return None,
+    })
+}
+
+fn by_body(model: &ModelInfo, body: &Value) -> Option<NativeFormat> {
+    let has = |k: &str| body.get(k).is_some();
+    if has("anthropic_version") {
+        Some(if has("messages") {
+            NativeFormat::AnthropicMessages
+        } else {
+            NativeFormat::AnthropicText
+        })
+    } else if has("inputText") {
+        Some(if model.kind == "embedding" {
+            NativeFormat::TitanEmbed
+        } else {
+            NativeFormat::TitanText
+        })
+    } else if has("texts") {
+        Some(NativeFormat::CohereEmbed)
+    } else if has("max_gen_len") {
+        Some(NativeFormat::Llama)
+    } else {
+        None
+    }
+}
+
+/// The body format of a call to `requested`, served by `model`.
+pub fn detect(requested: &str, model: &ModelInfo, body: &Value) -> Result<NativeFormat, Error> {
+    model
+        .format
+        .or_else(|| by_family(requested, body))
+        .or_else(|| by_family(&model.id, body))
+        .or_else(|| by_body(model, body))
+        .ok_or_else(|| {
+            Error::validation(format!(
+                "Cannot tell which request body format the model '{requested}' takes: its id names no known model family. Set `format` on the model in the configuration, or use Converse."
+            ))
+        })
+}
+
+/// What an InvokeModel body asks for.
+pub enum Invocation {
+    /// Generate text.
+    Chat(ChatRequest),
+    /// Embed texts; the shape says how to answer.
+    Embed(EmbedRequest, EmbedShape),
+}
+
+/// Parse a body of `format` for `model`. An empty body is an empty JSON object.
+pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<Invocation, Error> {
+    match format {
+        NativeFormat::AnthropicMessages => {
+            let b: anthropic::MessagesBody = typed(body)?;
+            if b.model.is_some() || b.stream.is_some() {
+                return Err(invalid(
+                    "extraneous key [model/stream] is not permitted; the model is named in the URL",
+                ));
+            }
+            match b.anthropic_version.as_deref() {
+                Some(v) if v.starts_with("bedrock-") => {}
+                Some(v) => {
+                    return Err(invalid(format!(
+                        "anthropic_version: '{v}' is not supported; use bedrock-2023-05-31"
+                    )))
+                }
+                None => return Err(invalid("anthropic_version: field required")),
+            }
+            b.into_canonical(model).map(Invocation::Chat)
+        }
+        NativeFormat::TitanEmbed | NativeFormat::CohereEmbed => {
+            embed::parse(format, model, body).map(|(r, s)| Invocation::Embed(r, s))
+        }
+        _ => text::parse(format, model, body).map(Invocation::Chat),
+    }
+}
+
+/// The non-streamed answer body of a chat-family call.
+pub fn chat_response(format: NativeFormat, model: &str, r: &ChatResponse) -> Value {
+    match format {
+        NativeFormat::AnthropicMessages => {
+            anthropic::response_json(&anthropic::message_id("msg_bdrk_"), model, r)
+        }
+        _ => text::response(format, r),
+    }
+}
+
+/// Turns canonical stream events into the chunks of a format's response stream.
+pub enum Chunker {
+    /// Anthropic Messages events.
+    Anthropic(anthropic::StreamMapper),
+    /// One of the text families.
+    Text(text::TextChunker),
+}
+
+impl Chunker {
+    /// A chunker for `format`; `input_tokens` is the prompt size for Anthropic's
+    /// `message_start`.
+    pub fn new(format: NativeFormat, model: &str, input_tokens: u32) -> Self {
+        match format {
+            NativeFormat::AnthropicMessages => Self::Anthropic(anthropic::StreamMapper::new(
+                anthropic::message_id("msg_bdrk_"),
+                model.to_string(),
+                input_tokens,
+                true,
+            )),
+            _ => Self::Text(text::TextChunker::new(format)),
+        }
+    }
+
+    /// The chunks one canonical event turns into.
+    pub fn map(&mut self, event: &StreamEvent) -> Vec<Value> {
+        match self {
+            Self::Anthropic(m) => m.map(event),
+            Self::Text(t) => t.map(event),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, kind: &'static str, format: Option<NativeFormat>) -> ModelInfo {
+        ModelInfo {
+            id: id.into(),
+            owned_by: "x".into(),
+            kind,
+            aliases: Vec::new(),
+            format,
+        }
+    }
+
+    #[test]
+    fn detection_order() {
+        let chat = info("local.smollm2-135m-instruct", "chat", None);
+        let body = json!({"prompt": "hi"});
+        let d = |id: &str, m: &ModelInfo, b: &Value| detect(id, m, b).ok();
+        assert_eq!(
+            d("anthropic.claude-v2:1", &chat, &body),
+            Some(NativeFormat::AnthropicText)
+        );
+        assert_eq!(
+            d(
+                "us.anthropic.claude-3-haiku-20240307-v1:0",
+                &chat,
+                &json!({"messages": []})
+            ),
+            Some(NativeFormat::AnthropicMessages)
+        );
+        assert_eq!(
+            d("meta.llama3-8b-instruct-v1:0", &chat, &body),
+            Some(NativeFormat::Llama)
+        );
+        assert_eq!(
+            d("mistral.mistral-7b-instruct-v0:2", &chat, &body),
+            Some(NativeFormat::Mistral)
+        );
+        assert_eq!(
+            d("amazon.titan-text-express-v1", &chat, &body),
+            Some(NativeFormat::TitanText)
+        );
+        assert_eq!(
+            d("amazon.titan-embed-text-v2:0", &chat, &body),
+            Some(NativeFormat::TitanEmbed)
+        );
+        assert_eq!(
+            d("cohere.embed-english-v3", &chat, &body),
+            Some(NativeFormat::CohereEmbed)
+        );
+        // No family in the id: the body decides, else a clear error.
+        assert_eq!(
+            d(
+                "local.smollm2-135m-instruct",
+                &chat,
+                &json!({"inputText": "x"})
+            ),
+            Some(NativeFormat::TitanText)
+        );
+        let embed = info("local.all-minilm-l6-v2", "embedding", None);
+        assert_eq!(
+            d("local.all-minilm-l6-v2", &embed, &json!({"inputText": "x"})),
+            Some(NativeFormat::TitanEmbed)
+        );
+        assert!(detect("local.smollm2-135m-instruct", &chat, &body).is_err());
+        // A configured format wins over the id.
+        let configured = info("meta.llama3", "chat", Some(NativeFormat::Mistral));
+        assert_eq!(
+            d("meta.llama3", &configured, &body),
+            Some(NativeFormat::Mistral)
+        );
+    }
+
+    #[test]
+    fn bedrock_anthropic_needs_version_and_no_model() {
+        let ok = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}]});
+        assert!(parse(NativeFormat::AnthropicMessages, "m".into(), ok.clone()).is_ok());
+        for (key, value) in [
+            ("anthropic_version", Value::Null),
+            ("anthropic_version", json!("2023-06-01")),
+            ("model", json!("claude")),
+            ("stream", json!(true)),
+        ] {
+            let mut b = ok.clone();
+            if value.is_null() {
+                b.as_object_mut().unwrap().remove(key);
+            } else {
+                b[key] = value;
+            }
+            assert!(
+                parse(NativeFormat::AnthropicMessages, "m".into(), b).is_err(),
+                "{key}"
+            );
+        }
+    }
+}
