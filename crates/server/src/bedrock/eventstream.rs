@@ -296,4 +296,72 @@ mod tests {
             json!({"generation": "hi"})
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn event() -> impl Strategy<Value = StreamEvent> {
+            prop_oneof![
+                ".{0,40}".prop_map(|t| StreamEvent::ContentBlockDelta {
+                    index: 0,
+                    delta: ContentBlockDelta::Text(t)
+                }),
+                (any::<u32>(), ".{0,40}").prop_map(|(i, t)| StreamEvent::ContentBlockDelta {
+                    index: i,
+                    delta: ContentBlockDelta::ToolUseInput(t)
+                }),
+                (any::<u32>(), "[a-z]{1,8}").prop_map(|(i, n)| StreamEvent::ContentBlockStart {
+                    index: i,
+                    start: ContentBlockStart::ToolUse {
+                        tool_use_id: format!("t{i}"),
+                        name: n
+                    }
+                }),
+                any::<u32>().prop_map(|i| StreamEvent::ContentBlockStop { index: i }),
+                (any::<u32>(), any::<u32>(), any::<u64>()).prop_map(|(a, b, l)| {
+                    StreamEvent::Metadata {
+                        usage: Usage::new(a, b),
+                        latency_ms: l,
+                    }
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Every framed event decodes back to exactly its payload, in order.
+            #[test]
+            fn frames_round_trip(events in prop::collection::vec(event(), 0..12)) {
+                let expected: Vec<Event> = events.iter().flat_map(converse_event).collect();
+                let mut bytes = Vec::new();
+                for (name, payload) in &expected {
+                    bytes.extend_from_slice(&encode_event(name, payload).unwrap());
+                }
+                let decoded = decode_all(&bytes);
+                prop_assert_eq!(decoded.len(), expected.len());
+                for ((kind, name, payload), (want_name, want_payload)) in decoded.iter().zip(&expected) {
+                    prop_assert_eq!(kind, "event");
+                    prop_assert_eq!(name, want_name);
+                    prop_assert_eq!(payload, want_payload);
+                }
+            }
+
+            /// A truncated or corrupted frame is an error for the decoder, never a panic or a
+            /// silently accepted message.
+            #[test]
+            fn damaged_frames_are_rejected(text in ".{0,64}", cut in 0usize..200, flip in 0usize..200) {
+                let whole = encode_event("contentBlockDelta", &json!({"delta": {"text": text}})).unwrap();
+                let cut = cut % whole.len();
+                let mut truncated: &[u8] = &whole[..cut];
+                prop_assert!(aws_smithy_eventstream::frame::read_message_from(&mut truncated).is_err());
+                let mut corrupted = whole.to_vec();
+                let at = flip % corrupted.len();
+                corrupted[at] ^= 0x5a;
+                let mut slice: &[u8] = &corrupted;
+                prop_assert!(aws_smithy_eventstream::frame::read_message_from(&mut slice).is_err());
+            }
+        }
+    }
 }

@@ -241,4 +241,35 @@ mod tests {
             "anthropic.claude-3-haiku-20240307-v1:0"
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Every strict prefix of a valid body is refused with a 400; the whole body parses.
+            #[test]
+            fn truncated_bodies_are_400(cut in 0usize..400, which in 0usize..7) {
+                let (format, body) = native::fuzz::valid_bodies().swap_remove(which);
+                let text = body.to_string();
+                let cut = cut.min(text.len());
+                let result = json_body(&text.as_bytes()[..cut])
+                    .and_then(|v| native::parse(format, "m".into(), v));
+                if cut == text.len() {
+                    prop_assert!(result.is_ok());
+                } else {
+                    prop_assert_eq!(result.err().map(|e| e.status()), Some(400));
+                }
+            }
+
+            /// Arbitrary bytes are refused with a 400, never a panic.
+            #[test]
+            fn random_bytes_are_400(bytes in prop::collection::vec(any::<u8>(), 0..256), which in 0usize..7) {
+                let (format, _) = native::fuzz::valid_bodies().swap_remove(which);
+                if let Err(e) = json_body(&bytes).and_then(|v| native::parse(format, "m".into(), v)) {
+                    prop_assert_eq!(e.status(), 400);
+                }
+            }
+        }
+    }
 }

@@ -275,3 +275,92 @@ mod tests {
         }
     }
 }
+
+/// Property tests: random and truncated input never panics and always yields a 400-class
+/// error (or a valid request).
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FORMATS: [NativeFormat; 7] = [
+        NativeFormat::AnthropicMessages,
+        NativeFormat::AnthropicText,
+        NativeFormat::TitanText,
+        NativeFormat::TitanEmbed,
+        NativeFormat::Llama,
+        NativeFormat::Mistral,
+        NativeFormat::CohereEmbed,
+    ];
+
+    /// Arbitrary JSON, biased towards the keys the families read.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("messages".to_string()),
+            Just("max_tokens".to_string()),
+            Just("anthropic_version".to_string()),
+            Just("prompt".to_string()),
+            Just("inputText".to_string()),
+            Just("texts".to_string()),
+            Just("input_type".to_string()),
+            Just("content".to_string()),
+            Just("role".to_string()),
+            Just("type".to_string()),
+            Just("textGenerationConfig".to_string()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,20}".prop_map(Value::from),
+            Just(json!("bedrock-2023-05-31")),
+            Just(json!("\n\nHuman: hi\n\nAssistant:")),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// One valid body per family.
+    pub fn valid_bodies() -> Vec<(NativeFormat, Value)> {
+        vec![
+            (NativeFormat::AnthropicMessages, json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})),
+            (NativeFormat::AnthropicText, json!({"prompt": "\n\nHuman: hi\n\nAssistant:", "max_tokens_to_sample": 5})),
+            (NativeFormat::TitanText, json!({"inputText": "hi", "textGenerationConfig": {"maxTokenCount": 5}})),
+            (NativeFormat::TitanEmbed, json!({"inputText": "hi"})),
+            (NativeFormat::Llama, json!({"prompt": "[INST] hi [/INST]", "max_gen_len": 5})),
+            (NativeFormat::Mistral, json!({"prompt": "<s>[INST] hi [/INST]", "max_tokens": 5})),
+            (NativeFormat::CohereEmbed, json!({"texts": ["hi"], "input_type": "search_query"})),
+        ]
+    }
+
+    fn check(format: NativeFormat, body: Value) -> Result<(), TestCaseError> {
+        if let Err(e) = parse(format, "m".into(), body) {
+            prop_assert_eq!(e.status(), 400);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_json_never_panics(body in json_value(), f in 0usize..7) {
+            check(FORMATS[f], body)?;
+        }
+
+        #[test]
+        fn raw_prompts_never_panic(prompt in "(\\[INST\\]|\\[/INST\\]|<<SYS>>|<</SYS>>|<s>|</s>|<\\|start_header_id\\|>|<\\|end_header_id\\|>|<\\|eot_id\\|>|\n\nHuman:|\n\nAssistant:|[a-zé ]{0,5}){0,12}") {
+            let c = prompt::parse(&prompt);
+            prop_assert!(c.messages.iter().all(|m| !m.content.is_empty()));
+            let _ = prompt::human_assistant(&prompt);
+        }
+    }
+}
