@@ -69,10 +69,12 @@ impl SigV4Credential {
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?
                 .trim()
                 .to_string(),
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "access key {}: set exactly one of secret_access_key_env or secret_access_key_file",
                 self.access_key_id
-            )),
+            ))
+            }
         };
         if secret.is_empty() {
             return Err(format!(

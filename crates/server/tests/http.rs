@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: fail loudly
 
-use std::sync::atomic::AtomicBool;
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
-use modelgate_core::config::data_dir;
-use modelgate_core::{local, Config, Gateway};
-use modelgate_server::app::{self, AppState};
+use modelgate_core::Config;
 use serde_json::{json, Value};
 
 const CHAT: &str = "local.smollm2-135m-instruct";
@@ -25,29 +23,8 @@ struct Server {
 }
 
 async fn start_with(config: Config) -> Server {
-    let data = data_dir();
-    local::ensure_models(&data, false).expect(
-        "embedded model files missing: run `modelgate models pull` (and set MODELGATE_HOME) before the tests",
-    );
-    let cfg = config.clone();
-    let models = tokio::task::spawn_blocking(move || local::load_models(&cfg, &data))
-        .await
-        .unwrap()
-        .unwrap();
-    let gateway = Arc::new(Gateway::new());
-    gateway.install(models);
-    let state = AppState {
-        gateway,
-        max_body_bytes: config.server.max_body_bytes,
-        started_at: 0,
-        accepting: Arc::new(AtomicBool::new(true)),
-        sigv4: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(app::serve(listener, state, Duration::from_secs(5)));
     Server {
-        base,
+        base: common::serve(config, None).await,
         client: reqwest::Client::new(),
     }
 }

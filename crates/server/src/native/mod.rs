@@ -313,7 +313,8 @@ pub(crate) mod fuzz {
             Just(Value::Null),
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
             ".{0,20}".prop_map(Value::from),
             Just(json!("bedrock-2023-05-31")),
             Just(json!("\n\nHuman: hi\n\nAssistant:")),
@@ -330,14 +331,32 @@ pub(crate) mod fuzz {
     /// One valid body per family.
     pub fn valid_bodies() -> Vec<(NativeFormat, Value)> {
         vec![
-            (NativeFormat::AnthropicMessages, json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
-                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})),
-            (NativeFormat::AnthropicText, json!({"prompt": "\n\nHuman: hi\n\nAssistant:", "max_tokens_to_sample": 5})),
-            (NativeFormat::TitanText, json!({"inputText": "hi", "textGenerationConfig": {"maxTokenCount": 5}})),
+            (
+                NativeFormat::AnthropicMessages,
+                json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}),
+            ),
+            (
+                NativeFormat::AnthropicText,
+                json!({"prompt": "\n\nHuman: hi\n\nAssistant:", "max_tokens_to_sample": 5}),
+            ),
+            (
+                NativeFormat::TitanText,
+                json!({"inputText": "hi", "textGenerationConfig": {"maxTokenCount": 5}}),
+            ),
             (NativeFormat::TitanEmbed, json!({"inputText": "hi"})),
-            (NativeFormat::Llama, json!({"prompt": "[INST] hi [/INST]", "max_gen_len": 5})),
-            (NativeFormat::Mistral, json!({"prompt": "<s>[INST] hi [/INST]", "max_tokens": 5})),
-            (NativeFormat::CohereEmbed, json!({"texts": ["hi"], "input_type": "search_query"})),
+            (
+                NativeFormat::Llama,
+                json!({"prompt": "[INST] hi [/INST]", "max_gen_len": 5}),
+            ),
+            (
+                NativeFormat::Mistral,
+                json!({"prompt": "<s>[INST] hi [/INST]", "max_tokens": 5}),
+            ),
+            (
+                NativeFormat::CohereEmbed,
+                json!({"texts": ["hi"], "input_type": "search_query"}),
+            ),
         ]
     }
 

@@ -1,0 +1,37 @@
+//! Shared by the integration tests: start the real router with the real embedded models
+//! (installed by `modelgate models pull`; `MODELGATE_HOME` points at them) on an ephemeral port.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use modelgate_core::config::data_dir;
+use modelgate_core::{local, Config, Gateway};
+use modelgate_server::app::{self, AppState};
+use modelgate_server::sigv4::Verifier;
+
+/// Serve `config`'s models, with SigV4 verification when `sigv4` is given; the base URL.
+pub async fn serve(config: Config, sigv4: Option<Verifier>) -> String {
+    let data = data_dir();
+    local::ensure_models(&data, false).expect(
+        "embedded model files missing: run `modelgate models pull` (and set MODELGATE_HOME) before the tests",
+    );
+    let cfg = config.clone();
+    let models = tokio::task::spawn_blocking(move || local::load_models(&cfg, &data))
+        .await
+        .unwrap()
+        .unwrap();
+    let gateway = Arc::new(Gateway::new());
+    gateway.install(models);
+    let state = AppState {
+        gateway,
+        max_body_bytes: config.server.max_body_bytes,
+        started_at: 0,
+        accepting: Arc::new(AtomicBool::new(true)),
+        sigv4: sigv4.map(Arc::new),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(app::serve(listener, state, Duration::from_secs(5)));
+    base
+}
