@@ -19,7 +19,7 @@ use modelgate_types::{
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::errors::{anthropic_body, body_rejection, json_error, AnthropicError};
+use crate::errors::{anthropic_body, body_rejection, json_error, respond, AnthropicError};
 use crate::native::anthropic::{message_id, response_json, MessagesBody, StreamMapper};
 
 /// Parse a `/v1/messages` body: `model` is required and `anthropic_version` belongs in the
@@ -65,10 +65,7 @@ pub async fn messages(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match messages_inner(state, body).await {
-        Ok(r) => r,
-        Err(e) => AnthropicError(e).into_response(),
-    }
+    respond::<AnthropicError>(messages_inner(state, body).await)
 }
 
 async fn messages_inner(
@@ -175,7 +172,7 @@ pub async fn count_tokens(
         Ok::<_, Error>(Json(json!({ "input_tokens": n })).into_response())
     }
     .await;
-    result.unwrap_or_else(|e| AnthropicError(e).into_response())
+    respond::<AnthropicError>(result)
 }
 
 #[cfg(test)]

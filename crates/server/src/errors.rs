@@ -128,6 +128,17 @@ pub fn anthropic_body(e: &Error) -> serde_json::Value {
 #[derive(Debug)]
 pub struct AnthropicError(pub Error);
 
+impl From<Error> for AnthropicError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+/// A handler's outcome: the answer, or the error rendered in dialect `D`.
+pub fn respond<D: From<Error> + IntoResponse>(result: Result<Response, Error>) -> Response {
+    result.unwrap_or_else(|e| D::from(e).into_response())
+}
+
 impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(anthropic_kind(self.0.kind).1)

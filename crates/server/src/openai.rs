@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::errors::{body_rejection, json_error, openai_body, OpenAiError};
+use crate::errors::{body_rejection, json_error, openai_body, respond, OpenAiError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -414,10 +414,7 @@ pub async fn chat_completions(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match chat_inner(state, body).await {
-        Ok(r) => r,
-        Err(e) => OpenAiError(e).into_response(),
-    }
+    respond::<OpenAiError>(chat_inner(state, body).await)
 }
 
 async fn chat_inner(
@@ -570,10 +567,7 @@ pub async fn embeddings(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match embeddings_inner(state, body).await {
-        Ok(r) => r,
-        Err(e) => OpenAiError(e).into_response(),
-    }
+    respond::<OpenAiError>(embeddings_inner(state, body).await)
 }
 
 async fn embeddings_inner(

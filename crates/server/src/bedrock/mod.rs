@@ -99,7 +99,7 @@ fn converse_json(r: &ChatResponse) -> Value {
 
 /// Render a handler's outcome: the answer, or the error in the Bedrock dialect.
 fn respond(result: Result<Response, Error>) -> Response {
-    result.unwrap_or_else(|e| BedrockError(e).into_response())
+    crate::errors::respond::<BedrockError>(result)
 }
 
 /// Read and parse a Converse / ConverseStream body.
