@@ -170,6 +170,7 @@ mod tests {
         let events = vec![
             Ok(StreamEvent::MessageStart {
                 role: Role::Assistant,
+                input_tokens: None,
             }),
             Ok(StreamEvent::ContentBlockDelta {
                 index: 0,
@@ -224,6 +225,7 @@ mod tests {
         let events = vec![
             Ok(StreamEvent::MessageStart {
                 role: Role::Assistant,
+                input_tokens: None,
             }),
             Err(Error::internal("boom")),
         ];

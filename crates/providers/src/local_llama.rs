@@ -349,6 +349,7 @@ impl Provider for LocalLlama {
             }
             emit!(Ok(StreamEvent::MessageStart {
                 role: Role::Assistant,
+                input_tokens: Some(input_tokens),
             }));
             let mut any_text = false;
             loop {

@@ -80,10 +80,9 @@ async fn messages_inner(
         let response = state.gateway.converse(request).await?;
         return Ok(Json(response_json(&id, &model, &response)).into_response());
     }
-    let counted = state.gateway.count_tokens(&request).await;
     let events = match mode {
         Mode::PromptOnly { stream } => {
-            let input_tokens = counted.clone()?;
+            let input_tokens = state.gateway.count_tokens(&request).await?;
             let response = ChatResponse {
                 model: model.clone(),
                 message: Message {
@@ -101,8 +100,7 @@ async fn messages_inner(
         }
         _ => state.gateway.converse_stream(request).await?,
     };
-    let input_tokens = counted.unwrap_or(0);
-    let mapper = StreamMapper::new(id, model, input_tokens, false);
+    let mapper = StreamMapper::new(id, model, false);
     let body = events
         .scan((mapper, false), |(mapper, ended), item| {
             if *ended {
@@ -145,6 +143,7 @@ fn response_events(r: &ChatResponse) -> Vec<StreamEvent> {
     vec![
         StreamEvent::MessageStart {
             role: Role::Assistant,
+            input_tokens: Some(r.usage.input_tokens),
         },
         StreamEvent::MessageStop {
             stop_reason: r.stop_reason,

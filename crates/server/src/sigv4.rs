@@ -192,8 +192,7 @@ impl Verifier {
         }
         let skew = now
             .duration_since(signed_at)
-            .or_else(|e| Ok::<_, ()>(e.duration()))
-            .unwrap_or_default();
+            .unwrap_or_else(|e| e.duration());
         if skew > MAX_SKEW {
             return Err(denied(
                 "InvalidSignatureException",

@@ -15,6 +15,9 @@ pub enum StreamEvent {
     MessageStart {
         /// Always `Assistant`.
         role: Role,
+        /// The prompt's size in tokens, when the provider knows it before generating (dialects
+        /// such as Anthropic's report it at the start of the stream).
+        input_tokens: Option<u32>,
     },
     /// A content block that needs announcing (tool use) begins.
     ContentBlockStart {

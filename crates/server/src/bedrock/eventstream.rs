@@ -69,7 +69,7 @@ where
 /// The ConverseStream member name and JSON payload of a canonical event.
 pub fn converse_event(event: &StreamEvent) -> Vec<Event> {
     let event = match event {
-        StreamEvent::MessageStart { role } => ("messageStart", json!({ "role": role })),
+        StreamEvent::MessageStart { role, .. } => ("messageStart", json!({ "role": role })),
         StreamEvent::ContentBlockStart { index, start } => {
             let ContentBlockStart::ToolUse { tool_use_id, name } = start;
             (
@@ -128,11 +128,11 @@ fn stream_exception(operation: Operation, kind: ErrorKind) -> &'static str {
     }
 }
 
-fn frame(headers: [(&'static str, &str); 3], payload: &Value) -> Result<Bytes, String> {
+fn frame(headers: [(&'static str, &'static str); 3], payload: &Value) -> Result<Bytes, String> {
     let message = EventMessage::new_from_parts(
         headers
             .into_iter()
-            .map(|(name, value)| Header::new(name, HeaderValue::String(value.to_string().into())))
+            .map(|(name, value)| Header::new(name, HeaderValue::String(value.into())))
             .collect(),
         Bytes::from(payload.to_string()),
     );
@@ -141,7 +141,7 @@ fn frame(headers: [(&'static str, &str); 3], payload: &Value) -> Result<Bytes, S
     Ok(Bytes::from(out))
 }
 
-fn encode_event(name: &str, payload: &Value) -> Result<Bytes, String> {
+fn encode_event(name: &'static str, payload: &Value) -> Result<Bytes, String> {
     frame(
         [
             (":event-type", name),
@@ -208,6 +208,7 @@ mod tests {
         let frames = framed(vec![
             Ok(StreamEvent::MessageStart {
                 role: Role::Assistant,
+                input_tokens: None,
             }),
             Ok(StreamEvent::ContentBlockDelta {
                 index: 0,

@@ -104,10 +104,6 @@ fn display_model(requested: &str) -> &str {
     model_id::without_profile_prefix(model_id::arn_resource(requested).unwrap_or(requested))
 }
 
-fn header_value(n: impl ToString) -> HeaderValue {
-    HeaderValue::from_str(&n.to_string()).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
 /// `POST /model/{modelId}/invoke`
 pub async fn invoke(
     State(state): State<AppState>,
@@ -139,13 +135,17 @@ pub async fn invoke(
             )
                 .into_response();
             let h = response.headers_mut();
-            h.insert("x-amzn-bedrock-input-token-count", header_value(input));
+            h.insert("x-amzn-bedrock-input-token-count", HeaderValue::from(input));
             if let Some(output) = output {
-                h.insert("x-amzn-bedrock-output-token-count", header_value(output));
+                h.insert(
+                    "x-amzn-bedrock-output-token-count",
+                    HeaderValue::from(output),
+                );
             }
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             h.insert(
                 "x-amzn-bedrock-invocation-latency",
-                header_value(started.elapsed().as_millis()),
+                HeaderValue::from(latency_ms),
             );
             Ok(response)
         }
@@ -170,15 +170,8 @@ pub async fn invoke_stream(
                     "The model is unsupported for streaming: embedding models answer with InvokeModel.",
                 ));
             };
-            // Anthropic's message_start carries the prompt size; count it with the model's
-            // tokenizer before generating (0 when the provider cannot count).
-            let input_tokens = if format == NativeFormat::AnthropicMessages {
-                state.gateway.count_tokens(&request).await.unwrap_or(0)
-            } else {
-                0
-            };
             let events = state.gateway.converse_stream(request).await?;
-            let mut chunker = Chunker::new(format, display_model(&model_id), input_tokens);
+            let mut chunker = Chunker::new(format, display_model(&model_id));
             let body = eventstream::body(
                 eventstream::Operation::InvokeWithResponseStream,
                 events,

@@ -17,7 +17,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{invalid, metrics_json};
+use super::{invalid, metrics_json, positive};
 
 /// A Messages request body. Which of `model`, `stream` and `anthropic_version` must or must not
 /// be present depends on the front door; [`MessagesBody::into_canonical`] leaves that to it.
@@ -328,15 +328,10 @@ impl MessagesBody {
     /// Map onto a canonical request for `model`. `max_tokens` is required, as Anthropic
     /// requires it.
     pub fn into_canonical(self, model: String) -> Result<ChatRequest, Error> {
-        let max_tokens = match self.max_tokens {
-            None => return Err(invalid("max_tokens: field required")),
-            Some(n) if n < 1 || n > i64::from(u32::MAX) => {
-                return Err(invalid(format!(
-                    "max_tokens: must be a positive integer, got {n}"
-                )))
-            }
-            Some(n) => u32::try_from(n).ok(),
-        };
+        if self.max_tokens.is_none() {
+            return Err(invalid("max_tokens: field required"));
+        }
+        let max_tokens = positive("max_tokens", self.max_tokens)?;
         let _ = (self.top_k, self.thinking);
         if self
             .output_config
@@ -493,7 +488,6 @@ pub fn response_json(id: &str, model: &str, r: &ChatResponse) -> Value {
 pub struct StreamMapper {
     id: String,
     model: String,
-    input_tokens: u32,
     open: Option<u32>,
     stop: Option<StopReason>,
     started: Instant,
@@ -502,13 +496,12 @@ pub struct StreamMapper {
 }
 
 impl StreamMapper {
-    /// `input_tokens` is the prompt's token count for `message_start`; with `bedrock_metrics`
-    /// the final event carries `amazon-bedrock-invocationMetrics` as Bedrock's does.
-    pub fn new(id: String, model: String, input_tokens: u32, bedrock_metrics: bool) -> Self {
+    /// With `bedrock_metrics` the final event carries `amazon-bedrock-invocationMetrics` as
+    /// Bedrock's does.
+    pub fn new(id: String, model: String, bedrock_metrics: bool) -> Self {
         Self {
             id,
             model,
-            input_tokens,
             open: None,
             stop: None,
             started: Instant::now(),
@@ -536,12 +529,14 @@ impl StreamMapper {
     pub fn map(&mut self, event: &StreamEvent) -> Vec<Value> {
         let mut out = Vec::new();
         match event {
-            StreamEvent::MessageStart { .. } => out.push(json!({
+            // The prompt size comes from the provider; one that cannot tell reports 0 here and
+            // the real count in `message_delta`.
+            StreamEvent::MessageStart { input_tokens, .. } => out.push(json!({
                 "type": "message_start",
                 "message": {
                     "id": self.id, "type": "message", "role": "assistant", "model": self.model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+                    "usage": {"input_tokens": input_tokens.unwrap_or(0), "output_tokens": 0},
                 }
             })),
             StreamEvent::ContentBlockStart { index, start } => {
@@ -693,10 +688,11 @@ mod tests {
 
     #[test]
     fn stream_opens_and_closes_every_block() {
-        let mut m = StreamMapper::new("msg_1".into(), "claude".into(), 7, true);
+        let mut m = StreamMapper::new("msg_1".into(), "claude".into(), true);
         let events = [
             StreamEvent::MessageStart {
                 role: Role::Assistant,
+                input_tokens: Some(7),
             },
             StreamEvent::ContentBlockDelta {
                 index: 0,

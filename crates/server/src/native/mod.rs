@@ -29,6 +29,19 @@ pub fn invalid(message: impl Into<String>) -> Error {
     ))
 }
 
+/// A positive token limit, or a ValidationException naming `field`.
+pub fn positive(field: &str, n: Option<i64>) -> Result<Option<u32>, Error> {
+    match n {
+        None => Ok(None),
+        Some(n) if n >= 1 => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| invalid(format!("{field}: {n} is too large"))),
+        Some(n) => Err(invalid(format!(
+            "{field}: must be a positive integer, got {n}"
+        ))),
+    }
+}
+
 /// Deserialize a body into its family's typed shape; a mismatch names the member.
 pub fn typed<T: DeserializeOwned>(body: Value) -> Result<T, Error> {
     serde_json::from_value(body).map_err(|e| invalid(e.to_string()))
@@ -154,14 +167,12 @@ pub enum Chunker {
 }
 
 impl Chunker {
-    /// A chunker for `format`; `input_tokens` is the prompt size for Anthropic's
-    /// `message_start`.
-    pub fn new(format: NativeFormat, model: &str, input_tokens: u32) -> Self {
+    /// A chunker for `format`.
+    pub fn new(format: NativeFormat, model: &str) -> Self {
         match format {
             NativeFormat::AnthropicMessages => Self::Anthropic(anthropic::StreamMapper::new(
                 anthropic::message_id("msg_bdrk_"),
                 model.to_string(),
-                input_tokens,
                 true,
             )),
             _ => Self::Text(text::TextChunker::new(format)),

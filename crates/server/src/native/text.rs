@@ -15,20 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::anthropic::elapsed_ms;
-use super::{invalid, metrics_json, prompt, typed};
-
-/// A positive token limit, or a ValidationException naming `field`.
-fn positive(field: &str, n: Option<i64>) -> Result<Option<u32>, Error> {
-    match n {
-        None => Ok(None),
-        Some(n) if n >= 1 => u32::try_from(n)
-            .map(Some)
-            .map_err(|_| invalid(format!("{field}: {n} is too large"))),
-        Some(n) => Err(invalid(format!(
-            "{field}: must be a positive integer, got {n}"
-        ))),
-    }
-}
+use super::{invalid, metrics_json, positive, prompt, typed};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
