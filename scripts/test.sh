@@ -12,7 +12,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt
 
-cargo build --locked -p modelgate-server --bins
+cargo build --locked -p modelgate-server -p modelgate-testkit --bins
 "$CARGO_TARGET_DIR/debug/modelgate" models pull
 
 echo "== Rust tests"

@@ -80,7 +80,7 @@ def test_errors_raise_sdk_exceptions(client):
     with pytest.raises(anthropic.BadRequestError) as e:
         client.messages.create(model=MODEL, max_tokens=8, messages=QUESTION, output_config={
             "format": {"type": "json_schema", "schema": {"type": "object"}}})
-    assert "output_config.format" in e.value.message
+    assert "structured output" in e.value.message
     with pytest.raises(anthropic.BadRequestError) as e:
         client.messages.create(model=MODEL, max_tokens=8, messages=QUESTION, tools=[
             {"name": "get_weather", "description": "d",

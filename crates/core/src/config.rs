@@ -24,6 +24,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The embedded (in-process) models.
     pub local: LocalConfig,
+    /// `[[providers]]`: upstream APIs (OpenAI-compatible, Anthropic, Bedrock).
+    pub providers: Vec<ProviderConfig>,
     /// `[[models]]`: names clients use, mapped onto served models.
     pub models: Vec<ModelConfig>,
     /// `[auth]`: how callers prove who they are.
@@ -58,31 +60,246 @@ pub struct SigV4Credential {
 impl SigV4Credential {
     /// Read the secret from where the configuration points.
     pub fn secret(&self) -> Result<String, String> {
-        let secret = match (&self.secret_access_key_env, &self.secret_access_key_file) {
-            (Some(var), None) => std::env::var(var).map_err(|_| {
-                format!(
-                    "the environment variable {var} (secret of access key {}) is not set",
-                    self.access_key_id
-                )
-            })?,
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
-            _ => {
-                return Err(format!(
+        read_secret(
+            self.secret_access_key_env.as_deref(),
+            self.secret_access_key_file.as_deref(),
+            &format!("the secret of access key {}", self.access_key_id),
+        )?
+        .ok_or_else(|| {
+            format!(
                 "access key {}: set exactly one of secret_access_key_env or secret_access_key_file",
                 self.access_key_id
-            ))
-            }
-        };
-        if secret.is_empty() {
+            )
+        })
+    }
+}
+
+/// A secret from an environment variable or a file (surrounding whitespace ignored);
+/// `Ok(None)` when neither is given. `what` names the secret in messages.
+pub fn read_secret(
+    env: Option<&str>,
+    file: Option<&Path>,
+    what: &str,
+) -> Result<Option<String>, String> {
+    let secret = match (env, file) {
+        (None, None) => return Ok(None),
+        (Some(var), None) => std::env::var(var)
+            .map_err(|_| format!("the environment variable {var} ({what}) is not set"))?,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {} ({what}): {e}", path.display()))?
+            .trim()
+            .to_string(),
+        (Some(_), Some(_)) => {
             return Err(format!(
-                "the secret of access key {} is empty",
-                self.access_key_id
+                "{what}: set an environment variable or a file, not both"
+            ))
+        }
+    };
+    if secret.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    Ok(Some(secret))
+}
+
+/// `[[providers]]`: one upstream API. Secrets come from the environment or a file, never from
+/// the configuration text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The name `[[models]]` entries use in `provider`.
+    pub name: String,
+    /// `openai` (any OpenAI-compatible server), `anthropic` or `bedrock`.
+    #[serde(rename = "type")]
+    pub kind: ProviderType,
+    /// Base URL. `openai`: required, with the version path (`https://api.openai.com/v1`,
+    /// `http://127.0.0.1:8000/v1`; Azure: `https://{resource}.openai.azure.com/openai`).
+    /// `anthropic`: default `https://api.anthropic.com`. `bedrock`: default
+    /// `https://bedrock-runtime.{region}.amazonaws.com`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key (`openai`, `anthropic`).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the API key (`openai`, `anthropic`).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// `openai` only: Azure OpenAI's `api-version`; switches to Azure's deployment URLs and
+    /// `api-key` header (`upstream_id` is the deployment name).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// `anthropic` only: the `anthropic-version` header. Default `2023-06-01`.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// `bedrock` only, required: the AWS region requests are signed for.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `bedrock` only: a profile of the shared credentials file; without it the standard
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` variables are used.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Time allowed to connect. Default `10s`.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed until the response headers (a stream's first byte). Default `60s`.
+    #[serde(default = "default_minute", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Longest gap allowed between two reads of a body (stalled streams). Default `60s`.
+    #[serde(default = "default_minute", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Idle connections kept per host. Default 16.
+    #[serde(default = "default_pool_size")]
+    pub pool_max_idle_per_host: usize,
+    /// How long an idle connection is kept. Default `90s`.
+    #[serde(default = "default_pool_idle", with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Use HTTP/2 without negotiation on plain-HTTP upstreams (h2c). Over TLS HTTP/2 is
+    /// negotiated anyway. Default `false`.
+    #[serde(default)]
+    pub http2_prior_knowledge: bool,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_minute() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pool_size() -> usize {
+    16
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(90)
+}
+
+/// Upstream API types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderType {
+    /// An OpenAI-compatible chat completions / embeddings server.
+    Openai,
+    /// The Anthropic Messages API.
+    Anthropic,
+    /// AWS Bedrock Runtime.
+    Bedrock,
+}
+
+impl ProviderConfig {
+    /// The connection settings.
+    pub fn http(&self) -> modelgate_providers::HttpSettings {
+        modelgate_providers::HttpSettings {
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            read_timeout: self.read_timeout,
+            pool_max_idle_per_host: self.pool_max_idle_per_host,
+            pool_idle_timeout: self.pool_idle_timeout,
+            http2_prior_knowledge: self.http2_prior_knowledge,
+            headers: self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// The API key, read from where the configuration points.
+    pub fn api_key(&self) -> Result<Option<String>, String> {
+        read_secret(
+            self.api_key_env.as_deref(),
+            self.api_key_file.as_deref(),
+            &format!("the API key of provider '{}'", self.name),
+        )
+    }
+
+    fn validate(&self, i: usize) -> Result<(), String> {
+        let key = |k: &str| format!("key `providers[{i}].{k}`");
+        if self.name.trim().is_empty() || self.name == "local" {
+            return Err(format!(
+                "{}: must not be empty or `local` (the embedded models' name)",
+                key("name")
             ));
         }
-        Ok(secret)
+        if self.api_key_env.is_some() && self.api_key_file.is_some() {
+            return Err(format!(
+                "key `providers[{i}]`: set api_key_env or api_key_file, not both"
+            ));
+        }
+        let only = |set: bool, k: &str, kind: &str| {
+            if set {
+                Err(format!("{} applies only to type = \"{kind}\"", key(k)))
+            } else {
+                Ok(())
+            }
+        };
+        let is = |t: ProviderType| self.kind == t;
+        only(
+            self.api_version.is_some() && !is(ProviderType::Openai),
+            "api_version",
+            "openai",
+        )?;
+        only(
+            self.anthropic_version.is_some() && !is(ProviderType::Anthropic),
+            "anthropic_version",
+            "anthropic",
+        )?;
+        only(
+            self.region.is_some() && !is(ProviderType::Bedrock),
+            "region",
+            "bedrock",
+        )?;
+        only(
+            self.profile.is_some() && !is(ProviderType::Bedrock),
+            "profile",
+            "bedrock",
+        )?;
+        match self.kind {
+            ProviderType::Openai if self.base_url.is_none() => {
+                return Err(format!(
+                    "{} is required for type = \"openai\" (e.g. http://127.0.0.1:8000/v1)",
+                    key("base_url")
+                ))
+            }
+            ProviderType::Bedrock => {
+                if self.region.as_deref().is_none_or(|r| r.trim().is_empty()) {
+                    return Err(format!(
+                        "{} is required for type = \"bedrock\"",
+                        key("region")
+                    ));
+                }
+                if self.api_key_env.is_some() || self.api_key_file.is_some() {
+                    return Err(format!(
+                        "key `providers[{i}]`: bedrock signs with AWS credentials (environment or `profile`), not an API key"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if let Some(url) = &self.base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "{}: '{url}' must start with http:// or https://",
+                    key("base_url")
+                ));
+            }
+        }
+        if self.pool_max_idle_per_host == 0 {
+            return Err(format!(
+                "{} must be at least 1",
+                key("pool_max_idle_per_host")
+            ));
+        }
+        for (k, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+            ("read_timeout", self.read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{} must be greater than 0", key(k)));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -96,12 +313,20 @@ pub struct ModelConfig {
     /// More names for the same model.
     #[serde(default)]
     pub aliases: Vec<String>,
-    /// Who serves it. Today `local` (the embedded models); upstream providers come later.
+    /// Who serves it: `local` (the embedded models, the default) or the `name` of a
+    /// `[[providers]]` entry.
     #[serde(default = "default_provider")]
     pub provider: String,
     /// The model's id at the provider; for `local`, `local.smollm2-135m-instruct` or
-    /// `local.all-minilm-l6-v2`.
+    /// `local.all-minilm-l6-v2`; for Azure OpenAI, the deployment name.
     pub upstream_id: String,
+    /// `chat` (default) or `embedding`. For `local` models it follows from `upstream_id`.
+    #[serde(default)]
+    pub kind: Option<ModelKindConfig>,
+    /// The model's context window in tokens, when known (informational today; used by
+    /// context-window fallback).
+    #[serde(default)]
+    pub context_window: Option<u32>,
     /// The InvokeModel body format this model speaks, when its id does not tell
     /// (ids such as `anthropic.…` or `amazon.titan-text-…` do).
     #[serde(default)]
@@ -110,6 +335,16 @@ pub struct ModelConfig {
 
 fn default_provider() -> String {
     "local".into()
+}
+
+/// What a configured model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKindConfig {
+    /// Chat / Converse.
+    Chat,
+    /// Embeddings.
+    Embedding,
 }
 
 /// The model-native request / response body families of Bedrock's InvokeModel.
@@ -264,15 +499,47 @@ impl Config {
                 ));
             }
         }
+        let mut providers = std::collections::BTreeMap::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            p.validate(i)?;
+            if providers.insert(p.name.as_str(), p.kind).is_some() {
+                return Err(format!(
+                    "key `providers[{i}].name`: the name '{}' is used twice",
+                    p.name
+                ));
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, m) in self.models.iter().enumerate() {
             if m.provider != "local" {
+                let Some(kind) = providers.get(m.provider.as_str()) else {
+                    let mut known: Vec<&str> = vec!["local"];
+                    known.extend(providers.keys());
+                    return Err(format!(
+                        "key `models[{i}].provider`: unknown provider '{}' (one of {})",
+                        m.provider,
+                        known.join(", ")
+                    ));
+                };
+                if m.upstream_id.trim().is_empty() {
+                    return Err(format!("key `models[{i}].upstream_id` must not be empty"));
+                }
+                if *kind == ProviderType::Anthropic && m.kind == Some(ModelKindConfig::Embedding) {
+                    return Err(format!(
+                        "key `models[{i}].kind`: the Anthropic API serves no embedding models"
+                    ));
+                }
+            } else if !self.local.enabled {
                 return Err(format!(
-                    "key `models[{i}].provider`: unknown provider '{}'; the only provider today is `local`",
-                    m.provider
+                    "key `models[{i}].provider`: `local` models need `local.enabled = true`"
+                ));
+            } else if m.kind.is_some() {
+                return Err(format!(
+                    "key `models[{i}].kind`: a local model's kind follows from its upstream_id"
                 ));
             }
-            if !crate::models::MODELS.iter().any(|s| s.id == m.upstream_id) {
+            if m.provider == "local" && !crate::models::MODELS.iter().any(|s| s.id == m.upstream_id)
+            {
                 let known: Vec<&str> = crate::models::MODELS.iter().map(|s| s.id).collect();
                 return Err(format!(
                     "key `models[{i}].upstream_id`: '{}' is not an embedded model (one of {})",

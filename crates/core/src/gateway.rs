@@ -157,6 +157,12 @@ impl Gateway {
                 request.model
             )));
         }
+        if !caps.json_output && request.response_format.is_some() {
+            return Err(Error::validation(format!(
+                "The model '{}' does not support structured output (a JSON response format).",
+                request.model
+            )));
+        }
         Ok(entry)
     }
 }

@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod local;
 pub mod model_id;
 pub mod models;
+pub mod upstream;
 
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, ModelInfo, ServedModel};

@@ -33,8 +33,16 @@ pub fn ensure_models(data_dir: &Path, pull: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Load the embedded models configured in `config`. Blocking: call from a blocking thread.
+/// Every model `config` serves: the embedded ones (loaded from `data_dir`), the `[[models]]`
+/// they serve under more names, and the upstream providers' models. Blocking: call from a
+/// blocking thread.
 pub fn load_models(config: &Config, data_dir: &Path) -> Result<Vec<ServedModel>, Error> {
+    let mut served = load_local(config, data_dir)?;
+    served.extend(crate::upstream::build_models(config)?);
+    Ok(served)
+}
+
+fn load_local(config: &Config, data_dir: &Path) -> Result<Vec<ServedModel>, Error> {
     if !config.local.enabled {
         return Ok(Vec::new());
     }
@@ -73,6 +81,7 @@ fn configured_models(config: &Config, served: &[ServedModel]) -> Vec<ServedModel
     config
         .models
         .iter()
+        .filter(|m| m.provider == "local")
         .filter_map(|m| {
             let (target, provider) = served.iter().find(|(info, _)| info.id == m.upstream_id)?;
             let info = ModelInfo {

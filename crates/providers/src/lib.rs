@@ -12,12 +12,29 @@ use modelgate_types::{
     Message, Role, StopReason, StreamEvent, Usage,
 };
 
+pub mod anthropic;
+pub mod bedrock;
+mod http;
 pub mod local_embed;
 pub mod local_llama;
+pub mod openai;
 mod stop;
 
+pub use anthropic::{Anthropic, AnthropicConfig, AnthropicEndpoint};
+pub use bedrock::{AwsCredentials, Bedrock, BedrockConfig, BedrockEndpoint};
+pub use http::HttpSettings;
 pub use local_embed::{LocalEmbedder, LocalEmbedderConfig, LocalEmbedderSettings};
 pub use local_llama::{LocalLlama, LocalLlamaConfig, LocalLlamaSettings};
+pub use openai::{OpenAi, OpenAiConfig, OpenAiEndpoint};
+
+/// What an upstream model does: answer chats or embed texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Chat / Converse.
+    Chat,
+    /// Embeddings.
+    Embedding,
+}
 
 /// A stream of canonical events; an `Err` item ends the stream with an error.
 pub type ChatStream = BoxStream<'static, Result<StreamEvent, Error>>;
@@ -33,6 +50,8 @@ pub struct Capabilities {
     pub tools: bool,
     /// Understands image blocks.
     pub images: bool,
+    /// Honours a response format (JSON mode or a JSON schema).
+    pub json_output: bool,
 }
 
 /// One model runtime or upstream API.

@@ -170,6 +170,7 @@ impl Provider for LocalEmbedder {
             embeddings: true,
             tools: false,
             images: false,
+            json_output: false,
         }
     }
 

@@ -271,6 +271,7 @@ impl Provider for LocalLlama {
             embeddings: false,
             tools: false,
             images: false,
+            json_output: false,
         }
     }
 
@@ -289,10 +290,17 @@ impl Provider for LocalLlama {
             messages: _,
             inference,
             tools,
+            response_format,
         } = &request;
         if tools.as_ref().is_some_and(|t| !t.tools.is_empty()) {
             return Err(Error::validation(format!(
                 "The model '{}' does not support tool use.",
+                request.model
+            )));
+        }
+        if response_format.is_some() {
+            return Err(Error::validation(format!(
+                "The model '{}' does not support structured output (a JSON response format).",
                 request.model
             )));
         }

@@ -329,6 +329,7 @@ fn chat(
                 ..Default::default()
             },
             tools: None,
+            response_format: None,
         };
         let mut stream = gateway.converse_stream(request).await?;
         let mut out = std::io::stdout().lock();

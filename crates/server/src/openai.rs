@@ -19,9 +19,9 @@ use base64::Engine as _;
 use futures::StreamExt;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
-    EmbedInput, EmbedRequest, Error, ImageBlock, InferenceConfig, Message, Role, StopReason,
-    StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock, ToolResultContent,
-    ToolSpec, ToolUseBlock, Usage,
+    EmbedInput, EmbedRequest, Error, ImageBlock, InferenceConfig, Message, ResponseFormat, Role,
+    StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock,
+    ToolResultContent, ToolSpec, ToolUseBlock, Usage,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -194,6 +194,39 @@ fn content_blocks(content: Option<WireContent>) -> Result<Vec<ContentBlock>, Err
     }
 }
 
+/// `response_format`: `text` (the default), `json_object`, or `json_schema` with a schema.
+fn response_format(value: Option<Value>) -> Result<Option<ResponseFormat>, Error> {
+    let Some(value) = value else { return Ok(None) };
+    match value.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(ResponseFormat::JsonObject)),
+        Some("json_schema") => {
+            let spec = value.get("json_schema").ok_or_else(|| {
+                bad("response_format.json_schema is required for type json_schema")
+            })?;
+            let name = spec
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("response_format.json_schema.name is required"))?;
+            Ok(Some(ResponseFormat::JsonSchema {
+                name: name.to_string(),
+                description: spec
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                schema: spec
+                    .get("schema")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object"})),
+                strict: spec.get("strict").and_then(Value::as_bool).unwrap_or(false),
+            }))
+        }
+        _ => Err(bad(
+            "response_format.type must be one of text, json_object or json_schema",
+        )),
+    }
+}
+
 /// Only `data:` URLs are accepted: the gateway does not fetch URLs on a caller's behalf.
 fn image_block(url: &str) -> Result<ContentBlock, Error> {
     let rest = url.strip_prefix("data:image/").ok_or_else(|| {
@@ -216,13 +249,7 @@ impl ChatCompletionRequest {
         if self.logprobs == Some(true) {
             return Err(bad("logprobs is not supported"));
         }
-        if let Some(format) = &self.response_format {
-            if format.get("type").and_then(Value::as_str) != Some("text") {
-                return Err(bad(
-                    "response_format other than {\"type\":\"text\"} is not supported by this model",
-                ));
-            }
-        }
+        let response_format = response_format(self.response_format)?;
         let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
             None => None,
             Some(n) if n <= 0 => {
@@ -315,6 +342,7 @@ impl ChatCompletionRequest {
                 stop_sequences,
             },
             tools,
+            response_format,
         };
         let stream = self.stream.unwrap_or(false);
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
@@ -716,9 +744,14 @@ mod tests {
         assert_eq!(base(json!({"max_tokens": -5})), Err(400));
         assert_eq!(base(json!({"logprobs": true})), Err(400));
         assert_eq!(base(json!({"bogus": true})), Err(400));
+        assert_eq!(base(json!({"response_format": {"type": "yaml"}})), Err(400));
+        assert_eq!(
+            base(json!({"response_format": {"type": "json_schema"}})),
+            Err(400)
+        );
         assert_eq!(
             base(json!({"response_format": {"type": "json_object"}})),
-            Err(400)
+            Ok(())
         );
         assert_eq!(
             base(json!({"messages": [{"role": "wizard", "content": "x"}]})),

@@ -103,6 +103,8 @@ pub struct Error {
     pub message: String,
     /// A machine-readable code for dialects that have one (OpenAI `code`), e.g. `model_not_found`.
     pub code: Option<&'static str>,
+    /// How long the provider asked callers to wait before retrying (`Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl fmt::Display for Error {
@@ -123,6 +125,7 @@ impl Error {
             retryable: kind.default_retryable(),
             message: message.into(),
             code: None,
+            retry_after: None,
         }
     }
 
@@ -148,6 +151,19 @@ impl Error {
     /// Attach a machine-readable code.
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
+        self
+    }
+
+    /// The same error, blamed on the provider (an upstream's answer rather than the caller's
+    /// request or Modelgate itself).
+    pub fn from_provider(mut self) -> Self {
+        self.source = ErrorSource::Provider;
+        self
+    }
+
+    /// Attach the wait the provider asked for.
+    pub fn with_retry_after(mut self, wait: Option<std::time::Duration>) -> Self {
+        self.retry_after = wait;
         self
     }
 

@@ -17,6 +17,26 @@ pub struct ChatRequest {
     pub inference: InferenceConfig,
     /// Tools the model may call.
     pub tools: Option<ToolConfig>,
+    /// Structured output: the answer must be JSON (and match a schema when one is given).
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// The shape the answer's text must take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    /// Any valid JSON object (OpenAI "JSON mode").
+    JsonObject,
+    /// JSON that matches a JSON schema (OpenAI `json_schema`, Converse `outputConfig.textFormat`).
+    JsonSchema {
+        /// A name for the schema.
+        name: String,
+        /// What the schema describes.
+        description: Option<String>,
+        /// The JSON schema.
+        schema: serde_json::Value,
+        /// Whether the provider must follow the schema exactly (OpenAI `strict`).
+        strict: bool,
+    },
 }
 
 /// Sampling and length settings, as in Converse `inferenceConfig`.

@@ -34,6 +34,17 @@ pub struct Usage {
     pub output_tokens: u32,
     /// Sum of both.
     pub total_tokens: u32,
+    /// Prompt tokens read from the provider's prompt cache (included in `input_tokens`'s
+    /// accounting as the provider reports it; 0 when the provider reports none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_input_tokens: u32,
+    /// Prompt tokens written to the provider's prompt cache (0 when none are reported).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_input_tokens: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -43,7 +54,16 @@ impl Usage {
             input_tokens,
             output_tokens,
             total_tokens: input_tokens.saturating_add(output_tokens),
+            cache_read_input_tokens: 0,
+            cache_write_input_tokens: 0,
         }
+    }
+
+    /// The same usage with prompt-cache counts.
+    pub fn with_cache(mut self, read: u32, write: u32) -> Self {
+        self.cache_read_input_tokens = read;
+        self.cache_write_input_tokens = write;
+        self
     }
 }
 

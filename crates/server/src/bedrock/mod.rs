@@ -24,7 +24,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelgate_types::{
-    ChatRequest, ChatResponse, Error, InferenceConfig, Message, SystemBlock, ToolConfig,
+    ChatRequest, ChatResponse, Error, InferenceConfig, Message, ResponseFormat, SystemBlock,
+    ToolConfig,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -59,8 +60,67 @@ struct ConverseBody {
     _performance_config: Option<IgnoredAny>,
     #[serde(default, rename = "serviceTier")]
     _service_tier: Option<IgnoredAny>,
-    #[serde(default, rename = "outputConfig")]
-    _output_config: Option<IgnoredAny>,
+    #[serde(default)]
+    output_config: Option<OutputConfig>,
+}
+
+/// `outputConfig`: structured output (`textFormat`); `effort` is accepted and not acted on.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OutputConfig {
+    #[serde(default)]
+    text_format: Option<TextFormat>,
+    #[serde(default, rename = "effort")]
+    _effort: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextFormat {
+    r#type: String,
+    structure: TextFormatStructure,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TextFormatStructure {
+    json_schema: JsonSchemaDefinition,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonSchemaDefinition {
+    schema: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl OutputConfig {
+    fn response_format(self) -> Result<Option<ResponseFormat>, Error> {
+        let Some(format) = self.text_format else {
+            return Ok(None);
+        };
+        if format.r#type != "json_schema" {
+            return Err(Error::validation(format!(
+                "1 validation error detected: Value '{}' at 'outputConfig.textFormat.type' failed to satisfy constraint: Member must satisfy enum value set: [json_schema]",
+                format.r#type
+            )));
+        }
+        let def = format.structure.json_schema;
+        let schema = serde_json::from_str(&def.schema).map_err(|e| {
+            Error::validation(format!(
+                "outputConfig.textFormat.structure.jsonSchema.schema is not valid JSON: {e}"
+            ))
+        })?;
+        Ok(Some(ResponseFormat::JsonSchema {
+            name: def.name.unwrap_or_else(|| "response".into()),
+            description: def.description,
+            schema,
+            strict: true,
+        }))
+    }
 }
 
 /// A body that does not match the operation's shape; the message names the member, as AWS's
@@ -85,6 +145,10 @@ fn parse_converse(model_id: String, body: &[u8]) -> Result<ChatRequest, Error> {
         messages: wire.messages.unwrap_or_default(),
         inference: wire.inference_config.unwrap_or_default(),
         tools: wire.tool_config,
+        response_format: match wire.output_config {
+            Some(config) => config.response_format()?,
+            None => None,
+        },
     })
 }
 
@@ -206,6 +270,7 @@ pub async fn count_tokens(
                 messages: converse.messages.unwrap_or_default(),
                 inference: InferenceConfig::default(),
                 tools: converse.tool_config,
+                response_format: None,
             },
             (None, Some(invoke_model)) => {
                 use base64::Engine as _;

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
-    DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock, Role, StopReason,
-    StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock, ToolResultContent,
-    ToolSpec, ToolUseBlock,
+    DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock, ResponseFormat,
+    Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock,
+    ToolResultContent, ToolSpec, ToolUseBlock,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -75,7 +75,8 @@ pub struct MessagesBody {
 }
 
 /// `output_config`: `effort` is a hint this gateway's models have no use for; `format`
-/// (structured output) cannot be honoured by every model, so it is refused rather than ignored.
+/// (structured output, `{"type":"json_schema","schema":…}`) becomes the canonical
+/// response format, which the gateway refuses for models that cannot honour it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OutputConfig {
@@ -333,14 +334,27 @@ impl MessagesBody {
         }
         let max_tokens = positive("max_tokens", self.max_tokens)?;
         let _ = (self.top_k, self.thinking);
-        if self
-            .output_config
-            .is_some_and(|c| c.format.is_some_and(|f| !f.is_null()))
-        {
-            return Err(invalid(
-                "output_config.format: structured output is not supported by this gateway's models yet",
-            ));
-        }
+        let response_format = match self.output_config.and_then(|c| c.format) {
+            None | Some(Value::Null) => None,
+            Some(format) => {
+                if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+                    return Err(invalid(
+                        "output_config.format.type: Input should be 'json_schema'",
+                    ));
+                }
+                let schema = format
+                    .get("schema")
+                    .filter(|s| s.is_object())
+                    .cloned()
+                    .ok_or_else(|| invalid("output_config.format.schema: Field required"))?;
+                Some(ResponseFormat::JsonSchema {
+                    name: "response".into(),
+                    description: None,
+                    schema,
+                    strict: true,
+                })
+            }
+        };
         let system = match self.system {
             None => Vec::new(),
             Some(WireSystem::Text(t)) if t.is_empty() => Vec::new(),
@@ -418,6 +432,7 @@ impl MessagesBody {
                 stop_sequences: self.stop_sequences.unwrap_or_default(),
             },
             tools,
+            response_format,
         })
     }
 }

@@ -96,6 +96,7 @@ fn request(
         messages: conversation.messages,
         inference,
         tools: None,
+        response_format: None,
     }
 }
 

@@ -1,0 +1,428 @@
+//! What every HTTP upstream provider shares: the pooled client built from its settings, sending
+//! with a time limit on the response headers, turning upstream failures into classified
+//! canonical errors, and reading server-sent-event bodies.
+//!
+//! Errors are classified from the HTTP status and the transport error's type, never from
+//! message text; the resilience layers read `kind`, `source`, `retryable` and `retry_after`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource as _;
+use futures::stream::{BoxStream, StreamExt};
+use modelgate_types::{Error, ErrorKind};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::DeserializeOwned;
+
+/// Connection settings of one upstream provider (`[[providers]]` in the configuration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Time allowed to open a TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending a request to the upstream's response headers (for a stream,
+    /// the first byte).
+    pub response_timeout: Duration,
+    /// Longest gap allowed between two reads of a response body (a stalled stream ends with a
+    /// timeout error).
+    pub read_timeout: Duration,
+    /// Idle connections kept per host for reuse.
+    pub pool_max_idle_per_host: usize,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Speak HTTP/2 without negotiation (h2c) — for upstreams known to support it over plain
+    /// HTTP. Over TLS, HTTP/2 is negotiated by ALPN whatever this says.
+    pub http2_prior_knowledge: bool,
+    /// Extra headers sent with every request.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            pool_max_idle_per_host: 16,
+            pool_idle_timeout: Duration::from_secs(90),
+            http2_prior_knowledge: false,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// One upstream: its name (for messages), base URL and pooled client.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub name: String,
+    base_url: String,
+    client: reqwest::Client,
+    response_timeout: Duration,
+}
+
+/// Turns an upstream's error body into its message and error code / type, per dialect.
+pub(crate) type ErrorBodyParser = fn(&[u8]) -> Option<(String, Option<String>)>;
+
+impl Upstream {
+    /// Build the pooled client. `auth` headers are added to every request and marked
+    /// sensitive so they never appear in debug output.
+    pub fn new(
+        name: &str,
+        base_url: &str,
+        settings: &HttpSettings,
+        auth: Vec<(HeaderName, String)>,
+    ) -> Result<Self, Error> {
+        let config_error =
+            |what: String| Error::internal(format!("upstream provider '{name}': {what}"));
+        let mut headers = HeaderMap::new();
+        for (k, v) in &settings.headers {
+            let key = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| config_error(format!("header name '{k}': {e}")))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|e| config_error(format!("header '{k}' value: {e}")))?;
+            headers.insert(key, value);
+        }
+        for (key, v) in auth {
+            let mut value = HeaderValue::from_str(&v).map_err(|_| {
+                config_error(format!("the {key} credential is not a valid header value"))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(key, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.read_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .tcp_nodelay(true)
+            .user_agent(concat!("modelgate/", env!("CARGO_PKG_VERSION")));
+        if settings.http2_prior_knowledge {
+            builder = builder.http2_prior_knowledge();
+        }
+        let client = builder
+            .build()
+            .map_err(|e| config_error(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            name: name.to_string(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+            client,
+            response_timeout: settings.response_timeout,
+        })
+    }
+
+    /// `base_url` + `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A POST of `body` (JSON bytes) to `url`.
+    pub fn post(&self, url: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        self.client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+    }
+
+    /// Send `request`; a non-2xx answer becomes a classified error with the message the
+    /// dialect's `parse_error` finds in its body.
+    pub async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        parse_error: ErrorBodyParser,
+    ) -> Result<reqwest::Response, Error> {
+        let response = tokio::time::timeout(self.response_timeout, request.send())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "The upstream provider '{}' did not answer within {:?}.",
+                        self.name, self.response_timeout
+                    ),
+                )
+            })?
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers());
+        let body = response.bytes().await.unwrap_or_default();
+        let (message, code) = parse_error(&body).unwrap_or_else(|| {
+            (
+                String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned(),
+                None,
+            )
+        });
+        Err(self.status_error(status.as_u16(), &message, code.as_deref(), retry_after))
+    }
+
+    /// Read a whole JSON body.
+    pub async fn json<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, Error> {
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        serde_json::from_slice(&body).map_err(|e| self.malformed(&e))
+    }
+
+    /// A response body the upstream sent that does not parse.
+    pub fn malformed(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::new(
+            ErrorKind::ModelError,
+            format!(
+                "The upstream provider '{}' sent a response Modelgate cannot read: {e}",
+                self.name
+            ),
+        )
+    }
+
+    /// A stream that ended before the answer was complete.
+    pub fn cut_short(&self) -> Error {
+        Error::new(
+            ErrorKind::ServiceUnavailable,
+            format!(
+                "The upstream provider '{}' closed the stream before the answer was complete.",
+                self.name
+            ),
+        )
+    }
+
+    /// Classify a failure to talk to the upstream at all.
+    pub fn transport_error(&self, e: &reqwest::Error) -> Error {
+        let name = &self.name;
+        if e.is_timeout() {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("The upstream provider '{name}' timed out."),
+            )
+        } else if e.is_connect() {
+            Error::new(
+                ErrorKind::ServiceUnavailable,
+                format!("Cannot connect to the upstream provider '{name}'."),
+            )
+        } else {
+            Error::new(
+                ErrorKind::ServiceUnavailable,
+                format!("The connection to the upstream provider '{name}' failed: {e}"),
+            )
+        }
+    }
+
+    /// Classify a non-2xx status. The upstream's message is passed on, except for credential
+    /// failures: those are the gateway's configuration problem, and their messages may quote
+    /// part of a key.
+    pub fn status_error(
+        &self,
+        status: u16,
+        message: &str,
+        code: Option<&str>,
+        retry_after: Option<Duration>,
+    ) -> Error {
+        let name = &self.name;
+        let kind = match status {
+            401 | 403 => ErrorKind::AccessDenied,
+            404 => ErrorKind::NotFound,
+            408 | 504 => ErrorKind::Timeout,
+            413 => ErrorKind::PayloadTooLarge,
+            424 => ErrorKind::ModelError,
+            429 => ErrorKind::Throttling,
+            500 => ErrorKind::Internal,
+            400..=499 => ErrorKind::Validation,
+            _ => ErrorKind::ServiceUnavailable,
+        };
+        let text = match kind {
+            ErrorKind::AccessDenied => {
+                tracing::warn!(provider = %name, status, "upstream rejected the gateway's credentials");
+                format!(
+                    "The upstream provider '{name}' rejected the gateway's credentials (HTTP {status})."
+                )
+            }
+            ErrorKind::Validation | ErrorKind::NotFound | ErrorKind::PayloadTooLarge => {
+                format!("{message} (upstream provider '{name}', HTTP {status})")
+            }
+            _ => format!("The upstream provider '{name}' failed with HTTP {status}: {message}"),
+        };
+        let mut error = Error::new(kind, text).with_retry_after(retry_after);
+        if status >= 500 || matches!(status, 401 | 403 | 408 | 424 | 429) {
+            error = error.from_provider();
+        }
+        match code {
+            Some("context_length_exceeded") => error.with_code("context_length_exceeded"),
+            Some("content_filter" | "content_policy_violation") => {
+                error.with_code("content_filter")
+            }
+            _ => error,
+        }
+    }
+
+    /// The events of a `text/event-stream` body. Transport failures (a reset, a read timeout)
+    /// become classified errors; the caller decides whether the stream ended too early.
+    pub fn sse(
+        &self,
+        response: reqwest::Response,
+    ) -> BoxStream<'static, Result<eventsource_stream::Event, Error>> {
+        let name = self.name.clone();
+        response
+            .bytes_stream()
+            .eventsource()
+            .map(move |item| {
+                item.map_err(|e| match e {
+                    eventsource_stream::EventStreamError::Transport(e) => {
+                        stream_transport_error(&name, &e)
+                    }
+                    other => Error::new(
+                        ErrorKind::ModelError,
+                        format!(
+                            "The upstream provider '{name}' sent a malformed event stream: {other}"
+                        ),
+                    ),
+                })
+            })
+            .boxed()
+    }
+
+    /// The raw body chunks of a streaming response.
+    pub fn bytes(&self, response: reqwest::Response) -> BoxStream<'static, Result<Bytes, Error>> {
+        let name = self.name.clone();
+        response
+            .bytes_stream()
+            .map(move |item| item.map_err(|e| stream_transport_error(&name, &e)))
+            .boxed()
+    }
+}
+
+fn stream_transport_error(name: &str, e: &reqwest::Error) -> Error {
+    if e.is_timeout() {
+        Error::new(
+            ErrorKind::Timeout,
+            format!("The upstream provider '{name}' stopped sending (read timeout)."),
+        )
+    } else {
+        Error::new(
+            ErrorKind::ServiceUnavailable,
+            format!("The stream from the upstream provider '{name}' broke off."),
+        )
+    }
+}
+
+/// `Retry-After` in seconds, or OpenAI's `retry-after-ms`. (The HTTP-date form is not read.)
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let number = |name: &str| -> Option<f64> {
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    number("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+}
+
+/// `{"error": {"message": …, "type": …, "code": …}}` (OpenAI) and
+/// `{"type": "error", "error": {"type": …, "message": …}}` (Anthropic); `{"message": …}` (AWS).
+pub(crate) fn parse_error_body(body: &[u8]) -> Option<(String, Option<String>)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let error = v.get("error").filter(|e| e.is_object()).unwrap_or(&v);
+    let message = error
+        .get("message")
+        .or_else(|| error.get("Message"))
+        .and_then(serde_json::Value::as_str)?
+        .to_string();
+    let code = error
+        .get("code")
+        .and_then(serde_json::Value::as_str)
+        .or_else(|| error.get("type").and_then(serde_json::Value::as_str))
+        .map(str::to_string);
+    Some((message, code))
+}
+
+/// RFC 3986 unreserved characters stay; everything else is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `value` encoded for one URL path segment or query value (`:` becomes `%3A`, as AWS SDKs send
+/// model ids).
+pub(crate) fn path_segment(value: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(value, SEGMENT)
+}
+
+/// Millisecond count since `start`, saturating.
+pub(crate) fn elapsed_ms(start: std::time::Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Upstream {
+        Upstream::new("up", "http://x/", &HttpSettings::default(), vec![]).unwrap()
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let u = upstream();
+        let e = u.status_error(429, "slow", None, Some(Duration::from_secs(2)));
+        assert_eq!((e.kind, e.retryable), (ErrorKind::Throttling, true));
+        assert_eq!(e.retry_after, Some(Duration::from_secs(2)));
+        for (status, kind, retryable) in [
+            (400, ErrorKind::Validation, false),
+            (401, ErrorKind::AccessDenied, false),
+            (403, ErrorKind::AccessDenied, false),
+            (404, ErrorKind::NotFound, false),
+            (422, ErrorKind::Validation, false),
+            (500, ErrorKind::Internal, true),
+            (502, ErrorKind::ServiceUnavailable, true),
+            (503, ErrorKind::ServiceUnavailable, true),
+            (504, ErrorKind::Timeout, true),
+            (529, ErrorKind::ServiceUnavailable, true),
+        ] {
+            let e = u.status_error(status, "m", None, None);
+            assert_eq!((e.kind, e.retryable), (kind, retryable), "{status}");
+        }
+        let e = u.status_error(401, "Incorrect API key provided: sk-abc", None, None);
+        assert!(!e.message.contains("sk-abc"));
+        let e = u.status_error(400, "too long", Some("context_length_exceeded"), None);
+        assert_eq!(e.code, Some("context_length_exceeded"));
+        assert_eq!(u.url("/v1/x"), "http://x/v1/x");
+    }
+
+    #[test]
+    fn error_bodies_of_each_dialect() {
+        assert_eq!(
+            parse_error_body(
+                br#"{"error":{"message":"m","type":"invalid_request_error","code":"c"}}"#
+            ),
+            Some(("m".into(), Some("c".into())))
+        );
+        assert_eq!(
+            parse_error_body(
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#
+            ),
+            Some(("busy".into(), Some("overloaded_error".into())))
+        );
+        assert_eq!(
+            parse_error_body(br#"{"message":"nope"}"#),
+            Some(("nope".into(), None))
+        );
+        assert_eq!(parse_error_body(b"<html>"), None);
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", HeaderValue::from_static("150"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+}

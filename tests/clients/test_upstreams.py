@@ -1,0 +1,280 @@
+"""Real clients through Modelgate to upstream providers (the test kit's mock upstream, run as
+the `mock-upstream` process): every front door × the OpenAI-compatible, Anthropic and Bedrock
+providers, with tool calls streamed in pieces split at awkward byte boundaries — the
+translation bug class peers are known for — and failures after a stream started.
+"""
+import json
+import os
+import subprocess
+
+import anthropic
+import boto3
+import botocore.exceptions
+import openai
+import pytest
+import requests
+from botocore.config import Config
+
+from conftest import Server
+
+OPENAI_MODEL = "gpt-up"
+ANTHROPIC_MODEL = "claude-up"
+BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+ALL_MODELS = [OPENAI_MODEL, ANTHROPIC_MODEL, BEDROCK_MODEL]
+ARGS = {"city": "Paris", "unit": "°C", "note": "quotes \" and emoji 🌍"}
+
+
+def mock_binary():
+    if os.environ.get("MOCK_UPSTREAM_BIN"):
+        return os.environ["MOCK_UPSTREAM_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(
+        os.path.dirname(__file__), "..", "..", "target")
+    return os.path.join(target, "debug", "mock-upstream")
+
+
+class Mock:
+    def __init__(self):
+        self.proc = subprocess.Popen([mock_binary()], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        assert line.startswith("listening on "), line
+        self.url = line.split(" ", 2)[2]
+
+    def push(self, *replies):
+        r = requests.post(self.url + "/_mock/push", json=list(replies), timeout=5)
+        r.raise_for_status()
+
+    def reset(self):
+        requests.post(self.url + "/_mock/reset", json={}, timeout=5).raise_for_status()
+
+    def requests(self):
+        return requests.get(self.url + "/_mock/requests", timeout=5).json()
+
+    def calls(self):
+        return requests.get(self.url + "/_mock/calls", timeout=5).json()["calls"]
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def mock():
+    m = Mock()
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(mock, tmp_path_factory):
+    config = f"""
+[local]
+enabled = false
+
+[[providers]]
+name = "mock-openai"
+type = "openai"
+base_url = "{mock.url}/v1"
+api_key_env = "MG_TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "mock-anthropic"
+type = "anthropic"
+base_url = "{mock.url}"
+api_key_env = "MG_TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "mock-bedrock"
+type = "bedrock"
+region = "us-east-1"
+base_url = "{mock.url}"
+
+[[models]]
+id = "{OPENAI_MODEL}"
+provider = "mock-openai"
+upstream_id = "gpt-4o-mini"
+
+[[models]]
+id = "{ANTHROPIC_MODEL}"
+provider = "mock-anthropic"
+upstream_id = "claude-3-5-haiku-latest"
+
+[[models]]
+id = "{BEDROCK_MODEL}"
+provider = "mock-bedrock"
+upstream_id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+
+[[models]]
+id = "embed-up"
+provider = "mock-openai"
+upstream_id = "text-embedding-3-small"
+kind = "embedding"
+"""
+    env = {"MG_TEST_UPSTREAM_KEY": "sk-upstream-test", "AWS_ACCESS_KEY_ID": "AKIDUPSTREAM",
+           "AWS_SECRET_ACCESS_KEY": "upstream-secret"}
+    server = Server(config_text=config, tmp_path=str(tmp_path_factory.mktemp("up")), env=env)
+    yield server
+    server.stop()
+    logs = server.logs()
+    assert "sk-upstream-test" not in logs and "upstream-secret" not in logs
+
+
+@pytest.fixture(autouse=True)
+def clean(mock):
+    mock.reset()
+
+
+def tool_reply(split=5):
+    return {"blocks": [{"text": "Checking."},
+                       {"tool_call": {"id": "call_1", "name": "get_weather", "arguments": ARGS}}],
+            "split": split, "pieces": 1, "usage": [20, 8]}
+
+
+def bedrock(url):
+    return boto3.client("bedrock-runtime", endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id="x", aws_secret_access_key="y",
+                        config=Config(retries={"total_max_attempts": 1}))
+
+
+TOOL_CONFIG = {"tools": [{"toolSpec": {
+    "name": "get_weather", "description": "Weather in a city",
+    "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}}}}}]}
+OPENAI_TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Weather in a city",
+                    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_boto3_converse_stream_tool_round_trip(gateway, mock, model):
+    client = bedrock(gateway.url)
+    mock.push(tool_reply())
+    messages = [{"role": "user", "content": [{"text": "Weather in Paris?"}]}]
+    response = client.converse_stream(modelId=model, messages=messages, toolConfig=TOOL_CONFIG)
+    kinds, text, tool, fragments, stop, usage = [], "", None, [], None, None
+    for event in response["stream"]:
+        kind = next(iter(event))
+        kinds.append(kind)
+        if kind == "contentBlockStart":
+            tool = event[kind]["start"]["toolUse"]
+        elif kind == "contentBlockDelta":
+            delta = event[kind]["delta"]
+            if "text" in delta:
+                text += delta["text"]
+            else:
+                fragments.append(delta["toolUse"]["input"])
+        elif kind == "messageStop":
+            stop = event[kind]["stopReason"]
+        elif kind == "metadata":
+            usage = event[kind]["usage"]
+    assert kinds[0] == "messageStart" and kinds[-1] == "metadata"
+    assert text == "Checking."
+    assert tool == {"toolUseId": "call_1", "name": "get_weather"}
+    assert len(fragments) > 1, "arguments arrive in pieces"
+    assert json.loads("".join(fragments)) == ARGS
+    assert stop == "tool_use"
+    assert (usage["inputTokens"], usage["outputTokens"]) == (20, 8)
+
+    # Second turn: the tool result goes back through the same translation.
+    mock.push({"blocks": [{"text": "It is 21 °C in Paris."}]})
+    messages += [
+        {"role": "assistant", "content": [{"text": "Checking."}, {"toolUse": {
+            "toolUseId": "call_1", "name": "get_weather", "input": ARGS}}]},
+        {"role": "user", "content": [{"toolResult": {
+            "toolUseId": "call_1", "content": [{"json": {"temp": 21}}]}}]},
+    ]
+    answer = client.converse(modelId=model, messages=messages, toolConfig=TOOL_CONFIG)
+    assert answer["output"]["message"]["content"][0]["text"] == "It is 21 °C in Paris."
+    sent = json.dumps(mock.requests()[-1]["body"])
+    assert "call_1" in sent and "temp" in sent and "21" in sent
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_boto3_stream_failing_midway_raises_exception_frame(gateway, mock, model):
+    client = bedrock(gateway.url)
+    mock.push({"blocks": [{"text": "This answer is cut off before it ends."}], "cut_after": 4})
+    response = client.converse_stream(
+        modelId=model, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    seen = []
+    with pytest.raises(botocore.exceptions.EventStreamError) as e:
+        for event in response["stream"]:
+            seen.append(next(iter(event)))
+    assert e.value.response["Error"]["Code"] == "serviceUnavailableException"
+    assert seen and "messageStop" not in seen
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_openai_sdk_streams_tool_calls_from_every_upstream(gateway, mock, model):
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+    mock.push(tool_reply(split=3))
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=OPENAI_TOOLS, stream=True, stream_options={"include_usage": True})
+    text, calls, finish, usage = "", {}, None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            for call in choice.delta.tool_calls or []:
+                entry = calls.setdefault(call.index, {"id": None, "name": None, "args": ""})
+                entry["id"] = call.id or entry["id"]
+                if call.function and call.function.name:
+                    entry["name"] = call.function.name
+                entry["args"] += (call.function.arguments or "") if call.function else ""
+            finish = choice.finish_reason or finish
+    assert text == "Checking."
+    assert list(calls) == [0]
+    assert calls[0]["id"] == "call_1" and calls[0]["name"] == "get_weather"
+    assert json.loads(calls[0]["args"]) == ARGS
+    assert finish == "tool_calls"
+    assert (usage.prompt_tokens, usage.completion_tokens) == (20, 8)
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_anthropic_sdk_streams_tool_use_from_every_upstream(gateway, mock, model):
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0)
+    mock.push(tool_reply(split=7))
+    with client.messages.stream(model=model, max_tokens=64, tools=ANTHROPIC_TOOLS,
+                                messages=[{"role": "user", "content": "Weather in Paris?"}]) as s:
+        partial = [e.partial_json for e in s if e.type == "input_json"]
+        final = s.get_final_message()
+    assert len(partial) > 1
+    assert final.content[0].text == "Checking."
+    assert final.content[1].type == "tool_use"
+    assert final.content[1].input == ARGS and final.content[1].id == "call_1"
+    assert final.stop_reason == "tool_use"
+
+
+def test_upstream_errors_reach_each_client_in_its_dialect(gateway, mock):
+    mock.push({"status": 429, "message": "slow down", "retry_after": "3"})
+    with pytest.raises(openai.RateLimitError):
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0).chat.completions.create(
+            model=ANTHROPIC_MODEL, messages=[{"role": "user", "content": "hi"}])
+    mock.push({"status": 503, "message": "down"})
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        bedrock(gateway.url).converse(
+            modelId=OPENAI_MODEL, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert e.value.response["Error"]["Code"] == "ServiceUnavailableException"
+    mock.push({"status": 400, "message": "prompt is too long"})
+    with pytest.raises(anthropic.BadRequestError) as e:
+        anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0).messages.create(
+            model=BEDROCK_MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    assert "prompt is too long" in e.value.message
+    assert mock.calls() == 3, "no retries yet: one upstream call per request"
+
+
+def test_json_schema_output_and_embeddings_pass_through(gateway, mock):
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+    mock.push({"blocks": [{"text": "{\"city\": \"Paris\"}"}]})
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    r = client.chat.completions.create(
+        model=OPENAI_MODEL, messages=[{"role": "user", "content": "city?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
+    assert json.loads(r.choices[0].message.content) == {"city": "Paris"}
+    sent = mock.requests()[-1]
+    assert sent["body"]["response_format"]["json_schema"]["schema"] == schema
+    assert sent["body"]["model"] == "gpt-4o-mini", "the upstream id replaces the client's name"
+    e = client.embeddings.create(model="embed-up", input=["one two", "three"])
+    assert [d.index for d in e.data] == [0, 1] and len(e.data[0].embedding) == 8
+    assert e.usage.prompt_tokens == 3
