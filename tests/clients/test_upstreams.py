@@ -104,6 +104,16 @@ provider = "mock-bedrock"
 upstream_id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 
 [[models]]
+id = "anthropic.claude-3-opus-20240229-v1:0"
+provider = "mock-openai"
+upstream_id = "gpt-4o"
+
+[[models]]
+id = "meta.llama3-70b-instruct-v1:0"
+provider = "mock-anthropic"
+upstream_id = "claude-3-5-haiku-latest"
+
+[[models]]
 id = "embed-up"
 provider = "mock-openai"
 upstream_id = "text-embedding-3-small"
@@ -244,6 +254,7 @@ def test_anthropic_sdk_streams_tool_use_from_every_upstream(gateway, mock, model
     assert final.content[1].type == "tool_use"
     assert final.content[1].input == ARGS and final.content[1].id == "call_1"
     assert final.stop_reason == "tool_use"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (20, 8)
 
 
 def test_upstream_errors_reach_each_client_in_its_dialect(gateway, mock):
@@ -278,3 +289,62 @@ def test_json_schema_output_and_embeddings_pass_through(gateway, mock):
     e = client.embeddings.create(model="embed-up", input=["one two", "three"])
     assert [d.index for d in e.data] == [0, 1] and len(e.data[0].embedding) == 8
     assert e.usage.prompt_tokens == 3
+
+
+def test_invoke_model_native_bodies_served_by_upstreams(gateway, mock):
+    client = bedrock(gateway.url)
+    # Anthropic Messages body, streamed, served by an OpenAI-compatible upstream's tool calls.
+    mock.push(tool_reply(split=4))
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64, "tools": ANTHROPIC_TOOLS,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]}
+    r = client.invoke_model_with_response_stream(
+        modelId="anthropic.claude-3-opus-20240229-v1:0", body=json.dumps(body))
+    chunks = [json.loads(e["chunk"]["bytes"]) for e in r["body"]]
+    starts = [c["content_block"] for c in chunks if c["type"] == "content_block_start"]
+    assert {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {}} in starts
+    fragments = [c["delta"]["partial_json"] for c in chunks
+                 if c["type"] == "content_block_delta" and c["delta"]["type"] == "input_json_delta"]
+    assert len(fragments) > 1 and json.loads("".join(fragments)) == ARGS
+    metrics = chunks[-1]["amazon-bedrock-invocationMetrics"]
+    assert (metrics["inputTokenCount"], metrics["outputTokenCount"]) == (20, 8)
+    sent = mock.requests()[-1]["body"]
+    assert sent["model"] == "gpt-4o" and sent["tools"][0]["function"]["name"] == "get_weather"
+
+    # Llama body served by an Anthropic upstream: the raw prompt is parsed back into turns.
+    mock.push({"blocks": [{"text": "Paris."}], "usage": [31, 2]})
+    prompt = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+              "<|start_header_id|>user<|end_header_id|>\n\nCapital of France?<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    r = client.invoke_model(modelId="meta.llama3-70b-instruct-v1:0",
+                            body=json.dumps({"prompt": prompt, "max_gen_len": 16}))
+    out = json.loads(r["body"].read())
+    assert out["generation"] == "Paris."
+    assert (out["prompt_token_count"], out["generation_token_count"]) == (31, 2)
+    sent = mock.requests()[-1]["body"]
+    assert sent["system"] == [{"type": "text", "text": "Be brief."}]
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Capital of France?"}]}]
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_images_reach_every_upstream(gateway, mock, model):
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")
+    mock.push({"blocks": [{"text": "A pixel."}]})
+    r = bedrock(gateway.url).converse(modelId=model, messages=[{"role": "user", "content": [
+        {"text": "What is this?"}, {"image": {"format": "png", "source": {"bytes": png}}}]}])
+    assert r["output"]["message"]["content"][0]["text"] == "A pixel."
+    import base64
+    encoded = base64.b64encode(png).decode()
+    assert encoded in json.dumps(mock.requests()[-1]["body"])
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_rejected_upstream_credentials_never_leak(gateway, mock, model):
+    requests.post(mock.url + "/_mock/require_key", json={"key": "some-other-key"},
+                  timeout=5).raise_for_status()
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "hi"}])
+    text = json.dumps(e.value.body)
+    assert "credentials" in text
+    for secret in ("sk-upstream-test", "upstream-secret"):
+        assert secret not in text and secret not in gateway.logs()

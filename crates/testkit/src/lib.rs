@@ -462,7 +462,8 @@ impl Reply {
 }
 
 /// The control API: `POST /_mock/push` (a reply or a list of them, see [`Reply::from_json`]),
-/// `POST /_mock/default`, `GET /_mock/calls`, `GET /_mock/requests`, `POST /_mock/reset`.
+/// `POST /_mock/default`, `POST /_mock/require_key` (`{"key": …}`), `GET /_mock/calls`,
+/// `GET /_mock/requests`, `POST /_mock/reset`.
 fn control(state: &State, path: &str, body: &Value) -> Response {
     let replies = || -> Result<Vec<Reply>, String> {
         match body {
@@ -497,7 +498,12 @@ fn control(state: &State, path: &str, body: &Value) -> Response {
                 .collect();
             json_response(200, &json!(requests), None)
         }
+        "/_mock/require_key" => {
+            *lock(&state.api_key) = body.get("key").and_then(Value::as_str).map(str::to_string);
+            json_response(200, &json!({}), None)
+        }
         "/_mock/reset" => {
+            *lock(&state.api_key) = None;
             lock(&state.script).clear();
             lock(&state.requests).clear();
             state.calls.store(0, Ordering::SeqCst);
