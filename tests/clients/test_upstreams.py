@@ -348,3 +348,18 @@ def test_rejected_upstream_credentials_never_leak(gateway, mock, model):
     assert "credentials" in text
     for secret in ("sk-upstream-test", "upstream-secret"):
         assert secret not in text and secret not in gateway.logs()
+
+
+def test_converse_cache_points_become_anthropic_cache_control(gateway, mock):
+    mock.push({"blocks": [{"text": "ok"}]})
+    bedrock(gateway.url).converse(
+        modelId=ANTHROPIC_MODEL,
+        system=[{"text": "Long instructions."}, {"cachePoint": {"type": "default"}}],
+        messages=[{"role": "user", "content": [
+            {"text": "A long document."}, {"cachePoint": {"type": "default"}}, {"text": "Question?"}]}])
+    sent = mock.requests()[-1]["body"]
+    assert sent["system"] == [{"type": "text", "text": "Long instructions.",
+                               "cache_control": {"type": "ephemeral"}}]
+    assert sent["messages"][0]["content"] == [
+        {"type": "text", "text": "A long document.", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "Question?"}]

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
     DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock, ResponseFormat,
-    Role, StopReason, StreamEvent, Tool, ToolChoice, ToolConfig, ToolResultBlock,
+    Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock,
     ToolResultContent, ToolUseBlock, Usage,
 };
 use reqwest::header::HeaderName;
@@ -234,10 +234,14 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         body["stream"] = json!(true);
     }
     if !system.is_empty() {
-        body["system"] = system
-            .iter()
-            .map(|s| json!({"type": "text", "text": s.as_text()}))
-            .collect();
+        let mut blocks = Vec::with_capacity(system.len());
+        for block in system {
+            match block {
+                SystemBlock::Text(t) => blocks.push(json!({"type": "text", "text": t})),
+                SystemBlock::CachePoint(_) => mark_cached(&mut blocks),
+            }
+        }
+        body["system"] = json!(blocks);
     }
     if let Some(t) = temperature {
         if *t > 1.0 {
@@ -252,19 +256,23 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         body["stop_sequences"] = json!(stop_sequences);
     }
     if let Some(ToolConfig { tools, tool_choice }) = tools {
-        body["tools"] = tools
-            .iter()
-            .map(|Tool::ToolSpec(spec)| {
-                let mut tool = json!({
-                    "name": spec.name,
-                    "input_schema": spec.input_schema.get("json").cloned().unwrap_or_else(|| json!({"type": "object"})),
-                });
-                if let Some(d) = &spec.description {
-                    tool["description"] = json!(d);
+        let mut out = Vec::with_capacity(tools.len());
+        for tool in tools {
+            match tool {
+                Tool::ToolSpec(spec) => {
+                    let mut tool = json!({
+                        "name": spec.name,
+                        "input_schema": spec.input_schema.get("json").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                    });
+                    if let Some(d) = &spec.description {
+                        tool["description"] = json!(d);
+                    }
+                    out.push(tool);
                 }
-                tool
-            })
-            .collect();
+                Tool::CachePoint(_) => mark_cached(&mut out),
+            }
+        }
+        body["tools"] = json!(out);
         if let Some(choice) = tool_choice {
             body["tool_choice"] = match choice {
                 ToolChoice::Auto(_) => json!({"type": "auto"}),
@@ -340,9 +348,18 @@ fn message_json(m: &Message) -> Result<Value, Error> {
             ContentBlock::ReasoningContent(ReasoningBlock::RedactedContent(data)) => {
                 content.push(json!({"type": "redacted_thinking", "data": data}))
             }
+            ContentBlock::CachePoint(_) => mark_cached(&mut content),
         }
     }
     Ok(json!({"role": role, "content": content}))
+}
+
+/// A cache point marks the block before it with `cache_control` (a leading one has nothing to
+/// mark and is dropped).
+fn mark_cached(blocks: &mut [Value]) {
+    if let Some(last) = blocks.last_mut() {
+        last["cache_control"] = json!({"type": "ephemeral"});
+    }
 }
 
 fn image_json(image: &ImageBlock) -> Value {
@@ -592,7 +609,7 @@ impl StreamState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use modelgate_types::{ErrorKind, SystemBlock, ToolSpec};
+    use modelgate_types::{ErrorKind, ToolSpec};
 
     #[test]
     fn request_body_maps_every_part() {
@@ -660,6 +677,50 @@ mod tests {
         hot.inference.temperature = None;
         hot.response_format = Some(ResponseFormat::JsonObject);
         assert_eq!(messages_body("c", &hot, false).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn cache_points_mark_the_block_before_them() {
+        let request = ChatRequest {
+            model: "m".into(),
+            system: vec![
+                SystemBlock::Text("long instructions".into()),
+                SystemBlock::CachePoint(Default::default()),
+            ],
+            messages: vec![Message {
+                role: Role::User,
+                content: vec![
+                    ContentBlock::CachePoint(Default::default()),
+                    ContentBlock::Text("a long document".into()),
+                    ContentBlock::CachePoint(Default::default()),
+                    ContentBlock::Text("question".into()),
+                ],
+            }],
+            tools: Some(ToolConfig {
+                tools: vec![
+                    Tool::ToolSpec(ToolSpec {
+                        name: "f".into(),
+                        description: None,
+                        input_schema: json!({"json": {"type": "object"}}),
+                    }),
+                    Tool::CachePoint(Default::default()),
+                ],
+                tool_choice: None,
+            }),
+            ..Default::default()
+        };
+        let body = messages_body("c", &request, false).unwrap();
+        let ephemeral = json!({"type": "ephemeral"});
+        assert_eq!(body["system"][0]["cache_control"], ephemeral);
+        assert_eq!(body["messages"][0]["content"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            body["messages"][0]["content"][0]["cache_control"],
+            ephemeral
+        );
+        assert!(body["messages"][0]["content"][1]
+            .get("cache_control")
+            .is_none());
+        assert_eq!(body["tools"][0]["cache_control"], ephemeral);
     }
 
     #[test]

@@ -218,7 +218,7 @@ impl LocalLlama {
     /// Render the chat template and tokenize. Only text content is understood.
     fn prompt_tokens(&self, request: &ChatRequest) -> Result<Vec<LlamaToken>, Error> {
         let mut chat = Vec::with_capacity(request.messages.len() + 1);
-        let system: Vec<&str> = request.system.iter().map(|s| s.as_text()).collect();
+        let system: Vec<&str> = request.system.iter().filter_map(|s| s.text()).collect();
         // The template inserts a default system prompt when there is none; that degrades this
         // small model's greedy output, so a system message is only sent when the caller has one.
         if !system.is_empty() {
@@ -229,7 +229,7 @@ impl LocalLlama {
             for block in &message.content {
                 match block {
                     ContentBlock::Text(t) => text.push_str(t),
-                    ContentBlock::ReasoningContent(_) => {}
+                    ContentBlock::ReasoningContent(_) | ContentBlock::CachePoint(_) => {}
                     ContentBlock::Image(_) | ContentBlock::Document(_) => {
                         return Err(Error::validation(format!(
                             "The model '{}' accepts text only; images and documents are not supported.",

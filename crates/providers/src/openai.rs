@@ -276,7 +276,7 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
         stop_sequences,
     } = inference;
     let mut out = Vec::with_capacity(messages.len() + 1);
-    let system: Vec<&str> = system.iter().map(|s| s.as_text()).collect();
+    let system: Vec<&str> = system.iter().filter_map(|s| s.text()).collect();
     if !system.is_empty() {
         out.push(json!({"role": "system", "content": system.join("\n")}));
     }
@@ -305,7 +305,8 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
     if let Some(ToolConfig { tools, tool_choice }) = tools {
         body["tools"] = tools
             .iter()
-            .map(|Tool::ToolSpec(spec)| {
+            .filter_map(Tool::spec)
+            .map(|spec| {
                 let mut function = json!({
                     "name": spec.name,
                     "parameters": spec.input_schema.get("json").cloned().unwrap_or_else(|| json!({"type": "object"})),
@@ -377,6 +378,8 @@ fn user_messages(m: &Message, out: &mut Vec<Value>) -> Result<(), Error> {
                 out.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
             }
             ContentBlock::Document(_) => return Err(unsupported("A document block")),
+            // OpenAI caches prompt prefixes on its own; there is no marker to send.
+            ContentBlock::CachePoint(_) => {}
             ContentBlock::ToolUse(_) | ContentBlock::ReasoningContent(_) => {
                 return Err(Error::validation(
                     "toolUse and reasoningContent blocks belong in assistant messages.",
@@ -409,7 +412,7 @@ fn assistant_message(m: &Message) -> Result<Value, Error> {
                 "type": "function",
                 "function": {"name": name, "arguments": input.to_string()},
             })),
-            ContentBlock::ReasoningContent(_) => {}
+            ContentBlock::ReasoningContent(_) | ContentBlock::CachePoint(_) => {}
             ContentBlock::Image(_) | ContentBlock::Document(_) | ContentBlock::ToolResult(_) => {
                 return Err(unsupported(
                     "An image, document or tool result in an assistant turn",

@@ -14,8 +14,8 @@ pub mod stream;
 
 pub use error::{Error, ErrorKind, ErrorSource};
 pub use message::{
-    BinarySource, ContentBlock, DocumentBlock, ImageBlock, Message, ReasoningBlock, Role,
-    SystemBlock, ToolResultBlock, ToolResultContent, ToolUseBlock,
+    BinarySource, CachePoint, ContentBlock, DocumentBlock, ImageBlock, Message, ReasoningBlock,
+    Role, SystemBlock, ToolResultBlock, ToolResultContent, ToolUseBlock,
 };
 pub use request::{
     ChatRequest, EmbedInput, EmbedRequest, InferenceConfig, ResponseFormat, Tool, ToolChoice,

@@ -59,6 +59,25 @@ pub enum ContentBlock {
     ToolResult(ToolResultBlock),
     /// The model's reasoning ("thinking") content.
     ReasoningContent(ReasoningBlock),
+    /// A prompt-cache checkpoint: the content before it may be cached by the provider.
+    CachePoint(CachePoint),
+}
+
+/// A prompt-cache checkpoint (Converse `cachePoint`, Anthropic `cache_control`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePoint {
+    /// The cache type; Converse defines `default`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl Default for CachePoint {
+    fn default() -> Self {
+        Self {
+            kind: "default".into(),
+        }
+    }
 }
 
 /// Image content.
@@ -152,13 +171,16 @@ pub enum ReasoningBlock {
 pub enum SystemBlock {
     /// System instructions.
     Text(String),
+    /// A prompt-cache checkpoint after the blocks before it.
+    CachePoint(CachePoint),
 }
 
 impl SystemBlock {
-    /// The block's text.
-    pub fn as_text(&self) -> &str {
+    /// The block's text; `None` for a cache point.
+    pub fn text(&self) -> Option<&str> {
         match self {
-            SystemBlock::Text(t) => t,
+            SystemBlock::Text(t) => Some(t),
+            SystemBlock::CachePoint(_) => None,
         }
     }
 }

@@ -105,6 +105,18 @@ pub struct ToolConfig {
 pub enum Tool {
     /// A function with a JSON schema.
     ToolSpec(ToolSpec),
+    /// A prompt-cache checkpoint after the tools before it.
+    CachePoint(crate::message::CachePoint),
+}
+
+impl Tool {
+    /// The function tool, `None` for a cache point.
+    pub fn spec(&self) -> Option<&ToolSpec> {
+        match self {
+            Tool::ToolSpec(spec) => Some(spec),
+            Tool::CachePoint(_) => None,
+        }
+    }
 }
 
 /// A function tool.

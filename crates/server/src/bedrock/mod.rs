@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(r.model, "m:0");
         assert_eq!(r.messages[0].content[0], ContentBlock::Text("hi".into()));
         assert_eq!(r.inference.max_tokens, Some(20));
-        assert_eq!(r.system[0].as_text(), "be brief");
+        assert_eq!(r.system[0].text(), Some("be brief"));
     }
 
     #[test]
@@ -334,7 +334,7 @@ mod tests {
         .unwrap();
         let converse = ok.input.converse.unwrap();
         assert_eq!(converse.messages.unwrap().len(), 1);
-        assert_eq!(converse.system.unwrap()[0].as_text(), "be brief");
+        assert_eq!(converse.system.unwrap()[0].text(), Some("be brief"));
         // inferenceConfig belongs to Converse, not to ConverseTokensRequest.
         assert!(
             serde_json::from_value::<CountTokensBody>(json!({"input": {"converse": {

@@ -2,16 +2,16 @@
 //! (`anthropic_version: bedrock-2023-05-31`) and the `/v1/messages` front door.
 //!
 //! Requests map onto canonical types once (content blocks, system blocks, tools, tool choice,
-//! thinking); answers and stream events map back once. `top_k`, `metadata` and `cache_control`
-//! are accepted and not acted on (`docs/front-doors.md`).
+//! thinking, `cache_control` as cache points); answers and stream events map back once. `top_k`
+//! and `metadata` are accepted and not acted on (`docs/front-doors.md`).
 
 use std::time::Instant;
 
 use modelgate_types::{
-    BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
-    DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock, ResponseFormat,
-    Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock,
-    ToolResultContent, ToolSpec, ToolUseBlock,
+    BinarySource, CachePoint, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta,
+    ContentBlockStart, DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock,
+    ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig,
+    ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -112,15 +112,15 @@ enum WireSystem {
 enum WireBlock {
     Text {
         text: String,
-        #[serde(default, rename = "cache_control")]
-        _cache_control: Option<IgnoredAny>,
+        #[serde(default)]
+        cache_control: Option<IgnoredAny>,
         #[serde(default, rename = "citations")]
         _citations: Option<IgnoredAny>,
     },
     Image {
         source: WireSource,
-        #[serde(default, rename = "cache_control")]
-        _cache_control: Option<IgnoredAny>,
+        #[serde(default)]
+        cache_control: Option<IgnoredAny>,
     },
     Document {
         source: WireSource,
@@ -130,15 +130,15 @@ enum WireBlock {
         _context: Option<IgnoredAny>,
         #[serde(default, rename = "citations")]
         _citations: Option<IgnoredAny>,
-        #[serde(default, rename = "cache_control")]
-        _cache_control: Option<IgnoredAny>,
+        #[serde(default)]
+        cache_control: Option<IgnoredAny>,
     },
     ToolUse {
         id: String,
         name: String,
         input: Value,
-        #[serde(default, rename = "cache_control")]
-        _cache_control: Option<IgnoredAny>,
+        #[serde(default)]
+        cache_control: Option<IgnoredAny>,
     },
     ToolResult {
         tool_use_id: String,
@@ -146,8 +146,8 @@ enum WireBlock {
         content: Option<WireContent>,
         #[serde(default)]
         is_error: Option<bool>,
-        #[serde(default, rename = "cache_control")]
-        _cache_control: Option<IgnoredAny>,
+        #[serde(default)]
+        cache_control: Option<IgnoredAny>,
     },
     Thinking {
         thinking: String,
@@ -157,6 +157,38 @@ enum WireBlock {
     RedactedThinking {
         data: String,
     },
+}
+
+impl WireBlock {
+    /// Whether the block carries `cache_control` (a prompt-cache checkpoint after it).
+    fn cached(&self) -> bool {
+        match self {
+            WireBlock::Text { cache_control, .. }
+            | WireBlock::Image { cache_control, .. }
+            | WireBlock::Document { cache_control, .. }
+            | WireBlock::ToolUse { cache_control, .. }
+            | WireBlock::ToolResult { cache_control, .. } => cache_control.is_some(),
+            WireBlock::Thinking { .. } | WireBlock::RedactedThinking { .. } => false,
+        }
+    }
+}
+
+/// `blocks` converted one by one, with a cache point after each block marked `cache_control`.
+fn with_cache_points<T, W>(
+    blocks: impl IntoIterator<Item = W>,
+    cached: impl Fn(&W) -> bool,
+    mut convert: impl FnMut(usize, W) -> Result<T, Error>,
+    cache_point: impl Fn() -> T,
+) -> Result<Vec<T>, Error> {
+    let mut out = Vec::new();
+    for (i, b) in blocks.into_iter().enumerate() {
+        let mark = cached(&b);
+        out.push(convert(i, b)?);
+        if mark {
+            out.push(cache_point());
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]
@@ -175,8 +207,8 @@ struct WireTool {
     input_schema: Value,
     #[serde(default, rename = "type")]
     _type: Option<IgnoredAny>,
-    #[serde(default, rename = "cache_control")]
-    _cache_control: Option<IgnoredAny>,
+    #[serde(default)]
+    cache_control: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -359,13 +391,15 @@ impl MessagesBody {
             None => Vec::new(),
             Some(WireSystem::Text(t)) if t.is_empty() => Vec::new(),
             Some(WireSystem::Text(t)) => vec![SystemBlock::Text(t)],
-            Some(WireSystem::Blocks(blocks)) => blocks
-                .into_iter()
-                .map(|b| match b {
+            Some(WireSystem::Blocks(blocks)) => with_cache_points(
+                blocks,
+                WireBlock::cached,
+                |_, b| match b {
                     WireBlock::Text { text, .. } => Ok(SystemBlock::Text(text)),
                     _ => Err(invalid("system: only text blocks are allowed")),
-                })
-                .collect::<Result<_, _>>()?,
+                },
+                || SystemBlock::CachePoint(CachePoint::default()),
+            )?,
         };
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
@@ -380,30 +414,33 @@ impl MessagesBody {
             };
             let content = match m.content {
                 WireContent::Text(t) => vec![ContentBlock::Text(t)],
-                WireContent::Blocks(blocks) => blocks
-                    .into_iter()
-                    .enumerate()
-                    .map(|(j, b)| block(b, &format!("messages.{i}.content.{j}")))
-                    .collect::<Result<_, _>>()?,
+                WireContent::Blocks(blocks) => with_cache_points(
+                    blocks,
+                    WireBlock::cached,
+                    |j, b| block(b, &format!("messages.{i}.content.{j}")),
+                    || ContentBlock::CachePoint(CachePoint::default()),
+                )?,
             };
             messages.push(Message { role, content });
         }
-        let mut tools = self
-            .tools
-            .filter(|t| !t.is_empty())
-            .map(|tools| ToolConfig {
-                tools: tools
-                    .into_iter()
-                    .map(|t| {
-                        Tool::ToolSpec(ToolSpec {
+        let mut tools = match self.tools.filter(|t| !t.is_empty()) {
+            None => None,
+            Some(tools) => Some(ToolConfig {
+                tools: with_cache_points(
+                    tools,
+                    |t: &WireTool| t.cache_control.is_some(),
+                    |_, t| {
+                        Ok(Tool::ToolSpec(ToolSpec {
                             name: t.name,
                             description: t.description,
                             input_schema: json!({ "json": t.input_schema }),
-                        })
-                    })
-                    .collect(),
+                        }))
+                    },
+                    || Tool::CachePoint(CachePoint::default()),
+                )?,
                 tool_choice: None,
-            });
+            }),
+        };
         match self.tool_choice {
             Some(WireToolChoice::None {}) => tools = None,
             Some(choice) => {
@@ -449,8 +486,8 @@ pub fn stop_reason(reason: StopReason) -> &'static str {
     }
 }
 
-fn content_json(block: &ContentBlock) -> Value {
-    match block {
+fn content_json(block: &ContentBlock) -> Option<Value> {
+    Some(match block {
         ContentBlock::Text(t) => json!({"type": "text", "text": t}),
         ContentBlock::ToolUse(t) => {
             json!({"type": "tool_use", "id": t.tool_use_id, "name": t.name, "input": t.input})
@@ -466,7 +503,8 @@ fn content_json(block: &ContentBlock) -> Value {
         ContentBlock::Document(d) => json!({"type": "document", "source": {
             "type": "base64", "media_type": media_type_of(&d.format), "data": binary(&d.source)}}),
         ContentBlock::ToolResult(r) => json!({"type": "tool_result", "tool_use_id": r.tool_use_id}),
-    }
+        ContentBlock::CachePoint(_) => return None,
+    })
 }
 
 fn binary(source: &BinarySource) -> &str {
@@ -487,7 +525,7 @@ pub fn response_json(id: &str, model: &str, r: &ChatResponse) -> Value {
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": r.message.content.iter().map(content_json).collect::<Vec<_>>(),
+        "content": r.message.content.iter().filter_map(content_json).collect::<Vec<_>>(),
         "stop_reason": stop_reason(r.stop_reason),
         "stop_sequence": null,
         "usage": {"input_tokens": r.usage.input_tokens, "output_tokens": r.usage.output_tokens},
@@ -657,7 +695,9 @@ mod tests {
             "temperature": 0.0, "top_k": 5, "stop_sequences": ["END"]
         }))
         .unwrap();
-        assert_eq!(r.system[0].as_text(), "be brief");
+        assert_eq!(r.system[0].text(), Some("be brief"));
+        // `cache_control` becomes a cache point after its block.
+        assert_eq!(r.system[1], SystemBlock::CachePoint(CachePoint::default()));
         assert_eq!(r.inference.max_tokens, Some(50));
         assert_eq!(r.inference.stop_sequences, vec!["END".to_string()]);
         assert!(matches!(&r.messages[0].content[1], ContentBlock::Image(i) if i.format == "png"));
