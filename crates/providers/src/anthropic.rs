@@ -100,13 +100,7 @@ impl Anthropic {
 #[async_trait]
 impl Provider for Anthropic {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            chat: true,
-            embeddings: false,
-            tools: true,
-            images: true,
-            json_output: true,
-        }
+        Capabilities::upstream(crate::ModelKind::Chat)
     }
 
     async fn converse(&self, request: ChatRequest) -> Result<ChatResponse, Error> {

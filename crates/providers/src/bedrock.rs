@@ -231,14 +231,7 @@ impl Bedrock {
 #[async_trait]
 impl Provider for Bedrock {
     fn capabilities(&self) -> Capabilities {
-        let chat = self.kind == ModelKind::Chat;
-        Capabilities {
-            chat,
-            embeddings: !chat,
-            tools: chat,
-            images: chat,
-            json_output: chat,
-        }
+        Capabilities::upstream(self.kind)
     }
 
     async fn converse(&self, request: ChatRequest) -> Result<ChatResponse, Error> {

@@ -54,6 +54,21 @@ pub struct Capabilities {
     pub json_output: bool,
 }
 
+impl Capabilities {
+    /// What a model of an upstream API does: chat models take tools, images and response
+    /// formats; embedding models only embed.
+    pub fn upstream(kind: ModelKind) -> Self {
+        let chat = kind == ModelKind::Chat;
+        Self {
+            chat,
+            embeddings: !chat,
+            tools: chat,
+            images: chat,
+            json_output: chat,
+        }
+    }
+}
+
 /// One model runtime or upstream API.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {

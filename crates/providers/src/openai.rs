@@ -113,14 +113,7 @@ impl OpenAi {
 #[async_trait]
 impl Provider for OpenAi {
     fn capabilities(&self) -> Capabilities {
-        let chat = self.kind == ModelKind::Chat;
-        Capabilities {
-            chat,
-            embeddings: !chat,
-            tools: chat,
-            images: chat,
-            json_output: chat,
-        }
+        Capabilities::upstream(self.kind)
     }
 
     async fn converse(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
