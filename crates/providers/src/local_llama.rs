@@ -290,17 +290,12 @@ impl Provider for LocalLlama {
             messages: _,
             inference,
             tools,
-            response_format,
+            // Refused by the gateway's capability check (`json_output: false`).
+            response_format: _,
         } = &request;
         if tools.as_ref().is_some_and(|t| !t.tools.is_empty()) {
             return Err(Error::validation(format!(
                 "The model '{}' does not support tool use.",
-                request.model
-            )));
-        }
-        if response_format.is_some() {
-            return Err(Error::validation(format!(
-                "The model '{}' does not support structured output (a JSON response format).",
                 request.model
             )));
         }

@@ -554,15 +554,22 @@ struct PendingCall {
     index: Option<u32>,
 }
 
+/// What an open canonical block holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Text,
+    Reasoning,
+    ToolCall,
+}
+
 /// Turns OpenAI chunks into canonical events: one block per text run, reasoning run and tool
 /// call; a block is stopped when the next one starts.
 #[derive(Default)]
 struct StreamState {
     started: bool,
     next_index: u32,
-    open: Option<u32>,
-    text_index: Option<u32>,
-    reasoning_index: Option<u32>,
+    /// The open block's index and what it holds.
+    open: Option<(u32, Run)>,
     calls: BTreeMap<u32, PendingCall>,
     finish: Option<StopReason>,
     usage: Option<Usage>,
@@ -570,14 +577,24 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn open_block(&mut self, events: &mut Vec<StreamEvent>) -> u32 {
-        if let Some(open) = self.open.take() {
+    fn open_block(&mut self, run: Run, events: &mut Vec<StreamEvent>) -> u32 {
+        if let Some((open, _)) = self.open.take() {
             events.push(StreamEvent::ContentBlockStop { index: open });
         }
         let index = self.next_index;
         self.next_index += 1;
-        self.open = Some(index);
+        self.open = Some((index, run));
         index
+    }
+
+    /// Append a text or reasoning delta: to the open block when it holds the same kind of run,
+    /// else to a new block.
+    fn run_delta(&mut self, run: Run, delta: ContentBlockDelta, events: &mut Vec<StreamEvent>) {
+        let index = match self.open {
+            Some((i, open)) if open == run => i,
+            _ => self.open_block(run, events),
+        };
+        events.push(StreamEvent::ContentBlockDelta { index, delta });
     }
 
     fn on_chunk(&mut self, chunk: Chunk) -> Vec<StreamEvent> {
@@ -601,32 +618,14 @@ impl StreamState {
             tool_calls,
         } = choice.delta;
         if let Some(text) = reasoning_content.filter(|t| !t.is_empty()) {
-            let index = match self.reasoning_index.filter(|i| self.open == Some(*i)) {
-                Some(i) => i,
-                None => {
-                    let i = self.open_block(&mut events);
-                    self.reasoning_index = Some(i);
-                    i
-                }
-            };
-            events.push(StreamEvent::ContentBlockDelta {
-                index,
-                delta: ContentBlockDelta::ReasoningText(text),
-            });
+            self.run_delta(
+                Run::Reasoning,
+                ContentBlockDelta::ReasoningText(text),
+                &mut events,
+            );
         }
         if let Some(text) = content.filter(|t| !t.is_empty()) {
-            let index = match self.text_index.filter(|i| self.open == Some(*i)) {
-                Some(i) => i,
-                None => {
-                    let i = self.open_block(&mut events);
-                    self.text_index = Some(i);
-                    i
-                }
-            };
-            events.push(StreamEvent::ContentBlockDelta {
-                index,
-                delta: ContentBlockDelta::Text(text),
-            });
+            self.run_delta(Run::Text, ContentBlockDelta::Text(text), &mut events);
         }
         for (position, call) in tool_calls.unwrap_or_default().into_iter().enumerate() {
             let key = call
@@ -664,7 +663,7 @@ impl StreamState {
     }
 
     fn start_call(&mut self, key: u32, events: &mut Vec<StreamEvent>) {
-        let index = self.open_block(events);
+        let index = self.open_block(Run::ToolCall, events);
         let Some(pending) = self.calls.get_mut(&key) else {
             return;
         };
@@ -705,7 +704,7 @@ impl StreamState {
         for key in unstarted {
             self.start_call(key, &mut events);
         }
-        if let Some(open) = self.open.take() {
+        if let Some((open, _)) = self.open.take() {
             events.push(StreamEvent::ContentBlockStop { index: open });
         }
         events.push(StreamEvent::MessageStop {

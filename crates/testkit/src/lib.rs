@@ -914,7 +914,8 @@ fn openai_stream(a: &Answer) -> Vec<Bytes> {
     out
 }
 
-fn anthropic_stop(stop: Stop) -> &'static str {
+/// The stop reason's name in Anthropic and Converse (they agree).
+fn stop_name(stop: Stop) -> &'static str {
     match stop {
         Stop::EndTurn => "end_turn",
         Stop::ToolUse => "tool_use",
@@ -940,7 +941,7 @@ fn anthropic_json(a: &Answer) -> Value {
         .collect();
     json!({
         "id": "msg_mock", "type": "message", "role": "assistant", "model": "mock", "content": content,
-        "stop_reason": anthropic_stop(a.stop), "stop_sequence": null,
+        "stop_reason": stop_name(a.stop), "stop_sequence": null,
         "usage": {"input_tokens": a.input_tokens, "output_tokens": a.output_tokens},
     })
 }
@@ -990,15 +991,11 @@ fn anthropic_stream(a: &Answer) -> Vec<Bytes> {
     }
     out.push(sse(
         Some("message_delta"),
-        &json!({"type": "message_delta", "delta": {"stop_reason": anthropic_stop(a.stop), "stop_sequence": null},
+        &json!({"type": "message_delta", "delta": {"stop_reason": stop_name(a.stop), "stop_sequence": null},
                 "usage": {"output_tokens": a.output_tokens}}),
     ));
     out.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
     out
-}
-
-fn bedrock_stop(stop: Stop) -> &'static str {
-    anthropic_stop(stop)
 }
 
 fn bedrock_json(a: &Answer) -> Value {
@@ -1019,7 +1016,7 @@ fn bedrock_json(a: &Answer) -> Value {
         .collect();
     json!({
         "output": {"message": {"role": "assistant", "content": content}},
-        "stopReason": bedrock_stop(a.stop),
+        "stopReason": stop_name(a.stop),
         "usage": {"inputTokens": a.input_tokens, "outputTokens": a.output_tokens, "totalTokens": a.input_tokens + a.output_tokens},
         "metrics": {"latencyMs": 1},
     })
@@ -1081,7 +1078,7 @@ fn bedrock_stream(a: &Answer) -> Vec<Bytes> {
     }
     out.push(event_frame(
         "messageStop",
-        &json!({"stopReason": bedrock_stop(a.stop)}),
+        &json!({"stopReason": stop_name(a.stop)}),
     ));
     out.push(event_frame(
         "metadata",
