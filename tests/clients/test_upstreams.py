@@ -66,8 +66,20 @@ def mock():
 
 @pytest.fixture(scope="module")
 def gateway(mock, tmp_path_factory):
+    # This module tests translation, so every request makes exactly one upstream call and
+    # answers come only from upstreams: retries, breakers and the cached fallback level are
+    # off (test_resilience.py covers them).
     config = f"""
 [local]
+enabled = false
+
+[resilience]
+fallback_cache_entries = 0
+
+[resilience.retry]
+max_attempts = 1
+
+[resilience.breaker]
 enabled = false
 
 [[providers]]
@@ -202,7 +214,10 @@ def test_boto3_converse_stream_tool_round_trip(gateway, mock, model):
 @pytest.mark.parametrize("model", ALL_MODELS)
 def test_boto3_stream_failing_midway_raises_exception_frame(gateway, mock, model):
     client = bedrock(gateway.url)
-    mock.push({"blocks": [{"text": "This answer is cut off before it ends."}], "cut_after": 4})
+    # Cut after some text went out: a failure before the first output is an ordinary error
+    # response instead (test_resilience.py), since nothing reached the client yet.
+    mock.push({"blocks": [{"text": "This answer is cut off before it ends."}], "pieces": 8,
+               "cut_after": 6})
     response = client.converse_stream(
         modelId=model, messages=[{"role": "user", "content": [{"text": "hi"}]}])
     seen = []
@@ -272,7 +287,7 @@ def test_upstream_errors_reach_each_client_in_its_dialect(gateway, mock):
         anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0).messages.create(
             model=BEDROCK_MODEL, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
     assert "prompt is too long" in e.value.message
-    assert mock.calls() == 3, "no retries yet: one upstream call per request"
+    assert mock.calls() == 3, "retries are off here: one upstream call per request"
 
 
 def test_json_schema_output_and_embeddings_pass_through(gateway, mock):

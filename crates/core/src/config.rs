@@ -30,6 +30,9 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// `[auth]`: how callers prove who they are.
     pub auth: AuthConfig,
+    /// `[resilience]`: retries, timeouts, circuit breakers and health checks for every model
+    /// (a model's own `retry` / `timeouts` / `breaker` / `health` tables replace these).
+    pub resilience: crate::resilience::ResilienceConfig,
 }
 
 /// `[auth]`
@@ -317,6 +320,37 @@ pub struct ModelConfig {
     /// `[[providers]]` entry.
     #[serde(default = "default_provider")]
     pub provider: String,
+    /// Several `[[providers]]` serving the same `upstream_id` (two vLLM servers, two regions,
+    /// two API keys): requests are balanced over the healthy ones. Replaces `provider`.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Models to try, in order, when this one fails after its retries, its circuit breakers are
+    /// open, its endpoints are unhealthy or the input does not fit its context window.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Also fall back when the model refuses on content-policy grounds. Default `false`.
+    #[serde(default)]
+    pub fallback_on_content_policy: bool,
+    /// Serve the last good answer to the same request when every model of the chain failed.
+    /// Default `true` (needs `resilience.fallback_cache_entries > 0`).
+    #[serde(default = "default_true")]
+    pub fallback_cache: bool,
+    /// The degraded-service answer given when everything else failed, e.g. "Our assistant is
+    /// busy; please try again in a few minutes." Without it the caller gets the last error.
+    #[serde(default)]
+    pub static_response: Option<String>,
+    /// Retry policy for this model; replaces `[resilience.retry]` as a whole.
+    #[serde(default)]
+    pub retry: Option<crate::resilience::RetryConfig>,
+    /// Timeouts for this model; replace `[resilience.timeouts]` as a whole.
+    #[serde(default)]
+    pub timeouts: Option<crate::resilience::TimeoutConfig>,
+    /// Circuit breaker for this model's endpoints; replaces `[resilience.breaker]` as a whole.
+    #[serde(default)]
+    pub breaker: Option<crate::resilience::BreakerConfig>,
+    /// Health checks of this model's endpoints; replace `[resilience.health]` as a whole.
+    #[serde(default)]
+    pub health: Option<crate::resilience::HealthConfig>,
     /// The model's id at the provider; for `local`, `local.smollm2-135m-instruct` or
     /// `local.all-minilm-l6-v2`; for Azure OpenAI, the deployment name.
     pub upstream_id: String,
@@ -335,6 +369,21 @@ pub struct ModelConfig {
 
 fn default_provider() -> String {
     "local".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl ModelConfig {
+    /// The providers serving this model: `providers` when set, else `provider`.
+    pub fn provider_names(&self) -> Vec<&str> {
+        if self.providers.is_empty() {
+            vec![self.provider.as_str()]
+        } else {
+            self.providers.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 /// What a configured model does.
@@ -509,25 +558,35 @@ impl Config {
                 ));
             }
         }
+        self.resilience.validate("resilience")?;
         let mut names = std::collections::BTreeSet::new();
         for (i, m) in self.models.iter().enumerate() {
-            if m.provider != "local" {
-                let Some(kind) = providers.get(m.provider.as_str()) else {
-                    let mut known: Vec<&str> = vec!["local"];
-                    known.extend(providers.keys());
-                    return Err(format!(
-                        "key `models[{i}].provider`: unknown provider '{}' (one of {})",
-                        m.provider,
-                        known.join(", ")
-                    ));
-                };
+            if !m.providers.is_empty() && m.provider != "local" {
+                return Err(format!(
+                    "key `models[{i}]`: set provider or providers, not both"
+                ));
+            }
+            let is_local = m.provider_names() == ["local"];
+            if !is_local {
+                for name in m.provider_names() {
+                    let Some(kind) = providers.get(name) else {
+                        let mut known: Vec<&str> = vec!["local"];
+                        known.extend(providers.keys());
+                        return Err(format!(
+                            "key `models[{i}].provider`: unknown provider '{name}' (one of {})",
+                            known.join(", ")
+                        ));
+                    };
+                    if *kind == ProviderType::Anthropic
+                        && m.kind == Some(ModelKindConfig::Embedding)
+                    {
+                        return Err(format!(
+                            "key `models[{i}].kind`: the Anthropic API serves no embedding models"
+                        ));
+                    }
+                }
                 if m.upstream_id.trim().is_empty() {
                     return Err(format!("key `models[{i}].upstream_id` must not be empty"));
-                }
-                if *kind == ProviderType::Anthropic && m.kind == Some(ModelKindConfig::Embedding) {
-                    return Err(format!(
-                        "key `models[{i}].kind`: the Anthropic API serves no embedding models"
-                    ));
                 }
             } else if !self.local.enabled {
                 return Err(format!(
@@ -538,8 +597,7 @@ impl Config {
                     "key `models[{i}].kind`: a local model's kind follows from its upstream_id"
                 ));
             }
-            if m.provider == "local" && !crate::models::MODELS.iter().any(|s| s.id == m.upstream_id)
-            {
+            if is_local && !crate::models::MODELS.iter().any(|s| s.id == m.upstream_id) {
                 let known: Vec<&str> = crate::models::MODELS.iter().map(|s| s.id).collect();
                 return Err(format!(
                     "key `models[{i}].upstream_id`: '{}' is not an embedded model (one of {})",
@@ -558,6 +616,35 @@ impl Config {
                 {
                     return Err(format!(
                         "key `models[{i}]`: the name '{name}' is used twice; every id and alias must be unique"
+                    ));
+                }
+            }
+            let at = |k: &str| format!("models[{i}].{k}");
+            if let Some(r) = &m.retry {
+                r.validate(&at("retry"))?;
+            }
+            if let Some(t) = &m.timeouts {
+                t.validate(&at("timeouts"))?;
+            }
+            if let Some(b) = &m.breaker {
+                b.validate(&at("breaker"))?;
+            }
+            if let Some(h) = &m.health {
+                h.validate(&at("health"))?;
+            }
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            for f in &m.fallbacks {
+                let known = names.contains(f.as_str())
+                    || (self.local.enabled && crate::models::MODELS.iter().any(|s| s.id == f));
+                if !known {
+                    return Err(format!(
+                        "key `models[{i}].fallbacks`: '{f}' is not a served model id or alias"
+                    ));
+                }
+                if *f == m.id || m.aliases.contains(f) {
+                    return Err(format!(
+                        "key `models[{i}].fallbacks`: a model cannot fall back to itself"
                     ));
                 }
             }
@@ -691,5 +778,101 @@ mod tests {
         assert!(e.to_string().contains("shutdown_grace"), "{e}");
         let e = Config::parse("[local.chat]\ncontext_size = 100000\n", "gw.toml").unwrap_err();
         assert!(e.to_string().contains("local.chat.context_size"), "{e}");
+    }
+
+    #[test]
+    fn resilience_defaults_model_tables_and_fallbacks() {
+        let c = Config::parse(
+            r#"
+            [resilience.retry]
+            max_attempts = 5
+            [resilience.breaker]
+            cool_down = "1m"
+
+            [[providers]]
+            name = "a"
+            type = "openai"
+            base_url = "http://127.0.0.1:1/v1"
+            [[providers]]
+            name = "b"
+            type = "openai"
+            base_url = "http://127.0.0.1:2/v1"
+
+            [[models]]
+            id = "pair"
+            providers = ["a", "b"]
+            upstream_id = "m"
+            fallbacks = ["solo"]
+            static_response = "busy"
+            [models.timeouts]
+            total = "30s"
+
+            [[models]]
+            id = "solo"
+            provider = "a"
+            upstream_id = "m"
+            "#,
+            "gw.toml",
+        )
+        .unwrap();
+        assert_eq!(c.resilience.retry.max_attempts, 5);
+        assert_eq!(
+            c.resilience.retry.initial_backoff,
+            Duration::from_millis(100)
+        );
+        assert_eq!(c.resilience.breaker.cool_down, Duration::from_secs(60));
+        assert_eq!(c.models[0].provider_names(), ["a", "b"]);
+        let p = crate::ModelPolicy::for_model(&c.resilience, &c.models[0]);
+        assert_eq!(p.timeouts.total, Duration::from_secs(30));
+        assert_eq!(p.timeouts.first_token, Duration::from_secs(30));
+        assert_eq!(
+            p.retry.max_attempts, 5,
+            "no retry table: the [resilience] one"
+        );
+        assert_eq!(p.fallbacks, ["solo"]);
+
+        let bad = |text: &str, key: &str| {
+            let e = Config::parse(text, "gw.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        };
+        bad(
+            "[resilience.retry]\nmax_attempts = 0\n",
+            "resilience.retry.max_attempts",
+        );
+        bad(
+            "[resilience.breaker]\nfailure_rate = 2.0\n",
+            "resilience.breaker.failure_rate",
+        );
+        bad(
+            "[resilience.timeouts]\ntotal = \"0s\"\n",
+            "resilience.timeouts.total",
+        );
+        bad(
+            "[resilience.retry]\ninitial_backoff = \"30s\"\n",
+            "initial_backoff",
+        );
+        bad("[resilience]\nretries = 3\n", "retries");
+        let upstream =
+            "[[providers]]\nname = \"a\"\ntype = \"openai\"\nbase_url = \"http://x/v1\"\n";
+        bad(
+            &format!("{upstream}[[models]]\nid = \"m\"\nupstream_id = \"u\"\nprovider = \"a\"\nproviders = [\"a\"]\n"),
+            "not both",
+        );
+        bad(
+            &format!("{upstream}[[models]]\nid = \"m\"\nupstream_id = \"u\"\nproviders = [\"a\", \"zz\"]\n"),
+            "unknown provider 'zz'",
+        );
+        bad(
+            &format!("{upstream}[[models]]\nid = \"m\"\nupstream_id = \"u\"\nprovider = \"a\"\nfallbacks = [\"nope\"]\n"),
+            "models[0].fallbacks",
+        );
+        bad(
+            &format!("{upstream}[[models]]\nid = \"m\"\nupstream_id = \"u\"\nprovider = \"a\"\nfallbacks = [\"m\"]\n"),
+            "itself",
+        );
+        bad(
+            &format!("{upstream}[[models]]\nid = \"m\"\nupstream_id = \"u\"\nprovider = \"a\"\n[models.retry]\nbackoff_factor = 0.5\n"),
+            "models[0].retry.backoff_factor",
+        );
     }
 }

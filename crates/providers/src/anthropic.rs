@@ -103,6 +103,14 @@ impl Provider for Anthropic {
         Capabilities::upstream(crate::ModelKind::Chat)
     }
 
+    /// `GET /v1/models`.
+    async fn health_check(&self) -> Result<(), Error> {
+        let upstream = &self.endpoint.upstream;
+        upstream
+            .probe(upstream.get(&upstream.url("/v1/models")))
+            .await
+    }
+
     async fn converse(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
         let start = Instant::now();
         let body = messages_body(&self.model, &request, false)?;

@@ -234,6 +234,17 @@ impl Provider for Bedrock {
         Capabilities::upstream(self.kind)
     }
 
+    /// Bedrock Runtime has no read-only operation to probe, so the check is that the regional
+    /// endpoint answers HTTP at all (an unsigned `GET /`; any status but 5xx passes).
+    async fn health_check(&self) -> Result<(), Error> {
+        let upstream = &self.endpoint.upstream;
+        let request = upstream.get(&upstream.url("/"));
+        match upstream.probe(request).await {
+            Err(e) if e.kind == modelgate_types::ErrorKind::AccessDenied => Ok(()),
+            other => other,
+        }
+    }
+
     async fn converse(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
         let start = Instant::now();
         let body = converse_body(&request)?;

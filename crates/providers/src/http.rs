@@ -157,6 +157,31 @@ impl Upstream {
         Err(self.status_error(status.as_u16(), &message, code.as_deref(), retry_after))
     }
 
+    /// The active health check: a GET of `url` (with the provider's credentials) that must get
+    /// an answer. Transport failures, 5xx and rejected credentials (401/403) fail it; any other
+    /// status means the upstream is up, so a server without the probed path still passes.
+    pub async fn probe(&self, request: reqwest::RequestBuilder) -> Result<(), Error> {
+        let response = tokio::time::timeout(self.response_timeout, request.send())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("The upstream provider '{}' did not answer.", self.name),
+                )
+            })?
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status().as_u16();
+        if status >= 500 || matches!(status, 401 | 403) {
+            return Err(self.status_error(status, "health check failed", None, None));
+        }
+        Ok(())
+    }
+
+    /// A GET of `url`.
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.client.get(url)
+    }
+
     /// Read a whole JSON body.
     pub async fn json<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, Error> {
         let body = response

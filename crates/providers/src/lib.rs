@@ -80,6 +80,19 @@ pub trait Provider: Send + Sync + 'static {
         true
     }
 
+    /// The active health check: whether the model's runtime or upstream answers. The default
+    /// reports [`Provider::is_ready`].
+    async fn health_check(&self) -> Result<(), Error> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(Error::new(
+                modelgate_types::ErrorKind::ServiceUnavailable,
+                "The model is not ready.",
+            ))
+        }
+    }
+
     /// Stream an answer as canonical events.
     async fn converse_stream(&self, request: ChatRequest) -> Result<ChatStream, Error>;
 
@@ -194,6 +207,48 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
     })
 }
 
+/// The stream events that replay a whole answer: each text, reasoning and tool-use block as
+/// one delta, then the stop reason and usage. Used where an answer already exists (a cached
+/// answer, a configured static answer) but the caller asked for a stream.
+pub fn response_events(response: &ChatResponse) -> Vec<StreamEvent> {
+    let mut events = vec![StreamEvent::MessageStart {
+        role: Role::Assistant,
+        input_tokens: Some(response.usage.input_tokens),
+    }];
+    let mut index = 0u32;
+    for block in &response.message.content {
+        let delta = match block {
+            ContentBlock::Text(t) => ContentBlockDelta::Text(t.clone()),
+            ContentBlock::ReasoningContent(modelgate_types::ReasoningBlock::ReasoningText {
+                text,
+                ..
+            }) => ContentBlockDelta::ReasoningText(text.clone()),
+            ContentBlock::ToolUse(t) => {
+                events.push(StreamEvent::ContentBlockStart {
+                    index,
+                    start: modelgate_types::ContentBlockStart::ToolUse {
+                        tool_use_id: t.tool_use_id.clone(),
+                        name: t.name.clone(),
+                    },
+                });
+                ContentBlockDelta::ToolUseInput(t.input.to_string())
+            }
+            _ => continue,
+        };
+        events.push(StreamEvent::ContentBlockDelta { index, delta });
+        events.push(StreamEvent::ContentBlockStop { index });
+        index += 1;
+    }
+    events.push(StreamEvent::MessageStop {
+        stop_reason: response.stop_reason,
+    });
+    events.push(StreamEvent::Metadata {
+        usage: response.usage,
+        latency_ms: response.latency_ms,
+    });
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +307,8 @@ mod tests {
         );
         assert_eq!(r.stop_reason, StopReason::ToolUse);
         assert_eq!(r.usage.total_tokens, 7);
+        let replayed = futures::stream::iter(response_events(&r).into_iter().map(Ok)).boxed();
+        assert_eq!(collect_stream("m".into(), replayed).await.unwrap(), r);
     }
 
     #[tokio::test]

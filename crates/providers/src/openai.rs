@@ -116,6 +116,19 @@ impl Provider for OpenAi {
         Capabilities::upstream(self.kind)
     }
 
+    /// `GET /models` (Azure: with the `api-version`).
+    async fn health_check(&self) -> Result<(), Error> {
+        let upstream = &self.endpoint.upstream;
+        let url = match &self.endpoint.azure_api_version {
+            None => upstream.url("/models"),
+            Some(v) => upstream.url(&format!(
+                "/models?api-version={}",
+                crate::http::path_segment(v)
+            )),
+        };
+        upstream.probe(upstream.get(&url)).await
+    }
+
     async fn converse(&self, request: ChatRequest) -> Result<ChatResponse, Error> {
         let start = Instant::now();
         let body = chat_body(&self.model, &request, false)?;

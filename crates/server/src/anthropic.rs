@@ -13,12 +13,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use modelgate_types::{
-    ChatRequest, ChatResponse, Error, Message, Role, StopReason, StreamEvent, Usage,
-};
+use modelgate_types::{ChatRequest, ChatResponse, Error, Message, Role, StopReason, Usage};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::{served_headers, AppState};
 use crate::errors::{anthropic_body, body_rejection, json_error, respond, AnthropicError};
 use crate::native::anthropic::{message_id, response_json, MessagesBody, StreamMapper};
 
@@ -77,10 +75,11 @@ async fn messages_inner(
     let id = message_id("msg_");
     let model = request.model.clone();
     if mode == Mode::Whole {
-        let response = state.gateway.converse(request).await?;
-        return Ok(Json(response_json(&id, &model, &response)).into_response());
+        let served = state.gateway.converse(request).await?;
+        let response = Json(response_json(&id, &model, &served.value)).into_response();
+        return Ok(served_headers(response, &served));
     }
-    let events = match mode {
+    let (events, served) = match mode {
         Mode::PromptOnly { stream } => {
             let input_tokens = state.gateway.count_tokens(&request).await?;
             let response = ChatResponse {
@@ -96,9 +95,16 @@ async fn messages_inner(
             if !stream {
                 return Ok(Json(response_json(&id, &model, &response)).into_response());
             }
-            futures::stream::iter(response_events(&response).into_iter().map(Ok)).boxed()
+            let events = modelgate_providers::response_events(&response);
+            (
+                futures::stream::iter(events.into_iter().map(Ok)).boxed(),
+                None,
+            )
         }
-        _ => state.gateway.converse_stream(request).await?,
+        _ => {
+            let (events, served) = state.gateway.converse_stream(request).await?.split();
+            (events, Some(served))
+        }
     };
     let mapper = StreamMapper::new(id, model, false);
     let body = events
@@ -127,7 +133,7 @@ async fn messages_inner(
         })
         .filter(|frames| futures::future::ready(!frames.is_empty()))
         .map(|frames| Ok::<_, std::convert::Infallible>(Bytes::from(frames)));
-    Ok((
+    let response = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -135,24 +141,11 @@ async fn messages_inner(
         ],
         Body::from_stream(body),
     )
-        .into_response())
-}
-
-/// The stream events of an answer that generated nothing.
-fn response_events(r: &ChatResponse) -> Vec<StreamEvent> {
-    vec![
-        StreamEvent::MessageStart {
-            role: Role::Assistant,
-            input_tokens: Some(r.usage.input_tokens),
-        },
-        StreamEvent::MessageStop {
-            stop_reason: r.stop_reason,
-        },
-        StreamEvent::Metadata {
-            usage: r.usage,
-            latency_ms: r.latency_ms,
-        },
-    ]
+        .into_response();
+    Ok(match served {
+        Some(served) => served_headers(response, &served),
+        None => response,
+    })
 }
 
 fn sse(event: &str, data: &Value) -> String {

@@ -34,6 +34,27 @@ pub struct AppState {
     pub sigv4: Option<Arc<crate::sigv4::Verifier>>,
 }
 
+/// Say on a response which model served it and why the requested one did not:
+/// `x-modelgate-served-by`, `x-modelgate-fallback-reason` (when there was a fallback) and
+/// `x-modelgate-attempts`.
+pub fn served_headers<T>(mut response: Response, served: &modelgate_core::Served<T>) -> Response {
+    let h = response.headers_mut();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&served.served_by) {
+        h.insert("x-modelgate-served-by", v);
+    }
+    if let Some(reason) = served.fallback_reason {
+        h.insert(
+            "x-modelgate-fallback-reason",
+            axum::http::HeaderValue::from_static(reason),
+        );
+    }
+    h.insert(
+        "x-modelgate-attempts",
+        axum::http::HeaderValue::from(served.attempts),
+    );
+    response
+}
+
 /// Build the router with every front door.
 pub fn router(state: AppState) -> Router {
     let limit = state.max_body_bytes;
@@ -41,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         // Health.
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/admin/endpoints", get(admin_endpoints))
         // OpenAI dialect.
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
@@ -112,6 +134,11 @@ async fn require_sigv4(State(state): State<AppState>, request: Request, next: Ne
             BedrockError(e).into_response()
         }
     }
+}
+
+/// `GET /admin/endpoints`: every endpoint's circuit breaker and health-check state.
+async fn admin_endpoints(State(state): State<AppState>) -> Response {
+    Json(json!({ "endpoints": state.gateway.endpoint_status() })).into_response()
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -200,7 +200,9 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        let gateway = Arc::new(Gateway::new());
+        let gateway = Arc::new(Gateway::with_fallback_cache(
+            config.resilience.fallback_cache_entries,
+        ));
         let state = app::AppState {
             gateway: Arc::clone(&gateway),
             max_body_bytes: config.server.max_body_bytes,
@@ -218,7 +220,7 @@ fn serve(
         tracing::info!(%addr, "modelgate listening");
         match loader.await {
             Ok(Ok(models)) => {
-                let ids: Vec<String> = models.iter().map(|(m, _)| m.id.clone()).collect();
+                let ids: Vec<String> = models.iter().map(|m| m.info.id.clone()).collect();
                 gateway.install(models);
                 tracing::info!(models = ?ids, "models loaded; ready");
             }
@@ -331,7 +333,7 @@ fn chat(
             tools: None,
             response_format: None,
         };
-        let mut stream = gateway.converse_stream(request).await?;
+        let mut stream = gateway.converse_stream(request).await?.value;
         let mut out = std::io::stdout().lock();
         while let Some(event) = stream.next().await {
             match event? {

@@ -27,7 +27,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::{served_headers, AppState};
 use crate::errors::{body_rejection, json_error, openai_body, respond, OpenAiError};
 
 #[derive(Deserialize)]
@@ -455,13 +455,14 @@ async fn chat_inner(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if !stream {
-        let response = state.gateway.converse(request).await?;
-        return Ok(Json(completion_json(&id, created, &response)).into_response());
+        let served = state.gateway.converse(request).await?;
+        let response = Json(completion_json(&id, created, &served.value)).into_response();
+        return Ok(served_headers(response, &served));
     }
     let model = request.model.clone();
-    let events = state.gateway.converse_stream(request).await?;
+    let (events, served) = state.gateway.converse_stream(request).await?.split();
     let body = sse_body(events, id, created, model, include_usage);
-    Ok((
+    let response = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -469,7 +470,8 @@ async fn chat_inner(
         ],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response();
+    Ok(served_headers(response, &served))
 }
 
 /// Turn canonical events into OpenAI `chat.completion.chunk` SSE frames ending in `[DONE]`.

@@ -443,7 +443,12 @@ async fn sixteen_concurrent_streams_complete_without_interleaving() {
 
 #[tokio::test]
 async fn full_queue_is_throttled_not_dropped() {
-    let cfg = Config::parse("[local.chat]\nparallel = 1\nqueue_depth = 1\n", "test").unwrap();
+    // Retries off: this is about the queue's own answer (the gateway would retry a 429).
+    let cfg = Config::parse(
+        "[local.chat]\nparallel = 1\nqueue_depth = 1\n[resilience.retry]\nmax_attempts = 1\n",
+        "test",
+    )
+    .unwrap();
     let s = Arc::new(start_with(cfg).await);
     let long = json!({"model": CHAT, "messages": [{"role": "user", "content": "Write a long story about a dragon."}], "max_tokens": 150, "temperature": 0});
     // Occupy the only slot: a stream whose first content has arrived is surely running.

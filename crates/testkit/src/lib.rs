@@ -10,9 +10,11 @@
 //! is counted and recorded. With the queue empty the mock answers with the default reply (an
 //! echo of the last user text unless set otherwise), so it also serves as a benchmark upstream.
 
+pub mod scripted;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -240,6 +242,11 @@ struct State {
     requests: Mutex<Vec<Recorded>>,
     calls: AtomicUsize,
     api_key: Mutex<Option<String>>,
+    /// Health checks (GETs) answer 503 when set.
+    unhealthy: AtomicBool,
+    health_checks: AtomicUsize,
+    /// Per-million chance that a model call fails with a 503 instead of its reply.
+    fault_ppm: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -307,7 +314,23 @@ impl MockUpstream {
         *lock(&self.state.api_key) = Some(key.into());
     }
 
-    /// Requests received so far.
+    /// Make health checks (any GET) answer 503 (`false`) or 200 (`true`).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.unhealthy.store(!healthy, Ordering::SeqCst);
+    }
+
+    /// Health checks (GETs) received so far; they are not counted in [`MockUpstream::calls`].
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Fail this fraction of model calls, at random, with a 503 (scripted replies included).
+    pub fn set_fault_rate(&self, rate: f64) {
+        let ppm = (rate.clamp(0.0, 1.0) * 1e6).round() as u32;
+        self.state.fault_ppm.store(ppm, Ordering::SeqCst);
+    }
+
+    /// Model requests received so far.
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
     }
@@ -463,7 +486,9 @@ impl Reply {
 
 /// The control API: `POST /_mock/push` (a reply or a list of them, see [`Reply::from_json`]),
 /// `POST /_mock/default`, `POST /_mock/require_key` (`{"key": …}`), `GET /_mock/calls`,
-/// `GET /_mock/requests`, `POST /_mock/reset`.
+/// `GET /_mock/requests`, `POST /_mock/healthy` (`{"healthy": false}` fails health checks),
+/// `POST /_mock/faults` (`{"rate": 0.1}` fails that fraction of calls with a 503),
+/// `POST /_mock/reset`.
 fn control(state: &State, path: &str, body: &Value) -> Response {
     let replies = || -> Result<Vec<Reply>, String> {
         match body {
@@ -498,6 +523,17 @@ fn control(state: &State, path: &str, body: &Value) -> Response {
                 .collect();
             json_response(200, &json!(requests), None)
         }
+        "/_mock/healthy" => {
+            let healthy = body.get("healthy").and_then(Value::as_bool).unwrap_or(true);
+            state.unhealthy.store(!healthy, Ordering::SeqCst);
+            json_response(200, &json!({}), None)
+        }
+        "/_mock/faults" => {
+            let rate = body.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
+            let ppm = (rate.clamp(0.0, 1.0) * 1e6).round() as u32;
+            state.fault_ppm.store(ppm, Ordering::SeqCst);
+            json_response(200, &json!({}), None)
+        }
         "/_mock/require_key" => {
             *lock(&state.api_key) = body.get("key").and_then(Value::as_str).map(str::to_string);
             json_response(200, &json!({}), None)
@@ -507,6 +543,9 @@ fn control(state: &State, path: &str, body: &Value) -> Response {
             lock(&state.script).clear();
             lock(&state.requests).clear();
             state.calls.store(0, Ordering::SeqCst);
+            state.health_checks.store(0, Ordering::SeqCst);
+            state.unhealthy.store(false, Ordering::SeqCst);
+            state.fault_ppm.store(0, Ordering::SeqCst);
             json_response(200, &json!({}), None)
         }
         _ => plain(StatusCode::NOT_FOUND, "unknown control path"),
@@ -519,6 +558,15 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response {
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
     let headers = request.headers().clone();
+    if request.method() == axum::http::Method::GET && !path.starts_with("/_mock/") {
+        // Health checks: `GET /models` (OpenAI), `GET /v1/models` (Anthropic), `GET /` (Bedrock).
+        state.health_checks.fetch_add(1, Ordering::SeqCst);
+        return if state.unhealthy.load(Ordering::SeqCst) {
+            plain(StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
+        } else {
+            json_response(200, &json!({"object": "list", "data": []}), None)
+        };
+    }
     let body = axum::body::to_bytes(request.into_body(), 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
@@ -548,6 +596,15 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response {
         .pop_front()
         .or_else(|| lock(&state.default).clone())
         .unwrap_or_else(Reply::echo);
+    let fault_ppm = state.fault_ppm.load(Ordering::SeqCst);
+    if fault_ppm > 0 && fastrand::u32(0..1_000_000) < fault_ppm {
+        return error_response(
+            dialect,
+            503,
+            "Injected fault: the upstream is overloaded.",
+            None,
+        );
+    }
     if !reply.first_byte_delay.is_zero() {
         tokio::time::sleep(reply.first_byte_delay).await;
     }

@@ -20,7 +20,7 @@ use modelgate_types::{ChatRequest, Error};
 use serde_json::Value;
 
 use super::{eventstream, respond};
-use crate::app::AppState;
+use crate::app::{served_headers, AppState};
 use crate::errors::body_rejection;
 use crate::native::{self, Chunker, Invocation};
 
@@ -117,15 +117,21 @@ pub async fn invoke(
             check_media_types(&headers, false)?;
             let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
             let (format, invocation) = invocation(&state, &model_id, &body)?;
-            let (json, input, output) = match invocation {
+            let (json, input, output, served) = match invocation {
                 Invocation::Chat(request) => {
-                    let r = state.gateway.converse(request).await?;
+                    let (r, served) = state.gateway.converse(request).await?.split();
                     let json = native::chat_response(format, display_model(&model_id), &r);
-                    (json, r.usage.input_tokens, Some(r.usage.output_tokens))
+                    let output = Some(r.usage.output_tokens);
+                    (json, r.usage.input_tokens, output, Some(served))
                 }
                 Invocation::Embed(request, shape) => {
                     let r = state.gateway.embed(request).await?;
-                    (native::embed::response(&shape, &r)?, r.input_tokens, None)
+                    (
+                        native::embed::response(&shape, &r)?,
+                        r.input_tokens,
+                        None,
+                        None,
+                    )
                 }
             };
             let mut response = (
@@ -147,7 +153,10 @@ pub async fn invoke(
                 "x-amzn-bedrock-invocation-latency",
                 HeaderValue::from(latency_ms),
             );
-            Ok(response)
+            Ok(match served {
+                Some(served) => served_headers(response, &served),
+                None => response,
+            })
         }
         .await,
     )
@@ -170,7 +179,7 @@ pub async fn invoke_stream(
                     "The model is unsupported for streaming: embedding models answer with InvokeModel.",
                 ));
             };
-            let events = state.gateway.converse_stream(request).await?;
+            let (events, served) = state.gateway.converse_stream(request).await?.split();
             let mut chunker = Chunker::new(format, display_model(&model_id));
             let body = eventstream::body(
                 eventstream::Operation::InvokeWithResponseStream,
@@ -183,7 +192,7 @@ pub async fn invoke_stream(
                         .collect()
                 },
             );
-            Ok((
+            let response = (
                 StatusCode::OK,
                 [
                     (header::CONTENT_TYPE, "application/vnd.amazon.eventstream"),
@@ -194,7 +203,8 @@ pub async fn invoke_stream(
                 ],
                 Body::from_stream(body),
             )
-                .into_response())
+                .into_response();
+            Ok(served_headers(response, &served))
         }
         .await,
     )

@@ -31,7 +31,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::app::{served_headers, AppState};
 use crate::errors::{body_rejection, BedrockError};
 
 #[derive(Deserialize)]
@@ -185,8 +185,9 @@ pub async fn converse(
     respond(
         async {
             let request = converse_request(&state, model_id, body)?;
-            let response = state.gateway.converse(request).await?;
-            Ok(Json(converse_json(&response)).into_response())
+            let served = state.gateway.converse(request).await?;
+            let response = Json(converse_json(&served.value)).into_response();
+            Ok(served_headers(response, &served))
         }
         .await,
     )
@@ -201,8 +202,8 @@ pub async fn converse_stream(
     respond(
         async {
             let request = converse_request(&state, model_id, body)?;
-            let events = state.gateway.converse_stream(request).await?;
-            Ok((
+            let (events, served) = state.gateway.converse_stream(request).await?.split();
+            let response = (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
                 Body::from_stream(eventstream::body(
@@ -211,7 +212,8 @@ pub async fn converse_stream(
                     eventstream::converse_event,
                 )),
             )
-                .into_response())
+                .into_response();
+            Ok(served_headers(response, &served))
         }
         .await,
     )

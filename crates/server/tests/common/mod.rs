@@ -21,7 +21,9 @@ pub async fn serve(config: Config, sigv4: Option<Verifier>) -> String {
         .await
         .unwrap()
         .unwrap();
-    let gateway = Arc::new(Gateway::new());
+    let gateway = Arc::new(Gateway::with_fallback_cache(
+        config.resilience.fallback_cache_entries,
+    ));
     gateway.install(models);
     let state = AppState {
         gateway,
