@@ -61,6 +61,25 @@ fn openai() -> Harness {
     }
 }
 
+/// Azure OpenAI: the same wire format behind deployment URLs, `api-version` and the `api-key`
+/// header.
+fn azure() -> Harness {
+    Harness {
+        make: |url, key, http, kind| {
+            let e = OpenAiEndpoint::new(OpenAiConfig {
+                name: "az".into(),
+                base_url: format!("{url}/openai"),
+                api_key: Some(key.into()),
+                azure_api_version: Some("2024-10-21".into()),
+                http,
+            })
+            .unwrap();
+            Arc::new(OpenAi::new(e, "my-deployment".into(), kind))
+        },
+        ..openai()
+    }
+}
+
 fn anthropic() -> Harness {
     Harness {
         make: |url, key, http, _| {
@@ -417,6 +436,24 @@ async fn time_limits(h: Harness) {
     assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
 }
 
+/// The active health check passes against a live upstream, fails when it answers 503 or not at
+/// all, and is not counted as a model call.
+async fn health_checks(h: Harness) {
+    let (mock, provider) = setup(&h, HttpSettings::default()).await;
+    provider.health_check().await.unwrap();
+    mock.set_healthy(false);
+    let e = provider.health_check().await.unwrap_err();
+    assert_eq!(e.status(), 503, "{e}");
+    assert_eq!((mock.health_checks(), mock.calls()), (2, 0));
+    let dead = (h.make)(
+        "http://127.0.0.1:9",
+        KEY,
+        HttpSettings::default(),
+        ModelKind::Chat,
+    );
+    assert!(dead.health_check().await.is_err());
+}
+
 macro_rules! conformance {
     ($provider:ident) => {
         mod $provider {
@@ -469,10 +506,35 @@ macro_rules! conformance {
             async fn timeouts() {
                 time_limits(super::$provider()).await
             }
+            #[tokio::test]
+            async fn health() {
+                health_checks(super::$provider()).await
+            }
         }
     };
 }
 
 conformance!(openai);
+conformance!(azure);
 conformance!(anthropic);
 conformance!(bedrock);
+
+#[tokio::test]
+async fn azure_calls_deployment_urls_with_the_api_key_header() {
+    let (mock, provider) = setup(&azure(), HttpSettings::default()).await;
+    collect_stream(
+        "m".into(),
+        provider.converse_stream(ask("hi")).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    provider.health_check().await.unwrap();
+    let r = mock.last().unwrap();
+    assert_eq!(
+        r.path,
+        "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"
+    );
+    assert_eq!(r.header("api-key"), Some(KEY));
+    assert_eq!(r.header("authorization"), None);
+    assert_eq!(mock.health_checks(), 1);
+}
