@@ -333,19 +333,21 @@ fn stream_transport_error(name: &str, e: &reqwest::Error) -> Error {
 
 /// `Retry-After` in seconds, or OpenAI's `retry-after-ms`. (The HTTP-date form is not read.)
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| -> Option<f64> {
-        headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-    };
-    number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+    let text = |name: &str| -> Option<&str> { Some(headers.get(name)?.to_str().ok()?.trim()) };
+    let seconds =
+        |v: &str| -> Option<Duration> { Duration::try_from_secs_f64(v.parse::<f64>().ok()?).ok() };
+    if let Some(ms) = text("retry-after-ms").and_then(seconds) {
+        return Some(ms / 1000);
+    }
+    let value = text("retry-after")?;
+    // Either delay-seconds or an HTTP date (RFC 9110 §10.2.3); a date in the past means now.
+    seconds(value).or_else(|| {
+        let at = httpdate::parse_http_date(value).ok()?;
+        Some(
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        )
+    })
 }
 
 /// `{"error": {"message": …, "type": …, "code": …}}` (OpenAI) and
@@ -449,5 +451,26 @@ mod tests {
         h.insert("retry-after-ms", HeaderValue::from_static("150"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
         assert_eq!(retry_after(&HeaderMap::new()), None);
+        let mut h = HeaderMap::new();
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            "retry-after",
+            HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
+        );
+        let wait = retry_after(&h).unwrap();
+        assert!(
+            wait > Duration::from_secs(115) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        // Nonsense never panics: huge, negative or unparseable values are ignored.
+        for bad in ["1e300", "-5", "soon"] {
+            h.insert("retry-after", HeaderValue::from_static(bad));
+            assert_eq!(retry_after(&h), None, "{bad}");
+        }
     }
 }
