@@ -546,13 +546,19 @@ impl Gateway {
             .ok_or_else(|| Error::model_not_found(model))
     }
 
+    /// Steps 1–2 of the pipeline: validate, route and check capabilities; the request's
+    /// deadline and its key for the cached level.
+    fn admit(&self, request: &ChatRequest) -> Result<(&Entry, Instant, u64), Error> {
+        validate_chat(request)?;
+        let entry = self.route(&request.model)?;
+        entry.check_capabilities(request)?;
+        let deadline = Instant::now() + entry.policy.timeouts.total;
+        Ok((entry, deadline, request_key(request)))
+    }
+
     /// Stream a chat answer.
     pub async fn converse_stream(&self, request: ChatRequest) -> Result<Served<ChatStream>, Error> {
-        validate_chat(&request)?;
-        let entry = self.route(&request.model)?;
-        entry.check_capabilities(&request)?;
-        let deadline = Instant::now() + entry.policy.timeouts.total;
-        let key = request_key(&request);
+        let (entry, deadline, key) = self.admit(&request)?;
         let walk = self
             .walk(
                 entry,
@@ -590,11 +596,7 @@ impl Gateway {
 
     /// Answer a chat request in one piece.
     pub async fn converse(&self, request: ChatRequest) -> Result<Served<ChatResponse>, Error> {
-        validate_chat(&request)?;
-        let entry = self.route(&request.model)?;
-        entry.check_capabilities(&request)?;
-        let deadline = Instant::now() + entry.policy.timeouts.total;
-        let key = request_key(&request);
+        let (entry, deadline, key) = self.admit(&request)?;
         let walk = self
             .walk(
                 entry,
