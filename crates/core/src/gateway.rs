@@ -296,6 +296,10 @@ impl FallbackCache {
         }
     }
 
+    fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
     fn get(&self, key: u64) -> Option<ChatResponse> {
         self.0.as_ref().and_then(|c| lock(c).get(&key).cloned())
     }
@@ -381,9 +385,9 @@ fn fallback_reason(e: &Error, content_policy: bool) -> Option<&'static str> {
 }
 
 /// How a walk down the chain ended.
-enum Walk<T> {
-    /// A model answered.
-    Answered(T, Arc<Endpoint>, Served<()>),
+enum Walk<'a, T> {
+    /// A model (this entry, at this endpoint) answered.
+    Answered(T, &'a Entry, Arc<Endpoint>, Served<()>),
     /// Every model failed; the degraded levels may still answer.
     Exhausted(Error, Served<()>),
     /// A failure that is the caller's to see (a client error).
@@ -547,13 +551,16 @@ impl Gateway {
     }
 
     /// Steps 1–2 of the pipeline: validate, route and check capabilities; the request's
-    /// deadline and its key for the cached level.
-    fn admit(&self, request: &ChatRequest) -> Result<(&Entry, Instant, u64), Error> {
+    /// deadline and, when the model uses the cached level, the request's key there (hashing
+    /// the whole request is not free, so it is skipped otherwise).
+    fn admit(&self, request: &ChatRequest) -> Result<(&Entry, Instant, Option<u64>), Error> {
         validate_chat(request)?;
         let entry = self.route(&request.model)?;
         entry.check_capabilities(request)?;
         let deadline = Instant::now() + entry.policy.timeouts.total;
-        Ok((entry, deadline, request_key(request)))
+        let key =
+            (entry.policy.fallback_cache && self.cache.enabled()).then(|| request_key(request));
+        Ok((entry, deadline, key))
     }
 
     /// Stream a chat answer.
@@ -572,15 +579,9 @@ impl Gateway {
             )
             .await;
         match walk {
-            Walk::Answered((head, rest), endpoint, served) => {
-                let model = served.served_by.clone();
-                let idle = self
-                    .route(&model)
-                    .map_or(entry.policy.timeouts.idle, |m| m.policy.timeouts.idle);
-                let cache = entry
-                    .policy
-                    .fallback_cache
-                    .then(|| (Arc::clone(&self.cache), key, model));
+            Walk::Answered((head, rest), answered_by, endpoint, served) => {
+                let idle = answered_by.policy.timeouts.idle;
+                let cache = key.map(|k| (Arc::clone(&self.cache), k, served.served_by.clone()));
                 let stream = guard(head, rest, endpoint, idle, deadline, cache);
                 Ok(served.with(stream))
             }
@@ -607,9 +608,9 @@ impl Gateway {
             )
             .await;
         match walk {
-            Walk::Answered(response, endpoint, served) => {
+            Walk::Answered(response, _, endpoint, served) => {
                 endpoint.record(None);
-                if entry.policy.fallback_cache {
+                if let Some(key) = key {
                     self.cache.put(key, response.clone());
                 }
                 Ok(served.with(response))
@@ -621,14 +622,14 @@ impl Gateway {
 
     /// Walk the fallback chain of `entry` until a model answers; see the module docs.
     /// `refused` tells a content-policy refusal among answers.
-    async fn walk<T, F, Fut>(
-        &self,
-        entry: &Entry,
+    async fn walk<'a, T, F, Fut>(
+        &'a self,
+        entry: &'a Entry,
         request: &ChatRequest,
         deadline: Instant,
         refused: fn(&T) -> bool,
         mut call: F,
-    ) -> Walk<T>
+    ) -> Walk<'a, T>
     where
         F: FnMut(&Entry, Arc<dyn Provider>, ChatRequest) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
@@ -644,7 +645,7 @@ impl Gateway {
             }
             fits.ok().map(|()| fallback)
         });
-        let chain: Vec<&Entry> = std::iter::once(entry).chain(fallbacks).collect();
+        let chain: Vec<&'a Entry> = std::iter::once(entry).chain(fallbacks).collect();
         let estimate = estimate_tokens(request);
         let mut reason = None;
         let mut attempts = 0;
@@ -652,6 +653,7 @@ impl Gateway {
         for (i, model) in chain.iter().enumerate() {
             let last = i + 1 == chain.len();
             if Instant::now() >= deadline {
+                reason.get_or_insert("timeout");
                 last_error = Some(total_timeout());
                 break;
             }
@@ -665,17 +667,24 @@ impl Gateway {
                     continue;
                 }
             }
-            let mut req = request.clone();
-            if i > 0 {
-                req.model.clone_from(&model.info.id);
-            }
+            // A fallback answers under its own name; the requested model takes the request as is.
+            let renamed;
+            let req = if i == 0 {
+                request
+            } else {
+                let mut r = request.clone();
+                r.model.clone_from(&model.info.id);
+                renamed = r;
+                &renamed
+            };
             let served = |n| Served {
                 value: (),
                 served_by: model.info.id.clone(),
                 fallback_reason: reason,
                 attempts: n,
             };
-            match self.attempts(model, deadline, &mut call, req).await {
+            let attempt = |provider| call(model, provider, req.clone());
+            match self.attempts(model, deadline, attempt).await {
                 Ok((value, endpoint, n)) => {
                     attempts += n;
                     if !last && entry.policy.fallback_on_content_policy && refused(&value) {
@@ -683,7 +692,7 @@ impl Gateway {
                         reason.get_or_insert("content_policy");
                         continue;
                     }
-                    return Walk::Answered(value, endpoint, served(attempts));
+                    return Walk::Answered(value, model, endpoint, served(attempts));
                 }
                 Err((error, n)) => {
                     attempts += n;
@@ -721,11 +730,10 @@ impl Gateway {
         &self,
         model: &Entry,
         deadline: Instant,
-        call: &mut F,
-        request: ChatRequest,
+        mut call: F,
     ) -> Result<(T, Arc<Endpoint>, u32), (Error, u32)>
     where
-        F: FnMut(&Entry, Arc<dyn Provider>, ChatRequest) -> Fut,
+        F: FnMut(Arc<dyn Provider>) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
         let retry = &model.policy.retry;
@@ -734,7 +742,7 @@ impl Gateway {
         loop {
             let endpoint = model.pick().map_err(|e| (e, attempt))?;
             attempt += 1;
-            let pending = call(model, Arc::clone(&endpoint.provider), request.clone());
+            let pending = call(Arc::clone(&endpoint.provider));
             let error = match tokio::time::timeout_at(deadline, pending).await {
                 Ok(Ok(value)) => return Ok((value, endpoint, attempt)),
                 Ok(Err(e)) => e,
@@ -764,15 +772,11 @@ impl Gateway {
     fn degraded(
         &self,
         entry: &Entry,
-        key: u64,
+        key: Option<u64>,
         error: Error,
         served: Served<()>,
     ) -> Result<Served<ChatResponse>, Error> {
-        let cached = entry
-            .policy
-            .fallback_cache
-            .then(|| self.cache.get(key))
-            .flatten();
+        let cached = key.and_then(|k| self.cache.get(k));
         let (response, by) = if let Some(r) = cached {
             (r, "cache")
         } else if let Some(text) = &entry.policy.static_response {
@@ -791,7 +795,7 @@ impl Gateway {
         Ok(Served {
             value: response,
             served_by: by.into(),
-            fallback_reason: served.fallback_reason.or(Some("upstream_error")),
+            fallback_reason: served.fallback_reason,
             attempts: served.attempts,
         })
     }
@@ -815,12 +819,11 @@ impl Gateway {
             )));
         }
         let deadline = Instant::now() + entry.policy.timeouts.total;
-        let chat = ChatRequest::default();
-        let mut call = |_: &Entry, provider: Arc<dyn Provider>, _: ChatRequest| {
+        let call = |provider: Arc<dyn Provider>| {
             let request = request.clone();
             async move { provider.embed(request).await }
         };
-        match self.attempts(entry, deadline, &mut call, chat).await {
+        match self.attempts(entry, deadline, call).await {
             Ok((response, endpoint, _)) => {
                 endpoint.record(None);
                 Ok(response)

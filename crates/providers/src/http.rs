@@ -268,10 +268,7 @@ impl Upstream {
             }
             _ => format!("The upstream provider '{name}' failed with HTTP {status}: {message}"),
         };
-        let mut error = Error::new(kind, text).with_retry_after(retry_after);
-        if status >= 500 || matches!(status, 401 | 403 | 408 | 424 | 429) {
-            error = error.from_provider();
-        }
+        let error = Error::upstream(kind, text).with_retry_after(retry_after);
         match code {
             Some("context_length_exceeded") => error.with_code("context_length_exceeded"),
             Some("content_filter" | "content_policy_violation") => {

@@ -249,6 +249,11 @@ struct State {
     fault_ppm: AtomicU32,
 }
 
+/// A fraction (0–1) in parts per million, the fault rate's unit.
+fn ppm(rate: f64) -> u32 {
+    (rate.clamp(0.0, 1.0) * 1e6).round() as u32
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -326,8 +331,7 @@ impl MockUpstream {
 
     /// Fail this fraction of model calls, at random, with a 503 (scripted replies included).
     pub fn set_fault_rate(&self, rate: f64) {
-        let ppm = (rate.clamp(0.0, 1.0) * 1e6).round() as u32;
-        self.state.fault_ppm.store(ppm, Ordering::SeqCst);
+        self.state.fault_ppm.store(ppm(rate), Ordering::SeqCst);
     }
 
     /// Model requests received so far.
@@ -530,8 +534,7 @@ fn control(state: &State, path: &str, body: &Value) -> Response {
         }
         "/_mock/faults" => {
             let rate = body.get("rate").and_then(Value::as_f64).unwrap_or(0.0);
-            let ppm = (rate.clamp(0.0, 1.0) * 1e6).round() as u32;
-            state.fault_ppm.store(ppm, Ordering::SeqCst);
+            state.fault_ppm.store(ppm(rate), Ordering::SeqCst);
             json_response(200, &json!({}), None)
         }
         "/_mock/require_key" => {

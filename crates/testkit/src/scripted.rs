@@ -34,18 +34,9 @@ pub enum Step {
 }
 
 impl Step {
-    /// An error of `kind` as an upstream would cause it (e.g. a 429 or a 503): its default
-    /// classification, blamed on the provider for statuses an upstream is at fault for.
+    /// An error of `kind` as an upstream answers it (e.g. a 429 or a 503).
     pub fn error(kind: ErrorKind) -> Self {
-        let e = Error::new(kind, format!("scripted {kind:?}"));
-        let status = kind.status();
-        Step::Fail(
-            if status >= 500 || matches!(status, 401 | 403 | 408 | 429) {
-                e.from_provider()
-            } else {
-                e
-            },
-        )
+        Step::Fail(Error::upstream(kind, format!("scripted {kind:?}")))
     }
 }
 

@@ -161,6 +161,16 @@ impl Error {
         self
     }
 
+    /// An error an upstream answered with: the provider is at fault unless the request itself
+    /// was wrong (a validation error, an unknown model or resource, a body too large).
+    pub fn upstream(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let e = Self::new(kind, message);
+        match kind {
+            ErrorKind::Validation | ErrorKind::NotFound | ErrorKind::PayloadTooLarge => e,
+            _ => e.from_provider(),
+        }
+    }
+
     /// Attach the wait the provider asked for.
     pub fn with_retry_after(mut self, wait: Option<std::time::Duration>) -> Self {
         self.retry_after = wait;
@@ -188,5 +198,13 @@ mod tests {
         assert!(!e.retryable);
         assert_eq!(e.source, ErrorSource::Client);
         assert_eq!(Error::model_not_found("x").code, Some("model_not_found"));
+        assert_eq!(
+            Error::upstream(ErrorKind::AccessDenied, "key").source,
+            ErrorSource::Provider
+        );
+        assert_eq!(
+            Error::upstream(ErrorKind::Validation, "bad").source,
+            ErrorSource::Client
+        );
     }
 }
