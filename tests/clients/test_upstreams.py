@@ -3,6 +3,7 @@ the `mock-upstream` process): every front door × the OpenAI-compatible, Anthrop
 providers, with tool calls streamed in pieces split at awkward byte boundaries — the
 translation bug class peers are known for — and failures after a stream started.
 """
+import base64
 import json
 import os
 import subprocess
@@ -378,3 +379,88 @@ def test_converse_cache_points_become_anthropic_cache_control(gateway, mock):
     assert sent["messages"][0]["content"] == [
         {"type": "text", "text": "A long document.", "cache_control": {"type": "ephemeral"}},
         {"type": "text", "text": "Question?"}]
+
+
+SIGNATURE = "EqQBCkYIBxgCKkD+sig/=="
+REDACTED = "ZW5jcnlwdGVkIHJlYXNvbmluZw=="
+THINKING_REPLY = {"blocks": [{"thinking": "Six times seven… is 42.", "signature": SIGNATURE},
+                             {"redacted_thinking": REDACTED}, {"text": "42"}],
+                  "split": 3, "pieces": 2, "usage": [11, 30]}
+SIGNED_UPSTREAMS = [ANTHROPIC_MODEL, BEDROCK_MODEL]
+
+
+def sent_budget(body):
+    """The reasoning budget in the body an upstream received, whatever its dialect."""
+    thinking = body.get("thinking") or body.get("additionalModelRequestFields", {}).get("thinking")
+    return thinking["budget_tokens"] if thinking else body.get("reasoning_effort")
+
+
+def sent_signature(body):
+    """The signature on the reasoning block of the assistant turn an upstream received."""
+    for block in body["messages"][1]["content"]:
+        if block.get("type") == "thinking":
+            return block["signature"]
+        if "reasoningContent" in block:
+            return block["reasoningContent"]["reasoningText"]["signature"]
+    return None
+
+
+@pytest.mark.parametrize("model", SIGNED_UPSTREAMS)
+def test_anthropic_sdk_extended_thinking_streams_signatures_and_goes_back(gateway, mock, model):
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="x", max_retries=0)
+    mock.push(THINKING_REPLY)
+    question = {"role": "user", "content": "6 × 7?"}
+    with client.messages.stream(model=model, max_tokens=4096, messages=[question],
+                                thinking={"type": "enabled", "budget_tokens": 2048}) as s:
+        kinds = [e.type for e in s]
+        final = s.get_final_message()
+    assert "thinking" in kinds and "signature" in kinds
+    assert sent_budget(mock.requests()[-1]["body"]) == 2048
+    thinking, redacted, text = final.content
+    assert (thinking.type, thinking.thinking, thinking.signature) == (
+        "thinking", "Six times seven… is 42.", SIGNATURE)
+    assert (redacted.type, redacted.data) == ("redacted_thinking", REDACTED)
+    assert text.text == "42"
+
+    # The next turn sends the signed reasoning back; the upstream gets it unchanged.
+    mock.push({"blocks": [{"text": "Yes."}]})
+    client.messages.create(
+        model=model, max_tokens=4096, thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[question, {"role": "assistant", "content": final.content},
+                  {"role": "user", "content": "Sure?"}])
+    assert sent_signature(mock.requests()[-1]["body"]) == SIGNATURE
+
+
+@pytest.mark.parametrize("model", SIGNED_UPSTREAMS)
+def test_boto3_converse_stream_reasoning_with_signature(gateway, mock, model):
+    mock.push(THINKING_REPLY)
+    response = bedrock(gateway.url).converse_stream(
+        modelId=model, messages=[{"role": "user", "content": [{"text": "6 × 7?"}]}],
+        inferenceConfig={"maxTokens": 4096},
+        additionalModelRequestFields={"thinking": {"type": "enabled", "budget_tokens": 3000}})
+    reasoning, signature, redacted, text = "", None, None, ""
+    for event in response["stream"]:
+        delta = event.get("contentBlockDelta", {}).get("delta", {})
+        r = delta.get("reasoningContent", {})
+        reasoning += r.get("text", "")
+        signature = r.get("signature", signature)
+        redacted = r.get("redactedContent", redacted)
+        text += delta.get("text", "")
+    assert sent_budget(mock.requests()[-1]["body"]) == 3000
+    assert (reasoning, signature, text) == ("Six times seven… is 42.", SIGNATURE, "42")
+    assert redacted == base64.b64decode(REDACTED), "a blob, which boto3 decodes"
+
+
+def test_openai_reasoning_effort_becomes_a_budget_and_bad_values_are_refused(gateway, mock):
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+    mock.push({"blocks": [{"text": "ok"}]})
+    client.chat.completions.create(model=ANTHROPIC_MODEL, reasoning_effort="high",
+                                   messages=[{"role": "user", "content": "hi"}])
+    body = mock.requests()[-1]["body"]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert body["max_tokens"] > 4096, "room for the answer beyond the thinking budget"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=ANTHROPIC_MODEL, reasoning_effort="extreme",
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert "reasoning_effort" in str(e.value)
+    assert mock.calls() == 1, "a refused request never reaches the upstream"

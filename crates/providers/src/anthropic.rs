@@ -6,8 +6,12 @@
 //!   [`DEFAULT_MAX_TOKENS`].
 //! - `temperature` above 1 is outside Anthropic's range and refused, not clamped.
 //! - Reasoning blocks go back as `thinking` blocks only with their signature (the API refuses
-//!   unsigned ones); unsigned reasoning text is dropped. `signature_delta` stream events are not
-//!   carried by the canonical stream, so a streamed answer's reasoning has no signature.
+//!   unsigned ones); unsigned reasoning text is dropped. Streams carry `signature_delta` and
+//!   `redacted_thinking` blocks through, so a streamed answer's reasoning can be sent back too.
+//! - The canonical reasoning budget goes out as `thinking: {type: enabled, budget_tokens}`. The
+//!   API needs `max_tokens` above the budget: a request without `max_tokens` is sent with the
+//!   budget plus [`DEFAULT_MAX_TOKENS`]; one whose `max_tokens` is not above the budget is
+//!   refused with a validation error rather than sent to fail upstream.
 //! - JSON mode without a schema does not exist in the API and is refused; a JSON schema goes
 //!   out as `output_config.format`.
 //! - Documents: PDF as base64, text formats (txt, md, csv, html) as plain-text sources; Office
@@ -220,6 +224,7 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         inference,
         tools,
         response_format,
+        reasoning,
     } = request;
     let InferenceConfig {
         max_tokens,
@@ -227,9 +232,19 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         top_p,
         stop_sequences,
     } = inference;
+    let budget = reasoning.map(|r| r.budget_tokens);
+    let max_tokens = match (max_tokens, budget) {
+        (Some(max), Some(budget)) if *max <= budget => {
+            return Err(Error::validation(format!(
+                "max_tokens ({max}) must be greater than the reasoning budget ({budget} tokens): Anthropic counts thinking tokens against max_tokens."
+            )))
+        }
+        (Some(max), _) => *max,
+        (None, budget) => budget.unwrap_or(0).saturating_add(DEFAULT_MAX_TOKENS),
+    };
     let mut body = json!({
         "model": model,
-        "max_tokens": max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+        "max_tokens": max_tokens,
         "messages": messages.iter().map(message_json).collect::<Result<Vec<_>, _>>()?,
     });
     if stream {
@@ -256,6 +271,9 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
     }
     if !stop_sequences.is_empty() {
         body["stop_sequences"] = json!(stop_sequences);
+    }
+    if let Some(r) = reasoning {
+        body["thinking"] = r.thinking_json();
     }
     if let Some(ToolConfig { tools, tool_choice }) = tools {
         let mut out = Vec::with_capacity(tools.len());
@@ -554,6 +572,13 @@ impl StreamState {
                     }],
                     None => vec![],
                 },
+                Some("redacted_thinking") => str_of(&content_block, "data")
+                    .map(|data| StreamEvent::ContentBlockDelta {
+                        index,
+                        delta: ContentBlockDelta::RedactedReasoning(data),
+                    })
+                    .into_iter()
+                    .collect(),
                 _ => vec![],
             },
             WireEvent::ContentBlockDelta { index, delta } => {
@@ -564,6 +589,9 @@ impl StreamState {
                     }
                     Some("thinking_delta") => {
                         str_of(&delta, "thinking").map(ContentBlockDelta::ReasoningText)
+                    }
+                    Some("signature_delta") => {
+                        str_of(&delta, "signature").map(ContentBlockDelta::ReasoningSignature)
                     }
                     _ => None,
                 };
@@ -658,6 +686,7 @@ mod tests {
                 tool_choice: Some(ToolChoice::Tool { name: "get".into() }),
             }),
             response_format: None,
+            reasoning: None,
         };
         let body = messages_body("claude", &request, true).unwrap();
         assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
@@ -679,6 +708,31 @@ mod tests {
         hot.inference.temperature = None;
         hot.response_format = Some(ResponseFormat::JsonObject);
         assert_eq!(messages_body("c", &hot, false).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn reasoning_budget_becomes_thinking_with_room_for_the_answer() {
+        let mut request = ChatRequest {
+            model: "m".into(),
+            messages: vec![Message::text(Role::User, "hi")],
+            reasoning: Some(modelgate_types::Reasoning {
+                budget_tokens: 2048,
+            }),
+            ..Default::default()
+        };
+        let body = messages_body("c", &request, false).unwrap();
+        assert_eq!(
+            body["thinking"],
+            json!({"type": "enabled", "budget_tokens": 2048})
+        );
+        assert_eq!(body["max_tokens"], 2048 + DEFAULT_MAX_TOKENS);
+        request.inference.max_tokens = Some(3000);
+        let body = messages_body("c", &request, false).unwrap();
+        assert_eq!(body["max_tokens"], 3000);
+        request.inference.max_tokens = Some(2048);
+        let e = messages_body("c", &request, false).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.message.contains("reasoning budget"), "{}", e.message);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! request itself. Mapping decisions (also in `docs/providers.md`):
 //! - JSON mode without a schema is refused; a JSON schema goes out as
 //!   `outputConfig.textFormat`.
+//! - The canonical reasoning budget goes out as
+//!   `additionalModelRequestFields.thinking` (the form Claude models on Bedrock take).
 //! - Content blocks Converse adds later than Modelgate knows (citations, …) make the answer
 //!   unreadable and are reported as a model error rather than dropped silently.
 
@@ -376,10 +378,14 @@ fn converse_body(request: &ChatRequest) -> Result<Value, Error> {
         inference,
         tools,
         response_format,
+        reasoning,
     } = request;
     let mut body = json!({"messages": messages, "inferenceConfig": inference});
     if !system.is_empty() {
         body["system"] = json!(system);
+    }
+    if let Some(r) = reasoning {
+        body["additionalModelRequestFields"] = json!({"thinking": r.thinking_json()});
     }
     if let Some(tools) = tools {
         body["toolConfig"] = json!(tools);
@@ -542,9 +548,16 @@ fn frame_events(upstream: &Upstream, frame: &Frame) -> Result<(Vec<StreamEvent>,
                 Some(ContentBlockDelta::Text(t))
             } else if let Some(t) = text(delta.and_then(|d| d.pointer("/toolUse/input"))) {
                 Some(ContentBlockDelta::ToolUseInput(t))
+            } else if let Some(r) = delta.and_then(|d| d.get("reasoningContent")) {
+                if let Some(t) = text(r.get("text")) {
+                    Some(ContentBlockDelta::ReasoningText(t))
+                } else if let Some(s) = text(r.get("signature")) {
+                    Some(ContentBlockDelta::ReasoningSignature(s))
+                } else {
+                    text(r.get("redactedContent")).map(ContentBlockDelta::RedactedReasoning)
+                }
             } else {
-                text(delta.and_then(|d| d.pointer("/reasoningContent/text")))
-                    .map(ContentBlockDelta::ReasoningText)
+                None
             };
             mapped
                 .into_iter()

@@ -126,6 +126,8 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
         tool: Option<(String, String)>,
         input: String,
         reasoning: String,
+        signature: Option<String>,
+        redacted: Option<String>,
     }
     let mut blocks: Vec<Block> = Vec::new();
     let mut stop_reason = StopReason::EndTurn;
@@ -151,6 +153,12 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
                     ContentBlockDelta::Text(t) => b.text.push_str(&t),
                     ContentBlockDelta::ToolUseInput(t) => b.input.push_str(&t),
                     ContentBlockDelta::ReasoningText(t) => b.reasoning.push_str(&t),
+                    ContentBlockDelta::ReasoningSignature(s) => {
+                        b.signature.get_or_insert_with(String::new).push_str(&s)
+                    }
+                    ContentBlockDelta::RedactedReasoning(d) => {
+                        b.redacted.get_or_insert_with(String::new).push_str(&d)
+                    }
                 }
             }
             StreamEvent::MessageStop { stop_reason: s } => stop_reason = s,
@@ -181,11 +189,15 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
                 name,
                 input,
             }));
-        } else if !b.reasoning.is_empty() {
+        } else if let Some(data) = b.redacted {
+            content.push(ContentBlock::ReasoningContent(
+                modelgate_types::ReasoningBlock::RedactedContent(data),
+            ));
+        } else if !b.reasoning.is_empty() || b.signature.is_some() {
             content.push(ContentBlock::ReasoningContent(
                 modelgate_types::ReasoningBlock::ReasoningText {
                     text: b.reasoning,
-                    signature: None,
+                    signature: b.signature,
                 },
             ));
         } else {
@@ -221,8 +233,21 @@ pub fn response_events(response: &ChatResponse) -> Vec<StreamEvent> {
             ContentBlock::Text(t) => ContentBlockDelta::Text(t.clone()),
             ContentBlock::ReasoningContent(modelgate_types::ReasoningBlock::ReasoningText {
                 text,
-                ..
-            }) => ContentBlockDelta::ReasoningText(text.clone()),
+                signature,
+            }) => {
+                if let Some(signature) = signature {
+                    events.push(StreamEvent::ContentBlockDelta {
+                        index,
+                        delta: ContentBlockDelta::ReasoningText(text.clone()),
+                    });
+                    ContentBlockDelta::ReasoningSignature(signature.clone())
+                } else {
+                    ContentBlockDelta::ReasoningText(text.clone())
+                }
+            }
+            ContentBlock::ReasoningContent(modelgate_types::ReasoningBlock::RedactedContent(
+                data,
+            )) => ContentBlockDelta::RedactedReasoning(data.clone()),
             ContentBlock::ToolUse(t) => {
                 events.push(StreamEvent::ContentBlockStart {
                     index,
@@ -307,6 +332,42 @@ mod tests {
         );
         assert_eq!(r.stop_reason, StopReason::ToolUse);
         assert_eq!(r.usage.total_tokens, 7);
+        let replayed = futures::stream::iter(response_events(&r).into_iter().map(Ok)).boxed();
+        assert_eq!(collect_stream("m".into(), replayed).await.unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn reasoning_keeps_its_signature_and_redacted_blocks() {
+        let delta = |index, delta| Ok(StreamEvent::ContentBlockDelta { index, delta });
+        let events = vec![
+            delta(0, ContentBlockDelta::ReasoningText("Let me ".into())),
+            delta(0, ContentBlockDelta::ReasoningText("think.".into())),
+            delta(0, ContentBlockDelta::ReasoningSignature("sig-".into())),
+            delta(0, ContentBlockDelta::ReasoningSignature("A1".into())),
+            Ok(StreamEvent::ContentBlockStop { index: 0 }),
+            delta(1, ContentBlockDelta::RedactedReasoning("ZW5j".into())),
+            Ok(StreamEvent::ContentBlockStop { index: 1 }),
+            delta(2, ContentBlockDelta::Text("42".into())),
+            Ok(StreamEvent::MessageStop {
+                stop_reason: StopReason::EndTurn,
+            }),
+        ];
+        let r = collect_stream("m".into(), futures::stream::iter(events).boxed())
+            .await
+            .unwrap();
+        assert_eq!(
+            r.message.content,
+            vec![
+                ContentBlock::ReasoningContent(modelgate_types::ReasoningBlock::ReasoningText {
+                    text: "Let me think.".into(),
+                    signature: Some("sig-A1".into()),
+                }),
+                ContentBlock::ReasoningContent(modelgate_types::ReasoningBlock::RedactedContent(
+                    "ZW5j".into()
+                )),
+                ContentBlock::Text("42".into()),
+            ]
+        );
         let replayed = futures::stream::iter(response_events(&r).into_iter().map(Ok)).boxed();
         assert_eq!(collect_stream("m".into(), replayed).await.unwrap(), r);
     }

@@ -292,7 +292,12 @@ impl Provider for LocalLlama {
             tools,
             // Refused by the gateway's capability check (`json_output: false`).
             response_format: _,
+            reasoning,
         } = &request;
+        if reasoning.is_some() {
+            // The embedded model has no thinking mode; it answers directly (docs/providers.md).
+            tracing::warn!(model = %request.model, "reasoning budget dropped: the embedded model does not reason");
+        }
         if tools.as_ref().is_some_and(|t| !t.tools.is_empty()) {
             return Err(Error::validation(format!(
                 "The model '{}' does not support tool use.",

@@ -7,6 +7,8 @@
 //! - Document blocks are refused (chat completions has no portable document part).
 //! - Reasoning blocks sent back in assistant turns are dropped (the API has no field for them);
 //!   `reasoning_content` in answers (vLLM, DeepSeek) becomes a reasoning block.
+//! - The canonical reasoning budget goes out as `reasoning_effort` (up to 1024 tokens `low`, up
+//!   to 2048 `medium`, above `high`); servers that do not reason ignore or refuse it.
 //! - A tool result's `status: error` has no equivalent and is not sent.
 //! - `finish_reason: stop` is `end_turn` (the API does not say whether a stop sequence hit).
 
@@ -274,6 +276,7 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
         inference,
         tools,
         response_format,
+        reasoning,
     } = request;
     let InferenceConfig {
         max_tokens,
@@ -295,6 +298,9 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
     let mut body = json!({"model": model, "messages": out, "stream": stream});
     if stream {
         body["stream_options"] = json!({"include_usage": true});
+    }
+    if let Some(r) = reasoning {
+        body["reasoning_effort"] = json!(r.effort());
     }
     if let Some(n) = max_tokens {
         body["max_tokens"] = json!(n);
@@ -796,8 +802,12 @@ mod tests {
                 tool_choice: Some(ToolChoice::Any(json!({}))),
             }),
             response_format: Some(ResponseFormat::JsonObject),
+            reasoning: Some(modelgate_types::Reasoning {
+                budget_tokens: 1500,
+            }),
         };
         let body = chat_body("gpt", &request, true).unwrap();
+        assert_eq!(body["reasoning_effort"], "medium");
         assert_eq!(body["model"], "gpt");
         assert_eq!(
             body["messages"][0],

@@ -14,11 +14,11 @@ use modelgate_providers::{
     BedrockConfig, BedrockEndpoint, HttpSettings, ModelKind, OpenAi, OpenAiConfig, OpenAiEndpoint,
     Provider,
 };
-use modelgate_testkit::{MockUpstream, Reply};
+use modelgate_testkit::{Block, MockUpstream, Reply, Stop};
 use modelgate_types::{
-    ChatRequest, ContentBlock, EmbedInput, EmbedRequest, ErrorKind, Message, ResponseFormat, Role,
-    StopReason, StreamEvent, Tool, ToolConfig, ToolResultBlock, ToolResultContent, ToolSpec,
-    ToolUseBlock,
+    ChatRequest, ContentBlock, EmbedInput, EmbedRequest, ErrorKind, Message, Reasoning,
+    ReasoningBlock, ResponseFormat, Role, StopReason, StreamEvent, Tool, ToolConfig,
+    ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
 };
 use serde_json::{json, Value};
 
@@ -33,6 +33,10 @@ struct Harness {
     has_tool_result: fn(&Value) -> bool,
     /// Whether the recorded upstream body carries the JSON schema.
     has_schema: fn(&Value) -> bool,
+    /// The recorded upstream body's form of a 2048-token reasoning budget.
+    reasoning_sent: fn(&Value) -> bool,
+    /// Whether the dialect carries reasoning signatures and redacted reasoning.
+    signed_reasoning: bool,
 }
 
 fn openai() -> Harness {
@@ -58,6 +62,8 @@ fn openai() -> Harness {
         has_schema: |b| {
             b.pointer("/response_format/json_schema/schema/required/0") == Some(&json!("city"))
         },
+        reasoning_sent: |b| b["reasoning_effort"] == "medium",
+        signed_reasoning: false,
     }
 }
 
@@ -102,6 +108,11 @@ fn anthropic() -> Harness {
         has_schema: |b| {
             b.pointer("/output_config/format/schema/required/0") == Some(&json!("city"))
         },
+        reasoning_sent: |b| {
+            b["thinking"] == json!({"type": "enabled", "budget_tokens": 2048})
+                && b["max_tokens"].as_u64() > Some(2048)
+        },
+        signed_reasoning: true,
     }
 }
 
@@ -133,6 +144,11 @@ fn bedrock() -> Harness {
                 .and_then(Value::as_str)
                 .is_some_and(|s| s.contains("city"))
         },
+        reasoning_sent: |b| {
+            b.pointer("/additionalModelRequestFields/thinking")
+                == Some(&json!({"type": "enabled", "budget_tokens": 2048}))
+        },
+        signed_reasoning: true,
     }
 }
 
@@ -438,6 +454,60 @@ async fn time_limits(h: Harness) {
 
 /// The active health check passes against a live upstream, fails when it answers 503 or not at
 /// all, and is not counted as a model call.
+/// Extended thinking: the budget reaches the upstream in its dialect, and reasoning comes back
+/// with its signature (and redacted reasoning whole) from a whole answer and from a stream split
+/// at awkward bytes alike, so a client can send it back in the next turn.
+async fn reasoning(h: Harness) {
+    let (mock, p) = setup(&h, HttpSettings::default()).await;
+    let reply = || {
+        Reply::answer(
+            vec![
+                Block::Thinking {
+                    text: "Six times seven… is 42.".into(),
+                    signature: Some("EqQBCkYIBxgCKkD+sig/==".into()),
+                },
+                Block::RedactedThinking("ZW5jcnlwdGVkIHJlYXNvbmluZw==".into()),
+                Block::Text("42".into()),
+            ],
+            Stop::EndTurn,
+        )
+    };
+    let mut request = ask("6 × 7?");
+    request.reasoning = Some(Reasoning {
+        budget_tokens: 2048,
+    });
+    mock.push(reply());
+    let whole = p.converse(request.clone()).await.unwrap();
+    let body = mock.last().unwrap().body;
+    assert!(
+        (h.reasoning_sent)(&body),
+        "reasoning budget not sent: {body}"
+    );
+    let mut expected = vec![ContentBlock::ReasoningContent(
+        ReasoningBlock::ReasoningText {
+            text: "Six times seven… is 42.".into(),
+            signature: h
+                .signed_reasoning
+                .then(|| "EqQBCkYIBxgCKkD+sig/==".to_string()),
+        },
+    )];
+    if h.signed_reasoning {
+        expected.push(ContentBlock::ReasoningContent(
+            ReasoningBlock::RedactedContent("ZW5jcnlwdGVkIHJlYXNvbmluZw==".into()),
+        ));
+    }
+    expected.push(ContentBlock::Text("42".into()));
+    assert_eq!(whole.message.content, expected);
+
+    mock.push(reply().split(3).pieces(2));
+    let items = events(&p, request).await;
+    let streamed = collect_stream("m".into(), futures::stream::iter(items).boxed())
+        .await
+        .unwrap();
+    assert_eq!(streamed.message.content, expected);
+    assert!((h.reasoning_sent)(&mock.last().unwrap().body));
+}
+
 async fn health_checks(h: Harness) {
     let (mock, provider) = setup(&h, HttpSettings::default()).await;
     provider.health_check().await.unwrap();
@@ -505,6 +575,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn timeouts() {
                 time_limits(super::$provider()).await
+            }
+            #[tokio::test]
+            async fn extended_thinking() {
+                reasoning(super::$provider()).await
             }
             #[tokio::test]
             async fn health() {

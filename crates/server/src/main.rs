@@ -332,6 +332,7 @@ fn chat(
             },
             tools: None,
             response_format: None,
+            reasoning: None,
         };
         let mut stream = gateway.converse_stream(request).await?.value;
         let mut out = std::io::stdout().lock();

@@ -19,9 +19,9 @@ use base64::Engine as _;
 use futures::StreamExt;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
-    EmbedInput, EmbedRequest, Error, ImageBlock, InferenceConfig, Message, ResponseFormat, Role,
-    StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock,
-    ToolResultContent, ToolSpec, ToolUseBlock, Usage,
+    EmbedInput, EmbedRequest, Error, ImageBlock, InferenceConfig, Message, Reasoning,
+    ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig,
+    ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock, Usage,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -80,8 +80,8 @@ struct ChatCompletionRequest {
     _store: Option<IgnoredAny>,
     #[serde(default, rename = "service_tier")]
     _service_tier: Option<IgnoredAny>,
-    #[serde(default, rename = "reasoning_effort")]
-    _reasoning_effort: Option<IgnoredAny>,
+    #[serde(default)]
+    reasoning_effort: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +343,10 @@ impl ChatCompletionRequest {
             },
             tools,
             response_format,
+            reasoning: match self.reasoning_effort.as_deref() {
+                None => None,
+                Some(effort) => Reasoning::from_effort(effort, "reasoning_effort")?,
+            },
         };
         let stream = self.stream.unwrap_or(false);
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
@@ -559,7 +563,10 @@ fn sse_body(
                                 None,
                             )
                         }
-                        ContentBlockDelta::ReasoningText(_) => continue,
+                        // The Chat Completions API has no reasoning output (documented).
+                        ContentBlockDelta::ReasoningText(_)
+                        | ContentBlockDelta::ReasoningSignature(_)
+                        | ContentBlockDelta::RedactedReasoning(_) => continue,
                     },
                     Ok(StreamEvent::ContentBlockStop { .. }) => continue,
                     Ok(StreamEvent::MessageStop { stop_reason }) => chunk(

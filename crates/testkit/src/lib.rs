@@ -51,6 +51,17 @@ pub enum Block {
         /// The arguments as JSON text.
         arguments: String,
     },
+    /// Reasoning ("thinking") text, streamed in pieces, then its signature where the dialect
+    /// has one (Anthropic, Converse); OpenAI dialects send it as `reasoning_content`.
+    Thinking {
+        /// The reasoning text.
+        text: String,
+        /// The provider's signature.
+        signature: Option<String>,
+    },
+    /// Encrypted reasoning (Anthropic `redacted_thinking`, Converse `redactedContent`); the
+    /// OpenAI dialect has none and leaves it out.
+    RedactedThinking(String),
 }
 
 /// What a reply contains.
@@ -247,6 +258,8 @@ struct State {
     health_checks: AtomicUsize,
     /// Per-million chance that a model call fails with a 503 instead of its reply.
     fault_ppm: AtomicU32,
+    /// Skip recording requests (benchmarks: no memory growth, no per-call copies).
+    no_record: AtomicBool,
 }
 
 /// A fraction (0–1) in parts per million, the fault rate's unit.
@@ -402,7 +415,8 @@ fn is_anthropic(d: Dialect) -> bool {
 
 impl Reply {
     /// A reply described in JSON, for scripts sent over HTTP (`POST /_mock/push`):
-    /// `{"blocks": [{"text": …}, {"tool_call": {"id", "name", "arguments": {…}}}],
+    /// `{"blocks": [{"text": …}, {"tool_call": {"id", "name", "arguments": {…}}},
+    /// {"thinking": …, "signature": …}, {"redacted_thinking": …}],
     /// "stop": "end_turn|tool_use|max_tokens", "usage": [in, out]}` for an answer, or
     /// `{"status": 429, "message": …}`, `{"malformed": true}`, `{"tokens": n}`,
     /// `{"embeddings": [[…]]}`; delivery keys: `retry_after`, `split`, `pieces`, `cut_after`,
@@ -427,6 +441,13 @@ impl Reply {
             for b in blocks {
                 if let Some(t) = b.get("text").and_then(Value::as_str) {
                     out.push(Block::Text(t.into()));
+                } else if let Some(t) = b.get("thinking").and_then(Value::as_str) {
+                    out.push(Block::Thinking {
+                        text: t.into(),
+                        signature: b.get("signature").and_then(Value::as_str).map(Into::into),
+                    });
+                } else if let Some(d) = b.get("redacted_thinking").and_then(Value::as_str) {
+                    out.push(Block::RedactedThinking(d.into()));
                 } else if let Some(call) = b.get("tool_call") {
                     out.push(Block::ToolCall {
                         id: call
@@ -492,6 +513,7 @@ impl Reply {
 /// `POST /_mock/default`, `POST /_mock/require_key` (`{"key": …}`), `GET /_mock/calls`,
 /// `GET /_mock/requests`, `POST /_mock/healthy` (`{"healthy": false}` fails health checks),
 /// `POST /_mock/faults` (`{"rate": 0.1}` fails that fraction of calls with a 503),
+/// `POST /_mock/record` (`{"record": false}` stops recording requests, for benchmarks),
 /// `POST /_mock/reset`.
 fn control(state: &State, path: &str, body: &Value) -> Response {
     let replies = || -> Result<Vec<Reply>, String> {
@@ -537,6 +559,11 @@ fn control(state: &State, path: &str, body: &Value) -> Response {
             state.fault_ppm.store(ppm(rate), Ordering::SeqCst);
             json_response(200, &json!({}), None)
         }
+        "/_mock/record" => {
+            let record = body.get("record").and_then(Value::as_bool).unwrap_or(true);
+            state.no_record.store(!record, Ordering::SeqCst);
+            json_response(200, &json!({}), None)
+        }
         "/_mock/require_key" => {
             *lock(&state.api_key) = body.get("key").and_then(Value::as_str).map(str::to_string);
             json_response(200, &json!({}), None)
@@ -578,14 +605,16 @@ async fn handle(state: Arc<State>, request: Request<Body>) -> Response {
         return control(&state, &path, &json);
     }
     state.calls.fetch_add(1, Ordering::SeqCst);
-    lock(&state.requests).push(Recorded {
-        path: path.clone(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-        body: json.clone(),
-    });
+    if !state.no_record.load(Ordering::Relaxed) {
+        lock(&state.requests).push(Recorded {
+            path: path.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: json.clone(),
+        });
+    }
     let Some(dialect) = dialect(&path) else {
         return plain(StatusCode::NOT_FOUND, "unknown path");
     };
@@ -889,7 +918,15 @@ fn openai_json(a: &Answer) -> Value {
         .iter()
         .filter_map(|b| match b {
             Block::Text(t) => Some(t.as_str()),
-            Block::ToolCall { .. } => None,
+            _ => None,
+        })
+        .collect();
+    let reasoning: String = a
+        .blocks
+        .iter()
+        .filter_map(|b| match b {
+            Block::Thinking { text, .. } => Some(text.as_str()),
+            _ => None,
         })
         .collect();
     let calls: Vec<Value> = a
@@ -903,10 +940,13 @@ fn openai_json(a: &Answer) -> Value {
             } => Some(json!({
                 "id": id, "type": "function", "function": {"name": name, "arguments": arguments},
             })),
-            Block::Text(_) => None,
+            _ => None,
         })
         .collect();
     let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = json!(reasoning);
+    }
     if !calls.is_empty() {
         message["tool_calls"] = json!(calls);
     }
@@ -945,6 +985,12 @@ fn openai_stream(a: &Answer) -> Vec<Bytes> {
                     out.push(chunk(json!({"content": p}), Value::Null));
                 }
             }
+            Block::Thinking { text, .. } => {
+                for p in pieces(text, a.piece) {
+                    out.push(chunk(json!({"reasoning_content": p}), Value::Null));
+                }
+            }
+            Block::RedactedThinking(_) => {}
             Block::ToolCall {
                 id,
                 name,
@@ -989,6 +1035,10 @@ fn anthropic_json(a: &Answer) -> Value {
         .iter()
         .map(|b| match b {
             Block::Text(t) => json!({"type": "text", "text": t}),
+            Block::Thinking { text, signature } => {
+                json!({"type": "thinking", "thinking": text, "signature": signature})
+            }
+            Block::RedactedThinking(data) => json!({"type": "redacted_thinking", "data": data}),
             Block::ToolCall {
                 id,
                 name,
@@ -1033,6 +1083,22 @@ fn anthropic_stream(a: &Answer) -> Vec<Bytes> {
                     .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
                     .collect(),
             ),
+            Block::Thinking { text, signature } => (
+                json!({"type": "thinking", "thinking": ""}),
+                pieces(text, a.piece)
+                    .into_iter()
+                    .map(|p| json!({"type": "thinking_delta", "thinking": p}))
+                    .chain(
+                        signature
+                            .iter()
+                            .map(|s| json!({"type": "signature_delta", "signature": s})),
+                    )
+                    .collect(),
+            ),
+            Block::RedactedThinking(data) => (
+                json!({"type": "redacted_thinking", "data": data}),
+                Vec::new(),
+            ),
         };
         out.push(sse(
             Some("content_block_start"),
@@ -1064,6 +1130,16 @@ fn bedrock_json(a: &Answer) -> Value {
         .iter()
         .map(|b| match b {
             Block::Text(t) => json!({"text": t}),
+            Block::Thinking { text, signature } => {
+                let mut reasoning = json!({"text": text});
+                if let Some(s) = signature {
+                    reasoning["signature"] = json!(s);
+                }
+                json!({"reasoningContent": {"reasoningText": reasoning}})
+            }
+            Block::RedactedThinking(data) => {
+                json!({"reasoningContent": {"redactedContent": data}})
+            }
             Block::ToolCall {
                 id,
                 name,
@@ -1114,6 +1190,22 @@ fn bedrock_stream(a: &Answer) -> Vec<Bytes> {
                     ));
                 }
             }
+            Block::Thinking { text, signature } => {
+                let deltas = pieces(text, a.piece)
+                    .into_iter()
+                    .map(|p| json!({"text": p}))
+                    .chain(signature.iter().map(|s| json!({"signature": s})));
+                for d in deltas {
+                    out.push(event_frame(
+                        "contentBlockDelta",
+                        &json!({"contentBlockIndex": index, "delta": {"reasoningContent": d}}),
+                    ));
+                }
+            }
+            Block::RedactedThinking(data) => out.push(event_frame(
+                "contentBlockDelta",
+                &json!({"contentBlockIndex": index, "delta": {"reasoningContent": {"redactedContent": data}}}),
+            )),
             Block::ToolCall {
                 id,
                 name,

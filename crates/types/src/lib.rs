@@ -18,8 +18,8 @@ pub use message::{
     Role, SystemBlock, ToolResultBlock, ToolResultContent, ToolUseBlock,
 };
 pub use request::{
-    ChatRequest, EmbedInput, EmbedRequest, InferenceConfig, ResponseFormat, Tool, ToolChoice,
-    ToolConfig, ToolSpec,
+    ChatRequest, EmbedInput, EmbedRequest, InferenceConfig, Reasoning, ResponseFormat, Tool,
+    ToolChoice, ToolConfig, ToolSpec,
 };
 pub use response::{ChatResponse, EmbedResponse, StopReason, Usage};
 pub use stream::{ContentBlockDelta, ContentBlockStart, StreamEvent};

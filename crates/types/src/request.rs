@@ -19,6 +19,97 @@ pub struct ChatRequest {
     pub tools: Option<ToolConfig>,
     /// Structured output: the answer must be JSON (and match a schema when one is given).
     pub response_format: Option<ResponseFormat>,
+    /// Extended thinking: the model reasons before it answers, within a token budget.
+    /// `None` leaves the model's default (no extended thinking).
+    pub reasoning: Option<Reasoning>,
+}
+
+/// Extended thinking ("reasoning") settings, in the one form every dialect maps to: a token
+/// budget, as in Anthropic's `thinking.budget_tokens` and Converse's
+/// `additionalModelRequestFields.thinking`. OpenAI's `reasoning_effort` maps to budgets by
+/// [`Reasoning::from_effort`] and back by [`Reasoning::effort`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reasoning {
+    /// Tokens the model may spend thinking; at least [`Reasoning::MIN_BUDGET`].
+    pub budget_tokens: u32,
+}
+
+impl Reasoning {
+    /// The smallest budget Anthropic's models accept, and so the smallest the gateway takes.
+    pub const MIN_BUDGET: u32 = 1024;
+
+    /// The budget for an OpenAI `reasoning_effort`: `minimal` and `low` → 1024, `medium` →
+    /// 2048, `high` → 4096; `none` turns reasoning off. Any other value is a validation error
+    /// naming `field`.
+    pub fn from_effort(effort: &str, field: &str) -> crate::Result<Option<Reasoning>> {
+        let budget_tokens = match effort {
+            "none" => return Ok(None),
+            "minimal" | "low" => Self::MIN_BUDGET,
+            "medium" => 2048,
+            "high" => 4096,
+            other => {
+                return Err(crate::Error::validation(format!(
+                    "{field} must be one of none, minimal, low, medium, high (got '{other}')"
+                )))
+            }
+        };
+        Ok(Some(Reasoning { budget_tokens }))
+    }
+
+    /// The OpenAI `reasoning_effort` closest to this budget: up to 1024 → `low`, up to 2048 →
+    /// `medium`, above → `high`.
+    pub fn effort(&self) -> &'static str {
+        match self.budget_tokens {
+            0..=1024 => "low",
+            1025..=2048 => "medium",
+            _ => "high",
+        }
+    }
+
+    /// Read an Anthropic-style `thinking` object (`{"type":"enabled","budget_tokens":N}` or
+    /// `{"type":"disabled"}`), as both the Anthropic dialect and Converse's
+    /// `additionalModelRequestFields.thinking` carry it. Errors name `field`.
+    pub fn from_thinking(
+        thinking: &serde_json::Value,
+        field: &str,
+    ) -> crate::Result<Option<Reasoning>> {
+        let bad = |why: &str| crate::Error::validation(format!("{field}: {why}"));
+        let obj = thinking
+            .as_object()
+            .ok_or_else(|| bad("must be an object"))?;
+        match obj.get("type").and_then(serde_json::Value::as_str) {
+            Some("disabled") => Ok(None),
+            Some("enabled") => {
+                let budget = obj
+                    .get("budget_tokens")
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or_else(|| {
+                        bad("budget_tokens is required and must be a positive integer")
+                    })?;
+                let budget_tokens =
+                    u32::try_from(budget).map_err(|_| bad("budget_tokens is too large"))?;
+                if budget_tokens < Self::MIN_BUDGET {
+                    return Err(bad(&format!(
+                        "budget_tokens must be at least {}",
+                        Self::MIN_BUDGET
+                    )));
+                }
+                if let Some(unknown) = obj.keys().find(|k| *k != "type" && *k != "budget_tokens") {
+                    return Err(bad(&format!("unknown field '{unknown}'")));
+                }
+                Ok(Some(Reasoning { budget_tokens }))
+            }
+            Some(other) => Err(bad(&format!(
+                "type must be 'enabled' or 'disabled' (got '{other}')"
+            ))),
+            None => Err(bad("type is required ('enabled' or 'disabled')")),
+        }
+    }
+
+    /// The Anthropic / Converse `thinking` object for this budget.
+    pub fn thinking_json(&self) -> serde_json::Value {
+        serde_json::json!({"type": "enabled", "budget_tokens": self.budget_tokens})
+    }
 }
 
 /// The shape the answer's text must take.
@@ -195,6 +286,49 @@ mod tests {
             },
         ] {
             assert_eq!(bad.validate().map_err(|e| e.status()), Err(400));
+        }
+    }
+
+    #[test]
+    fn reasoning_efforts_and_budgets_round_trip() {
+        for (effort, budget) in [("low", 1024), ("medium", 2048), ("high", 4096)] {
+            let r = Reasoning::from_effort(effort, "reasoning_effort")
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.budget_tokens, budget);
+            assert_eq!(r.effort(), effort);
+        }
+        assert_eq!(Reasoning::from_effort("none", "f").unwrap(), None);
+        assert_eq!(
+            Reasoning {
+                budget_tokens: 16000
+            }
+            .effort(),
+            "high"
+        );
+        let e = Reasoning::from_effort("extreme", "reasoning_effort").unwrap_err();
+        assert!(e.message.contains("reasoning_effort"), "{}", e.message);
+    }
+
+    #[test]
+    fn thinking_objects() {
+        let on = serde_json::json!({"type": "enabled", "budget_tokens": 2000});
+        let r = Reasoning::from_thinking(&on, "thinking").unwrap().unwrap();
+        assert_eq!(r.budget_tokens, 2000);
+        assert_eq!(r.thinking_json(), on);
+        let off = serde_json::json!({"type": "disabled"});
+        assert_eq!(Reasoning::from_thinking(&off, "thinking").unwrap(), None);
+        for bad in [
+            serde_json::json!({"type": "enabled"}),
+            serde_json::json!({"type": "enabled", "budget_tokens": 10}),
+            serde_json::json!({"type": "enabled", "budget_tokens": -1}),
+            serde_json::json!({"type": "enabled", "budget_tokens": 2000, "x": 1}),
+            serde_json::json!({"type": "sometimes"}),
+            serde_json::json!("enabled"),
+        ] {
+            let e = Reasoning::from_thinking(&bad, "thinking").unwrap_err();
+            assert_eq!(e.status(), 400);
+            assert!(e.message.starts_with("thinking"), "{}", e.message);
         }
     }
 

@@ -73,4 +73,11 @@ pub enum ContentBlockDelta {
     ToolUseInput(String),
     /// Reasoning text.
     ReasoningText(String),
+    /// The signature of the reasoning block so far (Anthropic `signature_delta`, ConverseStream
+    /// `reasoningContent.signature`); it comes after the reasoning text and must be sent back
+    /// unchanged with the block in the next turn.
+    ReasoningSignature(String),
+    /// Encrypted reasoning (ConverseStream `reasoningContent.redactedContent`, Anthropic
+    /// `redacted_thinking`), passed through unchanged.
+    RedactedReasoning(String),
 }

@@ -82,6 +82,12 @@ pub fn converse_event(event: &StreamEvent) -> Vec<Event> {
                 ContentBlockDelta::Text(t) => json!({ "text": t }),
                 ContentBlockDelta::ToolUseInput(i) => json!({"toolUse": {"input": i}}),
                 ContentBlockDelta::ReasoningText(t) => json!({"reasoningContent": {"text": t}}),
+                ContentBlockDelta::ReasoningSignature(s) => {
+                    json!({"reasoningContent": {"signature": s}})
+                }
+                ContentBlockDelta::RedactedReasoning(d) => {
+                    json!({"reasoningContent": {"redactedContent": d}})
+                }
             };
             (
                 "contentBlockDelta",

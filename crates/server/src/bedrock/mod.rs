@@ -4,10 +4,13 @@
 //! Request and response bodies have exactly the shapes of botocore's `bedrock-runtime` model;
 //! the canonical types already serialise to Converse JSON, so only the envelope lives here.
 //! The model id arrives percent-encoded (`%3A` for `:`, `%2F` inside ARNs); axum's `Path`
-//! decodes it. Members Modelgate does not act on yet (`guardrailConfig`,
-//! `additionalModelRequestFields`, `promptVariables`, `requestMetadata`, `performanceConfig`,
-//! `serviceTier`, `outputConfig`, `additionalModelResponseFieldPaths`) are accepted and ignored,
-//! as `docs/front-doors.md` records; unknown members are a `ValidationException`.
+//! decodes it. `additionalModelRequestFields.thinking` (Claude's extended thinking) and
+//! `additionalModelRequestFields.reasoningConfig` (Nova's `maxReasoningEffort`) become the
+//! canonical reasoning budget; other model-specific fields there are ignored. Members Modelgate
+//! does not act on yet (`guardrailConfig`, `promptVariables`, `requestMetadata`,
+//! `performanceConfig`, `serviceTier`, `outputConfig.effort`,
+//! `additionalModelResponseFieldPaths`) are accepted and ignored, as `docs/front-doors.md`
+//! records; unknown members are a `ValidationException`.
 //!
 //! ConverseStream and InvokeModelWithResponseStream answer in the AWS event-stream framing
 //! (`eventstream.rs`); InvokeModel's model-native bodies are in `invoke.rs` and `crate::native`.
@@ -24,8 +27,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelgate_types::{
-    ChatRequest, ChatResponse, Error, InferenceConfig, Message, ResponseFormat, SystemBlock,
-    ToolConfig,
+    ChatRequest, ChatResponse, Error, InferenceConfig, Message, Reasoning, ResponseFormat,
+    SystemBlock, ToolConfig,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -49,7 +52,7 @@ struct ConverseBody {
     #[serde(default, rename = "guardrailConfig")]
     _guardrail_config: Option<IgnoredAny>,
     #[serde(default, rename = "additionalModelRequestFields")]
-    _additional_model_request_fields: Option<IgnoredAny>,
+    additional_model_request_fields: Option<Value>,
     #[serde(default, rename = "promptVariables")]
     _prompt_variables: Option<IgnoredAny>,
     #[serde(default, rename = "additionalModelResponseFieldPaths")]
@@ -123,6 +126,36 @@ impl OutputConfig {
     }
 }
 
+/// The reasoning budget in `additionalModelRequestFields`: Claude's `thinking` object, or
+/// Nova's `reasoningConfig` (`{"type": "enabled", "maxReasoningEffort": "low"|"medium"|"high"}`).
+fn additional_reasoning(fields: Option<&Value>) -> Result<Option<Reasoning>, Error> {
+    let Some(fields) = fields else {
+        return Ok(None);
+    };
+    if let Some(thinking) = fields.get("thinking") {
+        return Reasoning::from_thinking(thinking, "additionalModelRequestFields.thinking");
+    }
+    let Some(config) = fields.get("reasoningConfig") else {
+        return Ok(None);
+    };
+    let field = "additionalModelRequestFields.reasoningConfig";
+    match config.get("type").and_then(Value::as_str) {
+        Some("disabled") => Ok(None),
+        Some("enabled") => match config.get("maxReasoningEffort") {
+            None => Reasoning::from_effort("medium", field),
+            Some(Value::String(effort)) => {
+                Reasoning::from_effort(effort, &format!("{field}.maxReasoningEffort"))
+            }
+            Some(_) => Err(Error::validation(format!(
+                "{field}.maxReasoningEffort must be a string"
+            ))),
+        },
+        _ => Err(Error::validation(format!(
+            "{field}.type must be 'enabled' or 'disabled'"
+        ))),
+    }
+}
+
 /// A body that does not match the operation's shape; the message names the member, as AWS's
 /// validation does.
 fn invalid_body(e: &serde_json::Error) -> Error {
@@ -149,6 +182,7 @@ fn parse_converse(model_id: String, body: &[u8]) -> Result<ChatRequest, Error> {
             Some(config) => config.response_format()?,
             None => None,
         },
+        reasoning: additional_reasoning(wire.additional_model_request_fields.as_ref())?,
     })
 }
 
@@ -273,6 +307,7 @@ pub async fn count_tokens(
                 inference: InferenceConfig::default(),
                 tools: converse.tool_config,
                 response_format: None,
+                reasoning: None,
             },
             (None, Some(invoke_model)) => {
                 use base64::Engine as _;
@@ -316,6 +351,35 @@ mod tests {
         assert_eq!(r.messages[0].content[0], ContentBlock::Text("hi".into()));
         assert_eq!(r.inference.max_tokens, Some(20));
         assert_eq!(r.system[0].text(), Some("be brief"));
+    }
+
+    #[test]
+    fn reasoning_from_additional_model_request_fields() {
+        let parse = |fields: Value| {
+            let body = json!({
+                "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+                "additionalModelRequestFields": fields,
+            });
+            parse_converse("m".into(), body.to_string().as_bytes()).map(|r| r.reasoning)
+        };
+        let budget = |n| Ok(Some(Reasoning { budget_tokens: n }));
+        assert_eq!(
+            parse(json!({"thinking": {"type": "enabled", "budget_tokens": 3000}})),
+            budget(3000)
+        );
+        assert_eq!(parse(json!({"thinking": {"type": "disabled"}})), Ok(None));
+        assert_eq!(
+            parse(json!({"reasoningConfig": {"type": "enabled", "maxReasoningEffort": "high"}})),
+            budget(4096)
+        );
+        assert_eq!(parse(json!({"top_k": 5})), Ok(None));
+        let e = parse(json!({"thinking": {"type": "enabled", "budget_tokens": 5}})).unwrap_err();
+        assert!(
+            e.message.contains("additionalModelRequestFields.thinking"),
+            "{}",
+            e.message
+        );
+        assert!(parse(json!({"reasoningConfig": {"type": "on"}})).is_err());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use modelgate_types::{
     BinarySource, CachePoint, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta,
-    ContentBlockStart, DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock,
-    ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig,
-    ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
+    ContentBlockStart, DocumentBlock, Error, ImageBlock, InferenceConfig, Message, Reasoning,
+    ReasoningBlock, ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice,
+    ToolConfig, ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -365,7 +365,20 @@ impl MessagesBody {
             return Err(invalid("max_tokens: field required"));
         }
         let max_tokens = positive("max_tokens", self.max_tokens)?;
-        let _ = (self.top_k, self.thinking);
+        let _ = self.top_k;
+        let reasoning = match self.thinking {
+            None | Some(Value::Null) => None,
+            Some(thinking) => {
+                Reasoning::from_thinking(&thinking, "thinking").map_err(|e| invalid(e.message))?
+            }
+        };
+        if let (Some(r), Some(max)) = (reasoning, max_tokens) {
+            if max <= r.budget_tokens {
+                return Err(invalid(
+                    "max_tokens: must be greater than thinking.budget_tokens",
+                ));
+            }
+        }
         let response_format = match self.output_config.and_then(|c| c.format) {
             None | Some(Value::Null) => None,
             Some(format) => {
@@ -470,6 +483,7 @@ impl MessagesBody {
             },
             tools,
             response_format,
+            reasoning,
         })
     }
 }
@@ -603,18 +617,28 @@ impl StreamMapper {
             StreamEvent::ContentBlockDelta { index, delta } => {
                 self.first_byte_ms
                     .get_or_insert_with(|| elapsed_ms(self.started));
+                let thinking = || json!({"type": "thinking", "thinking": ""});
                 let delta = match delta {
                     ContentBlockDelta::Text(t) => {
                         self.open_block(*index, json!({"type": "text", "text": ""}), &mut out);
                         json!({"type": "text_delta", "text": t})
                     }
                     ContentBlockDelta::ReasoningText(t) => {
+                        self.open_block(*index, thinking(), &mut out);
+                        json!({"type": "thinking_delta", "thinking": t})
+                    }
+                    ContentBlockDelta::ReasoningSignature(s) => {
+                        self.open_block(*index, thinking(), &mut out);
+                        json!({"type": "signature_delta", "signature": s})
+                    }
+                    ContentBlockDelta::RedactedReasoning(data) => {
+                        // Anthropic sends redacted thinking whole, in the block's start.
                         self.open_block(
                             *index,
-                            json!({"type": "thinking", "thinking": ""}),
+                            json!({"type": "redacted_thinking", "data": data}),
                             &mut out,
                         );
-                        json!({"type": "thinking_delta", "thinking": t})
+                        return out;
                     }
                     ContentBlockDelta::ToolUseInput(p) => {
                         self.open_block(

@@ -97,6 +97,7 @@ fn request(
         inference,
         tools: None,
         response_format: None,
+        reasoning: None,
     }
 }
 
