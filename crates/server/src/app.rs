@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
 use modelgate_core::{Gateway, ModelInfo};
 use modelgate_types::Error;
@@ -228,6 +229,14 @@ pub async fn serve(
         );
         let _ = started_tx.send(());
     };
+    // TCP_NODELAY on every accepted connection: without it, Nagle's algorithm holds a small
+    // write (a stream chunk) until the previous one is acknowledged, and the client delays
+    // that acknowledgement by up to 40 ms, so streamed chunks arrive in bursts.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
     let deadline = async move {
         if started_rx.await.is_ok() {

@@ -23,6 +23,7 @@ use aws_smithy_types::event_stream::{Header, HeaderValue, Message as Frame};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::Response;
+use axum::serve::ListenerExt as _;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -301,6 +302,10 @@ impl MockUpstream {
             async move { handle(state, request).await }
         });
         let task = tokio::spawn(async move {
+            // No Nagle delay between stream chunks (see the server's `serve`).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let _ = axum::serve(listener, app).await;
         });
         Ok(Self { addr, state, task })
