@@ -93,40 +93,42 @@ def wait_ready(url, body, headers, proc, timeout=120):
     raise RuntimeError(f"not ready after {timeout} s: {url}")
 
 
-def rss_kib(pid):
-    """Resident set of a process and all its descendants (Portkey and LiteLLM may fork)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for t in Path(f"/proc/{p}/task").iterdir():
-                children = (t / "children").read_text().split()
-                todo.extend(int(c) for c in children)
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
-
-
-def spawn(cmd, cpu, log_path, env=None):
-    f = open(log_path, "w")
-    return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=f, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
-
-
-def pin(pid, cpu):
-    """Move every thread of a process and its children to `cpu`."""
+def process_tree(pid):
+    """`pid` and all its descendants (Portkey and LiteLLM may fork), as far as they still run."""
     todo = [pid]
     while todo:
         p = todo.pop()
-        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(p)], capture_output=True)
+        yield p
         try:
             for t in Path(f"/proc/{p}/task").iterdir():
                 todo.extend(int(c) for c in (t / "children").read_text().split())
         except FileNotFoundError:
             pass
+
+
+def rss_kib(pid):
+    """Resident set of a process and all its descendants."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def spawn(cmd, cpu, log_path, env=None):
+    with open(log_path, "w") as f:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=f, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def pin(pid, cpu):
+    """Move every thread of a process and its children to `cpu`."""
+    for p in process_tree(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpu, str(p)], capture_output=True)
 
 
 def stop(proc):

@@ -48,7 +48,6 @@ def verdict(ok):
 def tables(out):
     res = out["results"]
     names = [n for n in ORDER if n in res]
-    direct = res.get("direct", {}).get("latency")
     lines = []
     m = out["machine"]
     lines.append(f"Run of {m['date']} on {m['cores']} cores ({m['cpu']}); gateway pinned to "
@@ -132,7 +131,7 @@ def tables(out):
     lines.append("")
 
     lines += ["### Against the goals", "", "| goal | measured | |", "|---|---|---|"]
-    mg, mga = res.get("modelgate", {}), res.get("modelgate-all", {})
+    mga = res.get("modelgate-all", {})
     for key, where in (("latency", "across cores"), ("latency_one_core", "one core")):
         b = base(res, "modelgate-all", key)
         if b and mga.get(key):
