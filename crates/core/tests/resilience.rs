@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use modelgate_core::resilience::{BreakerState, RetryConfig, TimeoutConfig};
-use modelgate_core::{Gateway, ModelInfo, ModelPolicy, ServedModel};
+use modelgate_core::{CallContext, Gateway, ModelInfo, ModelPolicy, ServedModel};
 use modelgate_providers::Provider;
 use modelgate_testkit::scripted::{ScriptedProvider, Step};
 use modelgate_types::{
@@ -40,6 +40,10 @@ fn served(
             .collect(),
         policy,
     }
+}
+
+fn ctx() -> CallContext {
+    CallContext::internal()
 }
 
 fn req(model: &str, text: &str) -> ChatRequest {
@@ -81,7 +85,7 @@ async fn throttled_twice_then_answers_after_three_attempts_with_backoff_and_jitt
     p.push([throttled(None), throttled(None)]);
     let g = Gateway::new();
     g.install(vec![served("m", &[("up", &p)], ModelPolicy::default())]);
-    let r = g.converse(req("m", "hi")).await.unwrap();
+    let r = g.converse(&ctx(), req("m", "hi")).await.unwrap();
     assert_eq!(text(&r.value), "hello");
     assert_eq!(
         (r.attempts, r.served_by.as_str(), r.fallback_reason),
@@ -106,7 +110,7 @@ async fn retry_after_from_the_upstream_is_honoured() {
     p.push([throttled(Some(Duration::from_secs(2)))]);
     let g = Gateway::new();
     g.install(vec![served("m", &[("up", &p)], ModelPolicy::default())]);
-    let r = g.converse(req("m", "hi")).await.unwrap();
+    let r = g.converse(&ctx(), req("m", "hi")).await.unwrap();
     assert_eq!(r.attempts, 2);
     let t = p.call_times();
     assert_eq!(t[1] - t[0], Duration::from_secs(2));
@@ -114,7 +118,10 @@ async fn retry_after_from_the_upstream_is_honoured() {
     // A wait longer than max_backoff (20 s) is not waited for: the request fails at once.
     p.push([throttled(Some(Duration::from_secs(60)))]);
     let start = Instant::now();
-    let e = g.converse(req("m", "not cached")).await.unwrap_err();
+    let e = g
+        .converse(&ctx(), req("m", "not cached"))
+        .await
+        .unwrap_err();
     assert_eq!(e.status(), 429);
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
@@ -130,7 +137,7 @@ async fn client_and_credential_errors_get_exactly_one_attempt() {
         p.push([Step::error(kind)]);
         let g = Gateway::new();
         g.install(vec![served("m", &[("up", &p)], ModelPolicy::default())]);
-        let e = g.converse(req("m", "hi")).await.unwrap_err();
+        let e = g.converse(&ctx(), req("m", "hi")).await.unwrap_err();
         assert_eq!(e.kind, kind);
         assert_eq!(p.calls(), 1, "{kind:?}");
     }
@@ -155,7 +162,13 @@ async fn the_retry_budget_stops_retry_storms() {
     let g = Gateway::new();
     g.install(vec![served("m", &[("up", &p)], policy)]);
     for _ in 0..5 {
-        assert_eq!(g.converse(req("m", "hi")).await.unwrap_err().status(), 503);
+        assert_eq!(
+            g.converse(&ctx(), req("m", "hi"))
+                .await
+                .unwrap_err()
+                .status(),
+            503
+        );
     }
     // Five first attempts and only the two retries the budget held.
     assert_eq!(p.calls(), 7);
@@ -168,13 +181,19 @@ async fn breaker_opens_at_the_threshold_half_opens_after_the_cool_down_and_close
     let g = Gateway::new();
     g.install(vec![served("m", &[("up", &p)], once())]);
     for _ in 0..10 {
-        assert_eq!(g.converse(req("m", "hi")).await.unwrap_err().status(), 503);
+        assert_eq!(
+            g.converse(&ctx(), req("m", "hi"))
+                .await
+                .unwrap_err()
+                .status(),
+            503
+        );
     }
     assert_eq!(p.calls(), 10);
     assert_eq!(g.endpoint_status()[0].breaker, BreakerState::Open);
     // Open: the upstream is not touched, and the caller is told when to come back.
     for _ in 0..20 {
-        let e = g.converse(req("m", "hi")).await.unwrap_err();
+        let e = g.converse(&ctx(), req("m", "hi")).await.unwrap_err();
         assert_eq!((e.status(), e.code), (503, Some("circuit_open")));
         assert!(e.retry_after.is_some_and(|w| w <= Duration::from_secs(30)));
     }
@@ -183,7 +202,10 @@ async fn breaker_opens_at_the_threshold_half_opens_after_the_cool_down_and_close
     // Still failing after the cool-down: the probe fails and it opens again.
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(g.endpoint_status()[0].breaker, BreakerState::HalfOpen);
-    assert_eq!(g.converse(req("m", "hi")).await.unwrap_err().code, None);
+    assert_eq!(
+        g.converse(&ctx(), req("m", "hi")).await.unwrap_err().code,
+        None
+    );
     assert_eq!(p.calls(), 11);
     assert_eq!(g.endpoint_status()[0].breaker, BreakerState::Open);
 
@@ -196,7 +218,7 @@ async fn breaker_opens_at_the_threshold_half_opens_after_the_cool_down_and_close
         requests += 1;
         assert!(requests <= 30, "the breaker never closed");
         // Requests the half-open breaker turns away get the cached answer of the first probe.
-        match g.converse(req("m", "hi")).await {
+        match g.converse(&ctx(), req("m", "hi")).await {
             Ok(r) if r.served_by == "m" => answered += 1,
             Ok(r) => assert_eq!(r.served_by, "cache"),
             Err(e) => assert_eq!(e.code, Some("circuit_open")),
@@ -205,7 +227,7 @@ async fn breaker_opens_at_the_threshold_half_opens_after_the_cool_down_and_close
     assert_eq!((answered, requests), (3, 21));
     for _ in 0..10 {
         assert_eq!(
-            text(&g.converse(req("m", "hi")).await.unwrap().value),
+            text(&g.converse(&ctx(), req("m", "hi")).await.unwrap().value),
             "recovered"
         );
     }
@@ -225,14 +247,14 @@ async fn open_breaker_sends_traffic_straight_to_the_fallback() {
         served("small", &[("b", &backup)], ModelPolicy::default()),
     ]);
     for _ in 0..10 {
-        let r = g.converse(req("big", "hi")).await.unwrap();
+        let r = g.converse(&ctx(), req("big", "hi")).await.unwrap();
         assert_eq!(
             (r.served_by.as_str(), r.fallback_reason),
             ("small", Some("upstream_error"))
         );
     }
     for _ in 0..10 {
-        let r = g.converse(req("big", "hi")).await.unwrap();
+        let r = g.converse(&ctx(), req("big", "hi")).await.unwrap();
         assert_eq!(
             (r.served_by.as_str(), r.fallback_reason),
             ("small", Some("circuit_open"))
@@ -254,7 +276,7 @@ async fn health_checks_take_a_dead_endpoint_out_and_put_it_back() {
         ModelPolicy::default(),
     )]);
     for _ in 0..4 {
-        g.converse(req("m", "hi")).await.unwrap();
+        g.converse(&ctx(), req("m", "hi")).await.unwrap();
     }
     assert_eq!(
         (a.calls(), b.calls()),
@@ -274,7 +296,10 @@ async fn health_checks_take_a_dead_endpoint_out_and_put_it_back() {
     );
     assert_eq!(status.health.consecutive_failures, 3);
     for _ in 0..10 {
-        assert_eq!(text(&g.converse(req("m", "hi")).await.unwrap().value), "b");
+        assert_eq!(
+            text(&g.converse(&ctx(), req("m", "hi")).await.unwrap().value),
+            "b"
+        );
     }
     assert_eq!(a.calls(), 2);
 
@@ -282,7 +307,7 @@ async fn health_checks_take_a_dead_endpoint_out_and_put_it_back() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(g.endpoint_status()[0].health.healthy);
     for _ in 0..4 {
-        g.converse(req("m", "hi")).await.unwrap();
+        g.converse(&ctx(), req("m", "hi")).await.unwrap();
     }
     assert_eq!(a.calls(), 4, "back in the rotation");
     assert!(a.health_checks() >= 4);
@@ -291,7 +316,10 @@ async fn health_checks_take_a_dead_endpoint_out_and_put_it_back() {
     a.set_healthy(false);
     b.set_healthy(false);
     tokio::time::sleep(Duration::from_secs(91)).await;
-    let e = g.converse(req("m", "never asked")).await.unwrap_err();
+    let e = g
+        .converse(&ctx(), req("m", "never asked"))
+        .await
+        .unwrap_err();
     assert_eq!((e.status(), e.code), (503, Some("no_healthy_endpoint")));
     assert_eq!(a.calls() + b.calls(), 18);
 }
@@ -303,6 +331,7 @@ async fn fallback_chain_walks_to_the_next_model_then_the_cached_then_the_static_
     let policy = ModelPolicy {
         fallbacks: vec!["small".into()],
         static_response: Some("We are busy; please try again soon.".into()),
+        fallback_cache: true,
         ..Default::default()
     };
     let g = Gateway::new();
@@ -310,14 +339,20 @@ async fn fallback_chain_walks_to_the_next_model_then_the_cached_then_the_static_
         served("big", &[("a", &primary)], policy),
         served("small", &[("b", &backup)], ModelPolicy::default()),
     ]);
-    let r = g.converse(req("big", "question one")).await.unwrap();
+    let r = g
+        .converse(&ctx(), req("big", "question one"))
+        .await
+        .unwrap();
     assert_eq!(
         (r.served_by.as_str(), text(&r.value).as_str()),
         ("big", "primary answer")
     );
 
     primary.set_default(Step::error(ErrorKind::ServiceUnavailable));
-    let r = g.converse(req("big", "question two")).await.unwrap();
+    let r = g
+        .converse(&ctx(), req("big", "question two"))
+        .await
+        .unwrap();
     assert_eq!(
         (r.served_by.as_str(), r.fallback_reason),
         ("small", Some("upstream_error"))
@@ -326,20 +361,26 @@ async fn fallback_chain_walks_to_the_next_model_then_the_cached_then_the_static_
     assert_eq!(r.attempts, 4, "three on the primary, one on the fallback");
 
     backup.set_default(Step::error(ErrorKind::Throttling));
-    let r = g.converse(req("big", "question one")).await.unwrap();
+    let r = g
+        .converse(&ctx(), req("big", "question one"))
+        .await
+        .unwrap();
     assert_eq!(
         (r.served_by.as_str(), r.fallback_reason),
         ("cache", Some("upstream_error"))
     );
     assert_eq!(text(&r.value), "primary answer");
 
-    let r = g.converse(req("big", "never asked before")).await.unwrap();
+    let r = g
+        .converse(&ctx(), req("big", "never asked before"))
+        .await
+        .unwrap();
     assert_eq!(r.served_by, "static");
     assert_eq!(text(&r.value), "We are busy; please try again soon.");
 
     // The same levels for a stream.
     let s = g
-        .converse_stream(req("big", "never asked before"))
+        .converse_stream(&ctx(), req("big", "never asked before"))
         .await
         .unwrap();
     assert_eq!(s.served_by, "static");
@@ -352,7 +393,10 @@ async fn fallback_chain_walks_to_the_next_model_then_the_cached_then_the_static_
     p.set_default(Step::error(ErrorKind::ServiceUnavailable));
     bare.install(vec![served("m", &[("a", &p)], ModelPolicy::default())]);
     assert_eq!(
-        bare.converse(req("m", "hi")).await.unwrap_err().status(),
+        bare.converse(&ctx(), req("m", "hi"))
+            .await
+            .unwrap_err()
+            .status(),
         503
     );
 }
@@ -375,10 +419,10 @@ async fn long_input_goes_to_a_model_with_a_larger_context_window() {
         served("short", &[("a", &short)], policy),
         served("long", &[("b", &long)], big),
     ]);
-    let r = g.converse(req("short", "hi")).await.unwrap();
+    let r = g.converse(&ctx(), req("short", "hi")).await.unwrap();
     assert_eq!(r.served_by, "short");
     let r = g
-        .converse(req("short", &"word ".repeat(200)))
+        .converse(&ctx(), req("short", &"word ".repeat(200)))
         .await
         .unwrap();
     assert_eq!(
@@ -388,7 +432,7 @@ async fn long_input_goes_to_a_model_with_a_larger_context_window() {
     assert_eq!(short.calls(), 1);
     // Too long for every model in the chain: the caller's mistake, a 400.
     let e = g
-        .converse(req("short", &"word ".repeat(200_000)))
+        .converse(&ctx(), req("short", &"word ".repeat(200_000)))
         .await
         .unwrap_err();
     assert_eq!((e.status(), e.code), (400, Some("context_length_exceeded")));
@@ -411,12 +455,15 @@ async fn content_policy_refusals_fall_back_only_when_configured() {
         served("strict-opt-in", &[("a", &strict)], opted_in),
         served("other", &[("b", &other)], ModelPolicy::default()),
     ]);
-    let r = g.converse(req("strict", "hi")).await.unwrap();
+    let r = g.converse(&ctx(), req("strict", "hi")).await.unwrap();
     assert_eq!(
         (r.served_by.as_str(), r.value.stop_reason),
         ("strict", StopReason::ContentFiltered)
     );
-    let r = g.converse(req("strict-opt-in", "hi")).await.unwrap();
+    let r = g
+        .converse(&ctx(), req("strict-opt-in", "hi"))
+        .await
+        .unwrap();
     assert_eq!(
         (r.served_by.as_str(), r.fallback_reason),
         ("other", Some("content_policy"))
@@ -429,13 +476,13 @@ async fn streams_are_retried_before_their_first_output_and_never_after() {
     p.push([Step::Cut(String::new())]);
     let g = Gateway::new();
     g.install(vec![served("m", &[("up", &p)], ModelPolicy::default())]);
-    let s = g.converse_stream(req("m", "hi")).await.unwrap();
+    let s = g.converse_stream(&ctx(), req("m", "hi")).await.unwrap();
     assert_eq!(s.attempts, 2);
     let events: Vec<_> = s.value.collect().await;
     assert!(events.iter().all(Result::is_ok));
 
     p.push([Step::Cut("partial".into())]);
-    let s = g.converse_stream(req("m", "hi")).await.unwrap();
+    let s = g.converse_stream(&ctx(), req("m", "hi")).await.unwrap();
     let events: Vec<_> = s.value.collect().await;
     let last = events.last().unwrap();
     assert_eq!(
@@ -464,7 +511,7 @@ async fn timeouts_total_first_token_and_idle() {
         Box::new(Step::Answer("late".into())),
     )]);
     let start = Instant::now();
-    let e = g.converse(req("m", "hi")).await.unwrap_err();
+    let e = g.converse(&ctx(), req("m", "hi")).await.unwrap_err();
     assert_eq!(e.status(), 408);
     assert_eq!(
         e.message,
@@ -481,7 +528,7 @@ async fn timeouts_total_first_token_and_idle() {
         Box::new(Step::Answer("slow".into())),
     )]);
     let start = Instant::now();
-    let s = g.converse_stream(req("m", "hi")).await.unwrap();
+    let s = g.converse_stream(&ctx(), req("m", "hi")).await.unwrap();
     assert_eq!(s.attempts, 2);
     assert!(
         start.elapsed() >= Duration::from_secs(30) && start.elapsed() < Duration::from_secs(31)
@@ -489,7 +536,7 @@ async fn timeouts_total_first_token_and_idle() {
     assert!(s.value.collect::<Vec<_>>().await.iter().all(Result::is_ok));
 
     p.push([Step::Stall]);
-    let s = g.converse_stream(req("m", "hi")).await.unwrap();
+    let s = g.converse_stream(&ctx(), req("m", "hi")).await.unwrap();
     let start = Instant::now();
     let events: Vec<_> = s.value.collect().await;
     assert_eq!(start.elapsed(), Duration::from_secs(30));

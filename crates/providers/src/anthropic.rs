@@ -26,7 +26,7 @@ use futures::StreamExt;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
     DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock, ResponseFormat,
-    Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock,
+    Role, StopReason, StreamEvent, SystemBlock, Tool, ToolConfig, ToolResultBlock,
     ToolResultContent, ToolUseBlock, Usage,
 };
 use reqwest::header::HeaderName;
@@ -189,7 +189,7 @@ impl Provider for Anthropic {
                 Err(upstream.cut_short())?;
             }
         });
-        Ok(stream)
+        Ok(crate::renumber(stream))
     }
 
     async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error> {
@@ -294,11 +294,7 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         }
         body["tools"] = json!(out);
         if let Some(choice) = tool_choice {
-            body["tool_choice"] = match choice {
-                ToolChoice::Auto(_) => json!({"type": "auto"}),
-                ToolChoice::Any(_) => json!({"type": "any"}),
-                ToolChoice::Tool { name } => json!({"type": "tool", "name": name}),
-            };
+            body["tool_choice"] = modelgate_types::vocab::anthropic::tool_choice(choice);
         }
     }
     match response_format {
@@ -386,7 +382,11 @@ fn image_json(image: &ImageBlock) -> Value {
     let BinarySource::Bytes(data) = &image.source;
     json!({
         "type": "image",
-        "source": {"type": "base64", "media_type": format!("image/{}", image.format), "data": data},
+        "source": {
+            "type": "base64",
+            "media_type": modelgate_types::vocab::media::image_media_type(&image.format).unwrap_or("image/png"),
+            "data": data,
+        },
     })
 }
 
@@ -408,14 +408,7 @@ fn document_json(doc: &DocumentBlock) -> Result<Value, Error> {
 }
 
 fn stop_reason(reason: Option<&str>) -> StopReason {
-    match reason {
-        Some("max_tokens") => StopReason::MaxTokens,
-        Some("stop_sequence") => StopReason::StopSequence,
-        Some("tool_use") => StopReason::ToolUse,
-        Some("refusal") => StopReason::ContentFiltered,
-        Some("model_context_window_exceeded") => StopReason::ModelContextWindowExceeded,
-        _ => StopReason::EndTurn,
-    }
+    modelgate_types::vocab::anthropic::stop_reason(reason)
 }
 
 #[derive(Deserialize)]
@@ -683,7 +676,7 @@ mod tests {
                     description: Some("d".into()),
                     input_schema: json!({"json": {"type": "object"}}),
                 })],
-                tool_choice: Some(ToolChoice::Tool { name: "get".into() }),
+                tool_choice: Some(modelgate_types::ToolChoice::Tool { name: "get".into() }),
             }),
             response_format: None,
             reasoning: None,

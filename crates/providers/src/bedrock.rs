@@ -23,8 +23,9 @@ use aws_smithy_types::event_stream::{HeaderValue as FrameHeaderValue, Message as
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use modelgate_types::{
-    ChatRequest, ChatResponse, ContentBlockDelta, ContentBlockStart, EmbedInput, EmbedRequest,
-    EmbedResponse, Error, Message, ResponseFormat, Role, StopReason, StreamEvent, Usage,
+    ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart, EmbedInput,
+    EmbedRequest, EmbedResponse, Error, Message, ResponseFormat, Role, StopReason, StreamEvent,
+    ToolChoice, ToolConfig, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -284,6 +285,7 @@ impl Provider for Bedrock {
             let mut decoder = MessageFrameDecoder::new();
             let mut buffer = BytesMut::new();
             let mut done = false;
+            let max_frame = upstream.max_event_bytes();
             while let Some(chunk) = chunks.next().await {
                 buffer.extend_from_slice(&chunk?);
                 loop {
@@ -299,6 +301,11 @@ impl Provider for Bedrock {
                         Err(e) => Err(upstream.malformed(&e))?,
                     }
                 }
+                // What is left is one incomplete frame: it may not outgrow the limit (plus the
+                // 16 bytes of a frame's prelude and checksum).
+                if buffer.len() > max_frame + 16 {
+                    Err(upstream.too_large("single event", max_frame, "max_event_bytes"))?;
+                }
                 if done {
                     break;
                 }
@@ -307,7 +314,7 @@ impl Provider for Bedrock {
                 Err(upstream.cut_short())?;
             }
         });
-        Ok(stream)
+        Ok(crate::renumber(stream))
     }
 
     async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse, Error> {
@@ -387,8 +394,26 @@ fn converse_body(request: &ChatRequest) -> Result<Value, Error> {
     if let Some(r) = reasoning {
         body["additionalModelRequestFields"] = json!({"thinking": r.thinking_json()});
     }
-    if let Some(tools) = tools {
-        body["toolConfig"] = json!(tools);
+    match tools {
+        // Converse has no "no tool" choice. Without tool blocks in the conversation the tools
+        // are simply not offered; with them, Bedrock needs the tool configuration, and it
+        // could not be kept from calling a tool, so the request is refused, not changed.
+        Some(ToolConfig {
+            tool_choice: Some(ToolChoice::None),
+            ..
+        }) => {
+            let has_tool_blocks = messages
+                .iter()
+                .flat_map(|m| &m.content)
+                .any(|b| matches!(b, ContentBlock::ToolUse(_) | ContentBlock::ToolResult(_)));
+            if has_tool_blocks {
+                return Err(Error::validation(
+                    "tool_choice 'none' cannot be honoured by a Bedrock model in a conversation that already holds tool calls: Converse has no such setting.",
+                ));
+            }
+        }
+        Some(tools) => body["toolConfig"] = json!(tools),
+        None => {}
     }
     match response_format {
         None => {}

@@ -34,7 +34,21 @@ pub struct HttpSettings {
     pub http2_prior_knowledge: bool,
     /// Extra headers sent with every request.
     pub headers: Vec<(String, String)>,
+    /// Largest whole response body read (a JSON answer); a larger one is an error naming
+    /// this limit, and reading stops there.
+    pub max_response_bytes: usize,
+    /// Largest single streamed event (one server-sent event, one AWS event-stream message).
+    pub max_event_bytes: usize,
+    /// Most of an error body read for its message; the rest is discarded unread.
+    pub max_error_body_bytes: usize,
 }
+
+/// Default for [`HttpSettings::max_response_bytes`]: 32 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 << 20;
+/// Default for [`HttpSettings::max_event_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+/// Default for [`HttpSettings::max_error_body_bytes`]: 64 KiB.
+pub const DEFAULT_MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 
 impl Default for HttpSettings {
     fn default() -> Self {
@@ -46,6 +60,9 @@ impl Default for HttpSettings {
             pool_idle_timeout: Duration::from_secs(90),
             http2_prior_knowledge: false,
             headers: Vec::new(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+            max_error_body_bytes: DEFAULT_MAX_ERROR_BODY_BYTES,
         }
     }
 }
@@ -57,6 +74,9 @@ pub(crate) struct Upstream {
     base_url: String,
     client: reqwest::Client,
     response_timeout: Duration,
+    max_response_bytes: usize,
+    max_event_bytes: usize,
+    max_error_body_bytes: usize,
 }
 
 /// Turns an upstream's error body into its message and error code / type, per dialect.
@@ -107,6 +127,9 @@ impl Upstream {
             base_url: base_url.trim_end_matches('/').to_string(),
             client,
             response_timeout: settings.response_timeout,
+            max_response_bytes: settings.max_response_bytes,
+            max_event_bytes: settings.max_event_bytes,
+            max_error_body_bytes: settings.max_error_body_bytes,
         })
     }
 
@@ -147,7 +170,12 @@ impl Upstream {
             return Ok(response);
         }
         let retry_after = retry_after(response.headers());
-        let body = response.bytes().await.unwrap_or_default();
+        // At most `max_error_body_bytes` of an error body is read; the rest is never buffered.
+        let body = self
+            .read_capped(response, self.max_error_body_bytes)
+            .await
+            .map(|(b, _)| b)
+            .unwrap_or_default();
         let (message, code) = parse_error(&body).unwrap_or_else(|| {
             (
                 String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned(),
@@ -182,13 +210,60 @@ impl Upstream {
         self.client.get(url)
     }
 
-    /// Read a whole JSON body.
+    /// Read a whole JSON body, at most `max_response_bytes` of it.
     pub async fn json<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, Error> {
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        let (body, complete) = self.read_capped(response, self.max_response_bytes).await?;
+        if !complete {
+            return Err(self.too_large(
+                "response body",
+                self.max_response_bytes,
+                "max_response_bytes",
+            ));
+        }
         serde_json::from_slice(&body).map_err(|e| self.malformed(&e))
+    }
+
+    /// Read a body up to `limit` bytes: the bytes, and whether that was all of it. Nothing past
+    /// the limit is buffered.
+    async fn read_capped(
+        &self,
+        mut response: reqwest::Response,
+        limit: usize,
+    ) -> Result<(Bytes, bool), Error> {
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Ok((Bytes::new(), false));
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(&e))?
+        {
+            let room = limit - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                return Ok((body.freeze(), false));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body.freeze(), true))
+    }
+
+    /// An upstream answer over one of the configured byte limits.
+    pub fn too_large(&self, what: &str, limit: usize, key: &str) -> Error {
+        Error::new(
+            ErrorKind::ModelError,
+            format!(
+                "The upstream provider '{}' sent a {what} larger than {limit} bytes (the provider's `{key}` limit).",
+                self.name
+            ),
+        )
+    }
+
+    /// The largest single streamed event, for decoders outside this module (Bedrock's
+    /// event-stream frames).
+    pub fn max_event_bytes(&self) -> usize {
+        self.max_event_bytes
     }
 
     /// A response body the upstream sent that does not parse.
@@ -285,21 +360,35 @@ impl Upstream {
         response: reqwest::Response,
     ) -> BoxStream<'static, Result<eventsource_stream::Event, Error>> {
         let name = self.name.clone();
-        response
-            .bytes_stream()
+        let oversized = self.too_large("single event", self.max_event_bytes, "max_event_bytes");
+        let mut sizer = EventSizer::new(self.max_event_bytes);
+        let bytes = response.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(SseInput::Transport)?;
+            if sizer.feed(&chunk) {
+                Ok(chunk)
+            } else {
+                Err(SseInput::Oversized)
+            }
+        });
+        let name2 = name.clone();
+        bytes
             .eventsource()
-            .map(move |item| {
-                item.map_err(|e| match e {
-                    eventsource_stream::EventStreamError::Transport(e) => {
-                        stream_transport_error(&name, &e)
-                    }
-                    other => Error::new(
-                        ErrorKind::ModelError,
-                        format!(
-                            "The upstream provider '{name}' sent a malformed event stream: {other}"
-                        ),
-                    ),
-                })
+            .map(move |item| match item {
+                Err(eventsource_stream::EventStreamError::Transport(SseInput::Oversized)) => {
+                    Err(oversized.clone())
+                }
+                Err(eventsource_stream::EventStreamError::Transport(SseInput::Transport(e))) => {
+                    Err(stream_transport_error(&name2, &e))
+                }
+                Err(eventsource_stream::EventStreamError::Utf8(e)) => Err(Error::new(
+                    ErrorKind::ModelError,
+                    format!("The upstream provider '{name2}' sent a malformed event stream: {e}"),
+                )),
+                Err(eventsource_stream::EventStreamError::Parser(e)) => Err(Error::new(
+                    ErrorKind::ModelError,
+                    format!("The upstream provider '{name2}' sent a malformed event stream: {e}"),
+                )),
+                Ok(event) => Ok(event),
             })
             .boxed()
     }
@@ -311,6 +400,55 @@ impl Upstream {
             .bytes_stream()
             .map(move |item| item.map_err(|e| stream_transport_error(&name, &e)))
             .boxed()
+    }
+}
+
+/// What the byte stream under the SSE decoder can fail with.
+#[derive(Debug)]
+enum SseInput {
+    Transport(reqwest::Error),
+    Oversized,
+}
+
+/// Counts the bytes of the server-sent event being received, so one endless event cannot grow
+/// the decoder's buffer without bound. An event ends at an empty line (`\n\n`, with or
+/// without `\r`).
+struct EventSizer {
+    limit: usize,
+    since_boundary: usize,
+    line_len: usize,
+}
+
+impl EventSizer {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            since_boundary: 0,
+            line_len: 0,
+        }
+    }
+
+    /// Note `chunk`; false once the current event is over the limit.
+    fn feed(&mut self, chunk: &[u8]) -> bool {
+        for &b in chunk {
+            match b {
+                b'\n' => {
+                    if self.line_len == 0 {
+                        self.since_boundary = 0;
+                    }
+                    self.line_len = 0;
+                }
+                b'\r' => {}
+                _ => {
+                    self.line_len += 1;
+                    self.since_boundary += 1;
+                    if self.since_boundary > self.limit {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 }
 
@@ -328,7 +466,7 @@ fn stream_transport_error(name: &str, e: &reqwest::Error) -> Error {
     }
 }
 
-/// `Retry-After` in seconds, or OpenAI's `retry-after-ms`. (The HTTP-date form is not read.)
+/// `Retry-After` as delay-seconds or an HTTP date, or OpenAI's `retry-after-ms`.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = |name: &str| -> Option<&str> { Some(headers.get(name)?.to_str().ok()?.trim()) };
     let seconds =
@@ -438,6 +576,20 @@ mod tests {
             Some(("nope".into(), None))
         );
         assert_eq!(parse_error_body(b"<html>"), None);
+    }
+
+    #[test]
+    fn one_event_may_not_exceed_the_limit_but_a_long_stream_may() {
+        let mut s = EventSizer::new(10);
+        for _ in 0..1000 {
+            assert!(s.feed(b"data: 1234\r\n\r\n"));
+        }
+        assert!(s.feed(b"data: 12"));
+        assert!(!s.feed(b"345"), "11 bytes without a boundary");
+        let mut s = EventSizer::new(10);
+        // A line break alone is not a boundary: the lines of one event add up.
+        assert!(s.feed(b"data: a\n"));
+        assert!(!s.feed(b"data: b\n"));
     }
 
     #[test]

@@ -22,7 +22,9 @@ mod stop;
 
 pub use anthropic::{Anthropic, AnthropicConfig, AnthropicEndpoint};
 pub use bedrock::{AwsCredentials, Bedrock, BedrockConfig, BedrockEndpoint};
-pub use http::HttpSettings;
+pub use http::{
+    HttpSettings, DEFAULT_MAX_ERROR_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_RESPONSE_BYTES,
+};
 pub use local_embed::{LocalEmbedder, LocalEmbedderConfig, LocalEmbedderSettings};
 pub use local_llama::{LocalLlama, LocalLlamaConfig, LocalLlamaSettings};
 pub use openai::{OpenAi, OpenAiConfig, OpenAiEndpoint};
@@ -115,10 +117,54 @@ pub trait Provider: Send + Sync + 'static {
     async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error>;
 }
 
+/// The most content blocks one answer may have. An upstream that numbers more is refused: the
+/// blocks of an answer are held in memory while it is folded or renumbered.
+pub const MAX_CONTENT_BLOCKS: usize = 1024;
+
+fn too_many_blocks() -> Error {
+    Error::new(
+        modelgate_types::ErrorKind::ModelError,
+        format!("The model's answer has more than {MAX_CONTENT_BLOCKS} content blocks."),
+    )
+}
+
+/// Renumber a stream's content-block indices densely from 0, in the order they first appear,
+/// and refuse more than [`MAX_CONTENT_BLOCKS`] of them. Upstream providers pass their streams
+/// through this, so an index such as `4294967295` never reaches anything that sizes a buffer
+/// by it.
+pub(crate) fn renumber(stream: ChatStream) -> ChatStream {
+    let mut numbers: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    stream
+        .map(move |item| {
+            let mut event = item?;
+            let index = match &mut event {
+                StreamEvent::ContentBlockStart { index, .. }
+                | StreamEvent::ContentBlockDelta { index, .. }
+                | StreamEvent::ContentBlockStop { index } => index,
+                StreamEvent::MessageStart { .. }
+                | StreamEvent::MessageStop { .. }
+                | StreamEvent::Metadata { .. } => return Ok(event),
+            };
+            let next = numbers.len();
+            *index = match numbers.get(index) {
+                Some(n) => *n,
+                None if next >= MAX_CONTENT_BLOCKS => return Err(too_many_blocks()),
+                None => {
+                    let n = u32::try_from(next).map_err(|_| too_many_blocks())?;
+                    numbers.insert(*index, n);
+                    n
+                }
+            };
+            Ok(event)
+        })
+        .boxed()
+}
+
 /// Fold a canonical event stream into one response.
 ///
 /// Text deltas are concatenated per block; tool-use input fragments are joined and parsed as
-/// JSON when the block stops. An `Err` item is returned as the error.
+/// JSON when the block stops. Blocks keep the order of their indices; at most
+/// [`MAX_CONTENT_BLOCKS`] are taken. An `Err` item is returned as the error.
 pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<ChatResponse, Error> {
     #[derive(Default)]
     struct Block {
@@ -129,26 +175,29 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
         signature: Option<String>,
         redacted: Option<String>,
     }
-    let mut blocks: Vec<Block> = Vec::new();
+    // Blocks by index: sparse indices cost one entry each, never a gap.
+    let mut blocks: std::collections::BTreeMap<u32, Block> = std::collections::BTreeMap::new();
     let mut stop_reason = StopReason::EndTurn;
     let mut usage = Usage::default();
     let mut latency_ms = 0;
-    fn block(blocks: &mut Vec<Block>, index: u32) -> &mut Block {
-        let i = index as usize;
-        if blocks.len() <= i {
-            blocks.resize_with(i + 1, Block::default);
+    fn block(
+        blocks: &mut std::collections::BTreeMap<u32, Block>,
+        index: u32,
+    ) -> Result<&mut Block, Error> {
+        if blocks.len() >= MAX_CONTENT_BLOCKS && !blocks.contains_key(&index) {
+            return Err(too_many_blocks());
         }
-        &mut blocks[i]
+        Ok(blocks.entry(index).or_default())
     }
     while let Some(event) = stream.next().await {
         match event? {
             StreamEvent::MessageStart { .. } | StreamEvent::ContentBlockStop { .. } => {}
             StreamEvent::ContentBlockStart { index, start } => {
                 let modelgate_types::ContentBlockStart::ToolUse { tool_use_id, name } = start;
-                block(&mut blocks, index).tool = Some((tool_use_id, name));
+                block(&mut blocks, index)?.tool = Some((tool_use_id, name));
             }
             StreamEvent::ContentBlockDelta { index, delta } => {
-                let b = block(&mut blocks, index);
+                let b = block(&mut blocks, index)?;
                 match delta {
                     ContentBlockDelta::Text(t) => b.text.push_str(&t),
                     ContentBlockDelta::ToolUseInput(t) => b.input.push_str(&t),
@@ -172,7 +221,7 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
         }
     }
     let mut content = Vec::with_capacity(blocks.len());
-    for b in blocks {
+    for b in blocks.into_values() {
         if let Some((tool_use_id, name)) = b.tool {
             let input = if b.input.trim().is_empty() {
                 serde_json::Value::Object(Default::default())
@@ -370,6 +419,48 @@ mod tests {
         );
         let replayed = futures::stream::iter(response_events(&r).into_iter().map(Ok)).boxed();
         assert_eq!(collect_stream("m".into(), replayed).await.unwrap(), r);
+    }
+
+    #[tokio::test]
+    async fn hostile_block_indices_cost_nothing_and_are_renumbered() {
+        let delta = |index, t: &str| {
+            Ok(StreamEvent::ContentBlockDelta {
+                index,
+                delta: ContentBlockDelta::Text(t.into()),
+            })
+        };
+        let events = vec![delta(u32::MAX, "a"), delta(7, "b"), delta(u32::MAX, "c")];
+        let r = collect_stream("m".into(), futures::stream::iter(events.clone()).boxed())
+            .await
+            .unwrap();
+        // BTreeMap order: 7 before u32::MAX.
+        assert_eq!(
+            r.message.content,
+            vec![
+                ContentBlock::Text("b".into()),
+                ContentBlock::Text("ac".into())
+            ]
+        );
+        let renumbered: Vec<u32> = renumber(futures::stream::iter(events).boxed())
+            .map(|e| match e.unwrap() {
+                StreamEvent::ContentBlockDelta { index, .. } => index,
+                _ => 99,
+            })
+            .collect()
+            .await;
+        assert_eq!(renumbered, vec![0, 1, 0]);
+        let many = (0..=MAX_CONTENT_BLOCKS as u32).map(|i| delta(i * 1000, "x"));
+        let e = collect_stream(
+            "m".into(),
+            futures::stream::iter(many.clone().collect::<Vec<_>>()).boxed(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.message.contains("content blocks"), "{}", e.message);
+        let last = renumber(futures::stream::iter(many.collect::<Vec<_>>()).boxed())
+            .collect::<Vec<_>>()
+            .await;
+        assert!(last.last().unwrap().is_err());
     }
 
     #[tokio::test]

@@ -158,7 +158,7 @@ struct Job {
 /// The embedded chat provider.
 pub struct LocalLlama {
     model: Arc<LlamaModel>,
-    template: LlamaChatTemplate,
+    template: Arc<LlamaChatTemplate>,
     config: LocalLlamaConfig,
     queue: mpsc::Sender<Job>,
     alive: Arc<AtomicBool>,
@@ -208,54 +208,73 @@ impl LocalLlama {
         }
         Ok(Self {
             model,
-            template,
+            template: Arc::new(template),
             config,
             queue,
             alive,
         })
     }
 
-    /// Render the chat template and tokenize. Only text content is understood.
-    fn prompt_tokens(&self, request: &ChatRequest) -> Result<Vec<LlamaToken>, Error> {
-        let mut chat = Vec::with_capacity(request.messages.len() + 1);
-        let system: Vec<&str> = request.system.iter().filter_map(|s| s.text()).collect();
-        // The template inserts a default system prompt when there is none; that degrades this
-        // small model's greedy output, so a system message is only sent when the caller has one.
-        if !system.is_empty() {
-            chat.push(chat_message("system", system.join("\n"))?);
-        }
-        for message in &request.messages {
-            let mut text = String::new();
-            for block in &message.content {
-                match block {
-                    ContentBlock::Text(t) => text.push_str(t),
-                    ContentBlock::ReasoningContent(_) | ContentBlock::CachePoint(_) => {}
-                    ContentBlock::Image(_) | ContentBlock::Document(_) => {
-                        return Err(Error::validation(format!(
-                            "The model '{}' accepts text only; images and documents are not supported.",
-                            request.model
-                        )))
-                    }
-                    ContentBlock::ToolUse(_) | ContentBlock::ToolResult(_) => {
-                        return Err(Error::validation(format!(
-                            "The model '{}' does not support tool use.",
-                            request.model
-                        )))
-                    }
+    /// Render the chat template and tokenize, on the blocking pool: for an input near the body
+    /// limit this is milliseconds of CPU that must not hold up an async worker thread. The
+    /// request goes in and comes back out, so nothing is cloned.
+    async fn prompt_tokens(
+        &self,
+        request: ChatRequest,
+    ) -> Result<(Vec<LlamaToken>, ChatRequest), Error> {
+        let (model, template) = (Arc::clone(&self.model), Arc::clone(&self.template));
+        tokio::task::spawn_blocking(move || {
+            let tokens = prompt_tokens(&model, &template, &request)?;
+            Ok((tokens, request))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("tokenising the prompt failed: {e}")))?
+    }
+}
+
+/// Render the chat template and tokenize. Only text content is understood.
+fn prompt_tokens(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    request: &ChatRequest,
+) -> Result<Vec<LlamaToken>, Error> {
+    let mut chat = Vec::with_capacity(request.messages.len() + 1);
+    let system: Vec<&str> = request.system.iter().filter_map(|s| s.text()).collect();
+    // The template inserts a default system prompt when there is none; that degrades this
+    // small model's greedy output, so a system message is only sent when the caller has one.
+    if !system.is_empty() {
+        chat.push(chat_message("system", system.join("\n"))?);
+    }
+    for message in &request.messages {
+        let mut text = String::new();
+        for block in &message.content {
+            match block {
+                ContentBlock::Text(t) => text.push_str(t),
+                ContentBlock::ReasoningContent(_) | ContentBlock::CachePoint(_) => {}
+                ContentBlock::Image(_) | ContentBlock::Document(_) => {
+                    return Err(Error::validation(format!(
+                        "The model '{}' accepts text only; images and documents are not supported.",
+                        request.model
+                    )))
+                }
+                ContentBlock::ToolUse(_) | ContentBlock::ToolResult(_) => {
+                    return Err(Error::validation(format!(
+                        "The model '{}' does not support tool use.",
+                        request.model
+                    )))
                 }
             }
-            let role = match message.role {
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
-            chat.push(chat_message(role, text)?);
         }
-        let prompt = self
-            .model
-            .apply_chat_template(&self.template, &chat, true)
-            .map_err(|e| Error::internal(format!("chat template failed: {e}")))?;
-        Ok(self.model.vocab().tokenize(prompt.as_bytes(), true, true))
+        let role = match message.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        };
+        chat.push(chat_message(role, text)?);
     }
+    let prompt = model
+        .apply_chat_template(template, &chat, true)
+        .map_err(|e| Error::internal(format!("chat template failed: {e}")))?;
+    Ok(model.vocab().tokenize(prompt.as_bytes(), true, true))
 }
 
 fn chat_message(role: &str, content: String) -> Result<LlamaChatMessage, Error> {
@@ -280,7 +299,7 @@ impl Provider for LocalLlama {
     }
 
     async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error> {
-        Ok(self.prompt_tokens(request)?.len() as u32)
+        Ok(self.prompt_tokens(request.clone()).await?.0.len() as u32)
     }
 
     async fn converse_stream(&self, request: ChatRequest) -> Result<ChatStream, Error> {
@@ -310,7 +329,9 @@ impl Provider for LocalLlama {
             top_p,
             stop_sequences,
         } = inference;
-        let prompt = self.prompt_tokens(&request)?;
+        let stop_sequences = stop_sequences.clone();
+        let (max_tokens, temperature, top_p) = (*max_tokens, *temperature, *top_p);
+        let (prompt, request) = self.prompt_tokens(request).await?;
         let input_tokens = prompt.len() as u32;
         let window = self.config.settings.context_size;
         if input_tokens >= window {
@@ -331,7 +352,7 @@ impl Provider for LocalLlama {
             max_tokens,
             temperature: temperature.unwrap_or(self.config.settings.default_temperature),
             top_p: top_p.unwrap_or(1.0),
-            stops: stop_sequences.clone(),
+            stops: stop_sequences,
             events,
         };
         self.queue.try_send(job).map_err(|e| match e {

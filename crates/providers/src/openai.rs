@@ -21,7 +21,7 @@ use futures::StreamExt;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
     EmbedInput, EmbedRequest, EmbedResponse, Error, ErrorKind, InferenceConfig, Message,
-    ReasoningBlock, ResponseFormat, Role, StopReason, StreamEvent, Tool, ToolChoice, ToolConfig,
+    ReasoningBlock, ResponseFormat, Role, StopReason, StreamEvent, Tool, ToolConfig,
     ToolResultBlock, ToolResultContent, ToolUseBlock, Usage,
 };
 use reqwest::header::{HeaderName, AUTHORIZATION};
@@ -214,7 +214,7 @@ impl Provider for OpenAi {
                 yield e;
             }
         });
-        Ok(stream)
+        Ok(crate::renumber(stream))
     }
 
     async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse, Error> {
@@ -330,13 +330,7 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
             })
             .collect();
         if let Some(choice) = tool_choice {
-            body["tool_choice"] = match choice {
-                ToolChoice::Auto(_) => json!("auto"),
-                ToolChoice::Any(_) => json!("required"),
-                ToolChoice::Tool { name } => {
-                    json!({"type": "function", "function": {"name": name}})
-                }
-            };
+            body["tool_choice"] = modelgate_types::vocab::openai::tool_choice(choice);
         }
     }
     match response_format {
@@ -369,7 +363,7 @@ fn user_messages(m: &Message, out: &mut Vec<Value>) -> Result<(), Error> {
                 let BinarySource::Bytes(data) = &image.source;
                 parts.push(json!({
                     "type": "image_url",
-                    "image_url": {"url": format!("data:image/{};base64,{data}", image.format)},
+                    "image_url": {"url": modelgate_types::vocab::media::data_url(&image.format, data)},
                 }));
             }
             ContentBlock::ToolResult(ToolResultBlock {
@@ -440,12 +434,7 @@ fn assistant_message(m: &Message) -> Result<Value, Error> {
 }
 
 fn stop_reason(finish: Option<&str>) -> StopReason {
-    match finish {
-        Some("length") => StopReason::MaxTokens,
-        Some("tool_calls" | "function_call") => StopReason::ToolUse,
-        Some("content_filter") => StopReason::ContentFiltered,
-        _ => StopReason::EndTurn,
-    }
+    modelgate_types::vocab::openai::stop_reason(finish)
 }
 
 #[derive(Deserialize)]
@@ -799,7 +788,7 @@ mod tests {
                     description: None,
                     input_schema: json!({"json": {"type": "object"}}),
                 })],
-                tool_choice: Some(ToolChoice::Any(json!({}))),
+                tool_choice: Some(modelgate_types::ToolChoice::Any(json!({}))),
             }),
             response_format: Some(ResponseFormat::JsonObject),
             reasoning: Some(modelgate_types::Reasoning {

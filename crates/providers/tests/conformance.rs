@@ -357,6 +357,16 @@ async fn embeddings(h: Harness) {
         input: EmbedInput::Texts(vec!["one two".into(), "three".into()]),
     };
     if !h.embeddings {
+        // A provider without embeddings refuses them with a clear 400 and never calls out.
+        assert!(!p.capabilities().embeddings);
+        let e = p.embed(request).await.unwrap_err();
+        assert_eq!((e.kind, e.status()), (ErrorKind::Validation, 400), "{e:?}");
+        assert!(
+            e.message.contains("does not support embeddings"),
+            "{}",
+            e.message
+        );
+        assert_eq!(mock.calls(), 0);
         return;
     }
     assert!(p.capabilities().embeddings && !p.capabilities().chat);

@@ -6,19 +6,20 @@
 //! Anthropic's status codes. A stream that fails after it started ends with an `error` event,
 //! never a clean `message_stop`.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::StreamExt;
+use modelgate_core::CallContext;
 use modelgate_types::{ChatRequest, ChatResponse, Error, Message, Role, StopReason, Usage};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::app::{served_headers, AppState};
+use crate::app::AppState;
 use crate::errors::{anthropic_body, body_rejection, json_error, respond, AnthropicError};
 use crate::native::anthropic::{message_id, response_json, MessagesBody, StreamMapper};
+use crate::streaming::{self, sse_frame};
 
 /// Parse a `/v1/messages` body: `model` is required and `anthropic_version` belongs in the
 /// header, not the body.
@@ -61,13 +62,15 @@ enum Mode {
 /// `POST /v1/messages`
 pub async fn messages(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond::<AnthropicError>(messages_inner(state, body).await)
+    respond::<AnthropicError>(messages_inner(state, ctx, body).await)
 }
 
 async fn messages_inner(
     state: AppState,
+    ctx: CallContext,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
@@ -75,13 +78,12 @@ async fn messages_inner(
     let id = message_id("msg_");
     let model = request.model.clone();
     if mode == Mode::Whole {
-        let served = state.gateway.converse(request).await?;
-        let response = Json(response_json(&id, &model, &served.value)).into_response();
-        return Ok(served_headers(response, &served));
+        let served = state.gateway.converse(&ctx, request).await?;
+        return Ok(Json(response_json(&id, &model, &served.value)).into_response());
     }
-    let (events, served) = match mode {
+    let events = match mode {
         Mode::PromptOnly { stream } => {
-            let input_tokens = state.gateway.count_tokens(&request).await?;
+            let input_tokens = state.gateway.count_tokens(&ctx, request).await?;
             let response = ChatResponse {
                 model: model.clone(),
                 message: Message {
@@ -96,71 +98,44 @@ async fn messages_inner(
                 return Ok(Json(response_json(&id, &model, &response)).into_response());
             }
             let events = modelgate_providers::response_events(&response);
-            (
-                futures::stream::iter(events.into_iter().map(Ok)).boxed(),
-                None,
-            )
+            futures::stream::iter(events.into_iter().map(Ok)).boxed()
         }
-        _ => {
-            let (events, served) = state.gateway.converse_stream(request).await?.split();
-            (events, Some(served))
-        }
+        _ => state.gateway.converse_stream(&ctx, request).await?.value,
     };
-    let mapper = StreamMapper::new(id, model, false);
-    let body = events
-        .scan((mapper, false), |(mapper, ended), item| {
-            if *ended {
-                return futures::future::ready(None);
+    let mut mapper = StreamMapper::new(id, model, false);
+    let encode = move |event: &modelgate_types::StreamEvent| {
+        let mut out = String::new();
+        for v in mapper.map(event) {
+            let name = v["type"].as_str().unwrap_or("message").to_string();
+            out.push_str(&sse_frame(Some(&name), &v.to_string()));
+            if name == "message_start" {
+                out.push_str(&sse_frame(
+                    Some("ping"),
+                    &json!({"type": "ping"}).to_string(),
+                ));
             }
-            let frames = match item {
-                Ok(event) => {
-                    let mut out = String::new();
-                    for v in mapper.map(&event) {
-                        let name = v["type"].as_str().unwrap_or("message").to_string();
-                        out.push_str(&sse(&name, &v));
-                        if name == "message_start" {
-                            out.push_str(&sse("ping", &json!({"type": "ping"})));
-                        }
-                    }
-                    out
-                }
-                Err(e) => {
-                    *ended = true;
-                    sse("error", &anthropic_body(&e))
-                }
-            };
-            futures::future::ready(Some(frames))
-        })
-        .filter(|frames| futures::future::ready(!frames.is_empty()))
-        .map(|frames| Ok::<_, std::convert::Infallible>(Bytes::from(frames)));
-    let response = (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response();
-    Ok(match served {
-        Some(served) => served_headers(response, &served),
-        None => response,
-    })
-}
-
-fn sse(event: &str, data: &Value) -> String {
-    format!("event: {event}\ndata: {data}\n\n")
+        }
+        Bytes::from(out)
+    };
+    let body = streaming::encode(
+        events,
+        encode,
+        |e| Bytes::from(sse_frame(Some("error"), &anthropic_body(e).to_string())),
+        None,
+    );
+    Ok(streaming::response("text/event-stream", &[], body))
 }
 
 /// `POST /v1/messages/count_tokens`
 pub async fn count_tokens(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
         let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
         let (request, _) = parse(&body, true)?;
-        let n = state.gateway.count_tokens(&request).await?;
+        let n = state.gateway.count_tokens(&ctx, request).await?;
         Ok::<_, Error>(Json(json!({ "input_tokens": n })).into_response())
     }
     .await;

@@ -4,18 +4,20 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
-use modelgate_core::{Gateway, ModelInfo};
+use modelgate_core::outcome::{record_plain, ErrorInfo};
+use modelgate_core::{CallContext, Dialect, Gateway, ModelInfo, ServedBy};
 use modelgate_types::Error;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::errors::{BedrockError, OpenAiError};
 use crate::{anthropic, bedrock, openai};
@@ -37,23 +39,21 @@ pub struct AppState {
 
 /// Say on a response which model served it and why the requested one did not:
 /// `x-modelgate-served-by`, `x-modelgate-fallback-reason` (when there was a fallback) and
-/// `x-modelgate-attempts`.
-pub fn served_headers<T>(mut response: Response, served: &modelgate_core::Served<T>) -> Response {
+/// `x-modelgate-attempts` — on answers and errors alike, from what the pipeline recorded.
+fn served_headers(response: &mut Response, served: &ServedBy) {
     let h = response.headers_mut();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&served.served_by) {
-        h.insert("x-modelgate-served-by", v);
+    if let Ok(v) = HeaderValue::from_str(&served.served_by) {
+        if !served.served_by.is_empty() {
+            h.insert("x-modelgate-served-by", v);
+        }
     }
     if let Some(reason) = served.fallback_reason {
         h.insert(
             "x-modelgate-fallback-reason",
-            axum::http::HeaderValue::from_static(reason),
+            HeaderValue::from_static(reason),
         );
     }
-    h.insert(
-        "x-modelgate-attempts",
-        axum::http::HeaderValue::from(served.attempts),
-    );
-    response
+    h.insert("x-modelgate-attempts", HeaderValue::from(served.attempts));
 }
 
 /// Build the router with every front door.
@@ -75,7 +75,10 @@ pub fn router(state: AppState) -> Router {
         .merge(bedrock_routes(state.clone()))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }
 
@@ -176,36 +179,51 @@ async fn not_found(request: Request) -> Response {
         modelgate_types::ErrorKind::NotFound,
         format!("No route for {} {path}", request.method()),
     );
-    if path.starts_with("/model/") {
-        BedrockError(e).into_response()
-    } else {
-        OpenAiError(e).into_response()
+    match Dialect::for_path(&path) {
+        Dialect::Bedrock => BedrockError(e).into_response(),
+        Dialect::Anthropic => crate::errors::AnthropicError(e).into_response(),
+        Dialect::OpenAi | Dialect::Modelgate => OpenAiError(e).into_response(),
     }
 }
 
-/// Give every request an id (echoed as `x-request-id` and `x-amzn-RequestId`) and log one line
-/// per request: method, route, status, latency. Bodies and prompts are never logged.
-async fn request_context(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = uuid::Uuid::new_v4().to_string();
-    let method = request.method().clone();
+/// Make the call context of every request — request id (echoed as `x-request-id` and
+/// `x-amzn-RequestId`), dialect, route, source address — and run the request inside its
+/// tracing span. Model calls record their outcome (and so their access log line) in the
+/// pipeline, a stream's at its end; every other request's outcome is recorded here. Bodies
+/// and prompts are never logged.
+async fn request_context(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| request.uri().path().to_string());
-    let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let ctx = CallContext::builder(Dialect::for_path(request.uri().path()))
+        .route(request.method().as_str(), route)
+        .source(source)
+        .build();
+    request.extensions_mut().insert(ctx.clone());
+    let mut response = next.run(request).instrument(ctx.span().clone()).await;
+    if let Ok(value) = HeaderValue::from_str(ctx.request_id()) {
         response.headers_mut().insert("x-request-id", value.clone());
         response.headers_mut().insert("x-amzn-RequestId", value);
     }
-    tracing::info!(
-        request_id = %id,
-        %method,
-        route = %route,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
+    if let Some(served) = ctx.served() {
+        served_headers(&mut response, &served);
+    }
+    let error = response.extensions().get::<ErrorInfo>().cloned();
+    record_plain(
+        &ctx,
+        state.gateway.sinks(),
+        response.status().as_u16(),
+        error,
     );
     response
 }

@@ -2,7 +2,10 @@
 //!
 //! OpenAI callers get `{"error":{"message","type","param","code"}}`; Bedrock callers get the
 //! exception name in `x-amzn-ErrorType`, `{"message"}` and the status botocore's model gives
-//! that exception.
+//! that exception; Anthropic callers get `{"type":"error","error":{…}}`. In every dialect an
+//! error that says when to come back (an open circuit, a full queue, an upstream's own
+//! `Retry-After`) carries a `Retry-After` header in whole seconds, and the error's
+//! classification rides along on the response for the call's outcome.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +39,21 @@ pub fn openai_body(e: &Error) -> serde_json::Value {
     })
 }
 
+/// What every dialect adds to an error response: `Retry-After` (whole seconds, rounded up)
+/// when the error says when to come back, and the classification for the access log.
+fn finish(mut response: Response, e: &Error) -> Response {
+    if let Some(wait) = e.retry_after {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+        .extensions_mut()
+        .insert(modelgate_core::outcome::ErrorInfo::from(e));
+    response
+}
+
 /// An error answered in the OpenAI dialect.
 #[derive(Debug)]
 pub struct OpenAiError(pub Error);
@@ -50,7 +68,10 @@ impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(openai_body(&self.0))).into_response()
+        finish(
+            (status, axum::Json(openai_body(&self.0))).into_response(),
+            &self.0,
+        )
     }
 }
 
@@ -100,7 +121,7 @@ impl IntoResponse for BedrockError {
             _ => HeaderValue::from_static(bedrock_exception(self.0.kind)),
         };
         response.headers_mut().insert("x-amzn-ErrorType", name);
-        response
+        finish(response, &self.0)
     }
 }
 
@@ -143,7 +164,10 @@ impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(anthropic_kind(self.0.kind).1)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(anthropic_body(&self.0))).into_response()
+        finish(
+            (status, axum::Json(anthropic_body(&self.0))).into_response(),
+            &self.0,
+        )
     }
 }
 

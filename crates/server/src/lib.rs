@@ -10,3 +10,4 @@ pub mod errors;
 pub mod native;
 pub mod openai;
 pub mod sigv4;
+pub mod streaming;

@@ -200,9 +200,11 @@ fn serve(
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
-        let gateway = Arc::new(Gateway::with_fallback_cache(
-            config.resilience.fallback_cache_entries,
-        ));
+        let gateway = Arc::new(
+            Gateway::builder()
+                .last_good_entries(config.resilience.fallback_cache_entries)
+                .build(),
+        );
         let state = app::AppState {
             gateway: Arc::clone(&gateway),
             max_body_bytes: config.server.max_body_bytes,
@@ -334,7 +336,10 @@ fn chat(
             response_format: None,
             reasoning: None,
         };
-        let mut stream = gateway.converse_stream(request).await?.value;
+        let mut stream = gateway
+            .converse_stream(&modelgate_core::CallContext::internal(), request)
+            .await?
+            .value;
         let mut out = std::io::stdout().lock();
         while let Some(event) = stream.next().await {
             match event? {

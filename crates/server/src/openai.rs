@@ -9,26 +9,27 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use base64::Engine as _;
-use futures::StreamExt;
+use modelgate_core::CallContext;
+use modelgate_types::vocab;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
     EmbedInput, EmbedRequest, Error, ImageBlock, InferenceConfig, Message, Reasoning,
-    ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig,
-    ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock, Usage,
+    ResponseFormat, Role, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock,
+    ToolResultContent, ToolSpec, ToolUseBlock, Usage,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::{served_headers, AppState};
+use crate::app::AppState;
 use crate::errors::{body_rejection, json_error, openai_body, respond, OpenAiError};
+use crate::streaming;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,12 +230,7 @@ fn response_format(value: Option<Value>) -> Result<Option<ResponseFormat>, Error
 
 /// Only `data:` URLs are accepted: the gateway does not fetch URLs on a caller's behalf.
 fn image_block(url: &str) -> Result<ContentBlock, Error> {
-    let rest = url.strip_prefix("data:image/").ok_or_else(|| {
-        bad("image_url must be a base64 data URL (data:image/png;base64,...); remote URLs are not fetched")
-    })?;
-    let (format, data) = rest
-        .split_once(";base64,")
-        .ok_or_else(|| bad("image_url data URL must be base64-encoded"))?;
+    let (format, data) = vocab::media::parse_data_url(url).map_err(bad)?;
     Ok(ContentBlock::Image(ImageBlock {
         format: format.to_string(),
         source: BinarySource::Bytes(data.to_string()),
@@ -363,30 +359,9 @@ fn push_message(messages: &mut Vec<Message>, role: Role, content: Vec<ContentBlo
 }
 
 fn tool_choice(choice: Option<Value>) -> Result<Option<ToolChoice>, Error> {
-    Ok(match choice {
-        None => None,
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" | "none" => Some(ToolChoice::Auto(json!({}))),
-            "required" => Some(ToolChoice::Any(json!({}))),
-            other => return Err(bad(format!("unknown tool_choice '{other}'"))),
-        },
-        Some(v) => {
-            let name = v
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("tool_choice object needs function.name"))?;
-            Some(ToolChoice::Tool { name: name.into() })
-        }
-    })
-}
-
-fn finish_reason(reason: StopReason) -> &'static str {
-    match reason {
-        StopReason::EndTurn | StopReason::StopSequence => "stop",
-        StopReason::MaxTokens | StopReason::ModelContextWindowExceeded => "length",
-        StopReason::ToolUse => "tool_calls",
-        StopReason::GuardrailIntervened | StopReason::ContentFiltered => "content_filter",
-    }
+    choice
+        .map(|v| vocab::openai::parse_tool_choice(&v).map_err(bad))
+        .transpose()
 }
 
 fn usage_json(u: &Usage) -> Value {
@@ -434,7 +409,7 @@ fn completion_json(id: &str, created: u64, r: &ChatResponse) -> Value {
             "index": 0,
             "message": message,
             "logprobs": null,
-            "finish_reason": finish_reason(r.stop_reason),
+            "finish_reason": vocab::openai::finish_reason(r.stop_reason),
         }],
         "usage": usage_json(&r.usage),
         "system_fingerprint": null,
@@ -444,13 +419,15 @@ fn completion_json(id: &str, created: u64, r: &ChatResponse) -> Value {
 /// `POST /v1/chat/completions`
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond::<OpenAiError>(chat_inner(state, body).await)
+    respond::<OpenAiError>(chat_inner(state, ctx, body).await)
 }
 
 async fn chat_inner(
     state: AppState,
+    ctx: CallContext,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
@@ -459,23 +436,13 @@ async fn chat_inner(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
     if !stream {
-        let served = state.gateway.converse(request).await?;
-        let response = Json(completion_json(&id, created, &served.value)).into_response();
-        return Ok(served_headers(response, &served));
+        let served = state.gateway.converse(&ctx, request).await?;
+        return Ok(Json(completion_json(&id, created, &served.value)).into_response());
     }
     let model = request.model.clone();
-    let (events, served) = state.gateway.converse_stream(request).await?.split();
+    let events = state.gateway.converse_stream(&ctx, request).await?.value;
     let body = sse_body(events, id, created, model, include_usage);
-    let response = (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response();
-    Ok(served_headers(response, &served))
+    Ok(streaming::response("text/event-stream", &[], body))
 }
 
 /// Turn canonical events into OpenAI `chat.completion.chunk` SSE frames ending in `[DONE]`.
@@ -488,11 +455,6 @@ fn sse_body(
     model: String,
     include_usage: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
-    struct St {
-        events: modelgate_providers::ChatStream,
-        tool_index: HashMap<u32, usize>,
-        done: bool,
-    }
     let chunk = move |choices: Value, usage: Option<Value>| -> Bytes {
         let mut v = json!({
             "id": id,
@@ -505,85 +467,65 @@ fn sse_body(
         if include_usage {
             v["usage"] = usage.unwrap_or(Value::Null);
         }
-        Bytes::from(format!("data: {v}\n\n"))
+        Bytes::from(streaming::sse_frame(None, &v.to_string()))
     };
-    let state = St {
-        events,
-        tool_index: HashMap::new(),
-        done: false,
-    };
-    futures::stream::unfold(state, move |mut st| {
-        let chunk = chunk.clone();
-        async move {
-            if st.done {
-                return None;
-            }
-            loop {
-                let Some(event) = st.events.next().await else {
-                    st.done = true;
-                    return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), st));
-                };
-                let delta = |d: Value| json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": null}]);
-                let frame = match event {
-                    Err(e) => {
-                        st.done = true;
-                        Bytes::from(format!("data: {}\n\n", openai_body(&e)))
-                    }
-                    Ok(StreamEvent::MessageStart { .. }) => chunk(
-                        delta(json!({"role": "assistant", "content": "", "refusal": null})),
-                        None,
-                    ),
-                    Ok(StreamEvent::ContentBlockStart {
-                        index,
-                        start: ContentBlockStart::ToolUse { tool_use_id, name },
-                    }) => {
-                        let n = st.tool_index.len();
-                        st.tool_index.insert(index, n);
-                        chunk(
-                            delta(json!({"tool_calls": [{
-                                "index": n, "id": tool_use_id, "type": "function",
-                                "function": {"name": name, "arguments": ""}
-                            }]})),
-                            None,
-                        )
-                    }
-                    Ok(StreamEvent::ContentBlockDelta { index, delta: d }) => match d {
-                        ContentBlockDelta::Text(t) => {
-                            if t.is_empty() {
-                                continue;
-                            }
-                            chunk(delta(json!({"content": t})), None)
-                        }
-                        ContentBlockDelta::ToolUseInput(fragment) => {
-                            let n = st.tool_index.get(&index).copied().unwrap_or(0);
-                            chunk(
-                                delta(
-                                    json!({"tool_calls": [{"index": n, "function": {"arguments": fragment}}]}),
-                                ),
-                                None,
-                            )
-                        }
-                        // The Chat Completions API has no reasoning output (documented).
-                        ContentBlockDelta::ReasoningText(_)
-                        | ContentBlockDelta::ReasoningSignature(_)
-                        | ContentBlockDelta::RedactedReasoning(_) => continue,
-                    },
-                    Ok(StreamEvent::ContentBlockStop { .. }) => continue,
-                    Ok(StreamEvent::MessageStop { stop_reason }) => chunk(
-                        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(stop_reason)}]),
-                        None,
-                    ),
-                    Ok(StreamEvent::Metadata { usage, .. }) => {
-                        if !include_usage {
-                            continue;
-                        }
-                        chunk(json!([]), Some(usage_json(&usage)))
-                    }
-                };
-                return Some((Ok(frame), st));
-            }
+    let delta =
+        |d: Value| json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": null}]);
+    let mut tool_index: HashMap<u32, usize> = HashMap::new();
+    let encode = move |event: &StreamEvent| match event {
+        StreamEvent::MessageStart { .. } => chunk(
+            delta(json!({"role": "assistant", "content": "", "refusal": null})),
+            None,
+        ),
+        StreamEvent::ContentBlockStart {
+            index,
+            start: ContentBlockStart::ToolUse { tool_use_id, name },
+        } => {
+            let n = tool_index.len();
+            tool_index.insert(*index, n);
+            chunk(
+                delta(json!({"tool_calls": [{
+                    "index": n, "id": tool_use_id, "type": "function",
+                    "function": {"name": name, "arguments": ""}
+                }]})),
+                None,
+            )
         }
-    })
+        StreamEvent::ContentBlockDelta { index, delta: d } => match d {
+            ContentBlockDelta::Text(t) if !t.is_empty() => {
+                chunk(delta(json!({"content": t})), None)
+            }
+            ContentBlockDelta::ToolUseInput(fragment) => {
+                let n = tool_index.get(index).copied().unwrap_or(0);
+                chunk(
+                    delta(
+                        json!({"tool_calls": [{"index": n, "function": {"arguments": fragment}}]}),
+                    ),
+                    None,
+                )
+            }
+            // The Chat Completions API has no reasoning output (documented).
+            ContentBlockDelta::Text(_)
+            | ContentBlockDelta::ReasoningText(_)
+            | ContentBlockDelta::ReasoningSignature(_)
+            | ContentBlockDelta::RedactedReasoning(_) => Bytes::new(),
+        },
+        StreamEvent::ContentBlockStop { .. } => Bytes::new(),
+        StreamEvent::MessageStop { stop_reason } => chunk(
+            json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": vocab::openai::finish_reason(*stop_reason)}]),
+            None,
+        ),
+        StreamEvent::Metadata { usage, .. } if include_usage => {
+            chunk(json!([]), Some(usage_json(usage)))
+        }
+        StreamEvent::Metadata { .. } => Bytes::new(),
+    };
+    streaming::encode(
+        events,
+        encode,
+        |e| Bytes::from(streaming::sse_frame(None, &openai_body(e).to_string())),
+        Some(Bytes::from_static(b"data: [DONE]\n\n")),
+    )
 }
 
 #[derive(Deserialize)]
@@ -602,13 +544,15 @@ struct EmbeddingsRequest {
 /// `POST /v1/embeddings`
 pub async fn embeddings(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond::<OpenAiError>(embeddings_inner(state, body).await)
+    respond::<OpenAiError>(embeddings_inner(state, ctx, body).await)
 }
 
 async fn embeddings_inner(
     state: AppState,
+    ctx: CallContext,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
@@ -642,10 +586,13 @@ async fn embeddings_inner(
     };
     let response = state
         .gateway
-        .embed(EmbedRequest {
-            model: wire.model,
-            input: EmbedInput::Texts(texts),
-        })
+        .embed(
+            &ctx,
+            EmbedRequest {
+                model: wire.model,
+                input: EmbedInput::Texts(texts),
+            },
+        )
         .await?;
     if let Some(d) = wire.dimensions {
         let native = response.vectors.first().map_or(0, Vec::len);
@@ -697,7 +644,7 @@ pub async fn list_models(State(state): State<AppState>) -> Response {
 /// `GET /v1/models/{id}`
 pub async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.gateway.resolve(&id) {
-        Ok(m) => Json(model_json(m, state.started_at)).into_response(),
+        Ok(m) => Json(model_json(&m, state.started_at)).into_response(),
         Err(e) => OpenAiError(e).into_response(),
     }
 }

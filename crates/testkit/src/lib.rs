@@ -89,6 +89,30 @@ pub enum ReplyBody {
     Tokens(u32),
     /// Echo the last user text as the answer (the default reply).
     Echo,
+    /// An upstream that tries to exhaust the gateway.
+    Hostile(Hostile),
+}
+
+/// Replies that try to exhaust a gateway's memory. Large bodies are generated as they are
+/// sent, so the mock itself stays small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// An error status whose JSON body is `bytes` long.
+    HugeErrorBody {
+        /// The status.
+        status: u16,
+        /// The body's length.
+        bytes: u64,
+    },
+    /// A `200` event stream whose first event never ends: `data: ` and then `bytes` of text
+    /// without a line break.
+    EndlessEvent {
+        /// How much is sent before the connection closes.
+        bytes: u64,
+    },
+    /// A streamed answer (Anthropic or OpenAI wire format) whose content block carries this
+    /// index.
+    BlockIndex(u32),
 }
 
 /// A scripted reply and how it is delivered.
@@ -173,6 +197,11 @@ impl Reply {
     /// An echo of the last user text.
     pub fn echo() -> Self {
         Self::of(ReplyBody::Echo)
+    }
+
+    /// A hostile reply.
+    pub fn hostile(h: Hostile) -> Self {
+        Self::of(ReplyBody::Hostile(h))
     }
 
     /// Token counts of an answer.
@@ -814,6 +843,7 @@ fn render(dialect: Dialect, request: &Value, reply: Reply) -> Response {
             render(dialect, request, Reply::tokens(10))
         }
         ReplyBody::Echo => plain(StatusCode::INTERNAL_SERVER_ERROR, "unreachable"),
+        ReplyBody::Hostile(h) => hostile(dialect, h, &reply),
         ReplyBody::Answer {
             blocks,
             stop,
@@ -963,11 +993,7 @@ fn openai_json(a: &Answer) -> Value {
 }
 
 fn openai_finish(stop: Stop) -> &'static str {
-    match stop {
-        Stop::EndTurn => "stop",
-        Stop::ToolUse => "tool_calls",
-        Stop::MaxTokens => "length",
-    }
+    modelgate_types::vocab::openai::finish_reason(stop.canonical())
 }
 
 fn openai_stream(a: &Answer) -> Vec<Bytes> {
@@ -1026,11 +1052,18 @@ fn openai_stream(a: &Answer) -> Vec<Bytes> {
 }
 
 /// The stop reason's name in Anthropic and Converse (they agree).
+/// Anthropic's and Converse's name of a stop (the same words for these three).
 fn stop_name(stop: Stop) -> &'static str {
-    match stop {
-        Stop::EndTurn => "end_turn",
-        Stop::ToolUse => "tool_use",
-        Stop::MaxTokens => "max_tokens",
+    modelgate_types::vocab::anthropic::stop_reason_name(stop.canonical())
+}
+
+impl Stop {
+    fn canonical(self) -> modelgate_types::StopReason {
+        match self {
+            Stop::EndTurn => modelgate_types::StopReason::EndTurn,
+            Stop::ToolUse => modelgate_types::StopReason::ToolUse,
+            Stop::MaxTokens => modelgate_types::StopReason::MaxTokens,
+        }
     }
 }
 
@@ -1281,6 +1314,95 @@ fn stream_response(content_type: &'static str, mut events: Vec<Bytes>, reply: &R
         axum::http::HeaderValue::from_static(content_type),
     );
     response
+}
+
+/// `total` bytes of `fill`, generated in 64 KiB pieces as they are sent, after `prefix`.
+fn generated(prefix: &'static [u8], fill: u8, total: u64) -> Body {
+    const PIECE: u64 = 64 << 10;
+    let piece = Bytes::from(vec![fill; PIECE as usize]);
+    let first =
+        futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from_static(prefix)) });
+    let rest = futures::stream::unfold(total, move |left| {
+        let piece = piece.clone();
+        async move {
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(PIECE);
+            tokio::task::yield_now().await;
+            Some((Ok(piece.slice(..n as usize)), left - n))
+        }
+    });
+    Body::from_stream(first.chain(rest))
+}
+
+fn hostile(dialect: Dialect, h: Hostile, reply: &Reply) -> Response {
+    match h {
+        Hostile::HugeErrorBody { status, bytes } => {
+            let mut response =
+                Response::new(generated(b"{\"error\": {\"message\": \"", b'x', bytes));
+            *response.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(
+                "content-type",
+                axum::http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Hostile::EndlessEvent { bytes } => {
+            let mut response = Response::new(generated(b"data: ", b'a', bytes));
+            response.headers_mut().insert(
+                "content-type",
+                axum::http::HeaderValue::from_static("text/event-stream"),
+            );
+            response
+        }
+        Hostile::BlockIndex(index) => {
+            let events = if is_anthropic(dialect) {
+                vec![
+                    sse(
+                        Some("message_start"),
+                        &json!({"type": "message_start", "message": {"id": "msg_mock", "type": "message", "role": "assistant", "model": "mock",
+                        "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+                    ),
+                    sse(
+                        Some("content_block_start"),
+                        &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+                    ),
+                    sse(
+                        Some("content_block_delta"),
+                        &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": "hostile"}}),
+                    ),
+                    sse(
+                        Some("content_block_stop"),
+                        &json!({"type": "content_block_stop", "index": index}),
+                    ),
+                    sse(
+                        Some("message_delta"),
+                        &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 1}}),
+                    ),
+                    sse(Some("message_stop"), &json!({"type": "message_stop"})),
+                ]
+            } else {
+                let chunk = |delta: Value, finish: Value| {
+                    sse(
+                        None,
+                        &json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 0, "model": "mock",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+                    )
+                };
+                vec![
+                    chunk(
+                        json!({"role": "assistant", "tool_calls": [{"index": index, "id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+                        Value::Null,
+                    ),
+                    chunk(json!({}), json!("tool_calls")),
+                    Bytes::from_static(b"data: [DONE]\n\n"),
+                ]
+            };
+            stream_response("text/event-stream", events, reply)
+        }
+    }
 }
 
 #[cfg(test)]

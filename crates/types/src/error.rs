@@ -15,6 +15,10 @@ pub enum ErrorSource {
     Provider,
     /// Modelgate itself failed.
     Internal,
+    /// Modelgate refused the call by policy (authentication, a rate limit or budget, a
+    /// guardrail). Such a refusal says nothing about the model: it never feeds a circuit
+    /// breaker, is never retried and never sends the call down a fallback chain.
+    Gateway,
 }
 
 /// What went wrong, in the vocabulary shared by all dialects.
@@ -148,6 +152,22 @@ impl Error {
         Self::new(ErrorKind::Internal, message)
     }
 
+    /// A refusal made by the gateway itself (a rate limit, a policy, a guardrail): never
+    /// retried, never a breaker failure, never a reason to fall back.
+    pub fn refusal(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            source: ErrorSource::Gateway,
+            retryable: false,
+            ..Self::new(kind, message)
+        }
+    }
+
+    /// Whether the caller should see this error as it is, without retries or fallbacks: their
+    /// own mistake, or the gateway's refusal.
+    pub fn is_final(&self) -> bool {
+        matches!(self.source, ErrorSource::Client | ErrorSource::Gateway)
+    }
+
     /// Attach a machine-readable code.
     pub fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
@@ -206,5 +226,9 @@ mod tests {
             Error::upstream(ErrorKind::Validation, "bad").source,
             ErrorSource::Client
         );
+        let limit = Error::refusal(ErrorKind::Throttling, "rate limit");
+        assert_eq!(limit.status(), 429);
+        assert!(!limit.retryable && limit.is_final());
+        assert!(!Error::new(ErrorKind::Throttling, "busy upstream").is_final());
     }
 }

@@ -11,6 +11,7 @@ pub mod message;
 pub mod request;
 pub mod response;
 pub mod stream;
+pub mod vocab;
 
 pub use error::{Error, ErrorKind, ErrorSource};
 pub use message::{

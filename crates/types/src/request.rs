@@ -223,7 +223,10 @@ pub struct ToolSpec {
     pub input_schema: serde_json::Value,
 }
 
-/// Tool choice, as in Converse (`{"auto":{}}`, `{"any":{}}`, `{"tool":{"name":..}}`).
+/// Tool choice, as in Converse (`{"auto":{}}`, `{"any":{}}`, `{"tool":{"name":..}}`), plus
+/// `None` — the OpenAI and Anthropic `"none"`: the tools stay declared (the conversation may
+/// hold earlier calls) but the model must answer in text. Converse has no such member, so the
+/// Converse front door never reads it; each provider maps it (or refuses it) explicitly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ToolChoice {
@@ -236,6 +239,9 @@ pub enum ToolChoice {
         /// The tool's name.
         name: String,
     },
+    /// The model must not call any tool.
+    #[serde(skip_deserializing)]
+    None,
 }
 
 /// An embeddings request.

@@ -9,7 +9,6 @@
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message as EventMessage};
 use axum::body::Bytes;
-use futures::StreamExt;
 use modelgate_providers::ChatStream;
 use modelgate_types::{ContentBlockDelta, ContentBlockStart, Error, ErrorKind, StreamEvent};
 use serde_json::{json, Value};
@@ -26,44 +25,36 @@ pub enum Operation {
     InvokeWithResponseStream,
 }
 
+/// The media type of AWS event-stream bodies.
+pub const CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+
 /// Frame a canonical stream: `to_events` turns each canonical event into zero or more events;
 /// an error becomes an exception message that ends the stream.
 pub fn body<F>(
     operation: Operation,
     events: ChatStream,
-    to_events: F,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send
+    mut to_events: F,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send
 where
     F: FnMut(&StreamEvent) -> Vec<Event> + Send + 'static,
 {
-    futures::stream::unfold(
-        (events, to_events, false),
-        move |(mut events, mut to_events, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                let item = events.next().await?;
-                let (frames, done) = match item {
-                    Ok(event) => {
-                        let framed: Result<Vec<Bytes>, String> = to_events(&event)
-                            .iter()
-                            .map(|(name, payload)| encode_event(name, payload))
-                            .collect();
-                        (framed.map(|f| f.concat()), false)
-                    }
-                    Err(e) => (encode_exception(operation, &e).map(|b| b.to_vec()), true),
-                };
-                match frames {
-                    Ok(bytes) if bytes.is_empty() && !done => continue,
-                    Ok(bytes) => return Some((Ok(Bytes::from(bytes)), (events, to_events, done))),
-                    Err(e) => {
-                        return Some((Err(std::io::Error::other(e)), (events, to_events, true)))
-                    }
-                }
-            }
-        },
-    )
+    let encode = move |event: &StreamEvent| {
+        let framed: Result<Vec<Bytes>, String> = to_events(event)
+            .iter()
+            .map(|(name, payload)| encode_event(name, payload))
+            .collect();
+        match framed {
+            Ok(frames) => Bytes::from(frames.concat()),
+            // A payload the framing cannot carry (over the 16 MB message limit): the client
+            // gets an exception rather than a silently missing event.
+            Err(e) => exception_bytes(operation, &Error::internal(e)),
+        }
+    };
+    crate::streaming::encode(events, encode, move |e| exception_bytes(operation, e), None)
+}
+
+fn exception_bytes(operation: Operation, e: &Error) -> Bytes {
+    encode_exception(operation, e).unwrap_or_else(|_| Bytes::new())
 }
 
 /// The ConverseStream member name and JSON payload of a canonical event.
@@ -172,6 +163,7 @@ fn encode_exception(operation: Operation, error: &Error) -> Result<Bytes, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use modelgate_types::{Role, StopReason, Usage};
 
     /// Decode every message of a framed body: (message type, member name, JSON payload).

@@ -9,18 +9,20 @@
 
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use modelgate_core::config::NativeFormat;
 use modelgate_core::model_id;
+use modelgate_core::CallContext;
 use modelgate_types::{ChatRequest, Error};
 use serde_json::Value;
 
 use super::{eventstream, respond};
-use crate::app::{served_headers, AppState};
+use crate::app::AppState;
 use crate::errors::body_rejection;
 use crate::native::{self, Chunker, Invocation};
 
@@ -80,7 +82,7 @@ fn invocation(
 ) -> Result<(NativeFormat, Invocation), Error> {
     let value = json_body(body)?;
     let info = state.gateway.resolve(requested)?;
-    let format = native::detect(requested, info, &value)?;
+    let format = native::detect(requested, &info, &value)?;
     let invocation = native::parse(format, requested.to_string(), value)?;
     Ok((format, invocation))
 }
@@ -107,6 +109,7 @@ fn display_model(requested: &str) -> &str {
 /// `POST /model/{modelId}/invoke`
 pub async fn invoke(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     Path(model_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -117,21 +120,15 @@ pub async fn invoke(
             check_media_types(&headers, false)?;
             let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
             let (format, invocation) = invocation(&state, &model_id, &body)?;
-            let (json, input, output, served) = match invocation {
+            let (json, input, output) = match invocation {
                 Invocation::Chat(request) => {
-                    let (r, served) = state.gateway.converse(request).await?.split();
+                    let r = state.gateway.converse(&ctx, request).await?.value;
                     let json = native::chat_response(format, display_model(&model_id), &r);
-                    let output = Some(r.usage.output_tokens);
-                    (json, r.usage.input_tokens, output, Some(served))
+                    (json, r.usage.input_tokens, Some(r.usage.output_tokens))
                 }
                 Invocation::Embed(request, shape) => {
-                    let r = state.gateway.embed(request).await?;
-                    (
-                        native::embed::response(&shape, &r)?,
-                        r.input_tokens,
-                        None,
-                        None,
-                    )
+                    let r = state.gateway.embed(&ctx, request).await?;
+                    (native::embed::response(&shape, &r)?, r.input_tokens, None)
                 }
             };
             let mut response = (
@@ -153,10 +150,7 @@ pub async fn invoke(
                 "x-amzn-bedrock-invocation-latency",
                 HeaderValue::from(latency_ms),
             );
-            Ok(match served {
-                Some(served) => served_headers(response, &served),
-                None => response,
-            })
+            Ok(response)
         }
         .await,
     )
@@ -165,6 +159,7 @@ pub async fn invoke(
 /// `POST /model/{modelId}/invoke-with-response-stream`
 pub async fn invoke_stream(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     Path(model_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -179,7 +174,7 @@ pub async fn invoke_stream(
                     "The model is unsupported for streaming: embedding models answer with InvokeModel.",
                 ));
             };
-            let (events, served) = state.gateway.converse_stream(request).await?.split();
+            let events = state.gateway.converse_stream(&ctx, request).await?.value;
             let mut chunker = Chunker::new(format, display_model(&model_id));
             let body = eventstream::body(
                 eventstream::Operation::InvokeWithResponseStream,
@@ -192,19 +187,14 @@ pub async fn invoke_stream(
                         .collect()
                 },
             );
-            let response = (
-                StatusCode::OK,
-                [
-                    (header::CONTENT_TYPE, "application/vnd.amazon.eventstream"),
-                    (
-                        header::HeaderName::from_static("x-amzn-bedrock-content-type"),
-                        "application/json",
-                    ),
-                ],
-                Body::from_stream(body),
-            )
-                .into_response();
-            Ok(served_headers(response, &served))
+            Ok(crate::streaming::response(
+                eventstream::CONTENT_TYPE,
+                &[(
+                    header::HeaderName::from_static("x-amzn-bedrock-content-type"),
+                    "application/json",
+                )],
+                body,
+            ))
         }
         .await,
     )

@@ -20,12 +20,12 @@ mod invoke;
 
 pub use invoke::{invoke, invoke_stream};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use modelgate_core::CallContext;
 use modelgate_types::{
     ChatRequest, ChatResponse, Error, InferenceConfig, Message, Reasoning, ResponseFormat,
     SystemBlock, ToolConfig,
@@ -34,7 +34,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::app::{served_headers, AppState};
+use crate::app::AppState;
 use crate::errors::{body_rejection, BedrockError};
 
 #[derive(Deserialize)]
@@ -213,15 +213,15 @@ fn converse_request(
 /// `POST /model/{modelId}/converse`
 pub async fn converse(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     Path(model_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond(
         async {
             let request = converse_request(&state, model_id, body)?;
-            let served = state.gateway.converse(request).await?;
-            let response = Json(converse_json(&served.value)).into_response();
-            Ok(served_headers(response, &served))
+            let served = state.gateway.converse(&ctx, request).await?;
+            Ok(Json(converse_json(&served.value)).into_response())
         }
         .await,
     )
@@ -230,24 +230,24 @@ pub async fn converse(
 /// `POST /model/{modelId}/converse-stream`
 pub async fn converse_stream(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     Path(model_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     respond(
         async {
             let request = converse_request(&state, model_id, body)?;
-            let (events, served) = state.gateway.converse_stream(request).await?.split();
-            let response = (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/vnd.amazon.eventstream")],
-                Body::from_stream(eventstream::body(
-                    eventstream::Operation::ConverseStream,
-                    events,
-                    eventstream::converse_event,
-                )),
-            )
-                .into_response();
-            Ok(served_headers(response, &served))
+            let events = state.gateway.converse_stream(&ctx, request).await?.value;
+            let body = eventstream::body(
+                eventstream::Operation::ConverseStream,
+                events,
+                eventstream::converse_event,
+            );
+            Ok(crate::streaming::response(
+                eventstream::CONTENT_TYPE,
+                &[],
+                body,
+            ))
         }
         .await,
     )
@@ -293,6 +293,7 @@ struct ConverseTokensBody {
 /// serving model's own tokenizer over exactly the prompt the model would see.
 pub async fn count_tokens(
     State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
     Path(model_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -326,7 +327,7 @@ pub async fn count_tokens(
                 ))
             }
         };
-        let input_tokens = state.gateway.count_tokens(&request).await?;
+        let input_tokens = state.gateway.count_tokens(&ctx, request).await?;
         Ok(Json(json!({ "inputTokens": input_tokens })).into_response())
     }
     .await;

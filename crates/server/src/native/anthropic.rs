@@ -7,11 +7,12 @@
 
 use std::time::Instant;
 
+use modelgate_types::vocab;
 use modelgate_types::{
     BinarySource, CachePoint, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta,
     ContentBlockStart, DocumentBlock, Error, ImageBlock, InferenceConfig, Message, Reasoning,
-    ReasoningBlock, ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool, ToolChoice,
-    ToolConfig, ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
+    ReasoningBlock, ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool, ToolConfig,
+    ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -232,11 +233,10 @@ enum WireToolChoice {
 
 /// `image/png` → `png`, the Converse image / document format names.
 fn format_of(media_type: &str, field: &str) -> Result<String, Error> {
+    if let Some(image) = vocab::media::image_format(media_type) {
+        return Ok(image.into());
+    }
     let format = match media_type {
-        "image/png" => "png",
-        "image/jpeg" => "jpeg",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
         "application/pdf" => "pdf",
         "text/plain" => "txt",
         "text/csv" => "csv",
@@ -252,11 +252,10 @@ fn format_of(media_type: &str, field: &str) -> Result<String, Error> {
 }
 
 fn media_type_of(format: &str) -> &'static str {
+    if let Some(image) = vocab::media::image_media_type(format) {
+        return image;
+    }
     match format {
-        "png" => "image/png",
-        "jpeg" | "jpg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
         "pdf" => "application/pdf",
         "csv" => "text/csv",
         "html" => "text/html",
@@ -454,22 +453,24 @@ impl MessagesBody {
                 tool_choice: None,
             }),
         };
-        match self.tool_choice {
-            Some(WireToolChoice::None {}) => tools = None,
-            Some(choice) => {
-                let Some(config) = tools.as_mut() else {
-                    return Err(invalid(
-                        "tool_choice: may only be specified while providing tools",
-                    ));
-                };
-                config.tool_choice = Some(match choice {
-                    WireToolChoice::Auto { .. } => ToolChoice::Auto(json!({})),
-                    WireToolChoice::Any { .. } => ToolChoice::Any(json!({})),
-                    WireToolChoice::Tool { name, .. } => ToolChoice::Tool { name },
-                    WireToolChoice::None {} => ToolChoice::Auto(json!({})),
-                });
+        match (self.tool_choice, tools.as_mut()) {
+            // `none` without tools asks for nothing.
+            (Some(WireToolChoice::None {}), None) | (None, _) => {}
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tool_choice: may only be specified while providing tools",
+                ));
             }
-            None => {}
+            (Some(choice), Some(config)) => {
+                let (kind, name) = match &choice {
+                    WireToolChoice::Auto { .. } => ("auto", None),
+                    WireToolChoice::Any { .. } => ("any", None),
+                    WireToolChoice::Tool { name, .. } => ("tool", Some(name.as_str())),
+                    WireToolChoice::None {} => ("none", None),
+                };
+                config.tool_choice =
+                    Some(vocab::anthropic::parse_tool_choice(kind, name).map_err(invalid)?);
+            }
         }
         Ok(ChatRequest {
             model,
@@ -490,14 +491,7 @@ impl MessagesBody {
 
 /// Anthropic's name for a stop reason.
 pub fn stop_reason(reason: StopReason) -> &'static str {
-    match reason {
-        StopReason::EndTurn => "end_turn",
-        StopReason::ToolUse => "tool_use",
-        StopReason::MaxTokens => "max_tokens",
-        StopReason::StopSequence => "stop_sequence",
-        StopReason::GuardrailIntervened | StopReason::ContentFiltered => "refusal",
-        StopReason::ModelContextWindowExceeded => "model_context_window_exceeded",
-    }
+    vocab::anthropic::stop_reason_name(reason)
 }
 
 fn content_json(block: &ContentBlock) -> Option<Value> {
@@ -734,7 +728,7 @@ mod tests {
         let tools = r.tools.unwrap();
         assert_eq!(
             tools.tool_choice,
-            Some(ToolChoice::Tool { name: "f".into() })
+            Some(modelgate_types::ToolChoice::Tool { name: "f".into() })
         );
         assert!(
             matches!(&tools.tools[0], Tool::ToolSpec(s) if s.input_schema == json!({"json": {"type": "object"}}))

@@ -21,9 +21,11 @@ pub async fn serve(config: Config, sigv4: Option<Verifier>) -> String {
         .await
         .unwrap()
         .unwrap();
-    let gateway = Arc::new(Gateway::with_fallback_cache(
-        config.resilience.fallback_cache_entries,
-    ));
+    let gateway = Arc::new(
+        Gateway::builder()
+            .last_good_entries(config.resilience.fallback_cache_entries)
+            .build(),
+    );
     gateway.install(models);
     let state = AppState {
         gateway,

@@ -1,0 +1,397 @@
+//! The request pipeline: one list of layers, assembled in [`build`], that every model call of
+//! every front door goes through.
+//!
+//! A call is one [`Operation`] (a chat answered whole or streamed, embeddings, token counting)
+//! travelling with its [`CallContext`]. Each [`Layer`] sees the [`Call`] and the rest of the
+//! pipeline ([`Next`]); it may refuse the call, rewrite it, answer it itself, or watch what
+//! comes back. The last layer is the innermost service: the fallback chain, retries, breakers
+//! and the provider call ([`crate::chain`]).
+//!
+//! Whatever happens, the call ends in exactly one [`crate::outcome::Outcome`]: when the answer
+//! or error is returned, or — for a stream — when the stream ends or the client goes away.
+//! That happens here, in [`Pipeline::run`], and in the one stream observer
+//! ([`crate::stream::observe`]); layers report into the call, they never wrap the stream.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use modelgate_providers::ChatStream;
+use modelgate_types::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Error, ErrorKind};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::chain::Chain;
+use crate::context::CallContext;
+use crate::degraded::{LastGood, LastGoodCache, StaticAnswer};
+use crate::outcome::{OperationKind, Recorder, Sinks};
+use crate::registry::{Entry, Registry};
+use crate::validate::Validate;
+
+/// What a call asks for.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    /// A chat answered in one piece.
+    Converse(ChatRequest),
+    /// A chat answered as a stream of events.
+    ConverseStream(ChatRequest),
+    /// Embeddings of texts.
+    Embed(EmbedRequest),
+    /// The input tokens a chat request would use.
+    CountTokens(ChatRequest),
+}
+
+impl Operation {
+    /// Which operation this is.
+    pub fn kind(&self) -> OperationKind {
+        match self {
+            Operation::Converse(_) => OperationKind::Converse,
+            Operation::ConverseStream(_) => OperationKind::ConverseStream,
+            Operation::Embed(_) => OperationKind::Embed,
+            Operation::CountTokens(_) => OperationKind::CountTokens,
+        }
+    }
+
+    /// The model the client named.
+    pub fn model(&self) -> &str {
+        match self {
+            Operation::Converse(r) | Operation::ConverseStream(r) | Operation::CountTokens(r) => {
+                &r.model
+            }
+            Operation::Embed(r) => &r.model,
+        }
+    }
+
+    /// The chat request, for the operations that carry one.
+    pub fn chat(&self) -> Option<&ChatRequest> {
+        match self {
+            Operation::Converse(r) | Operation::ConverseStream(r) | Operation::CountTokens(r) => {
+                Some(r)
+            }
+            Operation::Embed(_) => None,
+        }
+    }
+
+    /// Whether the call asks for a chat answer (whole or streamed).
+    pub fn is_answer(&self) -> bool {
+        matches!(self, Operation::Converse(_) | Operation::ConverseStream(_))
+    }
+}
+
+/// What a call returns.
+pub enum Answer {
+    /// A whole chat answer.
+    Response(ChatResponse),
+    /// A chat answer as events.
+    Stream(ChatStream),
+    /// Embeddings.
+    Embeddings(EmbedResponse),
+    /// A token count.
+    Tokens(u32),
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Response(r) => f.debug_tuple("Response").field(r).finish(),
+            Answer::Stream(_) => f.write_str("Stream"),
+            Answer::Embeddings(r) => f.debug_tuple("Embeddings").field(r).finish(),
+            Answer::Tokens(n) => f.debug_tuple("Tokens").field(n).finish(),
+        }
+    }
+}
+
+impl Answer {
+    /// A whole answer in the form `op` asks for: as is, or replayed as a stream (a cached or
+    /// static answer to a streaming call).
+    pub fn from_response(response: ChatResponse, op: &Operation) -> Self {
+        if matches!(op, Operation::ConverseStream(_)) {
+            let events = modelgate_providers::response_events(&response);
+            Answer::Stream(Box::pin(futures::stream::iter(events.into_iter().map(Ok))))
+        } else {
+            Answer::Response(response)
+        }
+    }
+}
+
+/// An answer and how it was obtained.
+#[derive(Debug)]
+pub struct Served<T> {
+    /// The answer.
+    pub value: T,
+    /// The model that answered, or `cache` / `static` for the degraded levels.
+    pub served_by: String,
+    /// Why the requested model did not answer (`circuit_open`, `unhealthy`, `timeout`,
+    /// `throttled`, `upstream_error`, `context_window`, `content_policy`), when it did not.
+    pub fallback_reason: Option<&'static str>,
+    /// Upstream attempts made, over every model tried.
+    pub attempts: u32,
+}
+
+impl<T> Served<T> {
+    /// The answer, and how it was obtained.
+    pub fn split(self) -> (T, ServedBy) {
+        let Served {
+            value,
+            served_by,
+            fallback_reason,
+            attempts,
+        } = self;
+        (
+            value,
+            ServedBy {
+                served_by,
+                fallback_reason,
+                attempts,
+            },
+        )
+    }
+}
+
+/// How a call was served so far: which model answered, why the requested one did not, how
+/// many upstream attempts were made. The pipeline keeps it on the call (and copies it to the
+/// call context for the response headers), success or failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServedBy {
+    /// The model that answered (empty while none has).
+    pub served_by: String,
+    /// Why the requested model did not answer.
+    pub fallback_reason: Option<&'static str>,
+    /// Upstream attempts, over every model tried.
+    pub attempts: u32,
+}
+
+/// How the one stream observer treats a started stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamLimits {
+    /// Longest gap between two events.
+    pub idle: Option<Duration>,
+    /// When the whole call must be over.
+    pub deadline: Option<Instant>,
+}
+
+/// One call on its way through the pipeline.
+pub struct Call {
+    /// What the gateway knows about the caller and the request.
+    pub ctx: CallContext,
+    /// What is asked.
+    pub op: Operation,
+    /// How it was served so far.
+    pub served: ServedBy,
+    /// The provider endpoint that answered.
+    pub provider: Option<String>,
+    /// When the call must be over (set by routing from the model's total timeout and the
+    /// caller's own deadline).
+    pub deadline: Option<Instant>,
+    /// Time limits for a started stream.
+    pub stream_limits: StreamLimits,
+    /// Set by a layer that needs the whole answer when the call ends (a stream's events are
+    /// then folded into one response for the finishers).
+    pub want_response: bool,
+    pub(crate) registry: Option<Arc<Registry>>,
+    pub(crate) entry: Option<Arc<Entry>>,
+    pub(crate) recorder: Recorder,
+}
+
+impl Call {
+    /// The routed model (after the route layer).
+    pub(crate) fn entry(&self) -> Result<Arc<Entry>, Error> {
+        self.entry
+            .clone()
+            .ok_or_else(|| Error::internal("the call reached the model chain unrouted"))
+    }
+
+    /// The recorder of the call's outcome.
+    pub fn recorder(&mut self) -> &mut Recorder {
+        &mut self.recorder
+    }
+}
+
+/// One stage of the pipeline.
+#[async_trait]
+pub trait Layer: Send + Sync + 'static {
+    /// Handle `call`, usually by running `next` (the rest of the pipeline) and looking at what
+    /// comes back. A layer that refuses a call returns an error made with
+    /// [`Error::refusal`], which no later stage retries or falls back from.
+    async fn call(&self, call: &mut Call, next: Next<'_>) -> Result<Answer, Error>;
+}
+
+/// The rest of the pipeline after the current layer.
+pub struct Next<'a> {
+    rest: &'a [Arc<dyn Layer>],
+}
+
+impl Next<'_> {
+    /// Run the rest of the pipeline.
+    pub async fn run(self, call: &mut Call) -> Result<Answer, Error> {
+        match self.rest.split_first() {
+            Some((layer, rest)) => layer.call(call, Next { rest }).await,
+            None => Err(Error::internal("the pipeline has no innermost service")),
+        }
+    }
+}
+
+/// Where the pipeline finds the served models (filled once they have loaded).
+pub(crate) type Models = Arc<OnceLock<Arc<Registry>>>;
+
+/// Assemble the pipeline. Every model call goes through these layers, in this order.
+pub(crate) fn build(models: Models, last_good: Arc<LastGoodCache>) -> Vec<Arc<dyn Layer>> {
+    vec![
+        // 1. Validate: the canonical request is well formed, whatever its dialect (at least
+        //    one message, no blank turns, inference settings in range).
+        Arc::new(Validate),
+        // 2. Route: the model name (id, alias, AWS id or ARN) selects a served model that can
+        //    do what is asked (chat or embeddings, tools, structured output); sets the call's
+        //    deadline from the model's total timeout.
+        Arc::new(Route { models }),
+        // 3. Static answer: when every model and the cached level failed, the model's
+        //    configured degraded-service text.
+        Arc::new(StaticAnswer),
+        // 4. Last good answer (opt-in per model): remembers successful answers and serves the
+        //    one for the same request when every model failed.
+        Arc::new(LastGood::new(last_good)),
+        // 5. The model chain (innermost): the fallback chain → retries with backoff → circuit
+        //    breaker and health-checked endpoint choice → the provider call.
+        Arc::new(Chain),
+    ]
+}
+
+/// The pipeline: its layers and the sinks every outcome goes to.
+pub(crate) struct Pipeline {
+    layers: Vec<Arc<dyn Layer>>,
+    sinks: Sinks,
+}
+
+impl Pipeline {
+    pub(crate) fn new(layers: Vec<Arc<dyn Layer>>, sinks: Sinks) -> Self {
+        Self { layers, sinks }
+    }
+
+    pub(crate) fn sinks(&self) -> &Sinks {
+        &self.sinks
+    }
+
+    /// Run `op` through every layer and record its outcome: now for a whole answer or an
+    /// error, when it ends for a stream.
+    pub(crate) async fn run(
+        &self,
+        ctx: &CallContext,
+        op: Operation,
+    ) -> Result<Served<Answer>, Error> {
+        let mut recorder = Recorder::new(ctx, self.sinks.clone());
+        let o = recorder.outcome();
+        o.operation = Some(op.kind());
+        o.model_requested = Some(op.model().to_string());
+        o.streamed = matches!(op, Operation::ConverseStream(_));
+        let mut call = Call {
+            ctx: ctx.clone(),
+            op,
+            served: ServedBy::default(),
+            provider: None,
+            deadline: ctx.deadline(),
+            stream_limits: StreamLimits::default(),
+            want_response: false,
+            registry: None,
+            entry: None,
+            recorder,
+        };
+        let result = Next { rest: &self.layers }
+            .run(&mut call)
+            .instrument(ctx.span().clone())
+            .await;
+        let Call {
+            served,
+            provider,
+            stream_limits,
+            want_response,
+            mut recorder,
+            ..
+        } = call;
+        ctx.set_served(served.clone());
+        let o = recorder.outcome();
+        o.model_served = Some(served.served_by.clone()).filter(|s| !s.is_empty());
+        o.provider = provider;
+        o.attempts = served.attempts;
+        o.fallback_reason = served.fallback_reason;
+        let answer = match result {
+            Err(e) => {
+                recorder.finish(Some(&e), None);
+                return Err(e);
+            }
+            Ok(Answer::Stream(stream)) => Answer::Stream(crate::stream::observe(
+                stream,
+                stream_limits,
+                want_response,
+                recorder,
+                ctx.span().clone(),
+            )),
+            Ok(answer) => {
+                recorder.first_token();
+                let o = recorder.outcome();
+                match &answer {
+                    Answer::Response(r) => o.usage = Some(r.usage),
+                    Answer::Embeddings(r) => {
+                        o.usage = Some(modelgate_types::Usage::new(r.input_tokens, 0));
+                    }
+                    Answer::Tokens(n) => o.usage = Some(modelgate_types::Usage::new(*n, 0)),
+                    Answer::Stream(_) => {}
+                }
+                o.usage_complete = true;
+                let response = match &answer {
+                    Answer::Response(r) => Some(r),
+                    _ => None,
+                };
+                recorder.finish(None, response);
+                answer
+            }
+        };
+        let ServedBy {
+            served_by,
+            fallback_reason,
+            attempts,
+        } = served;
+        Ok(Served {
+            value: answer,
+            served_by,
+            fallback_reason,
+            attempts,
+        })
+    }
+}
+
+/// Layer 2: find the served model, check it can do what is asked, set the deadline.
+struct Route {
+    models: Models,
+}
+
+#[async_trait]
+impl Layer for Route {
+    async fn call(&self, call: &mut Call, next: Next<'_>) -> Result<Answer, Error> {
+        let registry = self.models.get().cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::ServiceUnavailable,
+                "Models are still loading; retry in a moment.",
+            )
+        })?;
+        let entry = Arc::clone(registry.route(call.op.model())?);
+        match &call.op {
+            Operation::Converse(r) | Operation::ConverseStream(r) => {
+                entry.check_capabilities(r)?;
+            }
+            Operation::Embed(r) => {
+                if !entry.caps.embeddings {
+                    return Err(Error::validation(format!(
+                        "The model '{}' does not support embeddings.",
+                        r.model
+                    )));
+                }
+            }
+            Operation::CountTokens(_) => {}
+        }
+        let total = Instant::now() + entry.policy.timeouts.total;
+        call.deadline = Some(call.deadline.map_or(total, |d| d.min(total)));
+        call.registry = Some(registry);
+        call.entry = Some(entry);
+        next.run(call).await
+    }
+}
