@@ -104,86 +104,152 @@ pub fn read_secret(
     Ok(Some(secret))
 }
 
-/// `[[providers]]`: one upstream API. Secrets come from the environment or a file, never from
-/// the configuration text.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    /// The name `[[models]]` entries use in `provider`.
-    pub name: String,
-    /// `openai` (any OpenAI-compatible server), `anthropic` or `bedrock`.
-    #[serde(rename = "type")]
-    pub kind: ProviderType,
-    /// Base URL. `openai`: required, with the version path (`https://api.openai.com/v1`,
-    /// `http://127.0.0.1:8000/v1`; Azure: `https://{resource}.openai.azure.com/openai`).
-    /// `anthropic`: default `https://api.anthropic.com`. `bedrock`: default
-    /// `https://bedrock-runtime.{region}.amazonaws.com`.
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// Environment variable holding the API key (`openai`, `anthropic`).
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// File holding the API key (`openai`, `anthropic`).
-    #[serde(default)]
-    pub api_key_file: Option<PathBuf>,
-    /// `openai` only: Azure OpenAI's `api-version`; switches to Azure's deployment URLs and
-    /// `api-key` header (`upstream_id` is the deployment name).
-    #[serde(default)]
-    pub api_version: Option<String>,
-    /// `anthropic` only: the `anthropic-version` header. Default `2023-06-01`.
-    #[serde(default)]
-    pub anthropic_version: Option<String>,
-    /// `bedrock` only, required: the AWS region requests are signed for.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// `bedrock` only: a profile of the shared credentials file; without it the standard
-    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` variables are used.
-    #[serde(default)]
-    pub profile: Option<String>,
-    /// Time allowed to connect. Default `10s`.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// Time allowed until the response headers (a stream's first byte). Default `60s`.
-    #[serde(default = "default_minute", with = "humantime_serde")]
-    pub response_timeout: Duration,
-    /// Longest gap allowed between two reads of a body (stalled streams). Default `60s`.
-    #[serde(default = "default_minute", with = "humantime_serde")]
-    pub read_timeout: Duration,
-    /// Idle connections kept per host. Default 16.
-    #[serde(default = "default_pool_size")]
-    pub pool_max_idle_per_host: usize,
-    /// How long an idle connection is kept. Default `90s`.
-    #[serde(default = "default_pool_idle", with = "humantime_serde")]
-    pub pool_idle_timeout: Duration,
-    /// Use HTTP/2 without negotiation on plain-HTTP upstreams (h2c). Over TLS HTTP/2 is
-    /// negotiated anyway. Default `false`.
-    #[serde(default)]
-    pub http2_prior_knowledge: bool,
-    /// Extra headers sent with every request.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// Largest whole response body read from the upstream (a JSON answer), in bytes. A larger
-    /// one fails the call with an error naming this key. Default 33554432 (32 MiB).
-    #[serde(default = "default_max_response_bytes")]
-    pub max_response_bytes: usize,
-    /// Largest single streamed event (one server-sent event, one AWS event-stream message), in
-    /// bytes. Default 1048576 (1 MiB).
-    #[serde(default = "default_max_event_bytes")]
-    pub max_event_bytes: usize,
-    /// Most of an upstream error body read for its message, in bytes; the rest is discarded.
-    /// Default 65536 (64 KiB).
-    #[serde(default = "default_max_error_body_bytes")]
-    pub max_error_body_bytes: usize,
+/// The keys every `[[providers]]` entry has, whatever its type, written once: each provider
+/// type's struct is generated with them plus its own keys, so a key that belongs to another
+/// type is an unknown field of this one (`deny_unknown_fields`), not a runtime check.
+macro_rules! provider_config {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The name `[[models]]` entries use in `provider`.
+            pub name: String,
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// Time allowed to connect. Default `10s`.
+            #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+            pub connect_timeout: Duration,
+            /// Time allowed until the response headers (a stream's first byte). Default `60s`.
+            #[serde(default = "default_minute", with = "humantime_serde")]
+            pub response_timeout: Duration,
+            /// Longest gap allowed between two reads of a body (stalled streams). Default `60s`.
+            #[serde(default = "default_minute", with = "humantime_serde")]
+            pub read_timeout: Duration,
+            /// Idle connections kept per host. Default 16.
+            #[serde(default = "default_pool_size")]
+            pub pool_max_idle_per_host: usize,
+            /// How long an idle connection is kept. Default `90s`.
+            #[serde(default = "default_pool_idle", with = "humantime_serde")]
+            pub pool_idle_timeout: Duration,
+            /// Use HTTP/2 without negotiation on plain-HTTP upstreams (h2c). Over TLS HTTP/2 is
+            /// negotiated anyway. Default `false`.
+            #[serde(default)]
+            pub http2_prior_knowledge: bool,
+            /// Extra headers sent with every request.
+            #[serde(default)]
+            pub headers: std::collections::BTreeMap<String, String>,
+            /// Largest whole response body read from the upstream (a JSON answer), in bytes. A
+            /// larger one fails the call with an error naming this key. Default 33554432 (32 MiB).
+            #[serde(default = "default_max_response_bytes")]
+            pub max_response_bytes: usize,
+            /// Largest single streamed event (one server-sent event, one AWS event-stream
+            /// message), in bytes. Default 1048576 (1 MiB).
+            #[serde(default = "default_max_event_bytes")]
+            pub max_event_bytes: usize,
+            /// Most of an upstream error body read for its message, in bytes; the rest is
+            /// discarded. Default 65536 (64 KiB).
+            #[serde(default = "default_max_error_body_bytes")]
+            pub max_error_body_bytes: usize,
+        }
+
+        impl $name {
+            fn connection(&self) -> Connection<'_> {
+                Connection {
+                    name: &self.name,
+                    connect_timeout: self.connect_timeout,
+                    response_timeout: self.response_timeout,
+                    read_timeout: self.read_timeout,
+                    pool_max_idle_per_host: self.pool_max_idle_per_host,
+                    pool_idle_timeout: self.pool_idle_timeout,
+                    http2_prior_knowledge: self.http2_prior_knowledge,
+                    headers: &self.headers,
+                    max_response_bytes: self.max_response_bytes,
+                    max_event_bytes: self.max_event_bytes,
+                    max_error_body_bytes: self.max_error_body_bytes,
+                }
+            }
+        }
+    };
 }
 
-fn default_max_response_bytes() -> usize {
-    modelgate_providers::DEFAULT_MAX_RESPONSE_BYTES
+provider_config! {
+    /// `type = "openai"`: any OpenAI-compatible chat completions / embeddings server.
+    OpenAiProviderConfig {
+        /// Required, with the version path (`https://api.openai.com/v1`,
+        /// `http://127.0.0.1:8000/v1`; Azure: `https://{resource}.openai.azure.com/openai`).
+        base_url: String,
+        /// Environment variable holding the API key.
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// File holding the API key.
+        #[serde(default)]
+        api_key_file: Option<PathBuf>,
+        /// Azure OpenAI's `api-version`; switches to Azure's deployment URLs and `api-key`
+        /// header (`upstream_id` is the deployment name).
+        #[serde(default)]
+        api_version: Option<String>,
+    }
 }
-fn default_max_event_bytes() -> usize {
-    modelgate_providers::DEFAULT_MAX_EVENT_BYTES
+
+provider_config! {
+    /// `type = "anthropic"`: the Anthropic Messages API.
+    AnthropicProviderConfig {
+        /// Default `https://api.anthropic.com`.
+        #[serde(default)]
+        base_url: Option<String>,
+        /// Environment variable holding the API key.
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// File holding the API key.
+        #[serde(default)]
+        api_key_file: Option<PathBuf>,
+        /// The `anthropic-version` header. Default `2023-06-01`.
+        #[serde(default)]
+        anthropic_version: Option<String>,
+    }
 }
-fn default_max_error_body_bytes() -> usize {
-    modelgate_providers::DEFAULT_MAX_ERROR_BODY_BYTES
+
+provider_config! {
+    /// `type = "bedrock"`: AWS Bedrock Runtime, signed with SigV4.
+    BedrockProviderConfig {
+        /// Required: the AWS region requests are signed for.
+        region: String,
+        /// Default `https://bedrock-runtime.{region}.amazonaws.com`.
+        #[serde(default)]
+        base_url: Option<String>,
+        /// A profile of the shared credentials file; without it the standard
+        /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` variables are used.
+        #[serde(default)]
+        profile: Option<String>,
+    }
+}
+
+/// `[[providers]]`: one upstream API, by `type`. Secrets come from the environment or a file,
+/// never from the configuration text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    /// An OpenAI-compatible server.
+    Openai(OpenAiProviderConfig),
+    /// The Anthropic Messages API.
+    Anthropic(AnthropicProviderConfig),
+    /// AWS Bedrock Runtime.
+    Bedrock(BedrockProviderConfig),
+}
+
+/// The keys every provider type shares.
+struct Connection<'a> {
+    name: &'a str,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    read_timeout: Duration,
+    pool_max_idle_per_host: usize,
+    pool_idle_timeout: Duration,
+    http2_prior_knowledge: bool,
+    headers: &'a std::collections::BTreeMap<String, String>,
+    max_response_bytes: usize,
+    max_event_bytes: usize,
+    max_error_body_bytes: usize,
 }
 
 fn default_connect_timeout() -> Duration {
@@ -198,10 +264,18 @@ fn default_pool_size() -> usize {
 fn default_pool_idle() -> Duration {
     Duration::from_secs(90)
 }
+fn default_max_response_bytes() -> usize {
+    modelgate_providers::DEFAULT_MAX_RESPONSE_BYTES
+}
+fn default_max_event_bytes() -> usize {
+    modelgate_providers::DEFAULT_MAX_EVENT_BYTES
+}
+fn default_max_error_body_bytes() -> usize {
+    modelgate_providers::DEFAULT_MAX_ERROR_BODY_BYTES
+}
 
 /// Upstream API types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderType {
     /// An OpenAI-compatible chat completions / embeddings server.
     Openai,
@@ -212,99 +286,94 @@ pub enum ProviderType {
 }
 
 impl ProviderConfig {
+    fn connection(&self) -> Connection<'_> {
+        match self {
+            ProviderConfig::Openai(p) => p.connection(),
+            ProviderConfig::Anthropic(p) => p.connection(),
+            ProviderConfig::Bedrock(p) => p.connection(),
+        }
+    }
+
+    /// The name `[[models]]` entries use.
+    pub fn name(&self) -> &str {
+        self.connection().name
+    }
+
+    /// The provider's type.
+    pub fn kind(&self) -> ProviderType {
+        match self {
+            ProviderConfig::Openai(_) => ProviderType::Openai,
+            ProviderConfig::Anthropic(_) => ProviderType::Anthropic,
+            ProviderConfig::Bedrock(_) => ProviderType::Bedrock,
+        }
+    }
+
     /// The connection settings.
     pub fn http(&self) -> modelgate_providers::HttpSettings {
+        let c = self.connection();
         modelgate_providers::HttpSettings {
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-            read_timeout: self.read_timeout,
-            pool_max_idle_per_host: self.pool_max_idle_per_host,
-            pool_idle_timeout: self.pool_idle_timeout,
-            http2_prior_knowledge: self.http2_prior_knowledge,
-            headers: self
+            connect_timeout: c.connect_timeout,
+            response_timeout: c.response_timeout,
+            read_timeout: c.read_timeout,
+            pool_max_idle_per_host: c.pool_max_idle_per_host,
+            pool_idle_timeout: c.pool_idle_timeout,
+            http2_prior_knowledge: c.http2_prior_knowledge,
+            headers: c
                 .headers
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            max_response_bytes: self.max_response_bytes,
-            max_event_bytes: self.max_event_bytes,
-            max_error_body_bytes: self.max_error_body_bytes,
+            max_response_bytes: c.max_response_bytes,
+            max_event_bytes: c.max_event_bytes,
+            max_error_body_bytes: c.max_error_body_bytes,
         }
     }
 
-    /// The API key, read from where the configuration points.
+    /// The API key, read from where the configuration points (`openai`, `anthropic`).
     pub fn api_key(&self) -> Result<Option<String>, String> {
+        let (env, file) = match self {
+            ProviderConfig::Openai(p) => (p.api_key_env.as_deref(), p.api_key_file.as_deref()),
+            ProviderConfig::Anthropic(p) => (p.api_key_env.as_deref(), p.api_key_file.as_deref()),
+            ProviderConfig::Bedrock(_) => (None, None),
+        };
         read_secret(
-            self.api_key_env.as_deref(),
-            self.api_key_file.as_deref(),
-            &format!("the API key of provider '{}'", self.name),
+            env,
+            file,
+            &format!("the API key of provider '{}'", self.name()),
         )
     }
 
     fn validate(&self, i: usize) -> Result<(), String> {
         let key = |k: &str| format!("key `providers[{i}].{k}`");
-        if self.name.trim().is_empty() || self.name == "local" {
+        let name = self.name();
+        if name.trim().is_empty() || name == "local" {
             return Err(format!(
                 "{}: must not be empty or `local` (the embedded models' name)",
                 key("name")
             ));
         }
-        if self.api_key_env.is_some() && self.api_key_file.is_some() {
+        let (base_url, key_sources) = match self {
+            ProviderConfig::Openai(p) => (
+                Some(p.base_url.as_str()),
+                p.api_key_env.is_some() && p.api_key_file.is_some(),
+            ),
+            ProviderConfig::Anthropic(p) => (
+                p.base_url.as_deref(),
+                p.api_key_env.is_some() && p.api_key_file.is_some(),
+            ),
+            ProviderConfig::Bedrock(p) => {
+                if p.region.trim().is_empty() {
+                    return Err(format!("{} must not be empty", key("region")));
+                }
+                (p.base_url.as_deref(), false)
+            }
+        };
+        if key_sources {
             return Err(format!(
                 "key `providers[{i}]`: set api_key_env or api_key_file, not both"
             ));
         }
-        let only = |set: bool, k: &str, kind: &str| {
-            if set {
-                Err(format!("{} applies only to type = \"{kind}\"", key(k)))
-            } else {
-                Ok(())
-            }
-        };
-        let is = |t: ProviderType| self.kind == t;
-        only(
-            self.api_version.is_some() && !is(ProviderType::Openai),
-            "api_version",
-            "openai",
-        )?;
-        only(
-            self.anthropic_version.is_some() && !is(ProviderType::Anthropic),
-            "anthropic_version",
-            "anthropic",
-        )?;
-        only(
-            self.region.is_some() && !is(ProviderType::Bedrock),
-            "region",
-            "bedrock",
-        )?;
-        only(
-            self.profile.is_some() && !is(ProviderType::Bedrock),
-            "profile",
-            "bedrock",
-        )?;
-        match self.kind {
-            ProviderType::Openai if self.base_url.is_none() => {
-                return Err(format!(
-                    "{} is required for type = \"openai\" (e.g. http://127.0.0.1:8000/v1)",
-                    key("base_url")
-                ))
-            }
-            ProviderType::Bedrock => {
-                if self.region.as_deref().is_none_or(|r| r.trim().is_empty()) {
-                    return Err(format!(
-                        "{} is required for type = \"bedrock\"",
-                        key("region")
-                    ));
-                }
-                if self.api_key_env.is_some() || self.api_key_file.is_some() {
-                    return Err(format!(
-                        "key `providers[{i}]`: bedrock signs with AWS credentials (environment or `profile`), not an API key"
-                    ));
-                }
-            }
-            _ => {}
-        }
-        if let Some(url) = &self.base_url {
+        if let Some(url) = base_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!(
                     "{}: '{url}' must start with http:// or https://",
@@ -312,25 +381,26 @@ impl ProviderConfig {
                 ));
             }
         }
+        let c = self.connection();
         for (k, n) in [
-            ("max_response_bytes", self.max_response_bytes),
-            ("max_event_bytes", self.max_event_bytes),
-            ("max_error_body_bytes", self.max_error_body_bytes),
+            ("max_response_bytes", c.max_response_bytes),
+            ("max_event_bytes", c.max_event_bytes),
+            ("max_error_body_bytes", c.max_error_body_bytes),
         ] {
             if n < 1024 {
                 return Err(format!("{} must be at least 1024", key(k)));
             }
         }
-        if self.pool_max_idle_per_host == 0 {
+        if c.pool_max_idle_per_host == 0 {
             return Err(format!(
                 "{} must be at least 1",
                 key("pool_max_idle_per_host")
             ));
         }
         for (k, d) in [
-            ("connect_timeout", self.connect_timeout),
-            ("response_timeout", self.response_timeout),
-            ("read_timeout", self.read_timeout),
+            ("connect_timeout", c.connect_timeout),
+            ("response_timeout", c.response_timeout),
+            ("read_timeout", c.read_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("{} must be greater than 0", key(k)));
@@ -583,10 +653,10 @@ impl Config {
         let mut providers = std::collections::BTreeMap::new();
         for (i, p) in self.providers.iter().enumerate() {
             p.validate(i)?;
-            if providers.insert(p.name.as_str(), p.kind).is_some() {
+            if providers.insert(p.name(), p.kind()).is_some() {
                 return Err(format!(
                     "key `providers[{i}].name`: the name '{}' is used twice",
-                    p.name
+                    p.name()
                 ));
             }
         }
@@ -804,6 +874,78 @@ mod tests {
             let e = Config::parse(bad, "gw.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
+    }
+
+    #[test]
+    fn provider_keys_belong_to_their_type() {
+        let ok = Config::parse(
+            "[[providers]]\nname = \"b\"\ntype = \"bedrock\"\nregion = \"eu-west-1\"\nmax_event_bytes = 4096\n",
+            "gw.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.providers[0].kind(), ProviderType::Bedrock);
+        assert_eq!(ok.providers[0].http().max_event_bytes, 4096);
+        for (text, expected) in [
+            // A key of another type is an unknown field of this one.
+            (
+                "type = \"openai\"\nbase_url = \"http://x/v1\"\nregion = \"eu-west-1\"",
+                "unknown field `region`",
+            ),
+            (
+                "type = \"anthropic\"\napi_version = \"2024-02-01\"",
+                "unknown field `api_version`",
+            ),
+            (
+                "type = \"bedrock\"\nregion = \"eu-west-1\"\napi_key_env = \"K\"",
+                "unknown field `api_key_env`",
+            ),
+            // Required keys of the type.
+            ("type = \"openai\"", "missing field `base_url`"),
+            ("type = \"bedrock\"", "missing field `region`"),
+            ("type = \"grpc\"", "unknown variant `grpc`"),
+            (
+                "type = \"openai\"\nbase_url = \"ftp://x\"",
+                "providers[0].base_url",
+            ),
+            (
+                "type = \"anthropic\"\nmax_event_bytes = 10",
+                "providers[0].max_event_bytes",
+            ),
+        ] {
+            let e = Config::parse(&format!("[[providers]]\nname = \"p\"\n{text}\n"), "gw.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{text}: {e}");
+            assert!(e.contains("gw.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn fallbacks_must_be_of_the_same_kind() {
+        let e = Config::parse(
+            "[[models]]\nid = \"chat\"\nupstream_id = \"local.smollm2-135m-instruct\"\nfallbacks = [\"local.all-minilm-l6-v2\"]\n",
+            "gw.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("models[0].fallbacks") && e.contains("embedding model"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "[[providers]]\nname = \"o\"\ntype = \"openai\"\nbase_url = \"http://x/v1\"\n\
+             [[models]]\nid = \"e1\"\nprovider = \"o\"\nkind = \"embedding\"\nupstream_id = \"u\"\nfallbacks = [\"c1\"]\n\
+             [[models]]\nid = \"c1\"\nprovider = \"o\"\nupstream_id = \"u\"\n",
+            "gw.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'c1' is a chat model"), "{e}");
+        Config::parse(
+            "[[models]]\nid = \"e1\"\nupstream_id = \"local.all-minilm-l6-v2\"\nfallbacks = [\"local.all-minilm-l6-v2\"]\n",
+            "gw.toml",
+        )
+        .unwrap();
     }
 
     #[test]

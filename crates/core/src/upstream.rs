@@ -10,7 +10,7 @@ use modelgate_providers::{
 };
 use modelgate_types::Error;
 
-use crate::config::{Config, ModelKindConfig, ProviderConfig, ProviderType};
+use crate::config::{Config, ModelKindConfig, ProviderConfig};
 use crate::registry::{ModelInfo, ModelPolicy, ServedModel};
 
 enum Endpoint {
@@ -24,46 +24,49 @@ fn startup_error(provider: &str, reason: impl std::fmt::Display) -> Error {
 }
 
 fn endpoint(p: &ProviderConfig) -> Result<Endpoint, Error> {
-    let api_key = p.api_key().map_err(|e| startup_error(&p.name, e))?;
-    Ok(match p.kind {
-        ProviderType::Openai => Endpoint::OpenAi(OpenAiEndpoint::new(OpenAiConfig {
-            name: p.name.clone(),
-            base_url: p.base_url.clone().unwrap_or_default(),
+    let api_key = p.api_key().map_err(|e| startup_error(p.name(), e))?;
+    let http = p.http();
+    Ok(match p {
+        ProviderConfig::Openai(c) => Endpoint::OpenAi(OpenAiEndpoint::new(OpenAiConfig {
+            name: c.name.clone(),
+            base_url: c.base_url.clone(),
             api_key,
-            azure_api_version: p.api_version.clone(),
-            http: p.http(),
+            azure_api_version: c.api_version.clone(),
+            http,
         })?),
-        ProviderType::Anthropic => Endpoint::Anthropic(AnthropicEndpoint::new(AnthropicConfig {
-            name: p.name.clone(),
-            base_url: p
-                .base_url
-                .clone()
-                .unwrap_or_else(|| "https://api.anthropic.com".into()),
-            api_key,
-            version: p
-                .anthropic_version
-                .clone()
-                .unwrap_or_else(|| anthropic::DEFAULT_VERSION.into()),
-            http: p.http(),
-        })?),
-        ProviderType::Bedrock => {
-            let credentials = match &p.profile {
+        ProviderConfig::Anthropic(c) => {
+            Endpoint::Anthropic(AnthropicEndpoint::new(AnthropicConfig {
+                name: c.name.clone(),
+                base_url: c
+                    .base_url
+                    .clone()
+                    .unwrap_or_else(|| "https://api.anthropic.com".into()),
+                api_key,
+                version: c
+                    .anthropic_version
+                    .clone()
+                    .unwrap_or_else(|| anthropic::DEFAULT_VERSION.into()),
+                http,
+            })?)
+        }
+        ProviderConfig::Bedrock(c) => {
+            let credentials = match &c.profile {
                 Some(profile) => {
-                    AwsCredentials::from_profile(profile).map_err(|e| startup_error(&p.name, e))?
+                    AwsCredentials::from_profile(profile).map_err(|e| startup_error(&c.name, e))?
                 }
                 None => AwsCredentials::from_env().ok_or_else(|| {
                     startup_error(
-                        &p.name,
+                        &c.name,
                         "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or `profile`",
                     )
                 })?,
             };
             Endpoint::Bedrock(BedrockEndpoint::new(BedrockConfig {
-                name: p.name.clone(),
-                region: p.region.clone().unwrap_or_default(),
-                base_url: p.base_url.clone(),
+                name: c.name.clone(),
+                region: c.region.clone(),
+                base_url: c.base_url.clone(),
                 credentials,
-                http: p.http(),
+                http,
             })?)
         }
     })
@@ -78,9 +81,9 @@ pub fn build_models(config: &Config) -> Result<Vec<ServedModel>, Error> {
         if config
             .models
             .iter()
-            .any(|m| m.provider_names().contains(&p.name.as_str()))
+            .any(|m| m.provider_names().contains(&p.name()))
         {
-            endpoints.insert(p.name.as_str(), (p.kind, endpoint(p)?));
+            endpoints.insert(p.name(), endpoint(p)?);
         }
     }
     let mut served = Vec::new();
@@ -91,7 +94,7 @@ pub fn build_models(config: &Config) -> Result<Vec<ServedModel>, Error> {
         };
         let mut providers = Vec::new();
         for name in m.provider_names() {
-            let Some((_, endpoint)) = endpoints.get(name) else {
+            let Some(endpoint) = endpoints.get(name) else {
                 continue;
             };
             let provider: Arc<dyn Provider> = match endpoint {
