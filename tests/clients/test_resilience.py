@@ -244,3 +244,57 @@ def test_health_checks_take_a_dead_endpoint_out_and_back(gateway, mocks):
     for _ in range(6):
         ask_openai(gateway, model="pair")
     assert c.calls() == 3, "round robin again over both endpoints"
+
+
+def access_lines(gateway, request_id):
+    """The access-log lines (message `request`) of one request, as key=value dicts."""
+    import re
+    out = []
+    for line in gateway.logs().splitlines():
+        if f"request_id={request_id}" in line and re.search(r"\brequest\b.*\bstatus=", line):
+            fields = dict(re.findall(r"(\w+)=(\"[^\"]*\"|\S+)", line.split(": request ", 1)[-1]))
+            out.append(fields)
+    return out
+
+
+def test_access_log_of_a_stream_that_fails_midway_has_the_failure_and_full_duration(gateway, mocks):
+    # Four pieces 200 ms apart, then the connection is cut: the client saw a 200 head at once.
+    mocks["a"].push({"blocks": [{"text": "This answer is cut off before it ends. " * 4}],
+                     "pieces": 8, "cut_after": 4, "chunk_delay_ms": 200})
+    started = time.monotonic()
+    r = requests.post(gateway.url + "/v1/chat/completions", stream=True, timeout=30, json={
+        "model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    request_id = r.headers["x-request-id"]
+    body = r.text
+    elapsed = time.monotonic() - started
+    assert '"error"' in body and "[DONE]" not in body
+    deadline = time.monotonic() + 5
+    while not access_lines(gateway, request_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = access_lines(gateway, request_id)
+    assert len(lines) == 1, lines  # one line per request, written at the stream's end
+    line = lines[0]
+    assert line["status"] == "503", line
+    assert line["streamed"] == "true" and line["cancelled"] == "false", line
+    assert float(line["latency_ms"]) >= 600, line  # the whole stream, not the time to the head
+    assert float(line["latency_ms"]) <= elapsed * 1000 + 50, (line, elapsed)
+    assert "hi" not in line.get("model", "")  # no prompt text, only the model name
+
+
+def test_access_log_of_a_client_that_leaves_mid_stream_says_cancelled(gateway, mocks):
+    mocks["a"].push({"blocks": [{"text": "A long answer the client will not wait for. " * 20}],
+                     "pieces": 8, "chunk_delay_ms": 100})
+    r = requests.post(gateway.url + "/v1/chat/completions", stream=True, timeout=30, json={
+        "model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    request_id = r.headers["x-request-id"]
+    chunks = r.iter_content(chunk_size=None)
+    next(chunks)
+    next(chunks)
+    r.close()  # the client goes away mid-stream
+    deadline = time.monotonic() + 10
+    while not access_lines(gateway, request_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = access_lines(gateway, request_id)
+    assert len(lines) == 1, lines
+    assert lines[0]["status"] == "499" and lines[0]["cancelled"] == "true", lines[0]
