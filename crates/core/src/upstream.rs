@@ -146,12 +146,17 @@ struct Concealed {
 }
 
 impl Concealed {
-    fn conceal(&self, mut e: Error, client_name: &str) -> Error {
-        if !self.upstream_id.is_empty() && e.message.contains(&self.upstream_id) {
-            e.message = e.message.replace(&self.upstream_id, client_name);
-        }
-        e
+    fn conceal(&self, e: Error, client_name: &str) -> Error {
+        conceal(e, &self.upstream_id, client_name)
     }
+}
+
+/// `e` with every mention of `upstream_id` replaced by the client's name for the model.
+fn conceal(mut e: Error, upstream_id: &str, client_name: &str) -> Error {
+    if !upstream_id.is_empty() && e.message.contains(upstream_id) {
+        e.message = e.message.replace(upstream_id, client_name);
+    }
+    e
 }
 
 #[async_trait::async_trait]
@@ -181,14 +186,7 @@ impl Provider for Concealed {
             .map_err(|e| self.conceal(e, &name))?;
         let upstream_id = self.upstream_id.clone();
         Ok(stream
-            .map(move |item| {
-                item.map_err(|mut e| {
-                    if !upstream_id.is_empty() && e.message.contains(&upstream_id) {
-                        e.message = e.message.replace(&upstream_id, &name);
-                    }
-                    e
-                })
-            })
+            .map(move |item| item.map_err(|e| conceal(e, &upstream_id, &name)))
             .boxed())
     }
 
