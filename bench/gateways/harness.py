@@ -63,8 +63,9 @@ LAYERS = {
     "fallback chain (a second model)": lambda c: (
         c["models"][0].update(fallbacks=["bench-backup"]),
         c["models"].append({"id": "bench-backup", "provider": "mock", "upstream_id": "gpt-b"})),
-    "last-good-answer cache (1024 entries)":
-        lambda c: c["resilience"].update(fallback_cache_entries=1024),
+    "last-good-answer cache (1024 entries)": lambda c: (
+        c["resilience"].update(fallback_cache_entries=1024),
+        c["models"][0].update(fallback_cache=True)),
 }
 
 def log(*args):

@@ -127,7 +127,7 @@ impl CallContextBuilder {
     pub fn build(self) -> CallContext {
         let span = tracing::info_span!(
             "request",
-            request_id = %self.request_id,
+            id = %self.request_id,
             dialect = self.dialect.as_str(),
         );
         CallContext(Arc::new(Inner {

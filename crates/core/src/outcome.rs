@@ -156,28 +156,30 @@ pub trait OutcomeSink: Send + Sync + 'static {
 pub struct AccessLog;
 
 impl OutcomeSink for AccessLog {
+    /// The line is written inside the request's span, which carries the request id and
+    /// dialect; flags and figures are written only when they say something, and times are
+    /// whole microseconds — the line is on the hot path of every call.
     fn record(&self, o: &Outcome) {
-        let ttft_ms = o.time_to_first_token.map(|t| t.as_secs_f64() * 1000.0);
-        let error = o.error.as_ref().map(|e| format!("{:?}", e.kind));
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let error = o.error.as_ref().map(|e| e.kind.as_str());
         let (input_tokens, output_tokens) = o.usage.map_or((None, None), |u| {
             (Some(u.input_tokens), Some(u.output_tokens))
         });
         tracing::info!(
-            request_id = %o.request_id,
             method = %o.method,
             route = %o.route,
             status = o.status,
-            latency_ms = o.duration.as_secs_f64() * 1000.0,
-            ttft_ms,
+            latency_us = us(o.duration),
+            ttft_us = o.time_to_first_token.map(us),
             model = o.model_requested.as_deref(),
-            served_by = o.model_served.as_deref(),
+            served_by = o.model_served.as_deref().filter(|s| Some(*s) != o.model_requested.as_deref()),
             provider = o.provider.as_deref(),
-            attempts = o.attempts,
+            attempts = (o.attempts > 1).then_some(o.attempts),
             fallback = o.fallback_reason,
             input_tokens,
             output_tokens,
-            streamed = o.streamed,
-            cancelled = o.cancelled,
+            streamed = o.streamed.then_some(true),
+            cancelled = o.cancelled.then_some(true),
             error,
             error_code = o.error.as_ref().and_then(|e| e.code),
             "request"
@@ -317,6 +319,7 @@ pub fn record_plain(ctx: &CallContext, sinks: &Sinks, status: u16, error: Option
     outcome.status = status;
     outcome.error = error;
     outcome.duration = Instant::now().saturating_duration_since(ctx.received());
+    let _entered = ctx.span().enter();
     sinks.emit(&outcome);
 }
 

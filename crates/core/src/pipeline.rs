@@ -19,7 +19,6 @@ use async_trait::async_trait;
 use modelgate_providers::ChatStream;
 use modelgate_types::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Error, ErrorKind};
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use crate::chain::Chain;
 use crate::context::CallContext;
@@ -295,10 +294,9 @@ impl Pipeline {
             entry: None,
             recorder,
         };
-        let result = Next { rest: &self.layers }
-            .run(&mut call)
-            .instrument(ctx.span().clone())
-            .await;
+        // The caller runs the call inside the context's span (the HTTP middleware does); a
+        // started stream is polled outside it, so the stream observer enters it on each poll.
+        let result = Next { rest: &self.layers }.run(&mut call).await;
         let Call {
             served,
             provider,

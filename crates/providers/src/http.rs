@@ -43,6 +43,9 @@ pub struct HttpSettings {
     pub max_error_body_bytes: usize,
 }
 
+/// Default for [`HttpSettings::pool_max_idle_per_host`]: enough idle connections that a busy
+/// gateway reuses its upstream connections instead of closing and reopening them.
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 1024;
 /// Default for [`HttpSettings::max_response_bytes`]: 32 MiB.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 << 20;
 /// Default for [`HttpSettings::max_event_bytes`]: 1 MiB.
@@ -56,7 +59,7 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
-            pool_max_idle_per_host: 16,
+            pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
             pool_idle_timeout: Duration::from_secs(90),
             http2_prior_knowledge: false,
             headers: Vec::new(),

@@ -23,7 +23,8 @@ mod stop;
 pub use anthropic::{Anthropic, AnthropicConfig, AnthropicEndpoint};
 pub use bedrock::{AwsCredentials, Bedrock, BedrockConfig, BedrockEndpoint};
 pub use http::{
-    HttpSettings, DEFAULT_MAX_ERROR_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_RESPONSE_BYTES,
+    HttpSettings, DEFAULT_MAX_ERROR_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_POOL_MAX_IDLE_PER_HOST,
 };
 pub use local_embed::{LocalEmbedder, LocalEmbedderConfig, LocalEmbedderSettings};
 pub use local_llama::{LocalLlama, LocalLlamaConfig, LocalLlamaSettings};

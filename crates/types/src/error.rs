@@ -66,6 +66,22 @@ impl ErrorKind {
         }
     }
 
+    /// The kind's name in logs and metrics (`validation`, `throttling`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Validation => "validation",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::AccessDenied => "access_denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::ModelError => "model_error",
+            ErrorKind::Throttling => "throttling",
+            ErrorKind::Internal => "internal",
+            ErrorKind::ServiceUnavailable => "service_unavailable",
+        }
+    }
+
     /// Whether a request failing with this kind may succeed when sent again unchanged.
     pub fn default_retryable(self) -> bool {
         matches!(
