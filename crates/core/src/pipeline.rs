@@ -357,6 +357,26 @@ impl Pipeline {
     }
 }
 
+/// For a model without tool use: tools declared with `tool_choice: none` may not be called, so
+/// when the conversation holds no tool calls or results they are dropped rather than refused
+/// (the answer is the same text either way).
+fn drop_forbidden_tools(request: &mut ChatRequest) {
+    let forbidden = request
+        .tools
+        .as_ref()
+        .is_some_and(|t| t.tool_choice == Some(modelgate_types::ToolChoice::None));
+    let history = request.messages.iter().flat_map(|m| &m.content).any(|b| {
+        matches!(
+            b,
+            modelgate_types::ContentBlock::ToolUse(_)
+                | modelgate_types::ContentBlock::ToolResult(_)
+        )
+    });
+    if forbidden && !history {
+        request.tools = None;
+    }
+}
+
 /// Layer 2: find the served model, check it can do what is asked, set the deadline.
 struct Route {
     models: Models,
@@ -372,8 +392,11 @@ impl Layer for Route {
             )
         })?;
         let entry = Arc::clone(registry.route(call.op.model())?);
-        match &call.op {
+        match &mut call.op {
             Operation::Converse(r) | Operation::ConverseStream(r) => {
+                if !entry.caps.tools {
+                    drop_forbidden_tools(r);
+                }
                 entry.check_capabilities(r)?;
             }
             Operation::Embed(r) => {

@@ -305,3 +305,81 @@ async fn content_policy_fallback_applies_to_streams() {
     assert_eq!(o.fallback_reason, Some("content_policy"));
     assert_eq!(o.model_served.as_deref(), Some("lenient"));
 }
+
+/// A chat provider without tool use (like the embedded model) that records what it was sent.
+struct NoTools(Arc<ScriptedProvider>, Mutex<Vec<ChatRequest>>);
+
+#[async_trait]
+impl Provider for NoTools {
+    fn capabilities(&self) -> modelgate_providers::Capabilities {
+        modelgate_providers::Capabilities {
+            tools: false,
+            ..modelgate_providers::Capabilities::upstream(modelgate_providers::ModelKind::Chat)
+        }
+    }
+
+    async fn converse_stream(
+        &self,
+        request: ChatRequest,
+    ) -> Result<modelgate_providers::ChatStream, Error> {
+        self.1.lock().unwrap().push(request.clone());
+        self.0.converse_stream(request).await
+    }
+
+    async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error> {
+        self.0.count_tokens(request).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tools_forbidden_by_tool_choice_none_are_dropped_for_a_model_without_tool_use() {
+    use modelgate_types::{Tool, ToolChoice, ToolConfig, ToolSpec};
+    let provider = Arc::new(NoTools(
+        ScriptedProvider::new("plain text"),
+        Mutex::new(Vec::new()),
+    ));
+    let g = Gateway::new();
+    g.install(vec![ServedModel::new(
+        ModelInfo {
+            id: "small".into(),
+            owned_by: "test".into(),
+            kind: "chat",
+            aliases: Vec::new(),
+            format: None,
+        },
+        "local",
+        Arc::clone(&provider) as Arc<dyn Provider>,
+        ModelPolicy::default(),
+    )]);
+    let with_tools = |choice| ChatRequest {
+        tools: Some(ToolConfig {
+            tools: vec![Tool::ToolSpec(ToolSpec {
+                name: "get_weather".into(),
+                description: None,
+                input_schema: serde_json::json!({"json": {"type": "object"}}),
+            })],
+            tool_choice: choice,
+        }),
+        ..req("small")
+    };
+    let r = g
+        .converse(&CallContext::internal(), with_tools(Some(ToolChoice::None)))
+        .await
+        .unwrap();
+    assert_eq!(r.value.message.joined_text(), "plain text");
+    assert!(
+        provider.1.lock().unwrap()[0].tools.is_none(),
+        "dropped, not sent"
+    );
+    // Any other choice still needs tool use: refused as before, nothing sent.
+    let e = g
+        .converse(&CallContext::internal(), with_tools(None))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("does not support tool use"),
+        "{}",
+        e.message
+    );
+    assert_eq!(provider.1.lock().unwrap().len(), 1);
+}
