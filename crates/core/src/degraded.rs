@@ -64,11 +64,7 @@ impl Layer for LastGood {
         let opted_in = call.entry.as_ref().is_some_and(|e| e.policy.fallback_cache)
             && self.cache.enabled()
             && call.op.is_answer();
-        let request = match (&call.op, opted_in) {
-            (op, true) => op.chat().cloned(),
-            _ => None,
-        };
-        let Some(request) = request else {
+        let Some(request) = opted_in.then(|| call.op.chat().cloned()).flatten() else {
             return next.run(call).await;
         };
         let key = request_key(&request);

@@ -173,11 +173,10 @@ impl Gateway {
         request: ChatRequest,
     ) -> Result<Served<ChatResponse>, Error> {
         let served = self.pipeline.run(ctx, Operation::Converse(request)).await?;
-        let (answer, by) = served.split();
-        match answer {
-            Answer::Response(r) => Ok(by.with(r)),
+        served.try_map(|answer| match answer {
+            Answer::Response(r) => Ok(r),
             _ => Err(unexpected("a chat")),
-        }
+        })
     }
 
     /// Stream a chat answer. The stream records the call's outcome when it ends, or when it is
@@ -191,11 +190,10 @@ impl Gateway {
             .pipeline
             .run(ctx, Operation::ConverseStream(request))
             .await?;
-        let (answer, by) = served.split();
-        match answer {
-            Answer::Stream(s) => Ok(by.with(s)),
+        served.try_map(|answer| match answer {
+            Answer::Stream(s) => Ok(s),
             _ => Err(unexpected("a stream")),
-        }
+        })
     }
 
     /// Embed texts.
@@ -229,18 +227,6 @@ impl Gateway {
         {
             Answer::Tokens(n) => Ok(n),
             _ => Err(unexpected("a token count")),
-        }
-    }
-}
-
-impl crate::pipeline::ServedBy {
-    /// The same story about a value.
-    pub fn with<T>(self, value: T) -> Served<T> {
-        Served {
-            value,
-            served_by: self.served_by,
-            fallback_reason: self.fallback_reason,
-            attempts: self.attempts,
         }
     }
 }

@@ -8,14 +8,13 @@
 //! the call ended (the breaker's verdict on a stream, storing an answer for the degraded
 //! levels) registers a [`Finisher`] on the call instead.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use modelgate_types::{ChatResponse, Error, ErrorKind, ErrorSource, Usage};
 use tokio::time::Instant;
 
-use crate::context::{CallContext, Dialect};
+use crate::context::CallContext;
 
 /// Which pipeline operation a call ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -67,18 +66,9 @@ impl From<&Error> for ErrorInfo {
 /// How one call ended.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// The request id.
-    pub request_id: String,
-    /// The dialect it came in.
-    pub dialect: Dialect,
-    /// HTTP method and matched route.
-    pub method: String,
-    /// The matched route.
-    pub route: String,
-    /// The client's address.
-    pub source: Option<SocketAddr>,
-    /// The authenticated caller's id.
-    pub principal: Option<String>,
+    /// Who called and how: request id, dialect, method and route, source address, principal
+    /// (shared with the call, not copied).
+    pub ctx: CallContext,
     /// The pipeline operation, `None` for calls that never reached the pipeline (a body that
     /// does not parse, a health probe).
     pub operation: Option<OperationKind>,
@@ -117,12 +107,7 @@ impl Outcome {
     /// An outcome for `ctx` with nothing known yet beyond the context.
     pub fn for_context(ctx: &CallContext) -> Self {
         Self {
-            request_id: ctx.request_id().to_string(),
-            dialect: ctx.dialect(),
-            method: ctx.method().to_string(),
-            route: ctx.route().to_string(),
-            source: ctx.source(),
-            principal: ctx.principal().map(|p| p.id.clone()),
+            ctx: ctx.clone(),
             operation: None,
             model_requested: None,
             model_served: None,
@@ -166,13 +151,16 @@ impl OutcomeSink for AccessLog {
             (Some(u.input_tokens), Some(u.output_tokens))
         });
         tracing::info!(
-            method = %o.method,
-            route = %o.route,
+            method = o.ctx.method(),
+            route = o.ctx.route(),
             status = o.status,
             latency_us = us(o.duration),
             ttft_us = o.time_to_first_token.map(us),
             model = o.model_requested.as_deref(),
-            served_by = o.model_served.as_deref().filter(|s| Some(*s) != o.model_requested.as_deref()),
+            served_by = o
+                .model_served
+                .as_deref()
+                .filter(|s| Some(*s) != o.model_requested.as_deref()),
             provider = o.provider.as_deref(),
             attempts = (o.attempts > 1).then_some(o.attempts),
             fallback = o.fallback_reason,

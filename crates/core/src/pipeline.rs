@@ -128,22 +128,14 @@ pub struct Served<T> {
 }
 
 impl<T> Served<T> {
-    /// The answer, and how it was obtained.
-    pub fn split(self) -> (T, ServedBy) {
-        let Served {
-            value,
-            served_by,
-            fallback_reason,
-            attempts,
-        } = self;
-        (
-            value,
-            ServedBy {
-                served_by,
-                fallback_reason,
-                attempts,
-            },
-        )
+    /// The same story about the value `f` makes of this one (or `f`'s error).
+    pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Served<U>, E> {
+        Ok(Served {
+            value: f(self.value)?,
+            served_by: self.served_by,
+            fallback_reason: self.fallback_reason,
+            attempts: self.attempts,
+        })
     }
 }
 

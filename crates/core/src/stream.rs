@@ -22,6 +22,22 @@ use crate::chain::total_timeout;
 use crate::outcome::Recorder;
 use crate::pipeline::StreamLimits;
 
+/// Whether `event` carries content for the caller: a non-empty text delta, any other delta, or
+/// the start of a tool-use block.
+fn is_content(event: &StreamEvent) -> bool {
+    match event {
+        StreamEvent::ContentBlockDelta {
+            delta: ContentBlockDelta::Text(t),
+            ..
+        } => !t.is_empty(),
+        StreamEvent::ContentBlockDelta { .. } | StreamEvent::ContentBlockStart { .. } => true,
+        StreamEvent::MessageStart { .. }
+        | StreamEvent::ContentBlockStop { .. }
+        | StreamEvent::MessageStop { .. }
+        | StreamEvent::Metadata { .. } => false,
+    }
+}
+
 /// A stream whose first output is in hand: the events read so far and the rest.
 pub(crate) struct Opened {
     head: Vec<StreamEvent>,
@@ -63,15 +79,7 @@ pub(crate) async fn open_stream(
         let mut head = Vec::new();
         while let Some(event) = stream.next().await {
             let event = event?;
-            let output = !matches!(
-                &event,
-                StreamEvent::MessageStart { .. }
-                    | StreamEvent::ContentBlockStop { .. }
-                    | StreamEvent::ContentBlockDelta {
-                        delta: ContentBlockDelta::Text(_),
-                        ..
-                    }
-            ) || matches!(&event, StreamEvent::ContentBlockDelta { delta: ContentBlockDelta::Text(t), .. } if !t.is_empty());
+            let output = is_content(&event) || matches!(event, StreamEvent::MessageStop { .. });
             head.push(event);
             if output {
                 break;
@@ -179,26 +187,15 @@ impl Tally {
                 self.input_tokens = *input_tokens;
                 false
             }
-            StreamEvent::ContentBlockDelta { delta, .. } => {
-                let content = match delta {
-                    ContentBlockDelta::Text(t) => !t.is_empty(),
-                    _ => true,
-                };
-                if content {
-                    self.deltas += 1;
-                }
-                content && self.deltas == 1
-            }
-            StreamEvent::ContentBlockStart { .. } => {
-                let first = self.deltas == 0;
-                self.deltas += 1;
-                first
-            }
             StreamEvent::Metadata { usage, .. } => {
                 self.usage = Some(*usage);
                 false
             }
-            StreamEvent::ContentBlockStop { .. } | StreamEvent::MessageStop { .. } => false,
+            e if is_content(e) => {
+                self.deltas += 1;
+                self.deltas == 1
+            }
+            _ => false,
         }
     }
 

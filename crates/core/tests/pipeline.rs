@@ -91,7 +91,7 @@ async fn every_call_records_one_outcome_whole_or_streamed() {
         assert_eq!(o.usage.unwrap().output_tokens, 5);
         assert!(o.time_to_first_token.is_some());
     }
-    assert_eq!(all[0].request_id, ctx.request_id());
+    assert_eq!(all[0].ctx.request_id(), ctx.request_id());
     assert!(!all[0].streamed && all[1].streamed);
 }
 

@@ -254,13 +254,7 @@ impl Upstream {
 
     /// An upstream answer over one of the configured byte limits.
     pub fn too_large(&self, what: &str, limit: usize, key: &str) -> Error {
-        Error::new(
-            ErrorKind::ModelError,
-            format!(
-                "The upstream provider '{}' sent a {what} larger than {limit} bytes (the provider's `{key}` limit).",
-                self.name
-            ),
-        )
+        too_large(&self.name, what, limit, key)
     }
 
     /// The largest single streamed event, for decoders outside this module (Bedrock's
@@ -363,35 +357,34 @@ impl Upstream {
         response: reqwest::Response,
     ) -> BoxStream<'static, Result<eventsource_stream::Event, Error>> {
         let name = self.name.clone();
-        let oversized = self.too_large("single event", self.max_event_bytes, "max_event_bytes");
-        let mut sizer = EventSizer::new(self.max_event_bytes);
-        let bytes = response.bytes_stream().map(move |chunk| {
-            let chunk = chunk.map_err(SseInput::Transport)?;
-            if sizer.feed(&chunk) {
-                Ok(chunk)
-            } else {
-                Err(SseInput::Oversized)
-            }
-        });
-        let name2 = name.clone();
-        bytes
+        let limit = self.max_event_bytes;
+        let mut sizer = EventSizer::new(limit);
+        response
+            .bytes_stream()
+            .map(move |chunk| {
+                let chunk = chunk.map_err(SseInput::Transport)?;
+                if sizer.feed(&chunk) {
+                    Ok(chunk)
+                } else {
+                    Err(SseInput::Oversized)
+                }
+            })
             .eventsource()
-            .map(move |item| match item {
-                Err(eventsource_stream::EventStreamError::Transport(SseInput::Oversized)) => {
-                    Err(oversized.clone())
-                }
-                Err(eventsource_stream::EventStreamError::Transport(SseInput::Transport(e))) => {
-                    Err(stream_transport_error(&name2, &e))
-                }
-                Err(eventsource_stream::EventStreamError::Utf8(e)) => Err(Error::new(
-                    ErrorKind::ModelError,
-                    format!("The upstream provider '{name2}' sent a malformed event stream: {e}"),
-                )),
-                Err(eventsource_stream::EventStreamError::Parser(e)) => Err(Error::new(
-                    ErrorKind::ModelError,
-                    format!("The upstream provider '{name2}' sent a malformed event stream: {e}"),
-                )),
-                Ok(event) => Ok(event),
+            .map(move |item| {
+                item.map_err(|e| match e {
+                    eventsource_stream::EventStreamError::Transport(SseInput::Oversized) => {
+                        too_large(&name, "single event", limit, "max_event_bytes")
+                    }
+                    eventsource_stream::EventStreamError::Transport(SseInput::Transport(e)) => {
+                        stream_transport_error(&name, &e)
+                    }
+                    other => Error::new(
+                        ErrorKind::ModelError,
+                        format!(
+                            "The upstream provider '{name}' sent a malformed event stream: {other}"
+                        ),
+                    ),
+                })
             })
             .boxed()
     }
@@ -406,11 +399,29 @@ impl Upstream {
     }
 }
 
+fn too_large(name: &str, what: &str, limit: usize, key: &str) -> Error {
+    Error::new(
+        ErrorKind::ModelError,
+        format!(
+            "The upstream provider '{name}' sent a {what} larger than {limit} bytes (the provider's `{key}` limit)."
+        ),
+    )
+}
+
 /// What the byte stream under the SSE decoder can fail with.
 #[derive(Debug)]
 enum SseInput {
     Transport(reqwest::Error),
     Oversized,
+}
+
+impl std::fmt::Display for SseInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SseInput::Transport(e) => e.fmt(f),
+            SseInput::Oversized => f.write_str("event over the size limit"),
+        }
+    }
 }
 
 /// Counts the bytes of the server-sent event being received, so one endless event cannot grow
