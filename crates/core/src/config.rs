@@ -33,16 +33,98 @@ pub struct Config {
     /// `[resilience]`: retries, timeouts, circuit breakers and health checks for every model
     /// (a model's own `retry` / `timeouts` / `breaker` / `health` tables replace these).
     pub resilience: crate::resilience::ResilienceConfig,
+    /// `[store]`: where keys, usage and audit records and counters live.
+    pub store: StoreConfig,
+    /// `[limits]`: rate limits that apply to every caller (global, per model, per route).
+    pub limits: LimitsConfig,
+    /// `[prices."<model or pattern>"]`: USD per million tokens, overriding the shipped list.
+    pub prices: std::collections::BTreeMap<String, crate::usage::Price>,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The SQLite file (default `<data dir>/state.db`), used unless `postgres_url` is set.
+    pub sqlite_path: Option<PathBuf>,
+    /// PostgreSQL for keys, usage and audit records, shared by every replica
+    /// (`postgres://user@host:5432/db`). Read from `postgres_url_env` when that is set.
+    pub postgres_url: Option<String>,
+    /// Environment variable holding the PostgreSQL URL (it may carry a password).
+    pub postgres_url_env: Option<String>,
+    /// Redis for rate-limit, concurrency and budget counters shared by every replica
+    /// (`redis://host:6379`); without it counters are in-process.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (several gateways can share one server).
+    pub redis_prefix: Option<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The whole gateway.
+    pub global: crate::keys::LimitSpec,
+    /// `[limits.models."<model>"]`: per model name as clients send it.
+    pub models: std::collections::BTreeMap<String, crate::keys::LimitSpec>,
+    /// `[limits.routes."<route>"]`: per route (`/v1/chat/completions`,
+    /// `/model/{model_id}/converse`, …).
+    pub routes: std::collections::BTreeMap<String, crate::keys::LimitSpec>,
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// `[[auth.sigv4]]`: AWS credentials that Bedrock front-door callers sign requests with
-    /// (SigV4, service `bedrock`). With none configured, unsigned Bedrock calls are served
-    /// (local development).
+    /// `[[auth.sigv4]]`: static AWS credentials that Bedrock front-door callers sign requests
+    /// with (SigV4, service `bedrock`), with full access. Keys issued through `/admin/keys`
+    /// carry their own SigV4 pairs.
     pub sigv4: Vec<SigV4Credential>,
+    /// `auto` (default): callers must authenticate, except that a gateway listening on a
+    /// loopback address with no keys and no admin key serves anyone (local use); `required`:
+    /// always authenticate; `none`: never authenticate (refused on a non-loopback address
+    /// unless set explicitly).
+    pub mode: AuthMode,
+    /// Environment variable holding the bootstrap admin credential (a bearer token with full
+    /// access, for creating the first keys).
+    pub admin_key_env: Option<String>,
+    /// Environment variable holding the server secret that keys are hashed with (all replicas
+    /// need the same); without it a random secret is made once in `<data dir>/server.secret`.
+    pub secret_env: Option<String>,
+    /// How long a resolved key is cached (revocations reach other replicas within this time).
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// The region in model ARNs that policies match (`arn:aws:bedrock:<region>::foundation-model/…`).
+    pub region: String,
+    /// The account id of `aws:PrincipalAccount` / `aws:ResourceAccount` / `${AWS::AccountId}`.
+    pub account_id: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            sigv4: Vec::new(),
+            mode: AuthMode::Auto,
+            admin_key_env: None,
+            secret_env: None,
+            cache_ttl: Duration::from_secs(10),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        }
+    }
+}
+
+/// Whether callers must authenticate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Required, except on loopback with no credentials configured.
+    #[default]
+    Auto,
+    /// Always required.
+    Required,
+    /// Never (explicitly open).
+    None,
 }
 
 /// `[[auth.sigv4]]`: one access key. The secret comes from the environment or a file, never
@@ -651,6 +733,36 @@ impl Config {
                     "key `auth.sigv4[{i}]`: set exactly one of secret_access_key_env or secret_access_key_file"
                 ));
             }
+        }
+        let limits = std::iter::once(("limits.global".to_string(), &self.limits.global))
+            .chain(
+                self.limits
+                    .models
+                    .iter()
+                    .map(|(k, v)| (format!("limits.models.\"{k}\""), v)),
+            )
+            .chain(
+                self.limits
+                    .routes
+                    .iter()
+                    .map(|(k, v)| (format!("limits.routes.\"{k}\""), v)),
+            );
+        for (key, spec) in limits {
+            spec.check().map_err(|e| format!("key `{key}`: {e}"))?;
+        }
+        for (model, p) in &self.prices {
+            let ok = [Some(p.input), Some(p.output), p.cache_read, p.cache_write]
+                .into_iter()
+                .flatten()
+                .all(|v| v.is_finite() && v >= 0.0);
+            if !ok {
+                return Err(format!(
+                    "key `prices.\"{model}\"`: prices must be numbers of dollars per million tokens, 0 or more"
+                ));
+            }
+        }
+        if self.store.postgres_url.is_some() && self.store.postgres_url_env.is_some() {
+            return Err("key `store`: set postgres_url or postgres_url_env, not both".into());
         }
         let mut providers = std::collections::BTreeMap::new();
         for (i, p) in self.providers.iter().enumerate() {

@@ -53,14 +53,30 @@ impl Dialect {
     }
 }
 
-/// Who is calling. Filled by the authentication layer; `None` while the gateway serves
-/// unauthenticated callers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is calling. Filled by the server's authentication middleware; `None` when the gateway
+/// is embedded without authentication.
+#[derive(Debug, Clone)]
 pub struct Principal {
-    /// The key, access-key or subject id (never the secret).
+    /// The key id, access key id, JWT subject, `admin` or `anonymous` (never a secret).
     pub id: String,
     /// The caller's team, when it has one.
     pub team: Option<String>,
+    /// Whether the caller may use the admin API without a policy check.
+    pub admin: bool,
+    /// What the caller may do: policies, tags, limits, budgets.
+    pub grants: std::sync::Arc<crate::access::Grants>,
+}
+
+impl Principal {
+    /// A caller with full access (open loopback gateway, bootstrap admin, static SigV4 keys).
+    pub fn unrestricted(id: impl Into<String>, admin: bool) -> Self {
+        Self {
+            id: id.into(),
+            team: None,
+            admin,
+            grants: std::sync::Arc::new(crate::access::Grants::unrestricted()),
+        }
+    }
 }
 
 /// What the gateway knows about a call before it reads the body. Cheap to clone (one `Arc`).

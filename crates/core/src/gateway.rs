@@ -13,7 +13,7 @@ use modelgate_types::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Er
 use crate::context::CallContext;
 use crate::degraded::LastGoodCache;
 use crate::outcome::{AccessLog, OutcomeSink, Sinks};
-use crate::pipeline::{build, Answer, Layer, Models, Operation, Pipeline, Served};
+use crate::pipeline::{build, Answer, Layer, Models, Operation, Pipeline, PolicyLayers, Served};
 use crate::registry::{lock, EndpointStatus, ModelInfo, Registry, ServedModel};
 use crate::resilience::ResilienceConfig;
 
@@ -22,6 +22,7 @@ pub struct GatewayBuilder {
     last_good_entries: usize,
     sinks: Vec<Arc<dyn OutcomeSink>>,
     extra_layers: Vec<Arc<dyn Layer>>,
+    policy: Option<PolicyLayers>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -39,6 +40,7 @@ impl Default for GatewayBuilder {
             last_good_entries: ResilienceConfig::default().fallback_cache_entries,
             sinks: vec![Arc::new(AccessLog)],
             extra_layers: Vec::new(),
+            policy: None,
         }
     }
 }
@@ -64,12 +66,18 @@ impl GatewayBuilder {
         self
     }
 
+    /// Authorise and limit every call (see [`crate::pipeline::build`]).
+    pub fn policy(mut self, layers: PolicyLayers) -> Self {
+        self.policy = Some(layers);
+        self
+    }
+
     /// The gateway, with no models yet.
     pub fn build(self) -> Gateway {
         let models: Models = Arc::new(OnceLock::new());
         let last_good = Arc::new(LastGoodCache::new(self.last_good_entries));
         let mut layers = self.extra_layers;
-        layers.extend(build(Arc::clone(&models), last_good));
+        layers.extend(build(Arc::clone(&models), last_good, self.policy));
         Gateway {
             models,
             pipeline: Pipeline::new(layers, Sinks::new(self.sinks)),

@@ -4,20 +4,24 @@
 //! The pipeline's layers are listed, in order, in [`pipeline::build`]. A call carries its
 //! [`CallContext`] through them and ends in exactly one [`Outcome`].
 
+pub mod access;
 mod chain;
 pub mod config;
 pub mod context;
 mod degraded;
 pub mod gateway;
+pub mod keys;
 pub mod local;
 pub mod model_id;
 pub mod models;
 pub mod outcome;
 pub mod pipeline;
+pub mod policy;
 pub mod registry;
 pub mod resilience;
 mod stream;
 pub mod upstream;
+pub mod usage;
 mod validate;
 
 pub use config::{Config, ConfigError};

@@ -225,26 +225,55 @@ impl Next<'_> {
 /// Where the pipeline finds the served models (filled once they have loaded).
 pub(crate) type Models = Arc<OnceLock<Arc<Registry>>>;
 
-/// Assemble the pipeline. Every model call goes through these layers, in this order.
-pub(crate) fn build(models: Models, last_good: Arc<LastGoodCache>) -> Vec<Arc<dyn Layer>> {
-    vec![
-        // 1. Validate: the canonical request is well formed, whatever its dialect (at least
-        //    one message, no blank turns, inference settings in range).
-        Arc::new(Validate),
-        // 2. Route: the model name (id, alias, AWS id or ARN) selects a served model that can
+/// The policy layers that need state (the store, the counters): present when the gateway is
+/// built with them.
+#[derive(Clone)]
+pub struct PolicyLayers {
+    /// Authorisation against the caller's policies.
+    pub authorize: Arc<crate::access::Authorize>,
+    /// Rate limits, tokens per minute, concurrency, budgets.
+    pub limits: Arc<crate::access::Limits>,
+}
+
+/// Assemble the pipeline. Every model call goes through these layers, in this order. (The
+/// caller was authenticated before the call reached the pipeline, by the server's middleware,
+/// which puts the principal in the call context.)
+pub(crate) fn build(
+    models: Models,
+    last_good: Arc<LastGoodCache>,
+    policy: Option<PolicyLayers>,
+) -> Vec<Arc<dyn Layer>> {
+    let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
+    if let Some(p) = &policy {
+        // 1. Authorise: the caller's IAM-grammar policies allow this action on this model
+        //    with these parameters (explicit deny wins); the decision goes to the audit log.
+        layers.push(p.authorize.clone());
+    }
+    // 2. Validate: the canonical request is well formed, whatever its dialect (at least one
+    //    message, no blank turns, inference settings in range).
+    layers.push(Arc::new(Validate));
+    if let Some(p) = policy {
+        // 3. Limits: requests per second with burst, tokens per minute (settled from the real
+        //    usage when the call ends), calls in flight, hard budgets — per key, team, model,
+        //    route and globally.
+        layers.push(p.limits);
+    }
+    layers.extend([
+        // 4. Route: the model name (id, alias, AWS id or ARN) selects a served model that can
         //    do what is asked (chat or embeddings, tools, structured output); sets the call's
         //    deadline from the model's total timeout.
-        Arc::new(Route { models }),
-        // 3. Static answer: when every model and the cached level failed, the model's
+        Arc::new(Route { models }) as Arc<dyn Layer>,
+        // 5. Static answer: when every model and the cached level failed, the model's
         //    configured degraded-service text.
         Arc::new(StaticAnswer),
-        // 4. Last good answer (opt-in per model): remembers successful answers and serves the
+        // 6. Last good answer (opt-in per model): remembers successful answers and serves the
         //    one for the same request when every model failed.
         Arc::new(LastGood::new(last_good)),
-        // 5. The model chain (innermost): the fallback chain → retries with backoff → circuit
+        // 7. The model chain (innermost): the fallback chain → retries with backoff → circuit
         //    breaker and health-checked endpoint choice → the provider call.
         Arc::new(Chain),
-    ]
+    ]);
+    layers
 }
 
 /// The pipeline: its layers and the sinks every outcome goes to.

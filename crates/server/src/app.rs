@@ -20,7 +20,7 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::errors::{BedrockError, OpenAiError};
-use crate::{anthropic, bedrock, openai};
+use crate::{admin, anthropic, bedrock, openai};
 
 /// State every handler shares.
 #[derive(Clone)]
@@ -33,8 +33,35 @@ pub struct AppState {
     pub started_at: u64,
     /// False once shutdown has begun, so load balancers stop sending traffic.
     pub accepting: Arc<AtomicBool>,
-    /// SigV4 verification of Bedrock callers; `None` serves unsigned calls.
-    pub sigv4: Option<Arc<crate::sigv4::Verifier>>,
+    /// Who may call and how they prove it.
+    pub auth: Arc<crate::auth::Auth>,
+    /// ARN region and account for policies.
+    pub site: modelgate_core::access::Site,
+    /// Usage records (for `/admin/usage`).
+    pub usage: Option<Arc<dyn modelgate_store::UsageStore>>,
+    /// The audit log (for `/admin/audit`).
+    pub audit_store: Option<Arc<dyn modelgate_store::AuditStore>>,
+    /// A check that the state store answers (for `/readyz`).
+    pub store_ready: Option<
+        Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
+    >,
+}
+
+impl AppState {
+    /// State for `gateway` with defaults: open access, no store.
+    pub fn new(gateway: Arc<Gateway>, max_body_bytes: usize) -> Self {
+        Self {
+            gateway,
+            max_body_bytes,
+            started_at: 0,
+            accepting: Arc::new(AtomicBool::new(true)),
+            auth: Arc::new(crate::auth::Auth::open()),
+            site: modelgate_core::access::Site::default(),
+            usage: None,
+            audit_store: None,
+            store_ready: None,
+        }
+    }
 }
 
 /// Say on a response which model served it and why the requested one did not:
@@ -64,6 +91,19 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/admin/endpoints", get(admin_endpoints))
+        .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
+        .route(
+            "/admin/keys/{id}",
+            get(admin::get_key)
+                .patch(admin::update_key)
+                .delete(admin::revoke_key),
+        )
+        .route("/admin/keys/{id}/rotate", post(admin::rotate_key))
+        .route("/admin/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/admin/teams", get(admin::list_teams))
+        .route("/admin/teams/{id}", axum::routing::put(admin::put_team))
+        .route("/admin/usage", get(admin::usage))
+        .route("/admin/audit", get(admin::audit))
         // OpenAI dialect.
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
@@ -72,9 +112,14 @@ pub fn router(state: AppState) -> Router {
         // Anthropic dialect.
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
-        .merge(bedrock_routes(state.clone()))
+        .merge(bedrock_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        // Authentication runs inside the call context (it fills the principal).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_context,
@@ -82,8 +127,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The Bedrock Runtime dialect, behind SigV4 verification when credentials are configured.
-fn bedrock_routes(state: AppState) -> Router<AppState> {
+/// The Bedrock Runtime dialect.
+fn bedrock_routes() -> Router<AppState> {
     Router::new()
         .route("/model/{model_id}/converse", post(bedrock::converse))
         .route(
@@ -99,49 +144,21 @@ fn bedrock_routes(state: AppState) -> Router<AppState> {
             "/model/{model_id}/invoke-with-response-stream",
             post(bedrock::invoke_stream),
         )
-        .route_layer(axum::middleware::from_fn_with_state(state, require_sigv4))
-}
-
-/// Verify the caller's SigV4 signature before a Bedrock handler runs. The body is read here
-/// (its hash is part of the signature) and handed on unchanged.
-async fn require_sigv4(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(verifier) = state.sigv4.clone() else {
-        return next.run(request).await;
-    };
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return BedrockError(Error::new(
-                modelgate_types::ErrorKind::PayloadTooLarge,
-                format!(
-                    "The request body exceeds the limit of {} bytes.",
-                    state.max_body_bytes
-                ),
-            ))
-            .into_response()
-        }
-    };
-    match verifier.verify(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        &bytes,
-        std::time::SystemTime::now(),
-    ) {
-        Ok(()) => {
-            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
-        }
-        Err(e) => {
-            tracing::warn!(code = ?e.code, "rejected a Bedrock call: bad SigV4 signature");
-            BedrockError(e).into_response()
-        }
-    }
 }
 
 /// `GET /admin/endpoints`: every endpoint's circuit breaker and health-check state.
-async fn admin_endpoints(State(state): State<AppState>) -> Response {
+async fn admin_endpoints(
+    State(state): State<AppState>,
+    axum::extract::Extension(ctx): axum::extract::Extension<CallContext>,
+) -> Response {
+    if let Err(e) = crate::auth::admin_allowed(
+        &state,
+        &ctx,
+        "modelgate:GetEndpoints",
+        "arn:modelgate:admin:::endpoints",
+    ) {
+        return OpenAiError(e).into_response();
+    }
     Json(json!({ "endpoints": state.gateway.endpoint_status() })).into_response()
 }
 
@@ -156,6 +173,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_iter()
         .map(|m: ModelInfo| m.id)
         .collect();
+    let store = match &state.store_ready {
+        Some(check) => check().await,
+        None => Ok(()),
+    };
+    if let Err(e) = store {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "store_unavailable", "error": e, "models": models})),
+        )
+            .into_response();
+    }
     if state.accepting.load(Ordering::SeqCst) && state.gateway.is_ready() {
         Json(json!({"status": "ready", "models": models})).into_response()
     } else {

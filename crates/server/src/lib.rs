@@ -3,11 +3,14 @@
 //! The `modelgate` binary (`main.rs`) is the CLI around this library; integration tests start
 //! the same router in-process.
 
+pub mod admin;
 pub mod anthropic;
 pub mod app;
+pub mod auth;
 pub mod bedrock;
 pub mod errors;
 pub mod native;
 pub mod openai;
 pub mod sigv4;
+pub mod state;
 pub mod streaming;

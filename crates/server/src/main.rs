@@ -10,14 +10,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use modelgate_core::config::{data_dir, LogFormat};
+use modelgate_core::access::{Audit, Authorize, Limits, SharedLimits, Site};
+use modelgate_core::config::{data_dir, read_secret, AuthMode, LogFormat};
+use modelgate_core::keys::{now_ms, KeyService, Settings};
 use modelgate_core::models::{self, WheelSource, MODELS};
+use modelgate_core::pipeline::PolicyLayers;
+use modelgate_core::usage::{PriceCatalog, UsageRecorder};
 use modelgate_core::{local, Config, Gateway};
 use modelgate_types::{
     ChatRequest, ContentBlockDelta, InferenceConfig, Message, Role, StreamEvent, SystemBlock,
 };
 
-use modelgate_server::app;
+use modelgate_server::auth::Auth;
+use modelgate_server::{admin, app, state};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +55,35 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Manage API keys (in the configured store, without a running server).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        /// Configuration file (TOML), for the store's location.
+        #[arg(long, env = "MODELGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Usage and cost totals.
+    Usage {
+        /// Configuration file (TOML), for the store's location.
+        #[arg(long, env = "MODELGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// From (RFC 3339, YYYY-MM-DD or Unix ms; default: start of this month).
+        #[arg(long)]
+        from: Option<String>,
+        /// To (default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Group by any of team, key, model, day (comma-separated).
+        #[arg(long, default_value = "team,key,model")]
+        group_by: String,
+        /// Only this team.
+        #[arg(long)]
+        team: Option<String>,
+        /// Only this key.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Ask the embedded chat model one question and stream the answer to the terminal.
     Chat {
         /// The prompt.
@@ -69,6 +103,45 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, env = "MODELGATE_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+/// `modelgate keys …`
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints its secrets once.
+    Create {
+        /// A human name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The team it belongs to.
+        #[arg(long)]
+        team: Option<String>,
+        /// A role (`admin`, `invoke`); repeatable.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Expire after this long (`30d`, `12h`).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// A JSON file of settings (policies, limits, budgets, tags, metadata).
+        #[arg(long)]
+        settings: Option<PathBuf>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this team's.
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Give a key a new secret; the old one stops working.
+    Rotate {
+        /// The key id.
+        id: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// The key id.
+        id: String,
     },
 }
 
@@ -98,6 +171,18 @@ fn main() -> ExitCode {
             no_pull,
         } => serve(config, listen, no_pull),
         Command::Models { command } => models_command(command),
+        Command::Keys { command, config } => keys_command(command, config),
+        Command::Usage {
+            config,
+            from,
+            to,
+            group_by,
+            team,
+            key,
+        } => usage_command(
+            config,
+            admin::UsageParams::new(from, to, Some(group_by), team, key),
+        ),
         Command::Chat {
             prompt,
             model,
@@ -154,16 +239,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// The SigV4 verifier for `[[auth.sigv4]]`, with each secret read from where the configuration
-/// points; `None` (unsigned Bedrock calls served) when no key is configured.
-fn sigv4_verifier(
-    config: &Config,
-) -> anyhow::Result<Option<Arc<modelgate_server::sigv4::Verifier>>> {
+/// points; `None` when no static key is configured.
+fn sigv4_verifier(config: &Config) -> anyhow::Result<Option<modelgate_server::sigv4::Verifier>> {
     if config.auth.sigv4.is_empty() {
-        if !config.server.listen.ip().is_loopback() {
-            tracing::warn!(
-                "the Bedrock front door accepts unsigned calls on a non-loopback address; configure [[auth.sigv4]]"
-            );
-        }
         return Ok(None);
     }
     let keys = config
@@ -176,7 +254,43 @@ fn sigv4_verifier(
                 .map_err(|e| anyhow::anyhow!("configuration error in [[auth.sigv4]]: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Some(Arc::new(modelgate_server::sigv4::Verifier::new(keys))))
+    Ok(Some(modelgate_server::sigv4::Verifier::new(keys)))
+}
+
+/// Whether anyone may call without credentials, or why the gateway must not start.
+async fn open_access(
+    config: &Config,
+    admin_key: bool,
+    static_sigv4: bool,
+    keys: &dyn modelgate_store::KeyStore,
+) -> anyhow::Result<bool> {
+    let loopback = config.server.listen.ip().is_loopback();
+    let credentials = admin_key
+        || static_sigv4
+        || keys
+            .keys(None)
+            .await
+            .context("cannot read the key store")?
+            .iter()
+            .any(|k| k.revoked_ms.is_none());
+    Ok(match config.auth.mode {
+        AuthMode::None => {
+            if !loopback {
+                tracing::warn!(listen = %config.server.listen, "auth.mode = \"none\": anyone who reaches this address may call every model and the admin API");
+            }
+            true
+        }
+        AuthMode::Required => false,
+        AuthMode::Auto if credentials => false,
+        AuthMode::Auto if loopback => {
+            tracing::info!("no credentials configured: serving unauthenticated callers on loopback only (create a key to require one)");
+            true
+        }
+        AuthMode::Auto => anyhow::bail!(
+            "refusing to serve {} without authentication: create a key (`modelgate keys create`), set auth.admin_key_env, or set auth.mode = \"none\" explicitly",
+            config.server.listen
+        ),
+    })
 }
 
 fn serve(
@@ -190,31 +304,77 @@ fn serve(
     }
     init_logging(&config, "");
     let sigv4 = sigv4_verifier(&config)?;
+    let admin_key = read_secret(config.auth.admin_key_env.as_deref(), None, "the admin key")
+        .map_err(|e| anyhow::anyhow!("configuration error in [auth]: {e}"))?;
+    let secret = state::server_secret(&config)?;
     let data = data_dir();
     if config.local.enabled {
         local::ensure_models(&data, config.local.auto_pull && !no_pull)?;
     }
     let rt = runtime()?;
     rt.block_on(async move {
+        let stores = state::open(&config).await?;
+        let open =
+            open_access(&config, admin_key.is_some(), sigv4.is_some(), &*stores.keys).await?;
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        let site = Site {
+            region: config.auth.region.clone(),
+            account: config.auth.account_id.clone(),
+        };
+        let (audit, audit_task) = Audit::spawn(Arc::clone(&stores.audit));
+        let (usage, usage_task) = UsageRecorder::spawn(
+            PriceCatalog::new(config.prices.clone()),
+            Arc::clone(&stores.usage),
+            Arc::clone(&stores.counters),
+        );
+        let policy = PolicyLayers {
+            authorize: Arc::new(Authorize {
+                site: site.clone(),
+                audit: audit.clone(),
+            }),
+            limits: Arc::new(Limits {
+                counters: Arc::clone(&stores.counters),
+                usage: Some(Arc::clone(&stores.usage)),
+                shared: SharedLimits {
+                    global: config.limits.global,
+                    models: config.limits.models.clone(),
+                    routes: config.limits.routes.clone(),
+                },
+            }),
+        };
         let gateway = Arc::new(
             Gateway::builder()
                 .last_good_entries(config.resilience.fallback_cache_entries)
+                .sink(usage)
+                .policy(policy)
                 .build(),
         );
-        let state = app::AppState {
-            gateway: Arc::clone(&gateway),
-            max_body_bytes: config.server.max_body_bytes,
-            started_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            accepting: Arc::new(AtomicBool::new(true)),
+        let keys = Arc::new(KeyService::new(
+            Arc::clone(&stores.keys),
+            &secret,
+            config.auth.cache_ttl,
+        ));
+        let auth = Auth {
+            keys: Some(keys),
+            admin_key,
             sigv4,
+            open: AtomicBool::new(open),
+            audit,
         };
+        let mut state = app::AppState::new(Arc::clone(&gateway), config.server.max_body_bytes);
+        state.started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        state.auth = Arc::new(auth);
+        state.site = site;
+        state.usage = Some(Arc::clone(&stores.usage));
+        state.audit_store = Some(Arc::clone(&stores.audit));
+        state.store_ready = Some(Arc::clone(&stores.ping));
+        tracing::info!(state = %stores.location, open, "state store opened");
         // Bind first so /healthz answers while the models load; /readyz turns 200 once loaded.
         let load_config = config.clone();
         let loader = tokio::task::spawn_blocking(move || local::load_models(&load_config, &data));
@@ -236,7 +396,158 @@ fn serve(
             }
         }
         serve_task.await.context("server task failed")??;
+        // Write what is queued: the pipeline (and so every sender) is gone once the gateway is.
+        drop(gateway);
+        let flush = async {
+            let _ = usage_task.await;
+            let _ = audit_task.await;
+        };
+        if tokio::time::timeout(std::time::Duration::from_secs(10), flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!("usage and audit records still queued at shutdown were not all written");
+        }
         tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// `modelgate keys …`: manage keys directly in the configured store.
+fn keys_command(command: KeysCommand, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    init_logging(&config, "warn");
+    let secret = state::server_secret(&config)?;
+    runtime()?.block_on(async move {
+        let stores = state::open(&config).await?;
+        let keys = KeyService::new(Arc::clone(&stores.keys), &secret, std::time::Duration::ZERO);
+        let audit = |action: &str, id: &str| modelgate_store::AuditEvent {
+            ts_ms: now_ms(),
+            actor: "cli".into(),
+            action: format!("modelgate:{action}"),
+            resource: format!("arn:modelgate:admin:::key/{id}"),
+            decision: "allow".into(),
+            statement: Some("local command line".into()),
+            source_ip: None,
+            request_id: None,
+            detail: serde_json::Value::Null,
+        };
+        let show_secret = |record: &modelgate_store::KeyRecord,
+                           issued: &modelgate_core::keys::IssuedSecret| {
+            println!("id:                {}", record.id);
+            if let Some(t) = &record.team {
+                println!("team:              {t}");
+            }
+            println!("key:               {}", issued.key);
+            println!("access_key_id:     {}", issued.access_key_id);
+            println!("secret_access_key: {}", issued.secret_access_key);
+            eprintln!("(the secrets are shown only now; store them safely)");
+        };
+        match command {
+            KeysCommand::Create {
+                name,
+                team,
+                roles,
+                expires_in,
+                settings,
+            } => {
+                let mut s = match settings {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                        let v: serde_json::Value = serde_json::from_str(&text)
+                            .with_context(|| format!("{} is not JSON", path.display()))?;
+                        Settings::from_json(&v)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                    }
+                    None => Settings::default(),
+                };
+                if name.is_some() {
+                    s.name = name;
+                }
+                s.roles.extend(roles);
+                let expires = expires_in
+                    .map(|d| {
+                        humantime::parse_duration(&d)
+                            .map_err(|e| anyhow::anyhow!("--expires-in {d}: {e}"))
+                    })
+                    .transpose()?
+                    .map(|d| now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
+                let (record, issued) = keys.create(team, s, expires).await?;
+                stores
+                    .audit
+                    .append_audit(&[audit("CreateKey", &record.id)])
+                    .await?;
+                show_secret(&record, &issued);
+            }
+            KeysCommand::List { team } => {
+                println!(
+                    "{:<22} {:<12} {:<8} {:<24} {:<22} NAME",
+                    "ID", "TEAM", "STATUS", "CREATED", "EXPIRES"
+                );
+                for k in stores.keys.keys(team.as_deref()).await? {
+                    let v = admin::key_view(&k);
+                    let field =
+                        |f: &str| v.get(f).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+                    println!(
+                        "{:<22} {:<12} {:<8} {:<24} {:<22} {}",
+                        k.id,
+                        k.team.as_deref().unwrap_or("-"),
+                        field("status"),
+                        field("created_at"),
+                        field("expires_at"),
+                        field("name")
+                    );
+                }
+            }
+            KeysCommand::Rotate { id } => {
+                let (record, issued) = keys.rotate(&id).await?;
+                stores
+                    .audit
+                    .append_audit(&[audit("RotateKey", &id)])
+                    .await?;
+                show_secret(&record, &issued);
+            }
+            KeysCommand::Revoke { id } => {
+                keys.revoke(&id).await?;
+                stores
+                    .audit
+                    .append_audit(&[audit("RevokeKey", &id)])
+                    .await?;
+                println!("{id} revoked (running gateways stop accepting it within auth.cache_ttl)");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `modelgate usage`: usage totals as a table.
+fn usage_command(config_path: Option<PathBuf>, params: admin::UsageParams) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    init_logging(&config, "warn");
+    runtime()?.block_on(async move {
+        let stores = state::open(&config).await?;
+        let q = admin::usage_query(&params).map_err(|e| anyhow::anyhow!(e))?;
+        let rows = stores.usage.usage_summary(&q).await?;
+        println!(
+            "{:<14} {:<22} {:<34} {:<10} {:>9} {:>12} {:>12} {:>12}",
+            "TEAM", "KEY", "MODEL", "DAY", "REQUESTS", "INPUT", "OUTPUT", "COST_USD"
+        );
+        for r in &rows {
+            let v = admin::usage_row_view(r);
+            let f = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_string();
+            println!(
+                "{:<14} {:<22} {:<34} {:<10} {:>9} {:>12} {:>12} {:>12.6}",
+                f("team"),
+                f("key_id"),
+                f("model"),
+                f("day"),
+                r.requests,
+                r.input_tokens,
+                r.output_tokens,
+                r.cost_nanos as f64 / 1e9
+            );
+        }
         Ok(())
     })
 }

@@ -135,7 +135,12 @@ impl Verifier {
         }
     }
 
-    /// Check a request's signature; `now` is the server clock.
+    /// The secret of a configured access key.
+    pub fn secret(&self, access_key_id: &str) -> Option<&str> {
+        self.secrets.get(access_key_id).map(String::as_str)
+    }
+
+    /// Check a request's signature against the configured keys; `now` is the server clock.
     pub fn verify(
         &self,
         method: &Method,
@@ -144,32 +149,59 @@ impl Verifier {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), Error> {
-        let Some(auth) = headers.get("authorization") else {
-            return Err(denied(
-                "MissingAuthenticationTokenException",
-                "Missing Authentication Token",
-            ));
-        };
-        let auth = auth.to_str().map_err(|_| {
-            denied(
-                "IncompleteSignatureException",
-                "The Authorization header is not valid text.",
-            )
-        })?;
-        let auth = parse_authorization(auth)?;
-        let Some(secret) = self.secrets.get(auth.access_key) else {
-            return Err(denied(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            ));
-        };
-        if auth.service != SERVICE {
-            return Err(denied(
-                "InvalidSignatureException",
-                format!("Credential should be scoped to correct service: '{SERVICE}'."),
-            ));
-        }
-        let amz_date = headers
+        verify_with(
+            |ak| self.secret(ak).map(str::to_string),
+            method,
+            uri,
+            headers,
+            body,
+            now,
+        )
+    }
+}
+
+/// The access key id a SigV4 `Authorization` header names, if it is one.
+pub fn access_key_id(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    parse_authorization(value).ok().map(|a| a.access_key)
+}
+
+/// Check a request's signature with the secret `secret_of` gives for its access key id
+/// (`None`: an unknown key).
+pub fn verify_with(
+    secret_of: impl FnOnce(&str) -> Option<String>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), Error> {
+    let Some(auth) = headers.get("authorization") else {
+        return Err(denied(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ));
+    };
+    let auth = auth.to_str().map_err(|_| {
+        denied(
+            "IncompleteSignatureException",
+            "The Authorization header is not valid text.",
+        )
+    })?;
+    let auth = parse_authorization(auth)?;
+    let Some(secret) = secret_of(auth.access_key) else {
+        return Err(denied(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
+    };
+    if auth.service != SERVICE {
+        return Err(denied(
+            "InvalidSignatureException",
+            format!("Credential should be scoped to correct service: '{SERVICE}'."),
+        ));
+    }
+    let amz_date = headers
             .get("x-amz-date")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| {
@@ -178,109 +210,108 @@ impl Verifier {
                     "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
                 )
             })?;
-        let signed_at = parse_amz_date(amz_date).ok_or_else(|| {
-            denied(
-                "IncompleteSignatureException",
-                format!("X-Amz-Date '{amz_date}' is not in the form yyyyMMddTHHmmssZ."),
-            )
-        })?;
-        if !amz_date.starts_with(auth.date) {
-            return Err(denied(
+    let signed_at = parse_amz_date(amz_date).ok_or_else(|| {
+        denied(
+            "IncompleteSignatureException",
+            format!("X-Amz-Date '{amz_date}' is not in the form yyyyMMddTHHmmssZ."),
+        )
+    })?;
+    if !amz_date.starts_with(auth.date) {
+        return Err(denied(
                 "InvalidSignatureException",
                 format!("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{}' != '{}'", auth.date, &amz_date[..8.min(amz_date.len())]),
             ));
-        }
-        let skew = now
-            .duration_since(signed_at)
-            .unwrap_or_else(|e| e.duration());
-        if skew > MAX_SKEW {
-            return Err(denied(
+    }
+    let skew = now
+        .duration_since(signed_at)
+        .unwrap_or_else(|e| e.duration());
+    if skew > MAX_SKEW {
+        return Err(denied(
                 "InvalidSignatureException",
                 format!("Signature expired: {amz_date} is now earlier or later than the server time by more than 15 minutes."),
             ));
+    }
+    if !auth.signed_headers.contains(&"host") {
+        return Err(denied(
+            "InvalidSignatureException",
+            "'Host' must be a 'SignedHeader' in the AWS Authorization.",
+        ));
+    }
+
+    // Re-sign over exactly the signed headers. The signer adds x-amz-date, the session
+    // token and (when asked) x-amz-content-sha256 itself.
+    let mut signed_values: Vec<(&str, String)> = Vec::new();
+    for name in &auth.signed_headers {
+        if matches!(
+            *name,
+            "x-amz-date" | "x-amz-security-token" | "x-amz-content-sha256"
+        ) {
+            continue;
         }
-        if !auth.signed_headers.contains(&"host") {
+        let values: Vec<&str> = headers
+            .get_all(*name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if values.is_empty() {
             return Err(denied(
                 "InvalidSignatureException",
-                "'Host' must be a 'SignedHeader' in the AWS Authorization.",
+                format!("The signed header '{name}' is missing from the request."),
             ));
         }
-
-        // Re-sign over exactly the signed headers. The signer adds x-amz-date, the session
-        // token and (when asked) x-amz-content-sha256 itself.
-        let mut signed_values: Vec<(&str, String)> = Vec::new();
-        for name in &auth.signed_headers {
-            if matches!(
-                *name,
-                "x-amz-date" | "x-amz-security-token" | "x-amz-content-sha256"
-            ) {
-                continue;
-            }
-            let values: Vec<&str> = headers
-                .get_all(*name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            if values.is_empty() {
-                return Err(denied(
-                    "InvalidSignatureException",
-                    format!("The signed header '{name}' is missing from the request."),
-                ));
-            }
-            signed_values.push((name, values.join(",")));
-        }
-        let token = headers
-            .get("x-amz-security-token")
-            .and_then(|v| v.to_str().ok())
-            .filter(|_| auth.signed_headers.contains(&"x-amz-security-token"))
-            .map(str::to_string);
-        let mut settings = SigningSettings::default();
-        settings.excluded_headers = None;
-        if auth.signed_headers.contains(&"x-amz-content-sha256") {
-            settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        }
-        let identity = Credentials::new(auth.access_key, secret, token, None, "modelgate").into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(auth.region)
-            .name(SERVICE)
-            .time(signed_at)
-            .settings(settings)
-            .build()
-            .map_err(|e| Error::internal(format!("sigv4 parameters: {e}")))?
-            .into();
-        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        let signable = SignableRequest::new(
-            method.as_str(),
-            path_and_query,
-            signed_values.iter().map(|(k, v)| (*k, v.as_str())),
-            SignableBody::Bytes(body),
+        signed_values.push((name, values.join(",")));
+    }
+    let token = headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| auth.signed_headers.contains(&"x-amz-security-token"))
+        .map(str::to_string);
+    let mut settings = SigningSettings::default();
+    settings.excluded_headers = None;
+    if auth.signed_headers.contains(&"x-amz-content-sha256") {
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    }
+    let identity = Credentials::new(auth.access_key, secret, token, None, "modelgate").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(auth.region)
+        .name(SERVICE)
+        .time(signed_at)
+        .settings(settings)
+        .build()
+        .map_err(|e| Error::internal(format!("sigv4 parameters: {e}")))?
+        .into();
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let signable = SignableRequest::new(
+        method.as_str(),
+        path_and_query,
+        signed_values.iter().map(|(k, v)| (*k, v.as_str())),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| {
+        denied(
+            "InvalidSignatureException",
+            format!("The request cannot be verified: {e}"),
         )
-        .map_err(|e| {
-            denied(
-                "InvalidSignatureException",
-                format!("The request cannot be verified: {e}"),
-            )
-        })?;
-        let expected = sign(signable, &params).map_err(|e| {
-            denied(
-                "InvalidSignatureException",
-                format!("The request cannot be verified: {e}"),
-            )
-        })?;
-        if bool::from(
-            expected
-                .signature()
-                .as_bytes()
-                .ct_eq(auth.signature.as_bytes()),
-        ) {
-            Ok(())
-        } else {
-            Err(denied(
+    })?;
+    let expected = sign(signable, &params).map_err(|e| {
+        denied(
+            "InvalidSignatureException",
+            format!("The request cannot be verified: {e}"),
+        )
+    })?;
+    if bool::from(
+        expected
+            .signature()
+            .as_bytes()
+            .ct_eq(auth.signature.as_bytes()),
+    ) {
+        Ok(())
+    } else {
+        Err(denied(
                 "InvalidSignatureException",
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
             ))
-        }
     }
 }
 

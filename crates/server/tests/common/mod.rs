@@ -1,7 +1,6 @@
 //! Shared by the integration tests: start the real router with the real embedded models
 //! (installed by `modelgate models pull`; `MODELGATE_HOME` points at them) on an ephemeral port.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,13 +26,10 @@ pub async fn serve(config: Config, sigv4: Option<Verifier>) -> String {
             .build(),
     );
     gateway.install(models);
-    let state = AppState {
-        gateway,
-        max_body_bytes: config.server.max_body_bytes,
-        started_at: 0,
-        accepting: Arc::new(AtomicBool::new(true)),
-        sigv4: sigv4.map(Arc::new),
-    };
+    let mut state = AppState::new(gateway, config.server.max_body_bytes);
+    if let Some(v) = sigv4 {
+        state.auth = Arc::new(modelgate_server::auth::Auth::sigv4_only(v));
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(app::serve(listener, state, Duration::from_secs(5)));

@@ -1,0 +1,510 @@
+//! The admin API: keys (`/admin/keys`), teams, usage and the audit log. Every endpoint is an
+//! admin action (`modelgate:CreateKey`, …) decided by the caller's policies — the `admin` role
+//! and the bootstrap admin credential may do all of them — and written to the audit log.
+//! Errors use the OpenAI error shape.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use modelgate_core::keys::{now_ms, KeyError, KeyService, Settings};
+use modelgate_core::CallContext;
+use modelgate_store::{AuditQuery, GroupBy, KeyRecord, UsageQuery, UsageRow};
+use modelgate_types::{Error, ErrorKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::admin_allowed;
+use crate::errors::OpenAiError;
+
+type AdminResult = Result<Response, OpenAiError>;
+
+fn keys(state: &AppState) -> Result<&Arc<KeyService>, OpenAiError> {
+    state.auth.keys.as_ref().ok_or_else(|| {
+        OpenAiError(Error::new(
+            ErrorKind::ServiceUnavailable,
+            "This gateway runs without a key store.",
+        ))
+    })
+}
+
+fn key_error(e: KeyError) -> OpenAiError {
+    OpenAiError(match e {
+        KeyError::Invalid(m) => Error::validation(m),
+        KeyError::NotFound(id) => {
+            Error::new(ErrorKind::NotFound, format!("No key with id '{id}'."))
+        }
+        KeyError::Store(e) => Error::new(
+            ErrorKind::ServiceUnavailable,
+            format!("The key store is unavailable: {e}"),
+        ),
+    })
+}
+
+fn allow(
+    state: &AppState,
+    ctx: &CallContext,
+    action: &str,
+    resource: &str,
+) -> Result<(), OpenAiError> {
+    admin_allowed(state, ctx, &format!("modelgate:{action}"), resource).map_err(OpenAiError)
+}
+
+/// RFC 3339 of Unix ms.
+pub fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A time given as RFC 3339, a date, or Unix milliseconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    humantime::parse_rfc3339_weak(full.trim_end_matches('Z'))
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| format!("'{s}' is not a time (RFC 3339, YYYY-MM-DD or Unix ms)"))
+}
+
+/// A key as the admin API shows it: never its secret or hash.
+pub fn key_view(k: &KeyRecord) -> Value {
+    let now = now_ms();
+    let status = if k.revoked_ms.is_some() {
+        "revoked"
+    } else if k.expires_ms.is_some_and(|e| e <= now) {
+        "expired"
+    } else {
+        "active"
+    };
+    let mut v = json!({
+        "id": k.id,
+        "team": k.team,
+        "status": status,
+        "prefix": format!("{}{}…", modelgate_core::keys::SECRET_PREFIX, k.prefix),
+        "access_key_id": k.access_key_id,
+        "created_at": rfc3339(k.created_ms),
+        "expires_at": k.expires_ms.map(rfc3339),
+        "revoked_at": k.revoked_ms.map(rfc3339),
+    });
+    if let (Some(obj), Some(body)) = (v.as_object_mut(), k.body.as_object()) {
+        for (name, value) in body {
+            obj.insert(name.clone(), value.clone());
+        }
+    }
+    v
+}
+
+/// The body of `POST /admin/keys` and `PATCH /admin/keys/{id}`: the key's settings plus
+/// `team`, `expires_in` ("30d") or `expires_at` (RFC 3339; `null` clears).
+struct KeyRequest {
+    team: Option<String>,
+    expires: Option<Option<i64>>,
+    settings: Option<Settings>,
+}
+
+fn key_request(body: Value) -> Result<KeyRequest, OpenAiError> {
+    let bad = |m: String| OpenAiError(Error::validation(m));
+    let Value::Object(mut map) = body else {
+        return Err(bad("the body must be a JSON object".into()));
+    };
+    let team = match map.remove("team") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t),
+        Some(other) => return Err(bad(format!("team must be a string, not {other}"))),
+    };
+    let expires = match (map.remove("expires_in"), map.remove("expires_at")) {
+        (Some(_), Some(_)) => return Err(bad("give expires_in or expires_at, not both".into())),
+        (Some(Value::String(d)), None) => {
+            let d = humantime::parse_duration(&d)
+                .map_err(|e| bad(format!("expires_in '{d}' is not a duration like 30d: {e}")))?;
+            Some(Some(
+                now_ms() + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2),
+            ))
+        }
+        (None, Some(Value::String(t))) => Some(Some(
+            parse_time(&t).map_err(|e| bad(format!("expires_at: {e}")))?,
+        )),
+        (None, Some(Value::Null)) => Some(None),
+        (None, None) => None,
+        _ => return Err(bad("expires_in and expires_at are strings".into())),
+    };
+    let settings = if map.is_empty() {
+        None
+    } else {
+        Some(
+            Settings::from_json(&Value::Object(map))
+                .map_err(|e| bad(format!("invalid key settings: {e}")))?,
+        )
+    };
+    Ok(KeyRequest {
+        team,
+        expires,
+        settings,
+    })
+}
+
+/// `POST /admin/keys`: create a key; its secrets are in this answer only.
+pub async fn create_key(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Json(body): Json<Value>,
+) -> AdminResult {
+    allow(&state, &ctx, "CreateKey", "arn:modelgate:admin:::key/*")?;
+    let req = key_request(body)?;
+    let (record, issued) = keys(&state)?
+        .create(
+            req.team,
+            req.settings.unwrap_or_default(),
+            req.expires.flatten(),
+        )
+        .await
+        .map_err(key_error)?;
+    state.auth.close();
+    let mut v = key_view(&record);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("key".into(), json!(issued.key));
+        obj.insert("secret_access_key".into(), json!(issued.secret_access_key));
+    }
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ListKeys {
+    team: Option<String>,
+}
+
+/// `GET /admin/keys[?team=]`
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Query(q): Query<ListKeys>,
+) -> AdminResult {
+    allow(&state, &ctx, "ListKeys", "arn:modelgate:admin:::key/*")?;
+    let list = keys(&state)?
+        .store()
+        .keys(q.team.as_deref())
+        .await
+        .map_err(|e| key_error(e.into()))?;
+    let data: Vec<Value> = list.iter().map(key_view).collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// `GET /admin/keys/{id}`
+pub async fn get_key(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "GetKey",
+        &format!("arn:modelgate:admin:::key/{id}"),
+    )?;
+    let k = keys(&state)?
+        .store()
+        .key(&id)
+        .await
+        .map_err(|e| key_error(e.into()))?
+        .ok_or_else(|| key_error(KeyError::NotFound(id)))?;
+    Ok(Json(key_view(&k)).into_response())
+}
+
+/// `PATCH /admin/keys/{id}`: change expiry or settings.
+pub async fn update_key(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "UpdateKey",
+        &format!("arn:modelgate:admin:::key/{id}"),
+    )?;
+    let req = key_request(body)?;
+    if req.team.is_some() {
+        return Err(OpenAiError(Error::validation(
+            "a key's team cannot change; create a key in the other team",
+        )));
+    }
+    let k = keys(&state)?
+        .update(&id, req.settings, req.expires)
+        .await
+        .map_err(key_error)?;
+    Ok(Json(key_view(&k)).into_response())
+}
+
+/// `POST /admin/keys/{id}/rotate`: a new secret; the old one stops working.
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "RotateKey",
+        &format!("arn:modelgate:admin:::key/{id}"),
+    )?;
+    let (record, issued) = keys(&state)?.rotate(&id).await.map_err(key_error)?;
+    let mut v = key_view(&record);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("key".into(), json!(issued.key));
+        obj.insert("secret_access_key".into(), json!(issued.secret_access_key));
+    }
+    Ok(Json(v).into_response())
+}
+
+/// `POST /admin/keys/{id}/revoke` and `DELETE /admin/keys/{id}`.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "RevokeKey",
+        &format!("arn:modelgate:admin:::key/{id}"),
+    )?;
+    let k = keys(&state)?.revoke(&id).await.map_err(key_error)?;
+    Ok(Json(key_view(&k)).into_response())
+}
+
+/// `PUT /admin/teams/{id}`: a team's policies, limits, budgets and tags.
+pub async fn put_team(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "PutTeam",
+        &format!("arn:modelgate:admin:::team/{id}"),
+    )?;
+    let settings = Settings::from_json(&body)
+        .map_err(|e| OpenAiError(Error::validation(format!("invalid team settings: {e}"))))?;
+    keys(&state)?
+        .put_team(&id, &settings)
+        .await
+        .map_err(key_error)?;
+    Ok(Json(json!({"id": id, "settings": settings})).into_response())
+}
+
+/// `GET /admin/teams`
+pub async fn list_teams(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+) -> AdminResult {
+    allow(&state, &ctx, "ListTeams", "arn:modelgate:admin:::team/*")?;
+    let teams = keys(&state)?
+        .store()
+        .teams()
+        .await
+        .map_err(|e| key_error(e.into()))?;
+    let data: Vec<Value> = teams
+        .iter()
+        .map(|t| json!({"id": t.id, "updated_at": rfc3339(t.updated_ms), "settings": t.body}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct UsageParams {
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<String>,
+    team: Option<String>,
+    key: Option<String>,
+}
+
+/// Parse usage parameters into a query: the range defaults to this UTC month so far.
+pub fn usage_query(p: &UsageParams) -> Result<UsageQuery, String> {
+    let now = now_ms();
+    let from = match &p.from {
+        Some(f) => parse_time(f)?,
+        None => modelgate_core::keys::Period::Month.window(now).0,
+    };
+    let to = match &p.to {
+        Some(t) => parse_time(t)?,
+        None => now + 1,
+    };
+    let mut group_by = Vec::new();
+    for g in p
+        .group_by
+        .iter()
+        .flat_map(|g| g.split(','))
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+    {
+        group_by.push(match g {
+            "team" => GroupBy::Team,
+            "key" => GroupBy::Key,
+            "model" => GroupBy::Model,
+            "day" => GroupBy::Day,
+            other => {
+                return Err(format!(
+                    "group_by '{other}' is not one of team, key, model, day"
+                ))
+            }
+        });
+    }
+    Ok(UsageQuery {
+        from_ms: from,
+        to_ms: to,
+        group_by,
+        team: p.team.clone(),
+        key_id: p.key.clone(),
+    })
+}
+
+impl UsageParams {
+    /// Parameters from the command line.
+    pub fn new(
+        from: Option<String>,
+        to: Option<String>,
+        group_by: Option<String>,
+        team: Option<String>,
+        key: Option<String>,
+    ) -> Self {
+        Self {
+            from,
+            to,
+            group_by,
+            team,
+            key,
+        }
+    }
+}
+
+/// One row as the API shows it: `day` as a date, cost in dollars.
+pub fn usage_row_view(r: &UsageRow) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(day) = r.day {
+            obj.insert(
+                "day".into(),
+                json!(rfc3339(day * 86_400_000)[..10].to_string()),
+            );
+        }
+        obj.insert("cost_usd".into(), json!(r.cost_nanos as f64 / 1e9));
+    }
+    v
+}
+
+/// `GET /admin/usage?from=&to=&group_by=team,key,model,day&team=&key=`
+pub async fn usage(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Query(p): Query<UsageParams>,
+) -> AdminResult {
+    allow(&state, &ctx, "GetUsage", "arn:modelgate:admin:::usage")?;
+    let q = usage_query(&p).map_err(|e| OpenAiError(Error::validation(e)))?;
+    let store = state.usage.as_ref().ok_or_else(|| {
+        OpenAiError(Error::new(
+            ErrorKind::ServiceUnavailable,
+            "This gateway records no usage.",
+        ))
+    })?;
+    let rows = store
+        .usage_summary(&q)
+        .await
+        .map_err(|e| key_error(e.into()))?;
+    let total = store
+        .usage_summary(&UsageQuery {
+            group_by: Vec::new(),
+            ..q.clone()
+        })
+        .await
+        .map_err(|e| key_error(e.into()))?;
+    let groups: Vec<&str> = q
+        .group_by
+        .iter()
+        .map(|g| match g {
+            GroupBy::Team => "team",
+            GroupBy::Key => "key",
+            GroupBy::Model => "model",
+            GroupBy::Day => "day",
+        })
+        .collect();
+    Ok(Json(json!({
+        "from": rfc3339(q.from_ms),
+        "to": rfc3339(q.to_ms),
+        "group_by": groups,
+        "rows": rows.iter().map(usage_row_view).collect::<Vec<_>>(),
+        "total": total.first().map(usage_row_view),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct AuditParams {
+    from: Option<String>,
+    to: Option<String>,
+    actor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /admin/audit?from=&to=&actor=&limit=`: newest first.
+pub async fn audit(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Query(p): Query<AuditParams>,
+) -> AdminResult {
+    allow(&state, &ctx, "GetAudit", "arn:modelgate:admin:::audit")?;
+    let bad = |e: String| OpenAiError(Error::validation(e));
+    let from = p
+        .from
+        .as_deref()
+        .map(parse_time)
+        .transpose()
+        .map_err(bad)?
+        .unwrap_or(0);
+    let to =
+        p.to.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(bad)?
+            .unwrap_or(now_ms() + 1);
+    let store = state.audit_store.as_ref().ok_or_else(|| {
+        OpenAiError(Error::new(
+            ErrorKind::ServiceUnavailable,
+            "This gateway keeps no audit log.",
+        ))
+    })?;
+    let events = store
+        .audit(&AuditQuery {
+            from_ms: from,
+            to_ms: to,
+            actor: p.actor,
+            limit: p.limit.unwrap_or(100).clamp(1, 10_000),
+        })
+        .await
+        .map_err(|e| key_error(e.into()))?;
+    let data: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("time".into(), json!(rfc3339(e.ts_ms)));
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}

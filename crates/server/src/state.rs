@@ -1,0 +1,164 @@
+//! Opening the state the gateway keeps: the SQL store (SQLite file by default, PostgreSQL when
+//! configured), the counters (in-process, or Redis), and the server secret keys are hashed with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use modelgate_core::config::{data_dir, read_secret};
+use modelgate_core::Config;
+use modelgate_store::{
+    AuditStore, Counters, KeyStore, MemoryCounters, PostgresStore, RedisCounters, SqliteStore,
+    UsageStore,
+};
+
+/// A readiness check of the store.
+pub type Ping =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Every store the gateway uses.
+pub struct Stores {
+    /// Keys and teams.
+    pub keys: Arc<dyn KeyStore>,
+    /// Usage records.
+    pub usage: Arc<dyn UsageStore>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditStore>,
+    /// Counters.
+    pub counters: Arc<dyn Counters>,
+    /// Whether the SQL store answers.
+    pub ping: Ping,
+    /// Where the state is, for messages.
+    pub location: String,
+}
+
+/// The SQLite file: `store.sqlite_path`, else `$MODELGATE_STATE_DB`, else
+/// `<data dir>/state.db`.
+pub fn sqlite_path(config: &Config) -> PathBuf {
+    config
+        .store
+        .sqlite_path
+        .clone()
+        .or_else(|| {
+            std::env::var_os("MODELGATE_STATE_DB")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| data_dir().join("state.db"))
+}
+
+/// Open the configured stores (migrations applied).
+pub async fn open(config: &Config) -> anyhow::Result<Stores> {
+    let postgres = match (&config.store.postgres_url, &config.store.postgres_url_env) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(var)) => Some(
+            std::env::var(var)
+                .with_context(|| format!("store.postgres_url_env: {var} is not set"))?,
+        ),
+        (None, None) => None,
+    };
+    let (keys, usage, audit, ping, location): (
+        Arc<dyn KeyStore>,
+        Arc<dyn UsageStore>,
+        Arc<dyn AuditStore>,
+        Ping,
+        String,
+    ) = match postgres {
+        Some(url) => {
+            let s = Arc::new(
+                PostgresStore::connect(&url)
+                    .await
+                    .context("cannot open the PostgreSQL store")?,
+            );
+            let p = Arc::clone(&s);
+            let ping: Ping = Arc::new(move || {
+                let p = Arc::clone(&p);
+                Box::pin(async move { p.ping().await.map_err(|e| e.to_string()) })
+            });
+            (s.clone(), s.clone(), s, ping, "PostgreSQL".into())
+        }
+        None => {
+            let path = sqlite_path(config);
+            let s = Arc::new(
+                SqliteStore::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open the state file {}", path.display()))?,
+            );
+            let p = Arc::clone(&s);
+            let ping: Ping = Arc::new(move || {
+                let p = Arc::clone(&p);
+                Box::pin(async move { p.ping().await.map_err(|e| e.to_string()) })
+            });
+            (s.clone(), s.clone(), s, ping, path.display().to_string())
+        }
+    };
+    let counters: Arc<dyn Counters> = match &config.store.redis_url {
+        Some(url) => Arc::new(
+            RedisCounters::connect(
+                url,
+                config.store.redis_prefix.as_deref().unwrap_or("modelgate:"),
+            )
+            .await
+            .context("cannot connect to Redis")?,
+        ),
+        None => Arc::new(MemoryCounters::default()),
+    };
+    Ok(Stores {
+        keys,
+        usage,
+        audit,
+        counters,
+        ping,
+        location,
+    })
+}
+
+/// The server secret: from `auth.secret_env`, else a random one made once in
+/// `<state dir>/server.secret` (mode 0600).
+pub fn server_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = read_secret(config.auth.secret_env.as_deref(), None, "the server secret")
+        .map_err(|e| anyhow::anyhow!("configuration error in [auth]: {e}"))?
+    {
+        return Ok(s.into_bytes());
+    }
+    let path = sqlite_path(config)
+        .parent()
+        .map_or_else(data_dir, PathBuf::from)
+        .join("server.secret");
+    if let Ok(s) = std::fs::read(&path) {
+        if s.len() >= 32 {
+            return Ok(s);
+        }
+    }
+    let mut secret = vec![0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match write_private(&path, &secret) {
+        Ok(()) => Ok(secret),
+        // Another process made it first.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read(&path)?),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot write the server secret to {}", path.display()))
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}

@@ -1,0 +1,130 @@
+//! Modelgate's state, behind one narrow trait per concern.
+//!
+//! | concern | trait | embedded default | scale-out |
+//! |---|---|---|---|
+//! | API keys and teams | [`KeyStore`] | SQLite file | PostgreSQL |
+//! | usage records | [`UsageStore`] | SQLite file | PostgreSQL |
+//! | audit log | [`AuditStore`] | SQLite file | PostgreSQL |
+//! | counters (rate limits, concurrency, spend) | [`Counters`] | in-process | Redis |
+//!
+//! Every implementation passes the one conformance suite in `tests/conformance.rs`. Times are
+//! Unix milliseconds; money is nano-dollars (10⁻⁹ USD) so that a few tokens of a cheap model
+//! still cost a whole number.
+
+mod counters;
+mod records;
+mod redis_counters;
+mod sql;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use counters::MemoryCounters;
+pub use records::*;
+pub use redis_counters::RedisCounters;
+pub use sql::{PostgresStore, SqliteStore};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or failed.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+    /// A record with the same unique field exists.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored record cannot be read back.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(d) = &e {
+            if d.is_unique_violation() {
+                return StoreError::Conflict(d.message().to_string());
+            }
+        }
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// Result of a storage call.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// API keys and teams.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Create a team, or replace its settings.
+    async fn put_team(&self, team: &TeamRecord) -> Result<()>;
+    /// One team.
+    async fn team(&self, id: &str) -> Result<Option<TeamRecord>>;
+    /// Every team, by id.
+    async fn teams(&self) -> Result<Vec<TeamRecord>>;
+    /// Store a new key; [`StoreError::Conflict`] when its id, prefix or access key id exists.
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
+    /// Replace a key's mutable fields (secret hash and lookup ids after a rotation, expiry,
+    /// revocation, settings). Returns false when no key has that id.
+    async fn update_key(&self, key: &KeyRecord) -> Result<bool>;
+    /// A key by id.
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>>;
+    /// A key by the lookup prefix of its secret.
+    async fn key_by_prefix(&self, prefix: &str) -> Result<Option<KeyRecord>>;
+    /// A key by its SigV4 access key id.
+    async fn key_by_access_key(&self, access_key_id: &str) -> Result<Option<KeyRecord>>;
+    /// Keys, oldest first, of one team or all.
+    async fn keys(&self, team: Option<&str>) -> Result<Vec<KeyRecord>>;
+}
+
+/// Usage records: one per call, written in batches.
+#[async_trait]
+pub trait UsageStore: Send + Sync + 'static {
+    /// Append records (all or none).
+    async fn append_usage(&self, records: &[UsageRecord]) -> Result<()>;
+    /// Totals over a time range, grouped as asked.
+    async fn usage_summary(&self, query: &UsageQuery) -> Result<Vec<UsageRow>>;
+    /// Total cost (nano-dollars) since `from_ms` of a key or a team.
+    async fn spend_since(&self, scope: &SpendScope, from_ms: i64) -> Result<i64>;
+}
+
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Append events.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// Events in a time range, newest first.
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+}
+
+/// Shared counters: rate limits (GCRA), concurrency slots and spend totals.
+#[async_trait]
+pub trait Counters: Send + Sync + 'static {
+    /// Take `cost` units from the GCRA bucket `key` at rate `rate`. With `force`, the units are
+    /// taken even when that goes over the limit (settling the real cost of a call), and a
+    /// negative `cost` gives units back.
+    async fn take(&self, key: &str, rate: Rate, cost: i64, force: bool) -> Result<Admission>;
+    /// Take one of `max` concurrency slots of `key`; a slot not given back within `lease`
+    /// (a crashed replica) frees itself.
+    async fn enter(&self, key: &str, max: u32, lease: Duration) -> Result<bool>;
+    /// Give back a slot taken with [`Counters::enter`].
+    async fn leave(&self, key: &str) -> Result<()>;
+    /// Add `amount` to the total `key` and return the new total. A key that does not exist
+    /// starts from `seed()` — the durable figure (spend so far from the usage records) —
+    /// and expires after `ttl`.
+    async fn add(&self, key: &str, amount: i64, ttl: Duration, seed: i64) -> Result<i64>;
+    /// The total `key` holds, if it exists.
+    async fn get(&self, key: &str) -> Result<Option<i64>>;
+}

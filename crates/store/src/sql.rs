@@ -1,0 +1,534 @@
+//! Keys, usage and audit in SQL: SQLite (the embedded default, one file, WAL) and PostgreSQL
+//! (many replicas). Both run the same statements; only the schema's column types differ.
+//! Migrations are applied at start, inside one transaction, recorded in `mg_schema`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::Row as _;
+
+use crate::{
+    AuditEvent, AuditQuery, AuditStore, GroupBy, KeyRecord, KeyStore, Result, SpendScope,
+    StoreError, TeamRecord, UsageQuery, UsageRecord, UsageRow, UsageStore,
+};
+
+/// One schema version: its number and the statements that make it.
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// The tables, the same in both engines but for the auto-increment id and the append-only
+/// trigger's syntax.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: r"
+CREATE TABLE IF NOT EXISTS mg_teams (id TEXT PRIMARY KEY, updated_ms BIGINT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mg_keys (
+  id TEXT PRIMARY KEY, prefix TEXT NOT NULL UNIQUE, hash TEXT NOT NULL,
+  access_key_id TEXT NOT NULL UNIQUE, team TEXT, created_ms BIGINT NOT NULL,
+  expires_ms BIGINT, revoked_ms BIGINT, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_keys_team ON mg_keys (team);
+CREATE TABLE IF NOT EXISTS mg_usage (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms BIGINT NOT NULL, request_id TEXT NOT NULL,
+  key_id TEXT, team TEXT, model_requested TEXT NOT NULL, model_served TEXT, provider TEXT,
+  route TEXT NOT NULL, operation TEXT NOT NULL, status BIGINT NOT NULL,
+  input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL, cache_read_tokens BIGINT NOT NULL,
+  cache_write_tokens BIGINT NOT NULL, cost_nanos BIGINT NOT NULL, latency_ms BIGINT NOT NULL,
+  streamed BOOLEAN NOT NULL, cancelled BOOLEAN NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_usage_ts ON mg_usage (ts_ms);
+CREATE INDEX IF NOT EXISTS mg_usage_team_ts ON mg_usage (team, ts_ms);
+CREATE INDEX IF NOT EXISTS mg_usage_key_ts ON mg_usage (key_id, ts_ms);
+CREATE TABLE IF NOT EXISTS mg_audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms BIGINT NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, resource TEXT NOT NULL, decision TEXT NOT NULL, statement TEXT,
+  source_ip TEXT, request_id TEXT, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_audit_ts ON mg_audit (ts_ms);
+CREATE TRIGGER IF NOT EXISTS mg_audit_no_update BEFORE UPDATE ON mg_audit
+  BEGIN SELECT RAISE(ABORT, 'mg_audit is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS mg_audit_no_delete BEFORE DELETE ON mg_audit
+  BEGIN SELECT RAISE(ABORT, 'mg_audit is append-only'); END;
+",
+    postgres: r"
+CREATE TABLE IF NOT EXISTS mg_teams (id TEXT PRIMARY KEY, updated_ms BIGINT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mg_keys (
+  id TEXT PRIMARY KEY, prefix TEXT NOT NULL UNIQUE, hash TEXT NOT NULL,
+  access_key_id TEXT NOT NULL UNIQUE, team TEXT, created_ms BIGINT NOT NULL,
+  expires_ms BIGINT, revoked_ms BIGINT, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_keys_team ON mg_keys (team);
+CREATE TABLE IF NOT EXISTS mg_usage (
+  id BIGSERIAL PRIMARY KEY, ts_ms BIGINT NOT NULL, request_id TEXT NOT NULL,
+  key_id TEXT, team TEXT, model_requested TEXT NOT NULL, model_served TEXT, provider TEXT,
+  route TEXT NOT NULL, operation TEXT NOT NULL, status BIGINT NOT NULL,
+  input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL, cache_read_tokens BIGINT NOT NULL,
+  cache_write_tokens BIGINT NOT NULL, cost_nanos BIGINT NOT NULL, latency_ms BIGINT NOT NULL,
+  streamed BOOLEAN NOT NULL, cancelled BOOLEAN NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_usage_ts ON mg_usage (ts_ms);
+CREATE INDEX IF NOT EXISTS mg_usage_team_ts ON mg_usage (team, ts_ms);
+CREATE INDEX IF NOT EXISTS mg_usage_key_ts ON mg_usage (key_id, ts_ms);
+CREATE TABLE IF NOT EXISTS mg_audit (
+  id BIGSERIAL PRIMARY KEY, ts_ms BIGINT NOT NULL, actor TEXT NOT NULL,
+  action TEXT NOT NULL, resource TEXT NOT NULL, decision TEXT NOT NULL, statement TEXT,
+  source_ip TEXT, request_id TEXT, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_audit_ts ON mg_audit (ts_ms);
+CREATE OR REPLACE FUNCTION mg_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN RAISE EXCEPTION 'mg_audit is append-only'; END $$;
+DROP TRIGGER IF EXISTS mg_audit_append_only ON mg_audit;
+CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
+  FOR EACH ROW EXECUTE FUNCTION mg_audit_append_only();
+",
+}];
+
+const SCHEMA_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS mg_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The SQL of a usage summary: the grouped columns (or NULL), the totals, the filters.
+fn usage_sql(group_by: &[GroupBy]) -> String {
+    let has = |g: GroupBy| group_by.contains(&g);
+    let pick = |g: GroupBy, col: &str, alias: &str| {
+        if has(g) {
+            format!("{col} AS {alias}")
+        } else {
+            format!("NULL AS {alias}")
+        }
+    };
+    let mut groups = Vec::new();
+    for g in group_by {
+        let col = match g {
+            GroupBy::Team => "team",
+            GroupBy::Key => "key_id",
+            GroupBy::Model => "model_requested",
+            GroupBy::Day => "(ts_ms / 86400000)",
+        };
+        if !groups.contains(&col) {
+            groups.push(col);
+        }
+    }
+    let group = if groups.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " GROUP BY {} ORDER BY {}",
+            groups.join(", "),
+            groups.join(", ")
+        )
+    };
+    format!(
+        "SELECT {}, {}, {}, {}, COUNT(*) AS requests, \
+         CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, \
+         CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+         CAST(COALESCE(SUM(cache_read_tokens), 0) AS BIGINT) AS cache_read_tokens, \
+         CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, \
+         CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) AS cost_nanos \
+         FROM mg_usage WHERE ts_ms >= $1 AND ts_ms < $2 \
+         AND ($3 IS NULL OR team = $3) AND ($4 IS NULL OR key_id = $4){group}",
+        pick(GroupBy::Team, "team", "g_team"),
+        pick(GroupBy::Key, "key_id", "g_key"),
+        pick(GroupBy::Model, "model_requested", "g_model"),
+        pick(GroupBy::Day, "(ts_ms / 86400000)", "g_day"),
+    )
+}
+
+/// The statements and row mappings both engines share, as a macro because sqlx's generic
+/// bounds over `Database` would be longer than the code.
+macro_rules! sql_store {
+    ($store:ident, $pool:ty, $ddl:ident, $lock:expr) => {
+        impl $store {
+            /// Apply the migrations not applied yet, in one transaction (after `$lock`, which
+            /// serialises replicas that start together).
+            async fn migrate(&self) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                if let Some(lock) = $lock {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                sqlx::raw_sql(SCHEMA_TABLE).execute(&mut *tx).await?;
+                for m in MIGRATIONS {
+                    let done = sqlx::query("SELECT version FROM mg_schema WHERE version = $1")
+                        .bind(m.version)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if done.is_none() {
+                        sqlx::raw_sql(m.$ddl).execute(&mut *tx).await?;
+                        sqlx::query("INSERT INTO mg_schema (version, applied_ms) VALUES ($1, $2)")
+                            .bind(m.version)
+                            .bind(now_ms())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// The connection pool (for health checks).
+            pub fn pool(&self) -> &$pool {
+                &self.pool
+            }
+
+            /// Whether the database answers.
+            pub async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            fn key_from_row(row: &<$pool as PoolRow>::Row) -> Result<KeyRecord> {
+                let body: String = row.try_get("body")?;
+                Ok(KeyRecord {
+                    id: row.try_get("id")?,
+                    prefix: row.try_get("prefix")?,
+                    hash: row.try_get("hash")?,
+                    access_key_id: row.try_get("access_key_id")?,
+                    team: row.try_get("team")?,
+                    created_ms: row.try_get("created_ms")?,
+                    expires_ms: row.try_get("expires_ms")?,
+                    revoked_ms: row.try_get("revoked_ms")?,
+                    body: serde_json::from_str(&body)?,
+                })
+            }
+
+            async fn key_where(&self, column: &str, value: &str) -> Result<Option<KeyRecord>> {
+                let sql = format!(
+                    "SELECT id, prefix, hash, access_key_id, team, created_ms, expires_ms, \
+                     revoked_ms, body FROM mg_keys WHERE {column} = $1"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(value)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::key_from_row).transpose()
+            }
+        }
+
+        #[async_trait]
+        impl KeyStore for $store {
+            async fn put_team(&self, team: &TeamRecord) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO mg_teams (id, updated_ms, body) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET updated_ms = excluded.updated_ms, body = excluded.body",
+                )
+                .bind(&team.id)
+                .bind(team.updated_ms)
+                .bind(team.body.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn team(&self, id: &str) -> Result<Option<TeamRecord>> {
+                let row = sqlx::query("SELECT id, updated_ms, body FROM mg_teams WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| {
+                    let body: String = r.try_get("body")?;
+                    Ok(TeamRecord {
+                        id: r.try_get("id")?,
+                        updated_ms: r.try_get("updated_ms")?,
+                        body: serde_json::from_str(&body)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn teams(&self) -> Result<Vec<TeamRecord>> {
+                let rows = sqlx::query("SELECT id, updated_ms, body FROM mg_teams ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let body: String = r.try_get("body")?;
+                        Ok(TeamRecord {
+                            id: r.try_get("id")?,
+                            updated_ms: r.try_get("updated_ms")?,
+                            body: serde_json::from_str(&body)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO mg_keys (id, prefix, hash, access_key_id, team, created_ms, \
+                     expires_ms, revoked_ms, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&k.id)
+                .bind(&k.prefix)
+                .bind(&k.hash)
+                .bind(&k.access_key_id)
+                .bind(&k.team)
+                .bind(k.created_ms)
+                .bind(k.expires_ms)
+                .bind(k.revoked_ms)
+                .bind(k.body.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn update_key(&self, k: &KeyRecord) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE mg_keys SET prefix = $2, hash = $3, access_key_id = $4, team = $5, \
+                     expires_ms = $6, revoked_ms = $7, body = $8 WHERE id = $1",
+                )
+                .bind(&k.id)
+                .bind(&k.prefix)
+                .bind(&k.hash)
+                .bind(&k.access_key_id)
+                .bind(&k.team)
+                .bind(k.expires_ms)
+                .bind(k.revoked_ms)
+                .bind(k.body.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn key(&self, id: &str) -> Result<Option<KeyRecord>> {
+                self.key_where("id", id).await
+            }
+
+            async fn key_by_prefix(&self, prefix: &str) -> Result<Option<KeyRecord>> {
+                self.key_where("prefix", prefix).await
+            }
+
+            async fn key_by_access_key(&self, access_key_id: &str) -> Result<Option<KeyRecord>> {
+                self.key_where("access_key_id", access_key_id).await
+            }
+
+            async fn keys(&self, team: Option<&str>) -> Result<Vec<KeyRecord>> {
+                let rows = sqlx::query(
+                    "SELECT id, prefix, hash, access_key_id, team, created_ms, expires_ms, \
+                     revoked_ms, body FROM mg_keys WHERE ($1 IS NULL OR team = $1) \
+                     ORDER BY created_ms, id",
+                )
+                .bind(team)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::key_from_row).collect()
+            }
+        }
+
+        #[async_trait]
+        impl UsageStore for $store {
+            async fn append_usage(&self, records: &[UsageRecord]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for r in records {
+                    sqlx::query(
+                        "INSERT INTO mg_usage (ts_ms, request_id, key_id, team, model_requested, \
+                         model_served, provider, route, operation, status, input_tokens, \
+                         output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, \
+                         latency_ms, streamed, cancelled) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                         $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                    )
+                    .bind(r.ts_ms)
+                    .bind(&r.request_id)
+                    .bind(&r.key_id)
+                    .bind(&r.team)
+                    .bind(&r.model_requested)
+                    .bind(&r.model_served)
+                    .bind(&r.provider)
+                    .bind(&r.route)
+                    .bind(&r.operation)
+                    .bind(r.status)
+                    .bind(r.input_tokens)
+                    .bind(r.output_tokens)
+                    .bind(r.cache_read_tokens)
+                    .bind(r.cache_write_tokens)
+                    .bind(r.cost_nanos)
+                    .bind(r.latency_ms)
+                    .bind(r.streamed)
+                    .bind(r.cancelled)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn usage_summary(&self, q: &UsageQuery) -> Result<Vec<UsageRow>> {
+                let sql = usage_sql(&q.group_by);
+                let rows = sqlx::query(&sql)
+                    .bind(q.from_ms)
+                    .bind(q.to_ms)
+                    .bind(&q.team)
+                    .bind(&q.key_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(UsageRow {
+                            team: r.try_get("g_team")?,
+                            key_id: r.try_get("g_key")?,
+                            model: r.try_get("g_model")?,
+                            day: r.try_get("g_day")?,
+                            requests: r.try_get("requests")?,
+                            input_tokens: r.try_get("input_tokens")?,
+                            output_tokens: r.try_get("output_tokens")?,
+                            cache_read_tokens: r.try_get("cache_read_tokens")?,
+                            cache_write_tokens: r.try_get("cache_write_tokens")?,
+                            cost_nanos: r.try_get("cost_nanos")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn spend_since(&self, scope: &SpendScope, from_ms: i64) -> Result<i64> {
+                let (column, value) = match scope {
+                    SpendScope::Key(k) => ("key_id", k),
+                    SpendScope::Team(t) => ("team", t),
+                };
+                let sql = format!(
+                    "SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) AS s FROM mg_usage \
+                     WHERE {column} = $1 AND ts_ms >= $2"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(value)
+                    .bind(from_ms)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.try_get("s")?)
+            }
+        }
+
+        #[async_trait]
+        impl AuditStore for $store {
+            async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for e in events {
+                    sqlx::query(
+                        "INSERT INTO mg_audit (ts_ms, actor, action, resource, decision, \
+                         statement, source_ip, request_id, detail) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(e.ts_ms)
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.resource)
+                    .bind(&e.decision)
+                    .bind(&e.statement)
+                    .bind(&e.source_ip)
+                    .bind(&e.request_id)
+                    .bind(e.detail.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+                let rows = sqlx::query(
+                    "SELECT ts_ms, actor, action, resource, decision, statement, source_ip, \
+                     request_id, detail FROM mg_audit WHERE ts_ms >= $1 AND ts_ms < $2 \
+                     AND ($3 IS NULL OR actor = $3) ORDER BY ts_ms DESC, id DESC LIMIT $4",
+                )
+                .bind(q.from_ms)
+                .bind(q.to_ms)
+                .bind(&q.actor)
+                .bind(q.limit.max(1))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let detail: String = r.try_get("detail")?;
+                        Ok(AuditEvent {
+                            ts_ms: r.try_get("ts_ms")?,
+                            actor: r.try_get("actor")?,
+                            action: r.try_get("action")?,
+                            resource: r.try_get("resource")?,
+                            decision: r.try_get("decision")?,
+                            statement: r.try_get("statement")?,
+                            source_ip: r.try_get("source_ip")?,
+                            request_id: r.try_get("request_id")?,
+                            detail: serde_json::from_str(&detail)?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+/// The row type of a pool, for the macro.
+trait PoolRow {
+    type Row;
+}
+impl PoolRow for SqlitePool {
+    type Row = sqlx::sqlite::SqliteRow;
+}
+impl PoolRow for PgPool {
+    type Row = sqlx::postgres::PgRow;
+}
+
+/// The embedded store: one SQLite file in WAL mode.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating when missing) the database file at `path` and apply migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+sql_store!(SqliteStore, SqlitePool, sqlite, None::<&str>);
+
+/// The scale-out store: PostgreSQL, shared by every replica.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connect to `url` (`postgres://user@host:port/db`) and apply migrations (replicas that
+    /// start together serialise on an advisory lock).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL url: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+sql_store!(
+    PostgresStore,
+    PgPool,
+    postgres,
+    Some("SELECT pg_advisory_xact_lock(7271)")
+);

@@ -1,0 +1,494 @@
+//! One conformance suite, every backend: SQLite (a temporary file), PostgreSQL and Redis (the
+//! real servers named by `MODELGATE_TEST_POSTGRES_URL` / `MODELGATE_TEST_REDIS_URL`; `.ci/run`
+//! sets both). Without those variables the server-backed cases are skipped locally and fail
+//! under `CI`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use modelgate_store::*;
+use serde_json::json;
+
+fn unique(tag: &str) -> String {
+    format!("{tag}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{var} must be set under CI so the suite runs against the real server"
+            );
+            eprintln!("skipping: {var} is not set");
+            None
+        }
+    }
+}
+
+async fn sqlite() -> (SqliteStore, tempdir::Dir) {
+    let dir = tempdir::Dir::new();
+    let store = SqliteStore::open(&dir.path.join("state.db")).await.unwrap();
+    (store, dir)
+}
+
+async fn postgres() -> Option<PostgresStore> {
+    let url = server_url("MODELGATE_TEST_POSTGRES_URL")?;
+    Some(PostgresStore::connect(&url).await.unwrap())
+}
+
+async fn redis() -> Option<RedisCounters> {
+    let url = server_url("MODELGATE_TEST_REDIS_URL")?;
+    Some(
+        RedisCounters::connect(&url, &format!("{}:", unique("mgtest")))
+            .await
+            .unwrap(),
+    )
+}
+
+/// A tiny temporary directory (removed on drop), to keep the dependency list short.
+mod tempdir {
+    pub struct Dir {
+        pub path: std::path::PathBuf,
+    }
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(super::unique("mgstore"));
+            std::fs::create_dir_all(&path).unwrap();
+            Self { path }
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn key(team: &str) -> KeyRecord {
+    KeyRecord {
+        id: unique("key"),
+        prefix: unique("pfx"),
+        hash: "00".repeat(32),
+        access_key_id: unique("AKMG"),
+        team: Some(team.to_string()),
+        created_ms: 1_700_000_000_000,
+        expires_ms: None,
+        revoked_ms: None,
+        body: json!({"name": "ci", "tags": {"env": "test"}}),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite.
+
+async fn keys_round_trip(s: &dyn KeyStore) {
+    let team = unique("team");
+    s.put_team(&TeamRecord {
+        id: team.clone(),
+        updated_ms: 1,
+        body: json!({"policies": []}),
+    })
+    .await
+    .unwrap();
+    s.put_team(&TeamRecord {
+        id: team.clone(),
+        updated_ms: 2,
+        body: json!({"policies": [1]}),
+    })
+    .await
+    .unwrap();
+    let t = s.team(&team).await.unwrap().unwrap();
+    assert_eq!(
+        (t.updated_ms, t.body.clone()),
+        (2, json!({"policies": [1]}))
+    );
+    assert!(s.teams().await.unwrap().iter().any(|x| x.id == team));
+    assert!(s.team(&unique("none")).await.unwrap().is_none());
+
+    let mut k = key(&team);
+    s.insert_key(&k).await.unwrap();
+    assert_eq!(s.key(&k.id).await.unwrap().as_ref(), Some(&k));
+    assert_eq!(s.key_by_prefix(&k.prefix).await.unwrap().as_ref(), Some(&k));
+    assert_eq!(
+        s.key_by_access_key(&k.access_key_id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&k)
+    );
+    // Unique prefix and access key id.
+    let mut dup = key(&team);
+    dup.prefix = k.prefix.clone();
+    assert!(matches!(
+        s.insert_key(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let mut dup = key(&team);
+    dup.access_key_id = k.access_key_id.clone();
+    assert!(matches!(
+        s.insert_key(&dup).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Rotation and revocation replace the mutable fields.
+    let old_prefix = k.prefix.clone();
+    k.prefix = unique("pfx");
+    k.hash = "11".repeat(32);
+    k.revoked_ms = Some(5);
+    k.expires_ms = Some(9);
+    assert!(s.update_key(&k).await.unwrap());
+    assert!(s.key_by_prefix(&old_prefix).await.unwrap().is_none());
+    assert_eq!(s.key_by_prefix(&k.prefix).await.unwrap().as_ref(), Some(&k));
+    let mut ghost = key(&team);
+    ghost.id = unique("missing");
+    assert!(!s.update_key(&ghost).await.unwrap());
+
+    let k2 = KeyRecord {
+        created_ms: k.created_ms + 1,
+        ..key(&team)
+    };
+    s.insert_key(&k2).await.unwrap();
+    let listed: Vec<String> = s
+        .keys(Some(&team))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, vec![k.id.clone(), k2.id.clone()]);
+    assert!(s.keys(None).await.unwrap().len() >= 2);
+}
+
+fn record(
+    team: &str,
+    key: &str,
+    model: &str,
+    ts_ms: i64,
+    tokens: (i64, i64),
+    cost: i64,
+) -> UsageRecord {
+    UsageRecord {
+        ts_ms,
+        request_id: unique("req"),
+        key_id: Some(key.to_string()),
+        team: Some(team.to_string()),
+        model_requested: model.to_string(),
+        model_served: Some(model.to_string()),
+        provider: Some("mock".into()),
+        route: "/v1/chat/completions".into(),
+        operation: "converse".into(),
+        status: 200,
+        input_tokens: tokens.0,
+        output_tokens: tokens.1,
+        cache_read_tokens: 1,
+        cache_write_tokens: 0,
+        cost_nanos: cost,
+        latency_ms: 12,
+        streamed: false,
+        cancelled: false,
+    }
+}
+
+async fn usage_totals(s: &dyn UsageStore) {
+    let team = unique("team");
+    let day = 86_400_000;
+    let t0 = 20_000 * day;
+    let records = vec![
+        record(&team, "k1", "m-a", t0 + 5, (10, 5), 100),
+        record(&team, "k1", "m-b", t0 + 6, (20, 7), 250),
+        record(&team, "k2", "m-a", t0 + day + 1, (3, 1), 9),
+        // Outside the range.
+        record(&team, "k2", "m-a", t0 + 3 * day, (1000, 1000), 1),
+    ];
+    s.append_usage(&records).await.unwrap();
+    s.append_usage(&[]).await.unwrap();
+    let q = |group_by: Vec<GroupBy>| UsageQuery {
+        from_ms: t0,
+        to_ms: t0 + 2 * day,
+        group_by,
+        team: Some(team.clone()),
+        key_id: None,
+    };
+    let total = s.usage_summary(&q(vec![])).await.unwrap();
+    assert_eq!(total.len(), 1);
+    let t = &total[0];
+    assert_eq!(
+        (
+            t.requests,
+            t.input_tokens,
+            t.output_tokens,
+            t.cache_read_tokens,
+            t.cost_nanos
+        ),
+        (3, 33, 13, 3, 359)
+    );
+    let by_model = s.usage_summary(&q(vec![GroupBy::Model])).await.unwrap();
+    let pairs: Vec<(Option<String>, i64)> = by_model
+        .iter()
+        .map(|r| (r.model.clone(), r.input_tokens))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![(Some("m-a".into()), 13), (Some("m-b".into()), 20)]
+    );
+    let by_key_day = s
+        .usage_summary(&q(vec![GroupBy::Key, GroupBy::Day]))
+        .await
+        .unwrap();
+    let rows: Vec<(Option<String>, Option<i64>, i64)> = by_key_day
+        .iter()
+        .map(|r| (r.key_id.clone(), r.day, r.requests))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (Some("k1".into()), Some(20_000), 2),
+            (Some("k2".into()), Some(20_001), 1)
+        ]
+    );
+    assert!(by_key_day
+        .iter()
+        .all(|r| r.team.is_none() && r.model.is_none()));
+    let one_key = s
+        .usage_summary(&UsageQuery {
+            key_id: Some("k2".into()),
+            ..q(vec![GroupBy::Team])
+        })
+        .await
+        .unwrap();
+    assert_eq!(one_key.len(), 1);
+    assert_eq!(
+        (one_key[0].team.as_deref(), one_key[0].requests),
+        (Some(team.as_str()), 1)
+    );
+
+    assert_eq!(
+        s.spend_since(&SpendScope::Team(team.clone()), t0 + day)
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        s.spend_since(&SpendScope::Key(unique("nobody")), 0)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn audit_append_only(s: &dyn AuditStore) {
+    let actor = unique("actor");
+    let event = |ts_ms: i64, decision: &str| AuditEvent {
+        ts_ms,
+        actor: actor.clone(),
+        action: "bedrock:InvokeModel".into(),
+        resource: "arn:aws:bedrock:us-east-1::foundation-model/m".into(),
+        decision: decision.into(),
+        statement: Some("AllowSonnet".into()),
+        source_ip: Some("127.0.0.1".into()),
+        request_id: Some(unique("req")),
+        detail: json!({"reason": "x"}),
+    };
+    s.append_audit(&[event(10, "allow"), event(20, "deny"), event(30, "allow")])
+        .await
+        .unwrap();
+    let got = s
+        .audit(&AuditQuery {
+            from_ms: 0,
+            to_ms: 25,
+            actor: Some(actor.clone()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(i64, String)> = got.iter().map(|e| (e.ts_ms, e.decision.clone())).collect();
+    assert_eq!(seen, vec![(20, "deny".into()), (10, "allow".into())]);
+    assert_eq!(got[0].detail, json!({"reason": "x"}));
+    let limited = s
+        .audit(&AuditQuery {
+            from_ms: 0,
+            to_ms: 100,
+            actor: Some(actor),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].ts_ms, 30);
+}
+
+async fn counters_behave(c: &dyn Counters) {
+    // GCRA: 10/s with a burst of 20 lets 20 through at once, then refuses with a wait.
+    let rate = Rate {
+        per_period: 10,
+        period: Duration::from_secs(1),
+        burst: 20,
+    };
+    let bucket = unique("rps");
+    let mut allowed = 0;
+    let mut waits = Vec::new();
+    for _ in 0..30 {
+        let a = c.take(&bucket, rate, 1, false).await.unwrap();
+        if a.allowed {
+            allowed += 1;
+        } else {
+            waits.push(a.retry_after);
+        }
+    }
+    assert_eq!(allowed, 20);
+    assert!(waits
+        .iter()
+        .all(|w| *w > Duration::ZERO && *w <= Duration::from_millis(101)));
+    // Another bucket is unaffected.
+    assert!(
+        c.take(&unique("rps"), rate, 1, false)
+            .await
+            .unwrap()
+            .allowed
+    );
+
+    // Token buckets settle: a forced overshoot blocks, a refund frees.
+    let tpm = Rate {
+        per_period: 1000,
+        period: Duration::from_secs(60),
+        burst: 1000,
+    };
+    let tokens = unique("tpm");
+    assert!(c.take(&tokens, tpm, 600, false).await.unwrap().allowed);
+    assert!(!c.take(&tokens, tpm, 600, false).await.unwrap().allowed);
+    let forced = c.take(&tokens, tpm, 500, true).await.unwrap();
+    assert!(forced.allowed);
+    assert_eq!(forced.remaining, 0);
+    assert!(!c.take(&tokens, tpm, 1, false).await.unwrap().allowed);
+    c.take(&tokens, tpm, -1000, true).await.unwrap();
+    assert!(c.take(&tokens, tpm, 800, false).await.unwrap().allowed);
+
+    // Concurrency slots.
+    let slots = unique("conc");
+    let lease = Duration::from_secs(60);
+    assert!(c.enter(&slots, 2, lease).await.unwrap());
+    assert!(c.enter(&slots, 2, lease).await.unwrap());
+    assert!(!c.enter(&slots, 2, lease).await.unwrap());
+    c.leave(&slots).await.unwrap();
+    assert!(c.enter(&slots, 2, lease).await.unwrap());
+    c.leave(&slots).await.unwrap();
+    c.leave(&slots).await.unwrap();
+    c.leave(&slots).await.unwrap(); // never below zero
+    assert!(c.enter(&slots, 1, lease).await.unwrap());
+
+    // Totals: seeded once, then added to; they expire.
+    let total = unique("spend");
+    assert_eq!(c.get(&total).await.unwrap(), None);
+    assert_eq!(c.add(&total, 5, lease, 100).await.unwrap(), 105);
+    assert_eq!(c.add(&total, 7, lease, 100).await.unwrap(), 112);
+    assert_eq!(c.get(&total).await.unwrap(), Some(112));
+    let short = unique("spend");
+    c.add(&short, 1, Duration::from_millis(50), 0)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(c.get(&short).await.unwrap(), None);
+}
+
+/// Many tasks taking from one bucket at once admit exactly the burst.
+async fn counters_are_atomic(c: Arc<dyn Counters>) {
+    let rate = Rate {
+        per_period: 1,
+        period: Duration::from_secs(3600),
+        burst: 25,
+    };
+    let bucket = unique("race");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            let bucket = bucket.clone();
+            tokio::spawn(async move { c.take(&bucket, rate, 1, false).await.unwrap().allowed })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 25);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends.
+
+#[tokio::test]
+async fn sqlite_keys() {
+    let (s, _d) = sqlite().await;
+    keys_round_trip(&s).await;
+}
+
+#[tokio::test]
+async fn sqlite_usage() {
+    let (s, _d) = sqlite().await;
+    usage_totals(&s).await;
+}
+
+#[tokio::test]
+async fn sqlite_audit() {
+    let (s, _d) = sqlite().await;
+    audit_append_only(&s).await;
+    // Append-only is enforced by the database itself.
+    assert!(sqlx::query("DELETE FROM mg_audit")
+        .execute(s.pool())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn sqlite_reopens_with_its_data_and_migrations_applied_once() {
+    let dir = tempdir::Dir::new();
+    let path = dir.path.join("state.db");
+    let k = key("t");
+    {
+        let s = SqliteStore::open(&path).await.unwrap();
+        s.insert_key(&k).await.unwrap();
+    }
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(s.key(&k.id).await.unwrap(), Some(k));
+}
+
+#[tokio::test]
+async fn memory_counters() {
+    counters_behave(&MemoryCounters::default()).await;
+    counters_are_atomic(Arc::new(MemoryCounters::default())).await;
+}
+
+#[tokio::test]
+async fn postgres_keys() {
+    if let Some(s) = postgres().await {
+        keys_round_trip(&s).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_usage() {
+    if let Some(s) = postgres().await {
+        usage_totals(&s).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_audit() {
+    if let Some(s) = postgres().await {
+        audit_append_only(&s).await;
+        assert!(sqlx::query("UPDATE mg_audit SET decision = 'allow'")
+            .execute(s.pool())
+            .await
+            .is_err());
+    }
+}
+
+#[tokio::test]
+async fn redis_counters() {
+    if let Some(c) = redis().await {
+        counters_behave(&c).await;
+        counters_are_atomic(Arc::new(c)).await;
+    }
+}
