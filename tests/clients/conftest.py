@@ -89,8 +89,11 @@ class Server:
         args += list(extra_args)
         self.log_path = os.path.join(tmp_path or "/tmp", f"modelgate-{self.port}.log")
         self.log = open(self.log_path, "wb")
+        # Each server keeps its own keys, usage and audit records.
+        state = os.path.join(tmp_path or "/tmp", f"modelgate-state-{self.port}.db")
         self.proc = subprocess.Popen(
-            args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            args, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, "MODELGATE_STATE_DB": state, **(env or {})}
         )
         wait_ready(self.url, self.proc)
 

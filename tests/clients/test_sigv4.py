@@ -78,9 +78,13 @@ def test_bad_credentials_are_refused(signed_server):
     # None of the refused calls reached the model, and no secret reached the log.
     logs = signed_server.logs()
     assert SECRET not in logs
-    assert logs.count("bad SigV4 signature") == 4
+    # Three signed calls had bad signatures; the unsigned one is refused before any signature.
+    assert logs.count("bad SigV4 signature") == 3
+    assert 'error_code="MissingAuthenticationTokenException"' in logs
 
 
-def test_other_front_doors_are_not_sigv4(signed_server):
+def test_other_front_doors_need_credentials_once_any_are_configured(signed_server):
+    # Static SigV4 keys are credentials: the gateway is no longer open, on any door.
     r = requests.get(f"{signed_server.url}/v1/models")
-    assert r.status_code == 200
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "missing_api_key"

@@ -472,13 +472,13 @@ impl KeyService {
         if record.revoked_ms.is_some() {
             return Err(KeyError::Invalid(format!("key '{id}' is revoked")));
         }
-        let old = record.prefix.clone();
+        let old = (record.prefix.clone(), record.access_key_id.clone());
         let (issued, prefix, hash) = self.fresh()?;
         record.prefix = prefix;
         record.hash = hash;
         record.access_key_id = issued.access_key_id.clone();
         self.store.update_key(&record).await?;
-        self.forget(&old);
+        self.forget(&old.0, &old.1);
         Ok((record, issued))
     }
 
@@ -487,7 +487,7 @@ impl KeyService {
         let mut record = self.existing(id).await?;
         record.revoked_ms.get_or_insert_with(now_ms);
         self.store.update_key(&record).await?;
-        self.forget(&record.prefix);
+        self.forget(&record.prefix, &record.access_key_id);
         Ok(record)
     }
 
@@ -507,7 +507,7 @@ impl KeyService {
             record.expires_ms = e;
         }
         self.store.update_key(&record).await?;
-        self.forget(&record.prefix);
+        self.forget(&record.prefix, &record.access_key_id);
         Ok(record)
     }
 
@@ -537,8 +537,11 @@ impl KeyService {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn forget(&self, prefix: &str) {
-        self.lock().remove(prefix);
+    /// Drop the cached lookups of a key (by its secret's prefix and its access key id).
+    fn forget(&self, prefix: &str, access_key_id: &str) {
+        let mut cache = self.lock();
+        cache.remove(prefix);
+        cache.remove(&format!("ak:{access_key_id}"));
     }
 
     /// The key a bearer secret belongs to, if the secret is right (compared in constant time
