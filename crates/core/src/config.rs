@@ -98,6 +98,51 @@ pub struct AuthConfig {
     pub region: String,
     /// The account id of `aws:PrincipalAccount` / `aws:ResourceAccount` / `${AWS::AccountId}`.
     pub account_id: String,
+    /// `[auth.roles]`: named roles and their IAM-grammar policies (`admin` and `invoke` are
+    /// built in). Keys and JWT callers that carry a role get its policies.
+    pub roles: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
+    /// `[auth.jwt]`: accept JWTs from an OIDC issuer (identity federation).
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `[auth.jwt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The issuer (`iss`) tokens must carry.
+    pub issuer: String,
+    /// The audience (`aud`) tokens must carry.
+    pub audience: String,
+    /// Where the signing keys are (a JWKS document); default: the issuer's OpenID
+    /// configuration's `jwks_uri`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The claim holding the caller's team.
+    #[serde(default = "default_team_claim")]
+    pub team_claim: String,
+    /// The claim holding the caller's roles (a string or a list).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// How often the keys are fetched again (a token with an unknown `kid` also triggers a
+    /// fetch, at most every 30 seconds).
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+}
+
+fn default_team_claim() -> String {
+    "team".into()
+}
+fn default_role_claim() -> String {
+    "roles".into()
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for AuthConfig {
@@ -110,6 +155,8 @@ impl Default for AuthConfig {
             cache_ttl: Duration::from_secs(10),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            roles: std::collections::BTreeMap::new(),
+            jwt: None,
         }
     }
 }
@@ -759,6 +806,17 @@ impl Config {
                 return Err(format!(
                     "key `prices.\"{model}\"`: prices must be numbers of dollars per million tokens, 0 or more"
                 ));
+            }
+        }
+        for (role, docs) in &self.auth.roles {
+            for (i, doc) in docs.iter().enumerate() {
+                crate::policy::Policy::parse(doc)
+                    .map_err(|e| format!("key `auth.roles.{role}[{i}]`: {e}"))?;
+            }
+        }
+        if let Some(j) = &self.auth.jwt {
+            if j.issuer.trim().is_empty() || j.audience.trim().is_empty() {
+                return Err("key `auth.jwt`: issuer and audience must not be empty".into());
             }
         }
         if self.store.postgres_url.is_some() && self.store.postgres_url_env.is_some() {

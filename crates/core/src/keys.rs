@@ -293,6 +293,17 @@ pub fn admin_policy() -> Value {
     serde_json::json!({"Statement": [{"Sid": "AdminRole", "Effect": "Allow", "Action": "*", "Resource": "*"}]})
 }
 
+/// The built-in roles: `admin` (everything) and `invoke` (call any model).
+fn builtin_roles() -> HashMap<String, Vec<Arc<Policy>>> {
+    let mut roles = HashMap::new();
+    for (name, doc) in [("admin", admin_policy()), ("invoke", default_invoke_policy())] {
+        if let Ok(p) = Policy::parse(&doc) {
+            roles.insert(name.to_string(), vec![Arc::new(p)]);
+        }
+    }
+    roles
+}
+
 /// A key as resolved for a call: its record, settings, team settings, and parsed policies.
 #[derive(Debug)]
 pub struct ResolvedKey {
@@ -351,6 +362,7 @@ pub struct KeyService {
     rng: SystemRandom,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Option<Arc<ResolvedKey>>, Instant)>>,
+    roles: HashMap<String, Vec<Arc<Policy>>>,
 }
 
 impl std::fmt::Debug for KeyService {
@@ -373,6 +385,40 @@ impl KeyService {
             rng: SystemRandom::new(),
             ttl,
             cache: Mutex::new(HashMap::new()),
+            roles: builtin_roles(),
+        }
+    }
+
+    /// Add configured roles (`[auth.roles]`), checked when the configuration was loaded.
+    pub fn with_roles(mut self, roles: &std::collections::BTreeMap<String, Vec<Value>>) -> Result<Self, PolicyError> {
+        for (name, docs) in roles {
+            let policies = docs
+                .iter()
+                .map(|d| Policy::parse(d).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.roles.insert(name.clone(), policies);
+        }
+        Ok(self)
+    }
+
+    /// The policies of `roles` (unknown roles give none).
+    pub fn role_policies<'a>(&self, roles: impl IntoIterator<Item = &'a str>) -> Vec<Arc<Policy>> {
+        roles
+            .into_iter()
+            .filter_map(|r| self.roles.get(r))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// A team's settings, if the team exists.
+    pub async fn team_settings(&self, team: &str) -> Result<Option<Settings>, KeyError> {
+        match self.store.team(team).await? {
+            Some(t) => Ok(Some(
+                Settings::from_json(&t.body)
+                    .map_err(|e| StoreError::Corrupt(format!("team {team}: {e}")))?,
+            )),
+            None => Ok(None),
         }
     }
 
@@ -603,13 +649,7 @@ impl KeyService {
         let settings = Settings::from_json(&record.body)
             .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", record.id)))?;
         let team = match &record.team {
-            Some(t) => match self.store.team(t).await? {
-                Some(team) => Some(
-                    Settings::from_json(&team.body)
-                        .map_err(|e| StoreError::Corrupt(format!("team {t}: {e}")))?,
-                ),
-                None => None,
-            },
+            Some(t) => self.team_settings(t).await?,
             None => None,
         };
         let mut policies = settings
@@ -621,16 +661,7 @@ impl KeyService {
                     .map_err(|e| StoreError::Corrupt(format!("team settings: {e}")))?,
             );
         }
-        if settings.roles.iter().any(|r| r == "admin") {
-            if let Ok(p) = Policy::parse(&admin_policy()) {
-                policies.push(Arc::new(p));
-            }
-        }
-        if settings.roles.iter().any(|r| r == "invoke") {
-            if let Ok(p) = Policy::parse(&default_invoke_policy()) {
-                policies.push(Arc::new(p));
-            }
-        }
+        policies.extend(self.role_policies(settings.roles.iter().map(String::as_str)));
         Ok(ResolvedKey {
             record,
             settings,

@@ -178,10 +178,15 @@ where
     }
 }
 
-/// The usage sink: outcome → priced record → queue → store; and budget totals.
+/// The usage sink: outcome → priced record → queue → store; and budget totals, which are
+/// settled at once (not after the batch is written) so that a hard budget is overshot by no
+/// more than the calls already in flight when it ran out.
 pub struct UsageRecorder {
     prices: PriceCatalog,
-    tx: tokio::sync::mpsc::Sender<(UsageRecord, Vec<BudgetHit>)>,
+    tx: tokio::sync::mpsc::Sender<UsageRecord>,
+    store: Arc<dyn UsageStore>,
+    counters: Arc<dyn Counters>,
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for UsageRecorder {
@@ -209,24 +214,20 @@ impl UsageRecorder {
         store: Arc<dyn UsageStore>,
         counters: Arc<dyn Counters>,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = tokio::sync::mpsc::channel::<(UsageRecord, Vec<BudgetHit>)>(QUEUE);
-        let http = reqwest::Client::new();
+        let (tx, rx) = tokio::sync::mpsc::channel::<UsageRecord>(QUEUE);
+        let writer = Arc::clone(&store);
         let task = tokio::spawn(drain(rx, move |batch| {
-            let store = Arc::clone(&store);
-            let counters = Arc::clone(&counters);
-            let http = http.clone();
-            async move {
-                let records: Vec<UsageRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
-                store.append_usage(&records).await?;
-                for (record, budgets) in batch {
-                    for hit in budgets {
-                        settle(&*counters, &*store, &http, &record, &hit).await;
-                    }
-                }
-                Ok(())
-            }
+            let store = Arc::clone(&writer);
+            async move { store.append_usage(&batch).await }
         }));
-        (Arc::new(Self { prices, tx }), task)
+        let recorder = Self {
+            prices,
+            tx,
+            store,
+            counters,
+            http: reqwest::Client::new(),
+        };
+        (Arc::new(recorder), task)
     }
 }
 
@@ -241,13 +242,9 @@ async fn settle(
     if record.cost_nanos == 0 {
         return;
     }
-    // The record is already in the store: a total seeded now would count it twice, so seed
-    // first (amount 0), then add.
-    let seeded = spend(counters, Some(store), &hit.scope, &hit.budget, 0).await;
-    let total = match seeded {
-        Ok(_) => spend(counters, None, &hit.scope, &hit.budget, record.cost_nanos).await,
-        Err(e) => Err(e),
-    };
+    // Settled before the record is written, so a total seeded from the store now does not
+    // count this call yet.
+    let total = spend(counters, Some(store), &hit.scope, &hit.budget, record.cost_nanos).await;
     let Ok((total, _)) = total else {
         tracing::warn!("cannot update a budget total; the store will re-seed it");
         return;
@@ -330,7 +327,7 @@ impl OutcomeSink for UsageRecorder {
             streamed: o.streamed,
             cancelled: o.cancelled,
         };
-        let budgets = principal
+        let budgets: Vec<BudgetHit> = principal
             .map(|p| {
                 p.grants
                     .budgets
@@ -342,7 +339,22 @@ impl OutcomeSink for UsageRecorder {
                     .collect()
             })
             .unwrap_or_default();
-        if self.tx.try_send((record, budgets)).is_err() {
+        if !budgets.is_empty() && record.cost_nanos > 0 {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (counters, store, http) = (
+                    Arc::clone(&self.counters),
+                    Arc::clone(&self.store),
+                    self.http.clone(),
+                );
+                let record = record.clone();
+                rt.spawn(async move {
+                    for hit in budgets {
+                        settle(&*counters, &*store, &http, &record, &hit).await;
+                    }
+                });
+            }
+        }
+        if self.tx.try_send(record).is_err() {
             tracing::warn!("usage queue full; a usage record was dropped");
         }
     }

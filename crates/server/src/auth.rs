@@ -36,6 +36,8 @@ pub struct Auth {
     pub sigv4: Option<crate::sigv4::Verifier>,
     /// Serve callers without credentials (local use, or `auth.mode = "none"`).
     pub open: AtomicBool,
+    /// JWTs from an OIDC issuer.
+    pub jwt: Option<crate::jwt::JwtVerifier>,
     /// Audit log of refused authentications.
     pub audit: Audit,
 }
@@ -56,6 +58,7 @@ impl Auth {
             admin_key: None,
             sigv4: None,
             open: AtomicBool::new(true),
+            jwt: None,
             audit: Audit::default(),
         }
     }
@@ -195,6 +198,11 @@ async fn identify(auth: &Auth, headers: &HeaderMap, dialect: Dialect) -> Result<
     if let Some(admin) = &auth.admin_key {
         if bool::from(admin.as_bytes().ct_eq(token.as_bytes())) {
             return Ok(Principal::unrestricted("admin", true));
+        }
+    }
+    if let Some(jwt) = &auth.jwt {
+        if crate::jwt::looks_like_jwt(token) {
+            return jwt.verify(token, auth.keys.as_ref()).await;
         }
     }
     let Some(keys) = &auth.keys else {

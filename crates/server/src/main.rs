@@ -352,16 +352,17 @@ fn serve(
                 .policy(policy)
                 .build(),
         );
-        let keys = Arc::new(KeyService::new(
-            Arc::clone(&stores.keys),
-            &secret,
-            config.auth.cache_ttl,
-        ));
+        let keys = Arc::new(
+            KeyService::new(Arc::clone(&stores.keys), &secret, config.auth.cache_ttl)
+                .with_roles(&config.auth.roles)
+                .map_err(|e| anyhow::anyhow!("configuration error in [auth.roles]: {e}"))?,
+        );
         let auth = Auth {
             keys: Some(keys),
             admin_key,
             sigv4,
             open: AtomicBool::new(open),
+            jwt: config.auth.jwt.clone().map(modelgate_server::jwt::JwtVerifier::new),
             audit,
         };
         let mut state = app::AppState::new(Arc::clone(&gateway), config.server.max_body_bytes);
