@@ -526,10 +526,7 @@ impl Limits {
                 let used = f.outcome.usage.map_or(0, |u| {
                     i64::from(u.input_tokens) + i64::from(u.output_tokens)
                 });
-                let Ok(rt) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
-                rt.spawn(async move {
+                run_soon(async move {
                     for key in slots {
                         let _ = counters.leave(&key).await;
                     }
@@ -540,6 +537,18 @@ impl Limits {
             }));
         }
         Ok(())
+    }
+}
+
+/// Run `work` now if it can finish without waiting (in-process counters), else on a task (a
+/// round trip to Redis): a finished call frees its slot at once, whatever the runtime.
+pub(crate) fn run_soon(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    use futures::FutureExt as _;
+    let mut work = Box::pin(work);
+    if (&mut work).now_or_never().is_none() {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(work);
+        }
     }
 }
 

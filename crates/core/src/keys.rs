@@ -296,7 +296,10 @@ pub fn admin_policy() -> Value {
 /// The built-in roles: `admin` (everything) and `invoke` (call any model).
 fn builtin_roles() -> HashMap<String, Vec<Arc<Policy>>> {
     let mut roles = HashMap::new();
-    for (name, doc) in [("admin", admin_policy()), ("invoke", default_invoke_policy())] {
+    for (name, doc) in [
+        ("admin", admin_policy()),
+        ("invoke", default_invoke_policy()),
+    ] {
         if let Ok(p) = Policy::parse(&doc) {
             roles.insert(name.to_string(), vec![Arc::new(p)]);
         }
@@ -355,13 +358,16 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
+/// Cached lookups: prefix or `ak:<access key id>` → the key (or none) and when it was read.
+type KeyCache = HashMap<String, (Option<Arc<ResolvedKey>>, Instant)>;
+
 /// Creates, rotates, revokes and resolves keys.
 pub struct KeyService {
     store: Arc<dyn KeyStore>,
     mac: hmac::Key,
     rng: SystemRandom,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Option<Arc<ResolvedKey>>, Instant)>>,
+    cache: Mutex<KeyCache>,
     roles: HashMap<String, Vec<Arc<Policy>>>,
 }
 
@@ -390,7 +396,10 @@ impl KeyService {
     }
 
     /// Add configured roles (`[auth.roles]`), checked when the configuration was loaded.
-    pub fn with_roles(mut self, roles: &std::collections::BTreeMap<String, Vec<Value>>) -> Result<Self, PolicyError> {
+    pub fn with_roles(
+        mut self,
+        roles: &std::collections::BTreeMap<String, Vec<Value>>,
+    ) -> Result<Self, PolicyError> {
         for (name, docs) in roles {
             let policies = docs
                 .iter()
@@ -414,10 +423,11 @@ impl KeyService {
     /// A team's settings, if the team exists.
     pub async fn team_settings(&self, team: &str) -> Result<Option<Settings>, KeyError> {
         match self.store.team(team).await? {
-            Some(t) => Ok(Some(
-                Settings::from_json(&t.body)
-                    .map_err(|e| StoreError::Corrupt(format!("team {team}: {e}")))?,
-            )),
+            Some(t) => {
+                Ok(Some(Settings::from_json(&t.body).map_err(|e| {
+                    StoreError::Corrupt(format!("team {team}: {e}"))
+                })?))
+            }
             None => Ok(None),
         }
     }
@@ -575,9 +585,7 @@ impl KeyService {
         Ok(())
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Option<Arc<ResolvedKey>>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyCache> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

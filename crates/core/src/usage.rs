@@ -244,7 +244,14 @@ async fn settle(
     }
     // Settled before the record is written, so a total seeded from the store now does not
     // count this call yet.
-    let total = spend(counters, Some(store), &hit.scope, &hit.budget, record.cost_nanos).await;
+    let total = spend(
+        counters,
+        Some(store),
+        &hit.scope,
+        &hit.budget,
+        record.cost_nanos,
+    )
+    .await;
     let Ok((total, _)) = total else {
         tracing::warn!("cannot update a budget total; the store will re-seed it");
         return;
@@ -340,19 +347,17 @@ impl OutcomeSink for UsageRecorder {
             })
             .unwrap_or_default();
         if !budgets.is_empty() && record.cost_nanos > 0 {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let (counters, store, http) = (
-                    Arc::clone(&self.counters),
-                    Arc::clone(&self.store),
-                    self.http.clone(),
-                );
-                let record = record.clone();
-                rt.spawn(async move {
-                    for hit in budgets {
-                        settle(&*counters, &*store, &http, &record, &hit).await;
-                    }
-                });
-            }
+            let (counters, store, http) = (
+                Arc::clone(&self.counters),
+                Arc::clone(&self.store),
+                self.http.clone(),
+            );
+            let record = record.clone();
+            crate::access::run_soon(async move {
+                for hit in budgets {
+                    settle(&*counters, &*store, &http, &record, &hit).await;
+                }
+            });
         }
         if self.tx.try_send(record).is_err() {
             tracing::warn!("usage queue full; a usage record was dropped");

@@ -42,9 +42,7 @@ pub struct AppState {
     /// The audit log (for `/admin/audit`).
     pub audit_store: Option<Arc<dyn modelgate_store::AuditStore>>,
     /// A check that the state store answers (for `/readyz`).
-    pub store_ready: Option<
-        Arc<dyn Fn() -> futures::future::BoxFuture<'static, Result<(), String>> + Send + Sync>,
-    >,
+    pub store_ready: Option<crate::state::Ping>,
 }
 
 impl AppState {

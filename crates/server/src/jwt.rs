@@ -131,28 +131,38 @@ impl JwtVerifier {
                 Err(e) => tracing::warn!(error = %e, "keeping the cached JWKS"),
             }
         }
-        let jwk = cache
-            .set
-            .as_ref()
-            .and_then(find)
-            .ok_or_else(|| refused("The token's signing key is not one of the issuer's keys."))?;
+        let jwk =
+            cache.set.as_ref().and_then(find).ok_or_else(|| {
+                refused("The token's signing key is not one of the issuer's keys.")
+            })?;
         let alg = jwk
             .common
             .key_algorithm
             .and_then(|a| a.to_string().parse::<Algorithm>().ok());
-        let key = DecodingKey::from_jwk(&jwk).map_err(|e| refused(format!("Unusable signing key: {e}")))?;
+        let key = DecodingKey::from_jwk(&jwk)
+            .map_err(|e| refused(format!("Unusable signing key: {e}")))?;
         Ok((key, alg))
     }
 
     /// Verify `token` and map its claims onto a principal.
-    pub async fn verify(&self, token: &str, keys: Option<&Arc<KeyService>>) -> Result<Principal, Error> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| refused(format!("Malformed token: {e}")))?;
-        if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+    pub async fn verify(
+        &self,
+        token: &str,
+        keys: Option<&Arc<KeyService>>,
+    ) -> Result<Principal, Error> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| refused(format!("Malformed token: {e}")))?;
+        if matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
             return Err(refused("Symmetric (HS*) tokens are not accepted."));
         }
         let (key, alg) = self.key(header.kid.as_deref()).await?;
         if alg.is_some_and(|a| a != header.alg) {
-            return Err(refused("The token's algorithm does not match its signing key."));
+            return Err(refused(
+                "The token's algorithm does not match its signing key.",
+            ));
         }
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.config.issuer]);
@@ -160,26 +170,34 @@ impl JwtVerifier {
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<BTreeMap<String, Value>>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            refused(match e.kind() {
-                K::ExpiredSignature => "The token has expired.".to_string(),
-                K::ImmatureSignature => "The token is not valid yet.".to_string(),
-                K::InvalidIssuer => "The token's issuer is not trusted.".to_string(),
-                K::InvalidAudience => "The token is not meant for this gateway.".to_string(),
-                K::InvalidSignature => "The token's signature is invalid.".to_string(),
-                other => format!("Invalid token: {other:?}"),
-            })
-        })?;
+        let data = jsonwebtoken::decode::<BTreeMap<String, Value>>(token, &key, &validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                refused(match e.kind() {
+                    K::ExpiredSignature => "The token has expired.".to_string(),
+                    K::ImmatureSignature => "The token is not valid yet.".to_string(),
+                    K::InvalidIssuer => "The token's issuer is not trusted.".to_string(),
+                    K::InvalidAudience => "The token is not meant for this gateway.".to_string(),
+                    K::InvalidSignature => "The token's signature is invalid.".to_string(),
+                    other => format!("Invalid token: {other:?}"),
+                })
+            })?;
         let claims = data.claims;
-        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let team = claims
             .get(&self.config.team_claim)
             .and_then(Value::as_str)
             .map(str::to_string);
         let roles: Vec<String> = match claims.get(&self.config.role_claim) {
             Some(Value::String(r)) => r.split_whitespace().map(str::to_string).collect(),
-            Some(Value::Array(rs)) => rs.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Some(Value::Array(rs)) => rs
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             _ => Vec::new(),
         };
         let mut grants = Grants::default();
@@ -187,24 +205,33 @@ impl JwtVerifier {
             grants.policies = keys.role_policies(roles.iter().map(String::as_str));
             if let Some(t) = &team {
                 let settings = keys.team_settings(t).await.map_err(|e| {
-                    Error::refusal(ErrorKind::ServiceUnavailable, format!("The team store is unavailable: {e}"))
+                    Error::refusal(
+                        ErrorKind::ServiceUnavailable,
+                        format!("The team store is unavailable: {e}"),
+                    )
                 })?;
                 if let Some(s) = settings {
-                    grants
-                        .policies
-                        .extend(s.check().map_err(|e| Error::internal(format!("team {t}: {e}")))?);
+                    grants.policies.extend(
+                        s.check()
+                            .map_err(|e| Error::internal(format!("team {t}: {e}")))?,
+                    );
                     if !s.limits.is_empty() {
                         grants.limits.push((format!("team:{t}"), s.limits));
                     }
                     for b in &s.budgets {
-                        grants.budgets.push((SpendScope::Team(t.clone()), b.clone()));
+                        grants
+                            .budgets
+                            .push((SpendScope::Team(t.clone()), b.clone()));
                     }
                     grants.tags = s.tags.clone();
                 }
             }
         }
         for r in &roles {
-            grants.tags.entry("role".into()).or_insert_with(|| r.clone());
+            grants
+                .tags
+                .entry("role".into())
+                .or_insert_with(|| r.clone());
         }
         Ok(Principal {
             id: format!("jwt:{sub}"),

@@ -362,7 +362,11 @@ fn serve(
             admin_key,
             sigv4,
             open: AtomicBool::new(open),
-            jwt: config.auth.jwt.clone().map(modelgate_server::jwt::JwtVerifier::new),
+            jwt: config
+                .auth
+                .jwt
+                .clone()
+                .map(modelgate_server::jwt::JwtVerifier::new),
             audit,
         };
         let mut state = app::AppState::new(Arc::clone(&gateway), config.server.max_body_bytes);

@@ -57,13 +57,18 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
         ),
         (None, None) => None,
     };
-    let (keys, usage, audit, ping, location): (
-        Arc<dyn KeyStore>,
-        Arc<dyn UsageStore>,
-        Arc<dyn AuditStore>,
-        Ping,
-        String,
-    ) = match postgres {
+    let counters: Arc<dyn Counters> = match &config.store.redis_url {
+        Some(url) => Arc::new(
+            RedisCounters::connect(
+                url,
+                config.store.redis_prefix.as_deref().unwrap_or("modelgate:"),
+            )
+            .await
+            .context("cannot connect to Redis")?,
+        ),
+        None => Arc::new(MemoryCounters::default()),
+    };
+    Ok(match postgres {
         Some(url) => {
             let s = Arc::new(
                 PostgresStore::connect(&url)
@@ -75,7 +80,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 let p = Arc::clone(&p);
                 Box::pin(async move { p.ping().await.map_err(|e| e.to_string()) })
             });
-            (s.clone(), s.clone(), s, ping, "PostgreSQL".into())
+            sql(s, ping, "PostgreSQL".into(), counters)
         }
         None => {
             let path = sqlite_path(config);
@@ -89,28 +94,26 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
                 let p = Arc::clone(&p);
                 Box::pin(async move { p.ping().await.map_err(|e| e.to_string()) })
             });
-            (s.clone(), s.clone(), s, ping, path.display().to_string())
+            sql(s, ping, path.display().to_string(), counters)
         }
-    };
-    let counters: Arc<dyn Counters> = match &config.store.redis_url {
-        Some(url) => Arc::new(
-            RedisCounters::connect(
-                url,
-                config.store.redis_prefix.as_deref().unwrap_or("modelgate:"),
-            )
-            .await
-            .context("cannot connect to Redis")?,
-        ),
-        None => Arc::new(MemoryCounters::default()),
-    };
-    Ok(Stores {
-        keys,
-        usage,
-        audit,
+    })
+}
+
+/// The stores of one SQL backend.
+fn sql<S: KeyStore + UsageStore + AuditStore>(
+    s: Arc<S>,
+    ping: Ping,
+    location: String,
+    counters: Arc<dyn Counters>,
+) -> Stores {
+    Stores {
+        keys: s.clone(),
+        usage: s.clone(),
+        audit: s,
         counters,
         ping,
         location,
-    })
+    }
 }
 
 /// The server secret: from `auth.secret_env`, else a random one made once in

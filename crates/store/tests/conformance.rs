@@ -3,6 +3,8 @@
 //! sets both). Without those variables the server-backed cases are skipped locally and fail
 //! under `CI`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

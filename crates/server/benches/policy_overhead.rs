@@ -1,0 +1,176 @@
+//! What identity and policy cost on the hot path: the same OpenAI chat request through the
+//! real router, on one core (a current-thread runtime), with an instant in-process model, twice:
+//!
+//! - **off**: an open gateway, no policy layers, no usage recording;
+//! - **on**: a Bearer key checked against the SQLite key store (lookup cached, as in
+//!   production), its IAM-grammar policy evaluated (with a parameter condition) and audited,
+//!   its rate limit (GCRA), tokens-per-minute and concurrency limits taken and settled, and
+//!   the call's usage priced and queued for the SQLite writer.
+//!
+//! `cargo bench -p modelgate-server --bench policy_overhead` prints p50 / p90 / p99 of each
+//! and the difference. No network: requests go to the router as a service, so the figure is
+//! the gateway's own work.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: failing loudly is right
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use modelgate_core::access::{Audit, Authorize, Limits, SharedLimits, Site};
+use modelgate_core::keys::{KeyService, LimitSpec, Settings};
+use modelgate_core::pipeline::PolicyLayers;
+use modelgate_core::usage::{PriceCatalog, UsageRecorder};
+use modelgate_core::{Gateway, ModelInfo, ModelPolicy, ServedModel};
+use modelgate_providers::Provider;
+use modelgate_server::app::{self, AppState};
+use modelgate_server::auth::Auth;
+use modelgate_store::{MemoryCounters, SqliteStore};
+use modelgate_testkit::scripted::ScriptedProvider;
+use tower::ServiceExt as _;
+
+const MODEL: &str = "anthropic.claude-3-sonnet-20240229-v1:0";
+const WARMUP: usize = 2_000;
+const SAMPLES: usize = 20_000;
+
+fn model() -> ServedModel {
+    ServedModel::new(
+        ModelInfo {
+            id: MODEL.into(),
+            owned_by: "bench".into(),
+            kind: "chat",
+            aliases: Vec::new(),
+            format: None,
+        },
+        "scripted",
+        ScriptedProvider::new("ok") as Arc<dyn Provider>,
+        ModelPolicy::default(),
+    )
+}
+
+fn body() -> String {
+    serde_json::json!({
+        "model": MODEL,
+        "max_tokens": 16,
+        "temperature": 0.2,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}]
+    })
+    .to_string()
+}
+
+async fn measure(router: axum::Router, key: Option<&str>) -> Vec<Duration> {
+    let body = body();
+    let mut times = Vec::with_capacity(SAMPLES);
+    for i in 0..WARMUP + SAMPLES {
+        let mut req =
+            Request::post("/v1/chat/completions").header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let req = req.body(Body::from(body.clone())).unwrap();
+        let start = Instant::now();
+        let res = router.clone().oneshot(req).await.unwrap();
+        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert!(
+            bytes.starts_with(b"{\"choices\""),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        if i >= WARMUP {
+            times.push(took);
+        }
+    }
+    times.sort();
+    times
+}
+
+fn pct(times: &[Duration], p: f64) -> f64 {
+    let i = ((times.len() as f64 - 1.0) * p).round() as usize;
+    times[i].as_secs_f64() * 1e6
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Off: the open gateway.
+        let gateway = Arc::new(Gateway::builder().last_good_entries(0).build());
+        gateway.install(vec![model()]);
+        let off = app::router(AppState::new(gateway, 1 << 20));
+
+        // On: keys, policy, limits and usage on SQLite.
+        let dir = std::env::temp_dir().join(format!("mg-bench-{}", std::process::id()));
+        let store = Arc::new(SqliteStore::open(&dir.join("state.db")).await.unwrap());
+        let counters = Arc::new(MemoryCounters::default());
+        let (audit, _audit_task) = Audit::spawn(store.clone());
+        let (usage, _usage_task) =
+            UsageRecorder::spawn(PriceCatalog::default(), store.clone(), counters.clone());
+        let gateway = Arc::new(
+            Gateway::builder()
+                .last_good_entries(0)
+                .sink(usage)
+                .policy(PolicyLayers {
+                    authorize: Arc::new(Authorize {
+                        site: Site::default(),
+                        audit: audit.clone(),
+                    }),
+                    limits: Arc::new(Limits {
+                        counters: counters.clone(),
+                        usage: Some(store.clone()),
+                        shared: SharedLimits::default(),
+                    }),
+                })
+                .build(),
+        );
+        gateway.install(vec![model()]);
+        let keys = Arc::new(KeyService::new(store.clone(), b"bench-secret", Duration::from_secs(60)));
+        let settings = Settings {
+            policies: vec![serde_json::json!({"Statement": [{
+                "Sid": "Sonnet", "Effect": "Allow", "Action": "bedrock:InvokeModel",
+                "Resource": "arn:aws:bedrock:*::foundation-model/anthropic.claude-3-sonnet*",
+                "Condition": {"NumericLessThan": {"bedrock:MaxTokens": "2000"}}}]})],
+            limits: LimitSpec {
+                rps: Some(1_000_000),
+                burst: Some(1_000_000),
+                tpm: Some(1_000_000_000),
+                concurrent: Some(1_000),
+            },
+            ..Settings::default()
+        };
+        let (_, issued) = keys.create(Some("bench".into()), settings, None).await.unwrap();
+        let mut state = AppState::new(gateway, 1 << 20);
+        let auth = Auth {
+            keys: Some(keys),
+            ..Auth::open()
+        };
+        auth.close();
+        state.auth = Arc::new(Auth { audit, ..auth });
+        let on = app::router(state);
+
+        let off_times = measure(off.clone(), None).await;
+        let on_times = measure(on.clone(), Some(&issued.key)).await;
+        // Second pass, so drift between the two runs shows.
+        let off_times2 = measure(off, None).await;
+        let on_times2 = measure(on, Some(&issued.key)).await;
+        for (label, off, on) in [("run 1", &off_times, &on_times), ("run 2", &off_times2, &on_times2)] {
+            println!(
+                "{label}: off p50 {:.1} µs p90 {:.1} p99 {:.1} | on p50 {:.1} µs p90 {:.1} p99 {:.1} | added p50 {:.1} µs, p99 {:.1} µs",
+                pct(off, 0.5),
+                pct(off, 0.9),
+                pct(off, 0.99),
+                pct(on, 0.5),
+                pct(on, 0.9),
+                pct(on, 0.99),
+                pct(on, 0.5) - pct(off, 0.5),
+                pct(on, 0.99) - pct(off, 0.99),
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
