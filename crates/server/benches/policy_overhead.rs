@@ -153,6 +153,38 @@ fn main() {
         state.auth = Arc::new(Auth { audit, ..auth });
         let on = app::router(state);
 
+        // Open: the shipped default with no credentials — the policy layers and usage recording
+        // are in place, the caller is anonymous and unlimited.
+        let open = {
+            let counters = Arc::new(MemoryCounters::default());
+            let (usage, _task) =
+                UsageRecorder::spawn(PriceCatalog::default(), store.clone(), counters.clone());
+            let gateway = Arc::new(
+                Gateway::builder()
+                    .last_good_entries(0)
+                    .sink(usage)
+                    .policy(PolicyLayers {
+                        authorize: Arc::new(Authorize {
+                            site: Site::default(),
+                            audit: Audit::default(),
+                        }),
+                        limits: Arc::new(Limits {
+                            counters,
+                            usage: Some(store.clone()),
+                            shared: SharedLimits::default(),
+                        }),
+                    })
+                    .build(),
+            );
+            gateway.install(vec![model()]);
+            app::router(AppState::new(gateway, 1 << 20))
+        };
+        let open_times = measure(open, None).await;
+        println!(
+            "open (no credentials, layers and usage on): p50 {:.1} µs p99 {:.1} µs",
+            pct(&open_times, 0.5),
+            pct(&open_times, 0.99)
+        );
         let off_times = measure(off.clone(), None).await;
         let on_times = measure(on.clone(), Some(&issued.key)).await;
         // Second pass, so drift between the two runs shows.
