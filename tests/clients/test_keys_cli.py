@@ -150,3 +150,21 @@ def test_a_soft_budget_notifies_its_webhook_once(tmp_path, mock):
     finally:
         server.stop()
         hook.shutdown()
+
+
+def test_a_key_made_by_the_command_line_closes_a_running_open_gateway(tmp_path, mock):
+    state = str(tmp_path / "open.db")
+    cfg = tmp_path / "open.toml"
+    cfg.write_text(config(mock))
+    env = {"MODELGATE_STATE_DB": state, "MG_TEST_UPSTREAM_KEY": "x"}
+    server = Server(config_text=config(mock), tmp_path=str(tmp_path), env=env)
+    try:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        assert requests.post(server.url + "/v1/chat/completions", json=body, timeout=10).status_code == 200
+        cli(env, "keys", "create", "--config", str(cfg))
+        deadline = time.time() + 15
+        while requests.post(server.url + "/v1/chat/completions", json=body, timeout=10).status_code != 401:
+            assert time.time() < deadline, "the open gateway never closed"
+            time.sleep(0.5)
+    finally:
+        server.stop()

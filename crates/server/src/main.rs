@@ -375,6 +375,23 @@ fn serve(
             .map(|d| d.as_secs())
             .unwrap_or(0);
         state.auth = Arc::new(auth);
+        if open && config.auth.mode == AuthMode::Auto {
+            // A key made by another process (`modelgate keys create`, another replica) closes
+            // this open gateway too, within a few seconds.
+            let (auth, keys) = (Arc::clone(&state.auth), Arc::clone(&stores.keys));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    if let Ok(list) = keys.keys(None).await {
+                        if list.iter().any(|k| k.revoked_ms.is_none()) {
+                            tracing::info!("a key exists now: callers must authenticate");
+                            auth.close();
+                            return;
+                        }
+                    }
+                }
+            });
+        }
         state.site = site;
         state.usage = Some(Arc::clone(&stores.usage));
         state.audit_store = Some(Arc::clone(&stores.audit));
