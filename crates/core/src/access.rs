@@ -120,11 +120,17 @@ impl Site {
     }
 }
 
-/// The condition keys of a call.
-pub fn request_for(ctx: &CallContext, op: &Operation, site: &Site) -> policy::Request {
+/// The condition keys of a call on the model `model_id` (the served model's configured id,
+/// whatever alias or AWS form the client used).
+pub fn request_for(
+    ctx: &CallContext,
+    op: &Operation,
+    model_id: &str,
+    site: &Site,
+) -> policy::Request {
     let mut r = policy::Request {
         actions: actions(op),
-        resource: site.model_arn(op.model()),
+        resource: site.model_arn(model_id),
         context: Default::default(),
     };
     r = common_context(r, ctx, site);
@@ -247,17 +253,40 @@ impl Audit {
 
 /// Layer: authorise the call against the caller's policies.
 pub struct Authorize {
-    /// ARN region and account.
-    pub site: Site,
-    /// Where decisions are written.
-    pub audit: Audit,
+    site: Site,
+    audit: Audit,
+    /// The served models, so that an alias or another id form cannot dodge a policy written
+    /// for the model's id (set when the pipeline is built).
+    pub(crate) models: std::sync::OnceLock<crate::pipeline::Models>,
+}
+
+impl Authorize {
+    /// Authorise with model ARNs of `site`, writing decisions to `audit`.
+    pub fn new(site: Site, audit: Audit) -> Self {
+        Self {
+            site,
+            audit,
+            models: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The configured id of the model a client named (itself when nothing serves it: the
+    /// route layer refuses it later, and a policy may still deny it first).
+    fn model_id(&self, name: &str) -> String {
+        self.models
+            .get()
+            .and_then(|m| m.get())
+            .and_then(|registry| registry.route(name).ok())
+            .map_or_else(|| name.to_string(), |entry| entry.info.id.clone())
+    }
 }
 
 #[async_trait]
 impl Layer for Authorize {
     async fn call(&self, call: &mut Call, next: Next<'_>) -> Result<Answer, Error> {
-        if call.ctx.principal().is_some() {
-            let request = request_for(&call.ctx, &call.op, &self.site);
+        if call.ctx.principal().is_some_and(|p| !p.grants.unrestricted) {
+            let model = self.model_id(call.op.model());
+            let request = request_for(&call.ctx, &call.op, &model, &self.site);
             authorize(&call.ctx, &request, &self.audit)?;
         }
         next.run(call).await

@@ -245,6 +245,7 @@ pub(crate) fn build(
 ) -> Vec<Arc<dyn Layer>> {
     let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
     if let Some(p) = &policy {
+        let _ = p.authorize.models.set(Arc::clone(&models));
         // 1. Authorise: the caller's IAM-grammar policies allow this action on this model
         //    with these parameters (explicit deny wins); the decision goes to the audit log.
         layers.push(p.authorize.clone());

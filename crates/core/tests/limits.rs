@@ -39,10 +39,7 @@ fn gateway(shared: SharedLimits, models: &[(&str, &Arc<ScriptedProvider>)]) -> G
     let g = Gateway::builder()
         .last_good_entries(0)
         .policy(PolicyLayers {
-            authorize: Arc::new(Authorize {
-                site: Site::default(),
-                audit: Audit::default(),
-            }),
+            authorize: Arc::new(Authorize::new(Site::default(), Audit::default())),
             limits: Arc::new(Limits {
                 counters: Arc::new(MemoryCounters::default()),
                 usage: None,
@@ -251,4 +248,42 @@ async fn authorisation_refuses_before_anything_else_and_names_the_action() {
         "{e:?}"
     );
     assert_eq!(m.calls(), 1);
+}
+
+#[tokio::test]
+async fn an_alias_cannot_dodge_a_policy_written_for_the_model_id() {
+    let m = ScriptedProvider::new("ok");
+    let mut model = served("anthropic.claude-3-haiku-20240307-v1:0", &m);
+    model.info.aliases = vec!["cheap".into()];
+    let g = Gateway::builder()
+        .last_good_entries(0)
+        .policy(PolicyLayers {
+            authorize: Arc::new(Authorize::new(Site::default(), Audit::default())),
+            limits: Arc::new(Limits {
+                counters: Arc::new(MemoryCounters::default()),
+                usage: None,
+                shared: SharedLimits::default(),
+            }),
+        })
+        .build();
+    g.install(vec![model]);
+    let no_haiku = Arc::new(
+        Policy::parse(&serde_json::json!({"Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Sid": "NoHaiku", "Effect": "Deny", "Action": "*", "Resource": "*claude-3-haiku*"}
+        ]}))
+        .unwrap(),
+    );
+    for name in [
+        "cheap",
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "us.anthropic.claude-3-haiku-20240307-v1:0",
+    ] {
+        let c = ctx("/v1/chat/completions");
+        keyed(&c, "k", LimitSpec::default(), vec![Arc::clone(&no_haiku)]);
+        let e = g.converse(&c, req(name)).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AccessDenied, "{name}: {e:?}");
+        assert!(e.message.contains("NoHaiku"), "{e:?}");
+    }
+    assert_eq!(m.calls(), 0);
 }

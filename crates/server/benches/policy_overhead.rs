@@ -116,10 +116,7 @@ fn main() {
                 .last_good_entries(0)
                 .sink(usage)
                 .policy(PolicyLayers {
-                    authorize: Arc::new(Authorize {
-                        site: Site::default(),
-                        audit: audit.clone(),
-                    }),
+                    authorize: Arc::new(Authorize::new(Site::default(), audit.clone())),
                     limits: Arc::new(Limits {
                         counters: counters.clone(),
                         usage: Some(store.clone()),
@@ -164,10 +161,7 @@ fn main() {
                     .last_good_entries(0)
                     .sink(usage)
                     .policy(PolicyLayers {
-                        authorize: Arc::new(Authorize {
-                            site: Site::default(),
-                            audit: Audit::default(),
-                        }),
+                        authorize: Arc::new(Authorize::new(Site::default(), Audit::default())),
                         limits: Arc::new(Limits {
                             counters,
                             usage: Some(store.clone()),

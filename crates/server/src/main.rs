@@ -331,10 +331,7 @@ fn serve(
             Arc::clone(&stores.counters),
         );
         let policy = PolicyLayers {
-            authorize: Arc::new(Authorize {
-                site: site.clone(),
-                audit: audit.clone(),
-            }),
+            authorize: Arc::new(Authorize::new(site.clone(), audit.clone())),
             limits: Arc::new(Limits {
                 counters: Arc::clone(&stores.counters),
                 usage: Some(Arc::clone(&stores.usage)),
