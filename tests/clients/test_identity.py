@@ -58,6 +58,7 @@ api_key_env = "MG_TEST_UPSTREAM_KEY"
 id = "{SONNET}"
 provider = "mock-openai"
 upstream_id = "gpt-4o-mini"
+finish_cancelled_streams = true
 
 [[models]]
 id = "{HAIKU}"
@@ -313,11 +314,19 @@ def test_usage_totals_equal_what_the_upstream_reported(gw, mock):
                 pass
         else:
             client.chat.completions.create(model=SONNET, messages=[{"role": "user", "content": "hi"}])
+    # A client that leaves mid-stream: the gateway reads the rest for the provider's figures.
+    mock.push({"blocks": [{"text": "one two three four five six seven eight"}], "usage": [40, 12],
+               "pieces": 4, "chunk_delay_ms": 100})
+    stream = client.chat.completions.create(
+        model=SONNET, stream=True, messages=[{"role": "user", "content": "hi"}])
+    next(iter(stream))
+    stream.close()
+    reported.append((40, 12))
     want_in = sum(i for i, _ in reported)
     want_out = sum(o for _, o in reported)
     deadline = time.time() + 10
     while True:
-        total = admin(gw, "GET", f"/admin/usage?team=usage-team&group_by=key,model").json()
+        total = admin(gw, "GET", "/admin/usage?team=usage-team&group_by=key,model").json()
         rows = total["rows"]
         if rows and rows[0]["requests"] == len(reported):
             break

@@ -78,6 +78,7 @@ impl Layer for Chain {
                 call.provider = Some(endpoint.provider_name.clone());
                 call.stream_limits.idle = Some(model.policy.timeouts.idle);
                 call.stream_limits.deadline = Some(deadline);
+                call.stream_limits.finish_cancelled = model.policy.finish_cancelled_streams;
                 // The stream's end (not the client leaving) is the endpoint's verdict.
                 call.recorder.on_finish(Box::new(move |f| {
                     if !f.outcome.cancelled {

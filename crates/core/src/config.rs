@@ -572,6 +572,12 @@ pub struct ModelConfig {
     /// `resilience.fallback_cache_entries > 0`).
     #[serde(default)]
     pub fallback_cache: bool,
+    /// When a client leaves mid-stream, keep reading this model's stream (its events
+    /// discarded, until it ends or the total timeout) so that the call's usage record carries
+    /// the provider's final token counts instead of the tally so far. Costs the upstream
+    /// tokens of the rest of the answer. Default `false`.
+    #[serde(default)]
+    pub finish_cancelled_streams: bool,
     /// The degraded-service answer given when everything else failed, e.g. "Our assistant is
     /// busy; please try again in a few minutes." Without it the caller gets the last error.
     #[serde(default)]

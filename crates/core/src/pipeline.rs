@@ -159,6 +159,8 @@ pub struct StreamLimits {
     pub idle: Option<Duration>,
     /// When the whole call must be over.
     pub deadline: Option<Instant>,
+    /// When the client leaves mid-stream, read the rest for the final usage.
+    pub finish_cancelled: bool,
 }
 
 /// One call on its way through the pipeline.

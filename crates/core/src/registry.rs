@@ -56,6 +56,9 @@ pub struct ModelPolicy {
     pub static_response: Option<String>,
     /// The context window in tokens, when known.
     pub context_window: Option<u32>,
+    /// When a client leaves mid-stream, keep reading the model's stream (until its end or the
+    /// total timeout) so the usage record carries the provider's final figures.
+    pub finish_cancelled_streams: bool,
 }
 
 impl ModelPolicy {
@@ -71,6 +74,7 @@ impl ModelPolicy {
             fallback_cache: false,
             static_response: None,
             context_window: None,
+            finish_cancelled_streams: false,
         }
     }
 
@@ -87,6 +91,7 @@ impl ModelPolicy {
             fallback_cache: m.fallback_cache,
             static_response: m.static_response.clone(),
             context_window: m.context_window,
+            finish_cancelled_streams: m.finish_cancelled_streams,
         }
     }
 }

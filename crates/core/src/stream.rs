@@ -101,7 +101,7 @@ pub(crate) async fn open_stream(
 /// Run a started stream under its time limits and record the call's outcome when it ends
 /// (see the module docs).
 pub(crate) fn observe(
-    mut inner: ChatStream,
+    inner: ChatStream,
     limits: StreamLimits,
     want_response: bool,
     recorder: Recorder,
@@ -109,8 +109,14 @@ pub(crate) fn observe(
 ) -> ChatStream {
     Box::pin(async_stream::stream! {
         let mut seen: Option<Vec<StreamEvent>> = want_response.then(Vec::new);
-        let mut watch = Watch { recorder: Some(recorder), tally: Tally::default() };
-        loop {
+        let mut state = Observed {
+            inner: Some(inner),
+            watch: Watch { recorder: Some(recorder), tally: Tally::default() },
+            limits,
+            span: span.clone(),
+        };
+        while let Some(inner) = state.inner.as_mut() {
+            let watch = &mut state.watch;
             let now = Instant::now();
             let limit = match (limits.idle, limits.deadline) {
                 (Some(idle), Some(d)) => Some((now + idle).min(d)),
@@ -134,11 +140,13 @@ pub(crate) fn observe(
                     yield Ok(event);
                 }
                 Some(Err(e)) => {
-                    watch.finish(Some(&e), None);
+                    state.inner = None;
+                    state.watch.finish(Some(&e), None);
                     yield Err(e);
                     break;
                 }
                 None => {
+                    state.inner = None;
                     let response = match seen.take() {
                         Some(events) => {
                             let replay = futures::stream::iter(events.into_iter().map(Ok)).boxed();
@@ -146,14 +154,68 @@ pub(crate) fn observe(
                         }
                         None => None,
                     };
-                    watch.finish(None, response.as_ref());
+                    state.watch.finish(None, response.as_ref());
                     break;
                 }
             }
         }
-        // Dropped before this point (the client went away): `Watch`'s drop records a
-        // cancelled call with the tally so far.
+        // Dropped before this point (the client went away): `Observed`'s drop records a
+        // cancelled call — with the tally so far, or, for a model that asks for it, once the
+        // rest of the stream has been read for its final usage.
     })
+}
+
+/// A started stream and the watch on it, owned by the observer.
+struct Observed {
+    /// The stream, until it ended.
+    inner: Option<ChatStream>,
+    watch: Watch,
+    limits: StreamLimits,
+    span: tracing::Span,
+}
+
+impl Drop for Observed {
+    /// The client left mid-stream. For a model with `finish_cancelled_streams`, read the rest
+    /// of the stream on a task (until its end or the call's deadline, its events discarded) so
+    /// the cancelled call's usage is the provider's final figure; otherwise the watch records
+    /// the tally so far.
+    fn drop(&mut self) {
+        let Some(mut inner) = self.inner.take() else {
+            return;
+        };
+        if !self.limits.finish_cancelled || self.watch.recorder.is_none() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut watch = std::mem::replace(
+            &mut self.watch,
+            Watch {
+                recorder: None,
+                tally: Tally::default(),
+            },
+        );
+        let deadline = self.limits.deadline;
+        rt.spawn(
+            async move {
+                let drain = async {
+                    while let Some(Ok(event)) = inner.next().await {
+                        watch.tally.see(&event);
+                    }
+                };
+                match deadline {
+                    Some(at) => {
+                        let _ = tokio::time::timeout_at(at, drain).await;
+                    }
+                    None => drain.await,
+                }
+                // Dropping the watch records the cancelled call with what was read.
+                drop(watch);
+            }
+            .instrument(self.span.clone()),
+        );
+    }
 }
 
 /// The error that ends a stream that went quiet for too long.
