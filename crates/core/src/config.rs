@@ -39,6 +39,17 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[prices."<model or pattern>"]`: USD per million tokens, overriding the shipped list.
     pub prices: std::collections::BTreeMap<String, crate::usage::Price>,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Require a credential allowed `modelgate:GetMetrics` (the admin credential, the `admin`
+    /// role) for `GET /metrics`; by default it is open like the health probes.
+    pub protected: bool,
 }
 
 /// `[store]`

@@ -12,6 +12,7 @@ mod degraded;
 pub mod gateway;
 pub mod keys;
 pub mod local;
+pub mod metrics;
 pub mod model_id;
 pub mod models;
 pub mod outcome;

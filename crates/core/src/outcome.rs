@@ -74,6 +74,9 @@ pub struct Outcome {
     pub operation: Option<OperationKind>,
     /// The model the client asked for.
     pub model_requested: Option<String>,
+    /// The configured id of the model the request was routed to (aliases and AWS id forms
+    /// resolved); `None` when routing did not happen or failed. A bounded label for metrics.
+    pub model_routed: Option<String>,
     /// The model that answered (`cache` / `static` for the degraded levels).
     pub model_served: Option<String>,
     /// The provider endpoint that answered.
@@ -110,6 +113,7 @@ impl Outcome {
             ctx: ctx.clone(),
             operation: None,
             model_requested: None,
+            model_routed: None,
             model_served: None,
             provider: None,
             attempts: 0,

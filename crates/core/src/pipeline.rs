@@ -433,6 +433,7 @@ impl Layer for Route {
             }
             Operation::CountTokens(_) => {}
         }
+        call.recorder().outcome().model_routed = Some(entry.info.id.clone());
         let total = Instant::now() + entry.policy.timeouts.total;
         call.deadline = Some(call.deadline.map_or(total, |d| d.min(total)));
         call.registry = Some(registry);

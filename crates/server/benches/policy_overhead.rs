@@ -1,7 +1,8 @@
 //! What identity and policy cost on the hot path: the same OpenAI chat request through the
 //! real router, on one core (a current-thread runtime), with an instant in-process model, twice:
 //!
-//! - **off**: an open gateway, no policy layers, no usage recording;
+//! - **off**: an open gateway, no policy layers, no usage recording (and, separately, the same
+//!   with Prometheus metrics kept);
 //! - **on**: a Bearer key checked against the SQLite key store (lookup cached, as in
 //!   production), its IAM-grammar policy evaluated (with a parameter condition) and audited,
 //!   its rate limit (GCRA), tokens-per-minute and concurrency limits taken and settled, and
@@ -20,6 +21,7 @@ use axum::body::Body;
 use axum::http::Request;
 use modelgate_core::access::{Audit, Authorize, Limits, SharedLimits, Site};
 use modelgate_core::keys::{KeyService, LimitSpec, Settings};
+use modelgate_core::metrics::Metrics;
 use modelgate_core::pipeline::PolicyLayers;
 use modelgate_core::usage::{PriceCatalog, UsageRecorder};
 use modelgate_core::{Gateway, ModelInfo, ModelPolicy, ServedModel};
@@ -104,6 +106,21 @@ fn main() {
         gateway.install(vec![model()]);
         let off = app::router(AppState::new(gateway, 1 << 20));
 
+        // Off plus Prometheus metrics (the outcome sink and the in-flight gauge).
+        let with_metrics = {
+            let metrics = Arc::new(Metrics::new(PriceCatalog::default()));
+            let gateway = Arc::new(
+                Gateway::builder()
+                    .last_good_entries(0)
+                    .sink(metrics.clone())
+                    .build(),
+            );
+            gateway.install(vec![model()]);
+            let mut state = AppState::new(gateway, 1 << 20);
+            state.metrics = Some(metrics);
+            app::router(state)
+        };
+
         // On: keys, policy, limits and usage on SQLite.
         let dir = std::env::temp_dir().join(format!("mg-bench-{}", std::process::id()));
         let store = Arc::new(SqliteStore::open(&dir.join("state.db")).await.unwrap());
@@ -178,6 +195,12 @@ fn main() {
             "open (no credentials, layers and usage on): p50 {:.1} µs p99 {:.1} µs",
             pct(&open_times, 0.5),
             pct(&open_times, 0.99)
+        );
+        let metrics_times = measure(with_metrics, None).await;
+        println!(
+            "off + metrics: p50 {:.1} µs p99 {:.1} µs",
+            pct(&metrics_times, 0.5),
+            pct(&metrics_times, 0.99)
         );
         let off_times = measure(off.clone(), None).await;
         let on_times = measure(on.clone(), Some(&issued.key)).await;

@@ -43,6 +43,10 @@ pub struct AppState {
     pub audit_store: Option<Arc<dyn modelgate_store::AuditStore>>,
     /// A check that the state store answers (for `/readyz`).
     pub store_ready: Option<crate::state::Ping>,
+    /// Prometheus metrics (`/metrics`), when kept.
+    pub metrics: Option<Arc<modelgate_core::metrics::Metrics>>,
+    /// Whether `/metrics` needs a credential.
+    pub metrics_protected: bool,
 }
 
 impl AppState {
@@ -58,6 +62,8 @@ impl AppState {
             usage: None,
             audit_store: None,
             store_ready: None,
+            metrics: None,
+            metrics_protected: false,
         }
     }
 }
@@ -88,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         // Health.
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/admin/endpoints", get(admin_endpoints))
         .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
         .route(
@@ -158,6 +165,35 @@ async fn admin_endpoints(
         return OpenAiError(e).into_response();
     }
     Json(json!({ "endpoints": state.gateway.endpoint_status() })).into_response()
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(
+    State(state): State<AppState>,
+    axum::extract::Extension(ctx): axum::extract::Extension<CallContext>,
+) -> Response {
+    if state.metrics_protected {
+        if let Err(e) = crate::auth::admin_allowed(
+            &state,
+            &ctx,
+            "modelgate:GetMetrics",
+            "arn:modelgate:admin:::metrics",
+        ) {
+            return OpenAiError(e).into_response();
+        }
+    }
+    let Some(m) = &state.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are not kept").into_response();
+    };
+    let body = m.render(&state.gateway.endpoint_status());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -231,6 +267,9 @@ async fn request_context(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    if let Some(m) = &state.metrics {
+        m.started();
+    }
     let ctx = CallContext::builder(Dialect::for_path(request.uri().path()))
         .route(request.method().as_str(), route)
         .source(source)

@@ -123,14 +123,14 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Paths that never need credentials (probes).
-fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz")
+/// Paths that never need credentials (probes; `/metrics` unless protected).
+fn is_public(path: &str, metrics_protected: bool) -> bool {
+    matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !metrics_protected)
 }
 
 /// The middleware: find the caller and put it in the call context, or refuse.
 pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if is_public(request.uri().path()) {
+    if is_public(request.uri().path(), state.metrics_protected) {
         return next.run(request).await;
     }
     let Some(ctx) = request.extensions().get::<CallContext>().cloned() else {

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use modelgate_core::access::{Audit, Authorize, Limits, SharedLimits, Site};
 use modelgate_core::config::{data_dir, read_secret, AuthMode, LogFormat};
 use modelgate_core::keys::{now_ms, KeyService, Settings};
+use modelgate_core::metrics::Metrics;
 use modelgate_core::models::{self, WheelSource, MODELS};
 use modelgate_core::pipeline::PolicyLayers;
 use modelgate_core::usage::{PriceCatalog, UsageRecorder};
@@ -342,10 +343,12 @@ fn serve(
                 },
             }),
         };
+        let metrics = Arc::new(Metrics::new(PriceCatalog::new(config.prices.clone())));
         let gateway = Arc::new(
             Gateway::builder()
                 .last_good_entries(config.resilience.fallback_cache_entries)
                 .sink(usage)
+                .sink(metrics.clone())
                 .policy(policy)
                 .build(),
         );
@@ -393,6 +396,8 @@ fn serve(
         state.usage = Some(Arc::clone(&stores.usage));
         state.audit_store = Some(Arc::clone(&stores.audit));
         state.store_ready = Some(Arc::clone(&stores.ping));
+        state.metrics = Some(metrics);
+        state.metrics_protected = config.metrics.protected;
         tracing::info!(state = %stores.location, open, "state store opened");
         // Bind first so /healthz answers while the models load; /readyz turns 200 once loaded.
         let load_config = config.clone();

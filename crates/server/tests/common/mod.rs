@@ -10,6 +10,7 @@ use modelgate_server::app::{self, AppState};
 use modelgate_server::sigv4::Verifier;
 
 /// Serve `config`'s models, with SigV4 verification when `sigv4` is given; the base URL.
+#[allow(dead_code)] // not every test binary uses it
 pub async fn serve(config: Config, sigv4: Option<Verifier>) -> String {
     let data = data_dir();
     local::ensure_models(&data, false).expect(
@@ -30,6 +31,33 @@ pub async fn serve(config: Config, sigv4: Option<Verifier>) -> String {
     if let Some(v) = sigv4 {
         state.auth = Arc::new(modelgate_server::auth::Auth::sigv4_only(v));
     }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(app::serve(listener, state, Duration::from_secs(5)));
+    base
+}
+
+/// Serve `config`'s models with Prometheus metrics kept (the outcome sink and `/metrics`).
+#[allow(dead_code)] // not every test binary uses it
+pub async fn serve_with_metrics(config: Config) -> String {
+    let data = data_dir();
+    let cfg = config.clone();
+    let models = tokio::task::spawn_blocking(move || local::load_models(&cfg, &data))
+        .await
+        .unwrap()
+        .unwrap();
+    let metrics = Arc::new(modelgate_core::metrics::Metrics::new(
+        modelgate_core::usage::PriceCatalog::new(config.prices.clone()),
+    ));
+    let gateway = Arc::new(
+        Gateway::builder()
+            .last_good_entries(config.resilience.fallback_cache_entries)
+            .sink(metrics.clone())
+            .build(),
+    );
+    gateway.install(models);
+    let mut state = AppState::new(gateway, config.server.max_body_bytes);
+    state.metrics = Some(metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(app::serve(listener, state, Duration::from_secs(5)));

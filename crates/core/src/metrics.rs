@@ -1,0 +1,378 @@
+//! Prometheus metrics, read from the one outcome of every call (an [`OutcomeSink`]) and, at
+//! scrape time, from the endpoints' breaker and health state. Labels are bounded: model,
+//! provider, dialect, route, operation, team, status and error category — never a request id or
+//! a key id.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use modelgate_types::{ErrorKind, ErrorSource};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::outcome::{Outcome, OutcomeSink};
+use crate::registry::EndpointStatus;
+use crate::resilience::BreakerState;
+use crate::usage::PriceCatalog;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    dialect: String,
+    route: String,
+    operation: String,
+    model: String,
+    provider: String,
+    team: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    dialect: String,
+    operation: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    model: String,
+    team: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    model: String,
+    team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    dialect: String,
+    model: String,
+    category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    model: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    model: String,
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    model: String,
+    provider: String,
+    state: String,
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    prices: PriceCatalog,
+    requests: Family<CallLabels, Counter>,
+    duration: Family<ModelLabels, Histogram>,
+    ttft: Family<ModelLabels, Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
+    errors: Family<ErrorLabels, Counter>,
+    attempts: Family<ModelLabels, Counter>,
+    retries: Family<ModelLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    in_flight: Gauge,
+    breaker: Family<BreakerLabels, Gauge>,
+    breaker_opened: Family<EndpointLabels, Counter>,
+    healthy: Family<EndpointLabels, Gauge>,
+    scrape: Mutex<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Latency buckets in seconds: 1 ms to 2 min.
+const LATENCY: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(LATENCY)
+}
+
+/// The error category of an outcome (bounded: validation, auth, throttled, timeout, upstream,
+/// not_found, too_large, unavailable, internal, cancelled).
+pub fn error_category(o: &Outcome) -> Option<&'static str> {
+    if o.cancelled {
+        return Some("cancelled");
+    }
+    let e = o.error.as_ref()?;
+    Some(match e.kind {
+        ErrorKind::Unauthenticated | ErrorKind::AccessDenied => "auth",
+        ErrorKind::Throttling if e.source == ErrorSource::Gateway => "throttled",
+        ErrorKind::Timeout => "timeout",
+        _ if e.source == ErrorSource::Provider => "upstream",
+        ErrorKind::Throttling => "throttled",
+        ErrorKind::Validation => "validation",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::PayloadTooLarge => "too_large",
+        ErrorKind::ServiceUnavailable => "unavailable",
+        ErrorKind::ModelError => "upstream",
+        ErrorKind::Internal => "internal",
+    })
+}
+
+impl Metrics {
+    /// Metrics pricing calls with `prices`.
+    pub fn new(prices: PriceCatalog) -> Self {
+        let mut registry = Registry::with_prefix("modelgate");
+        let requests = Family::<CallLabels, Counter>::default();
+        registry.register("requests", "Requests by outcome", requests.clone());
+        let duration =
+            Family::<ModelLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from receipt to the end of the call (a stream's last byte)",
+            duration.clone(),
+        );
+        let ttft =
+            Family::<ModelLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time from receipt to the first content sent",
+            ttft.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens by kind (input, output, cache_read, cache_write)",
+            tokens.clone(),
+        );
+        let cost = Family::<CostLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "cost_usd",
+            "Cost in US dollars from the price catalog",
+            cost.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("errors", "Failed calls by category", errors.clone());
+        let attempts = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts over every model tried",
+            attempts.clone(),
+        );
+        let retries = Family::<ModelLabels, Counter>::default();
+        registry.register(
+            "retries",
+            "Upstream attempts beyond the first",
+            retries.clone(),
+        );
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "fallbacks",
+            "Calls the requested model did not answer, by reason",
+            fallbacks.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        let breaker = Family::<BreakerLabels, Gauge>::default();
+        registry.register(
+            "breaker_state",
+            "1 for each endpoint's current breaker state",
+            breaker.clone(),
+        );
+        let breaker_opened = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "breaker_opened",
+            "Times each endpoint's breaker opened",
+            breaker_opened.clone(),
+        );
+        let healthy = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "endpoint_healthy",
+            "1 when the endpoint passes its health checks",
+            healthy.clone(),
+        );
+        Self {
+            registry,
+            prices,
+            requests,
+            duration,
+            ttft,
+            tokens,
+            cost,
+            errors,
+            attempts,
+            retries,
+            fallbacks,
+            in_flight,
+            breaker,
+            breaker_opened,
+            healthy,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    /// A request started (every request ends in exactly one outcome, which ends it here).
+    pub fn started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// The text exposition, with the endpoints' current breaker and health state.
+    pub fn render(&self, endpoints: &[EndpointStatus]) -> String {
+        let _one = self
+            .scrape
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in endpoints {
+            for state in ["closed", "open", "half_open"] {
+                let now = match e.breaker {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open => "open",
+                    BreakerState::HalfOpen => "half_open",
+                };
+                self.breaker
+                    .get_or_create(&BreakerLabels {
+                        model: e.model.clone(),
+                        provider: e.provider.clone(),
+                        state: state.into(),
+                    })
+                    .set(i64::from(state == now));
+            }
+            let labels = EndpointLabels {
+                model: e.model.clone(),
+                provider: e.provider.clone(),
+            };
+            let opened = self.breaker_opened.get_or_create(&labels);
+            opened.inc_by(e.times_opened.saturating_sub(opened.get()));
+            self.healthy
+                .get_or_create(&labels)
+                .set(i64::from(e.health.healthy));
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl OutcomeSink for Metrics {
+    fn record(&self, o: &Outcome) {
+        self.in_flight.dec();
+        let dialect = o.ctx.dialect().as_str().to_string();
+        let operation = o.operation.map_or("none", |op| op.as_str()).to_string();
+        // Bounded labels only: the routed model's configured id (never the name a client made
+        // up), and the matched route (an unmatched path is `unmatched`).
+        let model = o.model_routed.clone().unwrap_or_else(|| "unrouted".into());
+        let route = if o.operation.is_none() && o.status == 404 {
+            "unmatched".to_string()
+        } else {
+            o.ctx.route().to_string()
+        };
+        let team = o
+            .ctx
+            .principal()
+            .and_then(|p| p.team.clone())
+            .unwrap_or_default();
+        self.requests
+            .get_or_create(&CallLabels {
+                dialect: dialect.clone(),
+                route,
+                operation: operation.clone(),
+                model: model.clone(),
+                provider: o.provider.clone().unwrap_or_default(),
+                team: team.clone(),
+                status: o.status.to_string(),
+            })
+            .inc();
+        if let Some(category) = error_category(o) {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    dialect: dialect.clone(),
+                    model: model.clone(),
+                    category: category.into(),
+                })
+                .inc();
+        }
+        if o.operation.is_none() {
+            return;
+        }
+        let labels = ModelLabels {
+            dialect,
+            operation,
+            model: model.clone(),
+        };
+        self.duration
+            .get_or_create(&labels)
+            .observe(o.duration.as_secs_f64());
+        if let Some(t) = o.time_to_first_token {
+            self.ttft.get_or_create(&labels).observe(t.as_secs_f64());
+        }
+        if o.attempts > 0 {
+            self.attempts
+                .get_or_create(&labels)
+                .inc_by(u64::from(o.attempts));
+        }
+        if o.attempts > 1 {
+            self.retries
+                .get_or_create(&labels)
+                .inc_by(u64::from(o.attempts - 1));
+        }
+        if let Some(reason) = o.fallback_reason {
+            self.fallbacks
+                .get_or_create(&FallbackLabels {
+                    model: model.clone(),
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+        if let Some(u) = o.usage {
+            for (kind, n) in [
+                ("input", u.input_tokens),
+                ("output", u.output_tokens),
+                ("cache_read", u.cache_read_input_tokens),
+                ("cache_write", u.cache_write_input_tokens),
+            ] {
+                if n > 0 {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            model: model.clone(),
+                            team: team.clone(),
+                            kind: kind.into(),
+                        })
+                        .inc_by(u64::from(n));
+                }
+            }
+            let priced = o
+                .model_served
+                .as_deref()
+                .or(o.model_requested.as_deref())
+                .unwrap_or(&model);
+            if let Some(p) = self.prices.price(priced) {
+                let usd = p.cost_nanos(&u) as f64 / 1e9;
+                if usd > 0.0 {
+                    self.cost
+                        .get_or_create(&CostLabels { model, team })
+                        .inc_by(usd);
+                }
+            }
+        }
+    }
+}
