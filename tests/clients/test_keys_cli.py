@@ -168,3 +168,28 @@ def test_a_key_made_by_the_command_line_closes_a_running_open_gateway(tmp_path, 
             time.sleep(0.5)
     finally:
         server.stop()
+
+
+def test_metrics_are_open_or_behind_the_admin_credential(tmp_path, mock):
+    admin = "mg-test-admin-metrics"
+    env = {"MG_TEST_UPSTREAM_KEY": "x", "MG_TEST_ADMIN_KEY": admin}
+    open_server = Server(config_text=config(mock, 'admin_key_env = "MG_TEST_ADMIN_KEY"'),
+                         tmp_path=str(tmp_path), env=env)
+    try:
+        r = requests.get(open_server.url + "/metrics", timeout=10)
+        assert r.status_code == 200 and "modelgate_requests_total" in r.text
+    finally:
+        open_server.stop()
+    protected = config(mock, 'admin_key_env = "MG_TEST_ADMIN_KEY"') + "\n[metrics]\nprotected = true\n"
+    server = Server(config_text=protected, tmp_path=str(tmp_path), env=env)
+    try:
+        assert requests.get(server.url + "/metrics", timeout=10).status_code == 401
+        r = requests.get(server.url + "/metrics", headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+        assert r.status_code == 200 and "modelgate_in_flight_requests" in r.text
+        # A key without modelgate:GetMetrics is refused.
+        k = requests.post(server.url + "/admin/keys", json={}, timeout=10,
+                          headers={"Authorization": f"Bearer {admin}"}).json()
+        r = requests.get(server.url + "/metrics", headers={"Authorization": f"Bearer {k['key']}"}, timeout=10)
+        assert r.status_code == 403
+    finally:
+        server.stop()
