@@ -15,6 +15,16 @@ ensure_build_deps() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# Install what only the tests need: a real Prometheus server to scrape the gateway.
+ensure_test_deps() {
+  command -v prometheus >/dev/null 2>&1 && return 0
+  echo "modelgate: installing test dependencies: prometheus" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
 # Cargo caches: the target directory and model files live outside the clone by default so a
 # fresh clone reuses earlier builds (llama.cpp takes minutes to compile on 2 cores).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/modelgate-target}"

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_build_deps
+ensure_test_deps
 # PostgreSQL and Redis for the storage conformance suite and the multi-replica tests (started
 # when installed but down; under CI the suite fails rather than skips when they are missing).
 ensure_services
