@@ -93,6 +93,9 @@ pub struct Metrics {
     breaker: Family<BreakerLabels, Gauge>,
     breaker_opened: Family<EndpointLabels, Counter>,
     healthy: Family<EndpointLabels, Gauge>,
+    queued: Family<EndpointLabels, Gauge>,
+    active: Family<EndpointLabels, Gauge>,
+    slots: Family<EndpointLabels, Gauge>,
     scrape: Mutex<()>,
 }
 
@@ -209,6 +212,20 @@ impl Metrics {
             "1 when the endpoint passes its health checks",
             healthy.clone(),
         );
+        let queued = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "local_queue_depth",
+            "Requests waiting for an embedded model's slot",
+            queued.clone(),
+        );
+        let active = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "local_slots_in_use",
+            "Embedded model slots generating now",
+            active.clone(),
+        );
+        let slots = Family::<EndpointLabels, Gauge>::default();
+        registry.register("local_slots", "Embedded model slots in all", slots.clone());
         Self {
             registry,
             prices,
@@ -225,6 +242,9 @@ impl Metrics {
             breaker,
             breaker_opened,
             healthy,
+            queued,
+            active,
+            slots,
             scrape: Mutex::new(()),
         }
     }
@@ -264,6 +284,12 @@ impl Metrics {
             self.healthy
                 .get_or_create(&labels)
                 .set(i64::from(e.health.healthy));
+            if let Some(load) = e.load {
+                let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+                self.queued.get_or_create(&labels).set(n(load.queued));
+                self.active.get_or_create(&labels).set(n(load.active));
+                self.slots.get_or_create(&labels).set(n(load.slots));
+            }
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

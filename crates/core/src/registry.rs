@@ -145,6 +145,9 @@ pub struct EndpointStatus {
     pub times_opened: u64,
     /// Active health-check state.
     pub health: Health,
+    /// How busy the endpoint's in-process engine is (embedded models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<modelgate_providers::Load>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -351,6 +354,7 @@ impl Registry {
                     window_failures: failed,
                     times_opened: breaker.times_opened(),
                     health: lock(&endpoint.health).clone(),
+                    load: endpoint.provider.load(),
                 });
             }
         }

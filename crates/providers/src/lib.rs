@@ -72,11 +72,27 @@ impl Capabilities {
     }
 }
 
+/// How busy an in-process engine is (for metrics and `/admin/endpoints`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Load {
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Slots generating now.
+    pub active: usize,
+    /// Slots in all (requests generated together).
+    pub slots: usize,
+}
+
 /// One model runtime or upstream API.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
     /// What this provider can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// How busy the provider's own engine is; `None` for upstream APIs.
+    fn load(&self) -> Option<Load> {
+        None
+    }
 
     /// Whether the provider can take requests now (models loaded, upstream reachable).
     fn is_ready(&self) -> bool {

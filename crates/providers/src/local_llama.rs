@@ -162,6 +162,8 @@ pub struct LocalLlama {
     config: LocalLlamaConfig,
     queue: mpsc::Sender<Job>,
     alive: Arc<AtomicBool>,
+    /// Slots generating now (written by the engine thread).
+    active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl LocalLlama {
@@ -188,12 +190,14 @@ impl LocalLlama {
         let engine_model = Arc::clone(&model);
         let engine_config = config.clone();
         let engine_alive = Arc::clone(&alive);
+        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let engine_active = Arc::clone(&active);
         // The context is created on the engine thread and never leaves it.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("llama-engine".into())
             .spawn(move || {
-                run_engine(&engine_model, &engine_config, rx, ready_tx);
+                run_engine(&engine_model, &engine_config, rx, ready_tx, &engine_active);
                 engine_alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| Error::internal(format!("cannot start the llama.cpp engine: {e}")))?;
@@ -212,6 +216,7 @@ impl LocalLlama {
             config,
             queue,
             alive,
+            active,
         })
     }
 
@@ -284,6 +289,14 @@ fn chat_message(role: &str, content: String) -> Result<LlamaChatMessage, Error> 
 
 #[async_trait]
 impl Provider for LocalLlama {
+    fn load(&self) -> Option<crate::Load> {
+        Some(crate::Load {
+            queued: self.queue.max_capacity() - self.queue.capacity(),
+            active: self.active.load(Ordering::Relaxed),
+            slots: self.config.settings.parallel.max(1) as usize,
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             chat: true,
@@ -488,6 +501,7 @@ fn run_engine(
     config: &LocalLlamaConfig,
     mut rx: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::Sender<Result<(), Error>>,
+    active: &std::sync::atomic::AtomicUsize,
 ) {
     let parallel = config.settings.parallel.max(1);
     let threads = config.settings.thread_count();
@@ -561,6 +575,7 @@ fn run_engine(
                 done: false,
             });
         }
+        active.store(slots.len(), Ordering::Relaxed);
         if slots.is_empty() {
             if closed {
                 return;
@@ -582,6 +597,7 @@ fn run_engine(
                 true
             }
         });
+        active.store(slots.len(), Ordering::Relaxed);
     }
 }
 

@@ -86,6 +86,12 @@ async fn chat(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Res
         .unwrap()
 }
 
+async fn scrape(client: &reqwest::Client, base: &str) -> String {
+    let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
 fn ask(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -150,14 +156,7 @@ async fn counters_equal_what_clients_saw_and_the_mock_counted() {
     // The cancelled call's outcome is recorded when its stream is dropped; give it a moment.
     let mut text = String::new();
     for _ in 0..50 {
-        text = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = scrape(&client, &base).await;
         if sum_where(&samples(&text, "modelgate_errors_total"), &["cancelled"]) == 1.0 {
             break;
         }
@@ -218,4 +217,35 @@ async fn counters_equal_what_clients_saw_and_the_mock_counted() {
         .find_map(|l| l.strip_prefix("modelgate_in_flight_requests "))
         .unwrap();
     assert_eq!(in_flight, "1");
+}
+
+#[tokio::test]
+async fn the_embedded_models_report_their_slots_and_queue() {
+    let config = Config::default();
+    let parallel = config.local.chat.parallel;
+    let base = common::serve_with_metrics(config).await;
+    let client = reqwest::Client::new();
+    let r = chat(&client, &base, ask("local.smollm2-135m-instruct", false)).await;
+    assert_eq!(r.status(), 200);
+    let text = scrape(&client, &base).await;
+    let chat_model = "model=\"local.smollm2-135m-instruct\"";
+    assert_eq!(
+        sum_where(&samples(&text, "modelgate_local_slots"), &[chat_model]),
+        f64::from(parallel)
+    );
+    // The one call has ended: nothing generating, nothing waiting.
+    assert_eq!(
+        sum_where(
+            &samples(&text, "modelgate_local_slots_in_use"),
+            &[chat_model]
+        ),
+        0.0
+    );
+    assert_eq!(
+        sum_where(
+            &samples(&text, "modelgate_local_queue_depth"),
+            &[chat_model]
+        ),
+        0.0
+    );
 }
