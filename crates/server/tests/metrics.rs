@@ -225,7 +225,13 @@ async fn the_embedded_models_report_their_slots_and_queue() {
     let parallel = config.local.chat.parallel;
     let base = common::serve_with_metrics(config).await;
     let client = reqwest::Client::new();
-    let r = chat(&client, &base, ask("local.smollm2-135m-instruct", false)).await;
+    let r = chat(
+        &client,
+        &base,
+        json!({"model": "local.smollm2-135m-instruct", "max_tokens": 4,
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let text = scrape(&client, &base).await;
     let chat_model = "model=\"local.smollm2-135m-instruct\"";
