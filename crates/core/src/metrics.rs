@@ -21,19 +21,19 @@ use crate::usage::PriceCatalog;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
-    dialect: String,
+    dialect: &'static str,
     route: String,
-    operation: String,
+    operation: &'static str,
     model: String,
     provider: String,
     team: String,
-    status: String,
+    status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
-    dialect: String,
-    operation: String,
+    dialect: &'static str,
+    operation: &'static str,
     model: String,
 }
 
@@ -41,7 +41,7 @@ struct ModelLabels {
 struct TokenLabels {
     model: String,
     team: String,
-    kind: String,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,15 +52,15 @@ struct CostLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    dialect: String,
+    dialect: &'static str,
     model: String,
-    category: String,
+    category: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FallbackLabels {
     model: String,
-    reason: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,7 +73,7 @@ struct EndpointLabels {
 struct BreakerLabels {
     model: String,
     provider: String,
-    state: String,
+    state: &'static str,
 }
 
 /// The gateway's metrics.
@@ -271,7 +271,7 @@ impl Metrics {
                     .get_or_create(&BreakerLabels {
                         model: e.model.clone(),
                         provider: e.provider.clone(),
-                        state: state.into(),
+                        state,
                     })
                     .set(i64::from(state == now));
             }
@@ -300,10 +300,12 @@ impl Metrics {
 }
 
 impl OutcomeSink for Metrics {
+    /// Label sets are built once per call and reused across families; the fixed vocabulary
+    /// (dialect, operation, status, kind, category, reason) is static text, not allocated.
     fn record(&self, o: &Outcome) {
         self.in_flight.dec();
-        let dialect = o.ctx.dialect().as_str().to_string();
-        let operation = o.operation.map_or("none", |op| op.as_str()).to_string();
+        let dialect = o.ctx.dialect().as_str();
+        let operation = o.operation.map_or("none", |op| op.as_str());
         // Bounded labels only: the routed model's configured id (never the name a client made
         // up), and the matched route (an unmatched path is `unmatched`).
         let model = o.model_routed.clone().unwrap_or_else(|| "unrouted".into());
@@ -317,23 +319,23 @@ impl OutcomeSink for Metrics {
             .principal()
             .and_then(|p| p.team.clone())
             .unwrap_or_default();
-        self.requests
-            .get_or_create(&CallLabels {
-                dialect: dialect.clone(),
-                route,
-                operation: operation.clone(),
-                model: model.clone(),
-                provider: o.provider.clone().unwrap_or_default(),
-                team: team.clone(),
-                status: o.status.to_string(),
-            })
-            .inc();
+        let call = CallLabels {
+            dialect,
+            route,
+            operation,
+            model,
+            provider: o.provider.clone().unwrap_or_default(),
+            team,
+            status: o.status,
+        };
+        self.requests.get_or_create(&call).inc();
+        let CallLabels { model, team, .. } = call;
         if let Some(category) = error_category(o) {
             self.errors
                 .get_or_create(&ErrorLabels {
-                    dialect: dialect.clone(),
+                    dialect,
                     model: model.clone(),
-                    category: category.into(),
+                    category,
                 })
                 .inc();
         }
@@ -343,7 +345,7 @@ impl OutcomeSink for Metrics {
         let labels = ModelLabels {
             dialect,
             operation,
-            model: model.clone(),
+            model,
         };
         self.duration
             .get_or_create(&labels)
@@ -361,44 +363,48 @@ impl OutcomeSink for Metrics {
                 .get_or_create(&labels)
                 .inc_by(u64::from(o.attempts - 1));
         }
+        let model = labels.model;
         if let Some(reason) = o.fallback_reason {
             self.fallbacks
                 .get_or_create(&FallbackLabels {
                     model: model.clone(),
-                    reason: reason.into(),
+                    reason,
                 })
                 .inc();
         }
-        if let Some(u) = o.usage {
-            for (kind, n) in [
-                ("input", u.input_tokens),
-                ("output", u.output_tokens),
-                ("cache_read", u.cache_read_input_tokens),
-                ("cache_write", u.cache_write_input_tokens),
-            ] {
-                if n > 0 {
-                    self.tokens
-                        .get_or_create(&TokenLabels {
-                            model: model.clone(),
-                            team: team.clone(),
-                            kind: kind.into(),
-                        })
-                        .inc_by(u64::from(n));
-                }
+        let Some(u) = o.usage else {
+            return;
+        };
+        let priced = o
+            .model_served
+            .as_deref()
+            .or(o.model_requested.as_deref())
+            .unwrap_or(&model);
+        let usd = self
+            .prices
+            .price(priced)
+            .map_or(0.0, |p| p.cost_nanos(&u) as f64 / 1e9);
+        let mut tokens = TokenLabels {
+            model,
+            team,
+            kind: "input",
+        };
+        for (kind, n) in [
+            ("input", u.input_tokens),
+            ("output", u.output_tokens),
+            ("cache_read", u.cache_read_input_tokens),
+            ("cache_write", u.cache_write_input_tokens),
+        ] {
+            if n > 0 {
+                tokens.kind = kind;
+                self.tokens.get_or_create(&tokens).inc_by(u64::from(n));
             }
-            let priced = o
-                .model_served
-                .as_deref()
-                .or(o.model_requested.as_deref())
-                .unwrap_or(&model);
-            if let Some(p) = self.prices.price(priced) {
-                let usd = p.cost_nanos(&u) as f64 / 1e9;
-                if usd > 0.0 {
-                    self.cost
-                        .get_or_create(&CostLabels { model, team })
-                        .inc_by(usd);
-                }
-            }
+        }
+        if usd > 0.0 {
+            let TokenLabels { model, team, .. } = tokens;
+            self.cost
+                .get_or_create(&CostLabels { model, team })
+                .inc_by(usd);
         }
     }
 }
