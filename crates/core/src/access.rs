@@ -189,17 +189,19 @@ pub fn authorize(ctx: &CallContext, request: &policy::Request, audit: &Audit) ->
         SystemTime::now(),
     );
     let action = request.actions.first().cloned().unwrap_or_default();
-    audit.record(AuditEvent {
-        ts_ms: now_ms(),
-        actor: p.id.clone(),
-        action: action.clone(),
-        resource: request.resource.clone(),
-        decision: if d.allowed { "allow" } else { "deny" }.into(),
-        statement: d.statement.clone(),
-        source_ip: ctx.source().map(|s| s.ip().to_string()),
-        request_id: Some(ctx.request_id().to_string()),
-        detail: serde_json::Value::Null,
-    });
+    if !d.allowed || audit.allows {
+        audit.record(AuditEvent {
+            ts_ms: now_ms(),
+            actor: p.id.clone(),
+            action: action.clone(),
+            resource: request.resource.clone(),
+            decision: if d.allowed { "allow" } else { "deny" }.into(),
+            statement: d.statement.clone(),
+            source_ip: ctx.source().map(|s| s.ip().to_string()),
+            request_id: Some(ctx.request_id().to_string()),
+            detail: serde_json::Value::Null,
+        });
+    }
     if d.allowed {
         return Ok(());
     }
@@ -220,6 +222,8 @@ pub fn authorize(ctx: &CallContext, request: &policy::Request, audit: &Audit) ->
 #[derive(Clone, Default)]
 pub struct Audit {
     tx: Option<tokio::sync::mpsc::Sender<AuditEvent>>,
+    /// Whether model calls that policies allow are written too (denials always are).
+    allows: bool,
 }
 
 impl std::fmt::Debug for Audit {
@@ -233,12 +237,27 @@ impl Audit {
     pub fn spawn(
         store: Arc<dyn modelgate_store::AuditStore>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
+        Self::spawn_with(store, true)
+    }
+
+    /// A writer into `store` that writes allowed model calls only when `allows` (denials,
+    /// refused authentications and admin actions are always written).
+    pub fn spawn_with(
+        store: Arc<dyn modelgate_store::AuditStore>,
+        allows: bool,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = tokio::sync::mpsc::channel(65_536);
         let task = tokio::spawn(crate::usage::drain(rx, move |batch| {
             let store = Arc::clone(&store);
             async move { store.append_audit(&batch).await }
         }));
-        (Self { tx: Some(tx) }, task)
+        (
+            Self {
+                tx: Some(tx),
+                allows,
+            },
+            task,
+        )
     }
 
     /// Queue one event (dropped, with a warning, when the queue is full).

@@ -114,6 +114,9 @@ pub struct AuthConfig {
     pub roles: std::collections::BTreeMap<String, Vec<serde_json::Value>>,
     /// `[auth.jwt]`: accept JWTs from an OIDC issuer (identity federation).
     pub jwt: Option<JwtConfig>,
+    /// Write every allowed model call's policy decision to the audit log (one row per call);
+    /// with `false` only denials, refused authentications and admin actions are written.
+    pub audit_allows: bool,
 }
 
 /// `[auth.jwt]`
@@ -168,6 +171,7 @@ impl Default for AuthConfig {
             account_id: "000000000000".into(),
             roles: std::collections::BTreeMap::new(),
             jwt: None,
+            audit_allows: true,
         }
     }
 }

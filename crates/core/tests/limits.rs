@@ -287,3 +287,52 @@ async fn an_alias_cannot_dodge_a_policy_written_for_the_model_id() {
     }
     assert_eq!(m.calls(), 0);
 }
+
+#[tokio::test]
+async fn allowed_calls_can_be_left_out_of_the_audit_log_but_denials_never_are() {
+    use modelgate_store::{AuditQuery, AuditStore, SqliteStore};
+    let dir = std::env::temp_dir().join(format!("mg-audit-{}", uuid::Uuid::new_v4().simple()));
+    let store = Arc::new(SqliteStore::open(&dir.join("state.db")).await.unwrap());
+    for (allows, want) in [(true, vec!["deny", "allow"]), (false, vec!["deny"])] {
+        let (audit, task) = Audit::spawn_with(store.clone(), allows);
+        let m = ScriptedProvider::new("ok");
+        let g = Gateway::builder()
+            .last_good_entries(0)
+            .policy(PolicyLayers {
+                authorize: Arc::new(Authorize::new(Site::default(), audit)),
+                limits: Arc::new(Limits {
+                    counters: Arc::new(MemoryCounters::default()),
+                    usage: None,
+                    shared: SharedLimits::default(),
+                }),
+            })
+            .build();
+        g.install(vec![served("m", &m)]);
+        let only_whole = vec![Arc::new(
+            Policy::parse(&serde_json::json!({"Effect": "Allow", "Action": "bedrock:InvokeModel", "Resource": "*"}))
+                .unwrap(),
+        )];
+        let actor = format!("k-{allows}");
+        let c = ctx("/v1/chat/completions");
+        keyed(&c, &actor, LimitSpec::default(), only_whole.clone());
+        assert!(g.converse(&c, req("m")).await.is_ok());
+        let c = ctx("/v1/chat/completions");
+        keyed(&c, &actor, LimitSpec::default(), only_whole);
+        assert!(g.converse_stream(&c, req("m")).await.is_err());
+        // The writer ends once every sender (held by the gateway's layer) is gone.
+        drop(g);
+        task.await.unwrap();
+        let events = store
+            .audit(&AuditQuery {
+                from_ms: 0,
+                to_ms: i64::MAX,
+                actor: Some(actor),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        let decisions: Vec<&str> = events.iter().map(|e| e.decision.as_str()).collect();
+        assert_eq!(decisions, want, "audit_allows = {allows}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -325,7 +325,8 @@ fn serve(
             region: config.auth.region.clone(),
             account: config.auth.account_id.clone(),
         };
-        let (audit, audit_task) = Audit::spawn(Arc::clone(&stores.audit));
+        let (audit, audit_task) =
+            Audit::spawn_with(Arc::clone(&stores.audit), config.auth.audit_allows);
         let (usage, usage_task) = UsageRecorder::spawn(
             PriceCatalog::new(config.prices.clone()),
             Arc::clone(&stores.usage),
