@@ -233,8 +233,22 @@ async fn the_embedded_models_report_their_slots_and_queue() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    let text = scrape(&client, &base).await;
+    r.bytes().await.unwrap();
     let chat_model = "model=\"local.smollm2-135m-instruct\"";
+    // The engine thread frees the slot just after it sent the answer's last event, so the
+    // gauge may lag the response by a moment.
+    let mut text = scrape(&client, &base).await;
+    for _ in 0..100 {
+        if sum_where(
+            &samples(&text, "modelgate_local_slots_in_use"),
+            &[chat_model],
+        ) == 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        text = scrape(&client, &base).await;
+    }
     assert_eq!(
         sum_where(&samples(&text, "modelgate_local_slots"), &[chat_model]),
         f64::from(parallel)
