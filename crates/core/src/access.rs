@@ -13,7 +13,7 @@ use modelgate_store::{AuditEvent, Counters, Rate, SpendScope, UsageStore};
 use modelgate_types::{ContentBlock, Error, ErrorKind, SystemBlock};
 
 use crate::context::CallContext;
-use crate::keys::{now_ms, BudgetMode, BudgetSpec, LimitSpec, ResolvedKey};
+use crate::keys::{now_ms, BudgetMode, BudgetSpec, LimitSpec, ResolvedKey, ResolvedTeam};
 use crate::pipeline::{Answer, Call, Layer, Next, Operation};
 use crate::policy::{self, Policy};
 
@@ -36,35 +36,39 @@ pub struct Grants {
 impl Grants {
     /// The grants of a resolved key: its own and its team's policies, limits and budgets.
     pub fn of_key(key: &ResolvedKey) -> Self {
-        let mut limits = Vec::new();
-        let mut budgets = Vec::new();
-        if !key.settings.limits.is_empty() {
-            limits.push((format!("key:{}", key.record.id), key.settings.limits));
+        let mut grants = Self::default();
+        if let Some(team) = &key.team {
+            grants.add_team(team);
         }
-        for b in &key.settings.budgets {
-            budgets.push((SpendScope::Key(key.record.id.clone()), b.clone()));
+        let s = &key.settings;
+        grants.policies.extend(key.policies.iter().cloned());
+        if !s.limits.is_empty() {
+            grants
+                .limits
+                .push((format!("key:{}", key.record.id), s.limits));
         }
-        if let (Some(team_id), Some(team)) = (&key.record.team, &key.team) {
-            if !team.limits.is_empty() {
-                limits.push((format!("team:{team_id}"), team.limits));
-            }
-            for b in &team.budgets {
-                budgets.push((SpendScope::Team(team_id.clone()), b.clone()));
-            }
+        for b in &s.budgets {
+            grants
+                .budgets
+                .push((SpendScope::Key(key.record.id.clone()), b.clone()));
         }
-        let mut tags = key
-            .team
-            .as_ref()
-            .map(|t| t.tags.clone())
-            .unwrap_or_default();
-        tags.extend(key.settings.tags.clone());
-        Self {
-            unrestricted: false,
-            tags,
-            policies: key.policies.clone(),
-            limits,
-            budgets,
+        // A key's own tags win over its team's.
+        grants.tags.extend(s.tags.clone());
+        grants
+    }
+
+    /// Add what a caller gets from its team: policies, limits, budgets, tags.
+    pub fn add_team(&mut self, team: &ResolvedTeam) {
+        let s = &team.settings;
+        self.policies.extend(team.policies.iter().cloned());
+        if !s.limits.is_empty() {
+            self.limits.push((format!("team:{}", team.id), s.limits));
         }
+        for b in &s.budgets {
+            self.budgets
+                .push((SpendScope::Team(team.id.clone()), b.clone()));
+        }
+        self.tags.extend(s.tags.clone());
     }
 
     /// Full access (see [`Grants::unrestricted`]).
@@ -415,12 +419,11 @@ pub async fn spend(
 ) -> Result<(i64, i64), modelgate_store::StoreError> {
     let now = now_ms();
     let (key, start, end) = budget_key(scope, budget, now);
-    if amount == 0 {
-        if let Some(v) = counters.get(&key).await? {
-            return Ok((v, end));
-        }
+    let current = counters.get(&key).await?;
+    if let (0, Some(v)) = (amount, current) {
+        return Ok((v, end));
     }
-    let seed = match (counters.get(&key).await?, usage) {
+    let seed = match (current, usage) {
         (None, Some(u)) => u.spend_since(scope, start).await?,
         _ => 0,
     };

@@ -314,23 +314,43 @@ pub struct ResolvedKey {
     pub record: KeyRecord,
     /// The key's settings.
     pub settings: Settings,
-    /// The team's settings, when the key has a team that exists.
-    pub team: Option<Settings>,
-    /// Every policy that applies (key, team, roles).
+    /// The key's team, when it has one that exists.
+    pub team: Option<Arc<ResolvedTeam>>,
+    /// The key's own policies and its roles' (the team's are on the team).
     pub policies: Vec<Arc<Policy>>,
 }
 
 impl ResolvedKey {
     /// Why the key cannot be used now, if it cannot.
     pub fn unusable(&self, now_ms: i64) -> Option<&'static str> {
-        if self.record.revoked_ms.is_some() {
-            Some("The API key has been revoked.")
-        } else if self.record.expires_ms.is_some_and(|e| e <= now_ms) {
-            Some("The API key has expired.")
-        } else {
-            None
+        match status(&self.record, now_ms) {
+            "revoked" => Some("The API key has been revoked."),
+            "expired" => Some("The API key has expired."),
+            _ => None,
         }
     }
+}
+
+/// A key's status at `now_ms`: `active`, `revoked` or `expired`.
+pub fn status(record: &KeyRecord, now_ms: i64) -> &'static str {
+    if record.revoked_ms.is_some() {
+        "revoked"
+    } else if record.expires_ms.is_some_and(|e| e <= now_ms) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
+/// A team as resolved for calls: its settings and parsed policies.
+#[derive(Debug)]
+pub struct ResolvedTeam {
+    /// The team id.
+    pub id: String,
+    /// Its settings.
+    pub settings: Settings,
+    /// Its policies, parsed.
+    pub policies: Vec<Arc<Policy>>,
 }
 
 /// What a newly issued (or rotated) key's holder is shown, once.
@@ -359,7 +379,10 @@ pub enum KeyError {
 }
 
 /// Cached lookups: prefix or `ak:<access key id>` → the key (or none) and when it was read.
-type KeyCache = HashMap<String, (Option<Arc<ResolvedKey>>, Instant)>;
+type KeyCache = Cached<ResolvedKey>;
+
+/// Lookups by name: the thing (or none) and when it was read.
+type Cached<T> = HashMap<String, (Option<Arc<T>>, Instant)>;
 
 /// Creates, rotates, revokes and resolves keys.
 pub struct KeyService {
@@ -368,6 +391,7 @@ pub struct KeyService {
     rng: SystemRandom,
     ttl: Duration,
     cache: Mutex<KeyCache>,
+    teams: Mutex<Cached<ResolvedTeam>>,
     roles: HashMap<String, Vec<Arc<Policy>>>,
 }
 
@@ -391,6 +415,7 @@ impl KeyService {
             rng: SystemRandom::new(),
             ttl,
             cache: Mutex::new(HashMap::new()),
+            teams: Mutex::new(HashMap::new()),
             roles: builtin_roles(),
         }
     }
@@ -420,16 +445,32 @@ impl KeyService {
             .collect()
     }
 
-    /// A team's settings, if the team exists.
-    pub async fn team_settings(&self, team: &str) -> Result<Option<Settings>, KeyError> {
-        match self.store.team(team).await? {
-            Some(t) => {
-                Ok(Some(Settings::from_json(&t.body).map_err(|e| {
-                    StoreError::Corrupt(format!("team {team}: {e}"))
-                })?))
+    /// A team, if it exists; cached like keys (a key's and a JWT caller's team alike).
+    pub async fn team(&self, id: &str) -> Result<Option<Arc<ResolvedTeam>>, KeyError> {
+        if let Some((hit, at)) = lock(&self.teams).get(id) {
+            if at.elapsed() < self.ttl {
+                return Ok(hit.clone());
             }
-            None => Ok(None),
         }
+        let resolved = match self.store.team(id).await? {
+            Some(t) => {
+                let corrupt = |e: String| StoreError::Corrupt(format!("team {id}: {e}"));
+                let settings = Settings::from_json(&t.body).map_err(corrupt)?;
+                let policies = settings.check().map_err(corrupt)?;
+                Some(Arc::new(ResolvedTeam {
+                    id: id.to_string(),
+                    settings,
+                    policies,
+                }))
+            }
+            None => None,
+        };
+        let mut teams = lock(&self.teams);
+        if teams.len() >= CACHE_ENTRIES {
+            teams.clear();
+        }
+        teams.insert(id.to_string(), (resolved.clone(), Instant::now()));
+        Ok(resolved)
     }
 
     /// The store.
@@ -581,14 +622,14 @@ impl KeyService {
                     .map_err(|e| KeyError::Invalid(e.to_string()))?,
             })
             .await?;
+        // Keys carry their team's settings: forget both.
+        lock(&self.teams).remove(id);
         self.lock().clear();
         Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, KeyCache> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.cache)
     }
 
     /// Drop the cached lookups of a key (by its secret's prefix and its access key id).
@@ -657,18 +698,12 @@ impl KeyService {
         let settings = Settings::from_json(&record.body)
             .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", record.id)))?;
         let team = match &record.team {
-            Some(t) => self.team_settings(t).await?,
+            Some(t) => self.team(t).await?,
             None => None,
         };
         let mut policies = settings
             .check()
             .map_err(|e| StoreError::Corrupt(format!("key {}: {e}", record.id)))?;
-        if let Some(t) = &team {
-            policies.extend(
-                t.check()
-                    .map_err(|e| StoreError::Corrupt(format!("team settings: {e}")))?,
-            );
-        }
         policies.extend(self.role_policies(settings.roles.iter().map(String::as_str)));
         Ok(ResolvedKey {
             record,
@@ -677,6 +712,10 @@ impl KeyService {
             policies,
         })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Clone, Copy)]

@@ -152,10 +152,9 @@ impl PriceCatalog {
 /// by the channel), so nothing accepted is lost while the store is down.
 pub(crate) async fn drain<T, F, Fut>(mut rx: tokio::sync::mpsc::Receiver<T>, mut write: F)
 where
-    T: Send + 'static,
-    F: FnMut(Vec<T>) -> Fut,
+    T: Send + Sync + 'static,
+    F: FnMut(Arc<Vec<T>>) -> Fut,
     Fut: Future<Output = Result<(), StoreError>>,
-    Vec<T>: Clone,
 {
     loop {
         let Some(first) = rx.recv().await else {
@@ -169,8 +168,10 @@ where
                 Ok(None) | Err(_) => break,
             }
         }
+        // Shared, not copied, between the attempts of a batch the store refuses.
+        let batch = Arc::new(batch);
         let mut wait = Duration::from_millis(100);
-        while let Err(e) = write(batch.clone()).await {
+        while let Err(e) = write(Arc::clone(&batch)).await {
             tracing::warn!(error = %e, queued = batch.len(), "cannot write records; retrying");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(5));

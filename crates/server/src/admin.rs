@@ -10,7 +10,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use modelgate_core::keys::{now_ms, KeyError, KeyService, Settings};
+use modelgate_core::keys::{now_ms, IssuedSecret, KeyError, KeyService, Settings};
 use modelgate_core::CallContext;
 use modelgate_store::{AuditQuery, GroupBy, KeyRecord, UsageQuery, UsageRow};
 use modelgate_types::{Error, ErrorKind};
@@ -79,14 +79,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 
 /// A key as the admin API shows it: never its secret or hash.
 pub fn key_view(k: &KeyRecord) -> Value {
-    let now = now_ms();
-    let status = if k.revoked_ms.is_some() {
-        "revoked"
-    } else if k.expires_ms.is_some_and(|e| e <= now) {
-        "expired"
-    } else {
-        "active"
-    };
+    let status = modelgate_core::keys::status(k, now_ms());
     let mut v = json!({
         "id": k.id,
         "team": k.team,
@@ -101,6 +94,16 @@ pub fn key_view(k: &KeyRecord) -> Value {
         for (name, value) in body {
             obj.insert(name.clone(), value.clone());
         }
+    }
+    v
+}
+
+/// A key just issued or rotated: its view plus the secrets, shown this once.
+fn issued_view(record: &KeyRecord, issued: &IssuedSecret) -> Value {
+    let mut v = key_view(record);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("key".into(), json!(issued.key));
+        obj.insert("secret_access_key".into(), json!(issued.secret_access_key));
     }
     v
 }
@@ -171,11 +174,7 @@ pub async fn create_key(
         .await
         .map_err(key_error)?;
     state.auth.close();
-    let mut v = key_view(&record);
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("key".into(), json!(issued.key));
-        obj.insert("secret_access_key".into(), json!(issued.secret_access_key));
-    }
+    let v = issued_view(&record, &issued);
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
@@ -260,11 +259,7 @@ pub async fn rotate_key(
         &format!("arn:modelgate:admin:::key/{id}"),
     )?;
     let (record, issued) = keys(&state)?.rotate(&id).await.map_err(key_error)?;
-    let mut v = key_view(&record);
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("key".into(), json!(issued.key));
-        obj.insert("secret_access_key".into(), json!(issued.secret_access_key));
-    }
+    let v = issued_view(&record, &issued);
     Ok(Json(v).into_response())
 }
 

@@ -8,7 +8,6 @@
 //! use); otherwise a call without valid credentials gets 401 (403 with AWS's exception names
 //! for Bedrock callers). A key store that cannot be reached fails closed with 503.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -247,11 +246,11 @@ async fn sigv4(
             )
         })?;
     let access_key = crate::sigv4::access_key_id(&parts.headers).map(str::to_string);
-    let mut secrets: HashMap<String, String> = HashMap::new();
+    let mut secret = None;
     let mut principal = None;
     if let Some(ak) = &access_key {
-        if let Some(secret) = auth.sigv4.as_ref().and_then(|v| v.secret(ak)) {
-            secrets.insert(ak.clone(), secret.to_string());
+        if let Some(s) = auth.sigv4.as_ref().and_then(|v| v.secret(ak)) {
+            secret = Some(s.to_string());
             principal = Some(Principal::unrestricted(ak.clone(), false));
         } else if let Some(keys) = &auth.keys {
             match keys.by_access_key(ak).await {
@@ -260,7 +259,7 @@ async fn sigv4(
                         return Err(Error::refusal(ErrorKind::Unauthenticated, why)
                             .with_code("UnrecognizedClientException"));
                     }
-                    secrets.insert(ak.clone(), keys.sigv4_secret(ak));
+                    secret = Some(keys.sigv4_secret(ak));
                     principal = Some(principal_of(&key));
                 }
                 Ok(None) => {}
@@ -276,7 +275,7 @@ async fn sigv4(
         ));
     }
     crate::sigv4::verify_with(
-        |ak| secrets.remove(ak),
+        |_| secret,
         &parts.method,
         &parts.uri,
         &parts.headers,

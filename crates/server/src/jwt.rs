@@ -14,7 +14,6 @@ use modelgate_core::access::Grants;
 use modelgate_core::config::JwtConfig;
 use modelgate_core::keys::KeyService;
 use modelgate_core::Principal;
-use modelgate_store::SpendScope;
 use modelgate_types::{Error, ErrorKind};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -204,26 +203,14 @@ impl JwtVerifier {
         if let Some(keys) = keys {
             grants.policies = keys.role_policies(roles.iter().map(String::as_str));
             if let Some(t) = &team {
-                let settings = keys.team_settings(t).await.map_err(|e| {
+                let resolved = keys.team(t).await.map_err(|e| {
                     Error::refusal(
                         ErrorKind::ServiceUnavailable,
                         format!("The team store is unavailable: {e}"),
                     )
                 })?;
-                if let Some(s) = settings {
-                    grants.policies.extend(
-                        s.check()
-                            .map_err(|e| Error::internal(format!("team {t}: {e}")))?,
-                    );
-                    if !s.limits.is_empty() {
-                        grants.limits.push((format!("team:{t}"), s.limits));
-                    }
-                    for b in &s.budgets {
-                        grants
-                            .budgets
-                            .push((SpendScope::Team(t.clone()), b.clone()));
-                    }
-                    grants.tags = s.tags.clone();
+                if let Some(resolved) = resolved {
+                    grants.add_team(&resolved);
                 }
             }
         }

@@ -269,11 +269,9 @@ async fn open_access(
     let credentials = admin_key
         || static_sigv4
         || keys
-            .keys(None)
+            .has_active_keys()
             .await
-            .context("cannot read the key store")?
-            .iter()
-            .any(|k| k.revoked_ms.is_none());
+            .context("cannot read the key store")?;
     Ok(match config.auth.mode {
         AuthMode::None => {
             if !loopback {
@@ -383,12 +381,10 @@ fn serve(
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                    if let Ok(list) = keys.keys(None).await {
-                        if list.iter().any(|k| k.revoked_ms.is_none()) {
-                            tracing::info!("a key exists now: callers must authenticate");
-                            auth.close();
-                            return;
-                        }
+                    if keys.has_active_keys().await.unwrap_or(false) {
+                        tracing::info!("a key exists now: callers must authenticate");
+                        auth.close();
+                        return;
                     }
                 }
             });

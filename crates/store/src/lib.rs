@@ -87,6 +87,8 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn key_by_access_key(&self, access_key_id: &str) -> Result<Option<KeyRecord>>;
     /// Keys, oldest first, of one team or all.
     async fn keys(&self, team: Option<&str>) -> Result<Vec<KeyRecord>>;
+    /// Whether any key is not revoked (the gateway then requires credentials).
+    async fn has_active_keys(&self) -> Result<bool>;
 }
 
 /// Usage records: one per call, written in batches.

@@ -182,6 +182,15 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            fn team_from_row(r: &<$pool as PoolRow>::Row) -> Result<TeamRecord> {
+                let body: String = r.try_get("body")?;
+                Ok(TeamRecord {
+                    id: r.try_get("id")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                    body: serde_json::from_str(&body)?,
+                })
+            }
+
             fn key_from_row(row: &<$pool as PoolRow>::Row) -> Result<KeyRecord> {
                 let body: String = row.try_get("body")?;
                 Ok(KeyRecord {
@@ -230,31 +239,14 @@ macro_rules! sql_store {
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await?;
-                row.map(|r| {
-                    let body: String = r.try_get("body")?;
-                    Ok(TeamRecord {
-                        id: r.try_get("id")?,
-                        updated_ms: r.try_get("updated_ms")?,
-                        body: serde_json::from_str(&body)?,
-                    })
-                })
-                .transpose()
+                row.as_ref().map(Self::team_from_row).transpose()
             }
 
             async fn teams(&self) -> Result<Vec<TeamRecord>> {
                 let rows = sqlx::query("SELECT id, updated_ms, body FROM mg_teams ORDER BY id")
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter()
-                    .map(|r| {
-                        let body: String = r.try_get("body")?;
-                        Ok(TeamRecord {
-                            id: r.try_get("id")?,
-                            updated_ms: r.try_get("updated_ms")?,
-                            body: serde_json::from_str(&body)?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(Self::team_from_row).collect()
             }
 
             async fn insert_key(&self, k: &KeyRecord) -> Result<()> {
@@ -304,6 +296,13 @@ macro_rules! sql_store {
 
             async fn key_by_access_key(&self, access_key_id: &str) -> Result<Option<KeyRecord>> {
                 self.key_where("access_key_id", access_key_id).await
+            }
+
+            async fn has_active_keys(&self) -> Result<bool> {
+                let row = sqlx::query("SELECT 1 AS one FROM mg_keys WHERE revoked_ms IS NULL LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.is_some())
             }
 
             async fn keys(&self, team: Option<&str>) -> Result<Vec<KeyRecord>> {

@@ -111,6 +111,7 @@ async fn keys_round_trip(s: &dyn KeyStore) {
 
     let mut k = key(&team);
     s.insert_key(&k).await.unwrap();
+    assert!(s.has_active_keys().await.unwrap());
     assert_eq!(s.key(&k.id).await.unwrap().as_ref(), Some(&k));
     assert_eq!(s.key_by_prefix(&k.prefix).await.unwrap().as_ref(), Some(&k));
     assert_eq!(
@@ -424,6 +425,18 @@ async fn counters_are_atomic(c: Arc<dyn Counters>) {
 async fn sqlite_keys() {
     let (s, _d) = sqlite().await;
     keys_round_trip(&s).await;
+}
+
+#[tokio::test]
+async fn sqlite_knows_when_no_key_is_active() {
+    let (s, _d) = sqlite().await;
+    assert!(!s.has_active_keys().await.unwrap());
+    let mut k = key("t");
+    s.insert_key(&k).await.unwrap();
+    assert!(s.has_active_keys().await.unwrap());
+    k.revoked_ms = Some(1);
+    s.update_key(&k).await.unwrap();
+    assert!(!s.has_active_keys().await.unwrap());
 }
 
 #[tokio::test]
