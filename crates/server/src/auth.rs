@@ -62,10 +62,12 @@ impl Auth {
         }
     }
 
-    /// Static SigV4 credentials only (Bedrock callers must sign; others are served openly).
+    /// Static SigV4 credentials only. As in the server, they are credentials: every caller
+    /// must present one.
     pub fn sigv4_only(verifier: crate::sigv4::Verifier) -> Self {
         Self {
             sigv4: Some(verifier),
+            open: AtomicBool::new(false),
             ..Self::open()
         }
     }
@@ -178,9 +180,7 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
 /// A bearer token, the admin credential, or nothing (open gateway).
 async fn identify(auth: &Auth, headers: &HeaderMap, dialect: Dialect) -> Result<Principal, Error> {
     let Some(token) = bearer(headers) else {
-        // Static SigV4 keys close the Bedrock door to unsigned calls even on an open gateway.
-        let bedrock_signed = dialect == Dialect::Bedrock && auth.sigv4.is_some();
-        if auth.open.load(Ordering::Relaxed) && !bedrock_signed {
+        if auth.open.load(Ordering::Relaxed) {
             return Ok(Principal::unrestricted("anonymous", true));
         }
         let message = match dialect {
