@@ -5,6 +5,7 @@
 //! | API keys and teams | [`KeyStore`] | SQLite file | PostgreSQL |
 //! | usage records | [`UsageStore`] | SQLite file | PostgreSQL |
 //! | audit log | [`AuditStore`] | SQLite file | PostgreSQL |
+//! | invocation records | [`InvocationStore`] | SQLite file | PostgreSQL |
 //! | counters (rate limits, concurrency, spend) | [`Counters`] | in-process | Redis |
 //!
 //! Every implementation passes the one conformance suite in `tests/conformance.rs`. Times are
@@ -109,6 +110,17 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
     /// Events in a time range, newest first.
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+}
+
+/// Invocation records: one per call, written in batches, purged after the retention period.
+#[async_trait]
+pub trait InvocationStore: Send + Sync + 'static {
+    /// Append records (all or none); their `id` is assigned by the store.
+    async fn append_invocations(&self, records: &[InvocationRecord]) -> Result<()>;
+    /// Records matching `query`: newest first, or oldest first after `after_id`.
+    async fn invocations(&self, query: &InvocationQuery) -> Result<Vec<InvocationRecord>>;
+    /// Delete the records of calls received before `before_ms`; returns how many.
+    async fn purge_invocations(&self, before_ms: i64) -> Result<u64>;
 }
 
 /// Shared counters: rate limits (GCRA), concurrency slots and spend totals.

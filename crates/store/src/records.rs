@@ -185,6 +185,125 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
+/// The record of one call, for troubleshooting and forensics: who called, from where, what was
+/// asked and how, what happened (status, error category, attempts, fallback), what it used and
+/// cost, how long it took — and, when capture is enabled for it, the request and response
+/// bodies with personal data masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    /// Assigned by the store (increasing); 0 before the record is written.
+    pub id: i64,
+    /// When the call was received.
+    pub ts_ms: i64,
+    /// The request id.
+    pub request_id: String,
+    /// The W3C trace id of the call.
+    pub trace_id: Option<String>,
+    /// The caller's key (or JWT subject).
+    pub key_id: Option<String>,
+    /// The caller's team.
+    pub team: Option<String>,
+    /// The client's address.
+    pub source_ip: Option<String>,
+    /// The API dialect (`openai`, `anthropic`, `bedrock`).
+    pub dialect: String,
+    /// The HTTP method and route.
+    pub route: String,
+    /// The pipeline operation, when the call reached the pipeline.
+    pub operation: Option<String>,
+    /// The model the client named.
+    pub model_requested: Option<String>,
+    /// The configured model the name was routed to.
+    pub model_routed: Option<String>,
+    /// The model that answered.
+    pub model_served: Option<String>,
+    /// The provider endpoint that answered.
+    pub provider: Option<String>,
+    /// The final HTTP status (499: the client went away).
+    pub status: i64,
+    /// The error category (`validation`, `auth`, `throttled`, `timeout`, `upstream`, …).
+    pub error_category: Option<String>,
+    /// The machine-readable error code.
+    pub error_code: Option<String>,
+    /// Upstream attempts, over every model tried.
+    pub attempts: i64,
+    /// Why the requested model did not answer.
+    pub fallback_reason: Option<String>,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cache_read_tokens: i64,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_write_tokens: i64,
+    /// Cost in nano-dollars.
+    pub cost_nanos: i64,
+    /// Time from receipt to the end of the call, in microseconds.
+    pub latency_us: i64,
+    /// Time from receipt to the first content, in microseconds.
+    pub ttft_us: Option<i64>,
+    /// Whether the answer was streamed.
+    pub streamed: bool,
+    /// Whether the client went away first.
+    pub cancelled: bool,
+    /// The request's settings (max tokens, temperature, tools, …): never content.
+    pub params: serde_json::Value,
+    /// The request body (canonical form, masked), when captured.
+    pub request_body: Option<String>,
+    /// The response body (canonical form, masked), when captured.
+    pub response_body: Option<String>,
+}
+
+/// Which invocation records to read. Newest first, or — with `after_id`, for following new
+/// records — oldest first.
+#[derive(Debug, Clone)]
+pub struct InvocationQuery {
+    /// From (inclusive), Unix ms.
+    pub from_ms: i64,
+    /// To (exclusive), Unix ms.
+    pub to_ms: i64,
+    /// Only this key.
+    pub key_id: Option<String>,
+    /// Only this team.
+    pub team: Option<String>,
+    /// Only calls that asked for or were served by this model.
+    pub model: Option<String>,
+    /// Only statuses in this range (inclusive).
+    pub status: (i64, i64),
+    /// Only this error category.
+    pub error_category: Option<String>,
+    /// Only this request.
+    pub request_id: Option<String>,
+    /// Only calls that took at least this long (µs).
+    pub min_latency_us: i64,
+    /// Paging backwards: only records with a smaller id (newest first).
+    pub before_id: Option<i64>,
+    /// Following: only records with a larger id, oldest first.
+    pub after_id: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl Default for InvocationQuery {
+    fn default() -> Self {
+        Self {
+            from_ms: 0,
+            to_ms: i64::MAX,
+            key_id: None,
+            team: None,
+            model: None,
+            status: (0, 999),
+            error_category: None,
+            request_id: None,
+            min_latency_us: 0,
+            before_id: None,
+            after_id: None,
+            limit: 100,
+        }
+    }
+}
+
 /// A GCRA rate: `per_period` units every `period`, with room for `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {

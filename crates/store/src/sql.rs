@@ -1,4 +1,4 @@
-//! Keys, usage and audit in SQL: SQLite (the embedded default, one file, WAL) and PostgreSQL
+//! Keys, usage, audit and invocation records in SQL: SQLite (the embedded default, one file, WAL) and PostgreSQL
 //! (many replicas). Both run the same statements; only the schema's column types differ.
 //! Migrations are applied at start, inside one transaction, recorded in `mg_schema`.
 
@@ -12,8 +12,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::Row as _;
 
 use crate::{
-    AuditEvent, AuditQuery, AuditStore, GroupBy, KeyRecord, KeyStore, Result, SpendScope,
-    StoreError, TeamRecord, UsageQuery, UsageRecord, UsageRow, UsageStore,
+    AuditEvent, AuditQuery, AuditStore, GroupBy, InvocationQuery, InvocationRecord,
+    InvocationStore, KeyRecord, KeyStore, Result, SpendScope, StoreError, TeamRecord, UsageQuery,
+    UsageRecord, UsageRow, UsageStore,
 };
 
 /// One schema version: its number and the statements that make it.
@@ -25,9 +26,10 @@ struct Migration {
 
 /// The tables, the same in both engines but for the auto-increment id and the append-only
 /// trigger's syntax.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: r"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: r"
 CREATE TABLE IF NOT EXISTS mg_teams (id TEXT PRIMARY KEY, updated_ms BIGINT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS mg_keys (
   id TEXT PRIMARY KEY, prefix TEXT NOT NULL UNIQUE, hash TEXT NOT NULL,
@@ -54,7 +56,7 @@ CREATE TRIGGER IF NOT EXISTS mg_audit_no_update BEFORE UPDATE ON mg_audit
 CREATE TRIGGER IF NOT EXISTS mg_audit_no_delete BEFORE DELETE ON mg_audit
   BEGIN SELECT RAISE(ABORT, 'mg_audit is append-only'); END;
 ",
-    postgres: r"
+        postgres: r"
 CREATE TABLE IF NOT EXISTS mg_teams (id TEXT PRIMARY KEY, updated_ms BIGINT NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS mg_keys (
   id TEXT PRIMARY KEY, prefix TEXT NOT NULL UNIQUE, hash TEXT NOT NULL,
@@ -82,7 +84,61 @@ DROP TRIGGER IF EXISTS mg_audit_append_only ON mg_audit;
 CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
   FOR EACH ROW EXECUTE FUNCTION mg_audit_append_only();
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        sqlite: INVOCATIONS_SQLITE,
+        postgres: INVOCATIONS_POSTGRES,
+    },
+];
+
+/// The columns of `mg_invocations` after its id (the same in both engines).
+macro_rules! invocation_columns {
+    () => {
+        "ts_ms BIGINT NOT NULL, request_id TEXT NOT NULL, trace_id TEXT, key_id TEXT, team TEXT,
+  source_ip TEXT, dialect TEXT NOT NULL, route TEXT NOT NULL, operation TEXT,
+  model_requested TEXT, model_routed TEXT, model_served TEXT, provider TEXT,
+  status BIGINT NOT NULL, error_category TEXT, error_code TEXT, attempts BIGINT NOT NULL,
+  fallback_reason TEXT, input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,
+  cache_read_tokens BIGINT NOT NULL, cache_write_tokens BIGINT NOT NULL,
+  cost_nanos BIGINT NOT NULL, latency_us BIGINT NOT NULL, ttft_us BIGINT,
+  streamed BOOLEAN NOT NULL, cancelled BOOLEAN NOT NULL, params TEXT NOT NULL,
+  request_body TEXT, response_body TEXT"
+    };
+}
+
+/// The indexes of `mg_invocations`: by time (listing, purge), by caller, by request id.
+macro_rules! invocation_indexes {
+    () => {
+        "
+CREATE INDEX IF NOT EXISTS mg_invocations_ts ON mg_invocations (ts_ms);
+CREATE INDEX IF NOT EXISTS mg_invocations_key ON mg_invocations (key_id, id);
+CREATE INDEX IF NOT EXISTS mg_invocations_team ON mg_invocations (team, id);
+CREATE INDEX IF NOT EXISTS mg_invocations_request ON mg_invocations (request_id);
+"
+    };
+}
+
+/// Version 2: invocation records.
+const INVOCATIONS_SQLITE: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS mg_invocations (id INTEGER PRIMARY KEY AUTOINCREMENT, ",
+    invocation_columns!(),
+    ");",
+    invocation_indexes!()
+);
+const INVOCATIONS_POSTGRES: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS mg_invocations (id BIGSERIAL PRIMARY KEY, ",
+    invocation_columns!(),
+    ");",
+    invocation_indexes!()
+);
+
+/// The columns an invocation record is read from.
+const INVOCATION_SELECT: &str = "SELECT id, ts_ms, request_id, trace_id, key_id, team, \
+    source_ip, dialect, route, operation, model_requested, model_routed, model_served, \
+    provider, status, error_category, error_code, attempts, fallback_reason, input_tokens, \
+    output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_us, ttft_us, \
+    streamed, cancelled, params, request_body, response_body FROM mg_invocations";
 
 const SCHEMA_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS mg_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)";
@@ -454,6 +510,148 @@ macro_rules! sql_store {
                         })
                     })
                     .collect()
+            }
+        }
+
+        #[async_trait]
+        impl InvocationStore for $store {
+            async fn append_invocations(&self, records: &[InvocationRecord]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for r in records {
+                    sqlx::query(
+                        "INSERT INTO mg_invocations (ts_ms, request_id, trace_id, key_id, team, \
+                         source_ip, dialect, route, operation, model_requested, model_routed, \
+                         model_served, provider, status, error_category, error_code, attempts, \
+                         fallback_reason, input_tokens, output_tokens, cache_read_tokens, \
+                         cache_write_tokens, cost_nanos, latency_us, ttft_us, streamed, \
+                         cancelled, params, request_body, response_body) VALUES ($1, $2, $3, \
+                         $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+                         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+                    )
+                    .bind(r.ts_ms)
+                    .bind(&r.request_id)
+                    .bind(&r.trace_id)
+                    .bind(&r.key_id)
+                    .bind(&r.team)
+                    .bind(&r.source_ip)
+                    .bind(&r.dialect)
+                    .bind(&r.route)
+                    .bind(&r.operation)
+                    .bind(&r.model_requested)
+                    .bind(&r.model_routed)
+                    .bind(&r.model_served)
+                    .bind(&r.provider)
+                    .bind(r.status)
+                    .bind(&r.error_category)
+                    .bind(&r.error_code)
+                    .bind(r.attempts)
+                    .bind(&r.fallback_reason)
+                    .bind(r.input_tokens)
+                    .bind(r.output_tokens)
+                    .bind(r.cache_read_tokens)
+                    .bind(r.cache_write_tokens)
+                    .bind(r.cost_nanos)
+                    .bind(r.latency_us)
+                    .bind(r.ttft_us)
+                    .bind(r.streamed)
+                    .bind(r.cancelled)
+                    .bind(r.params.to_string())
+                    .bind(&r.request_body)
+                    .bind(&r.response_body)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn invocations(&self, q: &InvocationQuery) -> Result<Vec<InvocationRecord>> {
+                let (cursor, order) = match (q.after_id, q.before_id) {
+                    (Some(after), _) => (format!("id > {after}"), "ASC"),
+                    (None, Some(before)) => (format!("id < {before}"), "DESC"),
+                    (None, None) => ("1 = 1".to_string(), "DESC"),
+                };
+                let sql = format!(
+                    "{INVOCATION_SELECT} WHERE ts_ms >= $1 AND ts_ms < $2 \
+                     AND ($3 IS NULL OR key_id = $3) AND ($4 IS NULL OR team = $4) \
+                     AND ($5 IS NULL OR model_requested = $5 OR model_served = $5 \
+                          OR model_routed = $5) \
+                     AND status >= $6 AND status <= $7 \
+                     AND ($8 IS NULL OR error_category = $8) \
+                     AND ($9 IS NULL OR request_id = $9) AND latency_us >= $10 \
+                     AND {cursor} ORDER BY id {order} LIMIT $11"
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(q.from_ms)
+                    .bind(q.to_ms)
+                    .bind(&q.key_id)
+                    .bind(&q.team)
+                    .bind(&q.model)
+                    .bind(q.status.0)
+                    .bind(q.status.1)
+                    .bind(&q.error_category)
+                    .bind(&q.request_id)
+                    .bind(q.min_latency_us)
+                    .bind(q.limit.max(1))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let params: String = r.try_get("params")?;
+                        Ok(InvocationRecord {
+                            id: r.try_get("id")?,
+                            ts_ms: r.try_get("ts_ms")?,
+                            request_id: r.try_get("request_id")?,
+                            trace_id: r.try_get("trace_id")?,
+                            key_id: r.try_get("key_id")?,
+                            team: r.try_get("team")?,
+                            source_ip: r.try_get("source_ip")?,
+                            dialect: r.try_get("dialect")?,
+                            route: r.try_get("route")?,
+                            operation: r.try_get("operation")?,
+                            model_requested: r.try_get("model_requested")?,
+                            model_routed: r.try_get("model_routed")?,
+                            model_served: r.try_get("model_served")?,
+                            provider: r.try_get("provider")?,
+                            status: r.try_get("status")?,
+                            error_category: r.try_get("error_category")?,
+                            error_code: r.try_get("error_code")?,
+                            attempts: r.try_get("attempts")?,
+                            fallback_reason: r.try_get("fallback_reason")?,
+                            input_tokens: r.try_get("input_tokens")?,
+                            output_tokens: r.try_get("output_tokens")?,
+                            cache_read_tokens: r.try_get("cache_read_tokens")?,
+                            cache_write_tokens: r.try_get("cache_write_tokens")?,
+                            cost_nanos: r.try_get("cost_nanos")?,
+                            latency_us: r.try_get("latency_us")?,
+                            ttft_us: r.try_get("ttft_us")?,
+                            streamed: r.try_get("streamed")?,
+                            cancelled: r.try_get("cancelled")?,
+                            params: serde_json::from_str(&params)?,
+                            request_body: r.try_get("request_body")?,
+                            response_body: r.try_get("response_body")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn purge_invocations(&self, before_ms: i64) -> Result<u64> {
+                // In slices, so a large purge never holds a long write lock.
+                let mut total = 0;
+                loop {
+                    let done = sqlx::query(
+                        "DELETE FROM mg_invocations WHERE id IN \
+                         (SELECT id FROM mg_invocations WHERE ts_ms < $1 LIMIT 5000)",
+                    )
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    total += done;
+                    if done < 5000 {
+                        return Ok(total);
+                    }
+                }
             }
         }
     };
