@@ -4,13 +4,19 @@ MODELGATE_BIN names the binary (default: target/debug/modelgate under CARGO_TARG
 MODELGATE_HOME must hold the pulled models; the server runs with --no-pull.
 Set MODELGATE_URL to test an already running server instead (started with GATEWAY_CONFIG).
 """
+import http.server
 import os
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
 import pytest
+
+# The tests read the servers' logs as text lines (a server not on a terminal logs JSON by
+# default); a test that wants JSON passes MODELGATE_LOG_FORMAT=json in its server's env.
+os.environ.setdefault("MODELGATE_LOG_FORMAT", "text")
 
 # The session server maps AWS model ids onto the embedded models, as an operator would, so the
 # clients can call Bedrock ids of every native body family.
@@ -44,6 +50,33 @@ upstream_id = "local.all-minilm-l6-v2"
 id = "cohere.embed-english-v3"
 upstream_id = "local.all-minilm-l6-v2"
 """
+
+
+class PostReceiver:
+    """An HTTP server on loopback that keeps the body of every POST (webhooks, OTLP exports)
+    and answers an empty 200 with `content_type`."""
+
+    def __init__(self, content_type="application/json"):
+        self.bodies = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                receiver.bodies.append(self.rfile.read(int(self.headers.get("content-length", 0))))
+                self.send_response(200)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
 
 
 def free_port():
@@ -90,10 +123,11 @@ class Server:
         self.log_path = os.path.join(tmp_path or "/tmp", f"modelgate-{self.port}.log")
         self.log = open(self.log_path, "wb")
         # Each server keeps its own keys, usage and audit records.
-        state = os.path.join(tmp_path or "/tmp", f"modelgate-state-{self.port}.db")
+        self.state_db = os.path.join(tmp_path or "/tmp", f"modelgate-state-{self.port}.db")
+        self.config_path = args[args.index("--config") + 1] if "--config" in args else None
         self.proc = subprocess.Popen(
             args, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "MODELGATE_STATE_DB": state, **(env or {})}
+            env={**os.environ, "MODELGATE_STATE_DB": self.state_db, **(env or {})}
         )
         wait_ready(self.url, self.proc)
 

@@ -25,6 +25,7 @@ use modelgate_types::{
 };
 use tokio::time::Instant;
 
+use crate::outcome::{Attempt, ErrorInfo};
 use crate::pipeline::{Answer, Call, Layer, Next, Operation, ServedBy};
 use crate::registry::{lock, Endpoint, Entry, Registry};
 use crate::stream::{open_stream, Opened};
@@ -43,14 +44,39 @@ impl Layer for Chain {
         let deadline = call
             .deadline
             .unwrap_or_else(|| Instant::now() + entry.policy.timeouts.total);
+        call.recorder.outcome().timeline.chain = Some(Instant::now());
+        let trace = call.ctx.trace().clone();
+        let mut tried = Tried {
+            trace: &trace,
+            served: std::mem::take(&mut call.served),
+            attempts: Vec::new(),
+        };
+        let answer = self
+            .run(call, &entry, &registry, deadline, &mut tried)
+            .await;
+        call.served = tried.served;
+        call.recorder.outcome().timeline.attempts = tried.attempts;
+        answer
+    }
+}
+
+impl Chain {
+    async fn run(
+        &self,
+        call: &mut Call,
+        entry: &Arc<Entry>,
+        registry: &Registry,
+        deadline: Instant,
+        tried: &mut Tried<'_>,
+    ) -> Result<Answer, Error> {
         match &call.op {
             Operation::Converse(request) => {
                 let walked = walk(
-                    &registry,
-                    &entry,
+                    registry,
+                    entry,
                     request,
                     deadline,
-                    &mut call.served,
+                    tried,
                     |r: &ChatResponse| r.stop_reason == StopReason::ContentFiltered,
                     |_, provider, request| async move { provider.converse(request).await },
                 )
@@ -62,11 +88,11 @@ impl Layer for Chain {
             }
             Operation::ConverseStream(request) => {
                 let walked = walk(
-                    &registry,
-                    &entry,
+                    registry,
+                    entry,
                     request,
                     deadline,
-                    &mut call.served,
+                    tried,
                     Opened::refused,
                     |model, provider, request| {
                         let first_token = model.policy.timeouts.first_token;
@@ -92,17 +118,17 @@ impl Layer for Chain {
                     let request = request.clone();
                     async move { provider.embed(request).await }
                 };
-                let result = attempts(&entry, deadline, call_embed).await;
+                let result = attempts(entry, deadline, tried, call_embed).await;
                 match result {
                     Ok((response, endpoint, n)) => {
                         endpoint.record(None);
-                        call.served.attempts = n;
-                        call.served.served_by.clone_from(&entry.info.id);
+                        tried.served.attempts = n;
+                        tried.served.served_by.clone_from(&entry.info.id);
                         call.provider = Some(endpoint.provider_name.clone());
                         Ok(Answer::Embeddings(response))
                     }
                     Err((error, n)) => {
-                        call.served.attempts = n;
+                        tried.served.attempts = n;
                         Err(error)
                     }
                 }
@@ -110,7 +136,7 @@ impl Layer for Chain {
             Operation::CountTokens(request) => {
                 let endpoint = entry.pick()?;
                 call.provider = Some(endpoint.provider_name.clone());
-                call.served.served_by.clone_from(&entry.info.id);
+                tried.served.served_by.clone_from(&entry.info.id);
                 let n = endpoint.provider.count_tokens(request).await?;
                 Ok(Answer::Tokens(n))
             }
@@ -119,14 +145,14 @@ impl Layer for Chain {
 }
 
 /// Walk the fallback chain of `entry` until a model answers; see the module docs. `refused`
-/// tells a content-policy refusal among answers. What was tried is written into `served`
+/// tells a content-policy refusal among answers. What was tried is written into `tried.served`
 /// whether the walk succeeds or not.
 async fn walk<T, F, Fut>(
     registry: &Registry,
     entry: &Arc<Entry>,
     request: &ChatRequest,
     deadline: Instant,
-    served: &mut ServedBy,
+    tried: &mut Tried<'_>,
     refused: fn(&T) -> bool,
     mut call: F,
 ) -> Result<(T, Arc<Entry>, Arc<Endpoint>), Error>
@@ -148,13 +174,13 @@ where
     for (i, model) in chain.iter().enumerate() {
         let last = i + 1 == chain.len();
         if Instant::now() >= deadline {
-            served.fallback_reason.get_or_insert("timeout");
+            tried.served.fallback_reason.get_or_insert("timeout");
             last_error = Some(total_timeout());
             break;
         }
         if let Some(window) = model.policy.context_window {
             if estimate > u64::from(window) {
-                served.fallback_reason.get_or_insert("context_window");
+                tried.served.fallback_reason.get_or_insert("context_window");
                 last_error = Some(Error::validation(format!(
                     "The input (about {estimate} tokens with the requested output) does not fit the context window of the model '{}' ({window} tokens).",
                     model.info.id
@@ -173,19 +199,19 @@ where
             &renamed
         };
         let attempt = |provider| call(model, provider, req.clone());
-        match attempts(model, deadline, attempt).await {
+        match attempts(model, deadline, tried, attempt).await {
             Ok((value, endpoint, n)) => {
-                served.attempts += n;
+                tried.served.attempts += n;
                 if !last && entry.policy.fallback_on_content_policy && refused(&value) {
                     endpoint.record(None);
-                    served.fallback_reason.get_or_insert("content_policy");
+                    tried.served.fallback_reason.get_or_insert("content_policy");
                     continue;
                 }
-                served.served_by.clone_from(&model.info.id);
+                tried.served.served_by.clone_from(&model.info.id);
                 return Ok((value, Arc::clone(model), endpoint));
             }
             Err((error, n)) => {
-                served.attempts += n;
+                tried.served.attempts += n;
                 let why = fallback_reason(&error, entry.policy.fallback_on_content_policy);
                 tracing::warn!(
                     model = %model.info.id, kind = ?error.kind, status = error.status(),
@@ -194,7 +220,7 @@ where
                 let Some(why) = why else {
                     return Err(error);
                 };
-                served.fallback_reason.get_or_insert(why);
+                tried.served.fallback_reason.get_or_insert(why);
                 last_error = Some(error);
             }
         }
@@ -207,6 +233,7 @@ where
 async fn attempts<T, F, Fut>(
     model: &Entry,
     deadline: Instant,
+    tried: &mut Tried<'_>,
     mut call: F,
 ) -> Result<(T, Arc<Endpoint>, u32), (Error, u32)>
 where
@@ -219,11 +246,30 @@ where
     loop {
         let endpoint = model.pick().map_err(|e| (e, attempt))?;
         attempt += 1;
-        let pending = call(Arc::clone(&endpoint.provider));
-        let error = match tokio::time::timeout_at(deadline, pending).await {
-            Ok(Ok(value)) => return Ok((value, endpoint, attempt)),
-            Ok(Err(e)) => e,
-            Err(_) => total_timeout(),
+        let span_id = crate::context::span_id();
+        let traceparent = tried.trace.header_for(&span_id);
+        let start = Instant::now();
+        let pending = modelgate_providers::with_traceparent(
+            traceparent,
+            call(Arc::clone(&endpoint.provider)),
+        );
+        let result = match tokio::time::timeout_at(deadline, pending).await {
+            Ok(result) => result,
+            Err(_) => Err(total_timeout()),
+        };
+        tried.attempts.push(Attempt {
+            span_id,
+            model: model.info.id.clone(),
+            provider: endpoint.provider_name.clone(),
+            system: endpoint.provider.system(),
+            start,
+            end: Instant::now(),
+            error: result.as_ref().err().map(ErrorInfo::from),
+            status: result.as_ref().err().map(Error::status),
+        });
+        let error = match result {
+            Ok(value) => return Ok((value, endpoint, attempt)),
+            Err(e) => e,
         };
         endpoint.record(Some(&error));
         if !error.retryable || error.is_final() || attempt >= retry.max_attempts {
@@ -242,6 +288,14 @@ where
         tracing::debug!(model = %model.info.id, attempt, wait_ms = wait.as_millis() as u64, kind = ?error.kind, "retrying");
         tokio::time::sleep(wait).await;
     }
+}
+
+/// What the chain tried for one call: how it was served so far, and each upstream attempt
+/// with its span id in the call's trace.
+pub(crate) struct Tried<'a> {
+    trace: &'a crate::context::TraceContext,
+    served: ServedBy,
+    attempts: Vec<Attempt>,
 }
 
 /// The error of a call that ran out of time.

@@ -41,6 +41,12 @@ pub struct Config {
     pub prices: std::collections::BTreeMap<String, crate::usage::Price>,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// `[invocations]`: the per-call records, their retention and body capture.
+    pub invocations: crate::invocations::InvocationsConfig,
+    /// `[alerts]`: in-process alert rules and their webhooks.
+    pub alerts: crate::alerts::AlertsConfig,
+    /// `[traces]`: OpenTelemetry export.
+    pub traces: crate::traces::TracesConfig,
 }
 
 /// `[metrics]`
@@ -698,7 +704,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `text` (human) or `json` (one object per line). Default `text`.
+    /// `auto` (text on a terminal, JSON otherwise), `text` or `json` (one object per line).
+    /// Default `auto`; `MODELGATE_LOG_FORMAT` overrides it.
     pub format: LogFormat,
     /// A tracing filter such as `info` or `modelgate=debug,info`. `RUST_LOG` overrides it.
     /// Default `info`.
@@ -708,7 +715,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: LogFormat::Text,
+            format: LogFormat::Auto,
             level: "info".into(),
         }
     }
@@ -718,6 +725,8 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Text when standard error is a terminal, JSON otherwise (a container, a service).
+    Auto,
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -790,6 +799,13 @@ impl Config {
         }
         self.local.chat.validate()?;
         self.local.embeddings.validate()?;
+        self.alerts
+            .validate()
+            .map_err(|e| format!("[alerts]: {e}"))?;
+        self.traces.validate()?;
+        if self.invocations.retention.is_zero() {
+            return Err("key `invocations.retention` must be longer than 0".into());
+        }
         for (i, c) in self.auth.sigv4.iter().enumerate() {
             if c.access_key_id.trim().is_empty() {
                 return Err(format!(

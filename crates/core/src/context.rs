@@ -93,6 +93,7 @@ struct Inner {
     received_at: SystemTime,
     deadline: Option<Instant>,
     principal: OnceLock<Principal>,
+    trace: TraceContext,
     span: tracing::Span,
     outcome_recorded: AtomicBool,
     served: Mutex<Option<ServedBy>>,
@@ -117,9 +118,26 @@ pub struct CallContextBuilder {
     route: String,
     source: Option<SocketAddr>,
     deadline: Option<Instant>,
+    trace: Option<TraceContext>,
+    sample_ratio: f64,
 }
 
 impl CallContextBuilder {
+    /// The share of new traces (calls that do not continue a client's trace) that are sampled:
+    /// 0 to 1, decided from the trace id as OpenTelemetry's ratio sampler does. A client's
+    /// own sampling decision is always kept.
+    pub fn sample_ratio(mut self, ratio: f64) -> Self {
+        self.sample_ratio = ratio;
+        self
+    }
+
+    /// Continue the client's W3C trace (`traceparent` header); a header that does not parse
+    /// is ignored and a new trace is started, as the W3C recommendation asks.
+    pub fn traceparent(mut self, header: Option<&str>) -> Self {
+        self.trace = header.and_then(TraceContext::parse);
+        self
+    }
+
     /// The HTTP method and matched route (e.g. `POST /model/{model_id}/converse`).
     pub fn route(mut self, method: impl Into<String>, route: impl Into<String>) -> Self {
         self.method = method.into();
@@ -141,10 +159,16 @@ impl CallContextBuilder {
 
     /// The context, with its tracing span opened.
     pub fn build(self) -> CallContext {
+        // The client's span is this call's parent; a new trace starts at this call.
+        let trace = match &self.trace {
+            Some(client) => client.child(),
+            None => TraceContext::new_root(self.sample_ratio),
+        };
         let span = tracing::info_span!(
             "request",
             id = %self.request_id,
             dialect = self.dialect.as_str(),
+            trace_id = %trace.trace_id,
         );
         CallContext(Arc::new(Inner {
             request_id: self.request_id,
@@ -156,6 +180,7 @@ impl CallContextBuilder {
             received_at: SystemTime::now(),
             deadline: self.deadline,
             principal: OnceLock::new(),
+            trace,
             span,
             outcome_recorded: AtomicBool::new(false),
             served: Mutex::new(None),
@@ -178,6 +203,8 @@ impl CallContext {
             route: String::new(),
             source: None,
             deadline: None,
+            trace: None,
+            sample_ratio: 1.0,
         }
     }
 
@@ -236,6 +263,11 @@ impl CallContext {
         let _ = self.0.principal.set(principal);
     }
 
+    /// The call's place in a distributed trace.
+    pub fn trace(&self) -> &TraceContext {
+        &self.0.trace
+    }
+
     /// The call's tracing span.
     pub fn span(&self) -> &tracing::Span {
         &self.0.span
@@ -264,6 +296,93 @@ impl CallContext {
     }
 }
 
+/// A W3C Trace Context position: the trace, this call's span in it, the caller's span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// This call's span: 16 lowercase hex digits.
+    pub span_id: String,
+    /// The caller's span, when the call continued a client's trace.
+    pub parent_span_id: Option<String>,
+    /// Whether the trace is sampled (the `01` flag).
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// Parse a `traceparent` header (`00-<trace id>-<parent id>-<flags>`); `None` when it is
+    /// not one (wrong lengths, non-hex, all-zero ids, version `ff`).
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut parts = header.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        // Version 00 has exactly four fields; later versions may append more.
+        if !hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+            return None;
+        }
+        if !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
+            return None;
+        }
+        if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(Self {
+            trace_id: trace.to_string(),
+            span_id: parent.to_string(),
+            parent_span_id: None,
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    /// A new trace, sampled with probability `ratio` (from the trace id's low 63 bits, as
+    /// OpenTelemetry's `TraceIdRatioBased` sampler decides).
+    pub fn new_root(ratio: f64) -> Self {
+        let id = fastrand::u128(1..);
+        let low = (id as u64) >> 1;
+        let sampled = ratio >= 1.0 || (ratio > 0.0 && (low as f64) < ratio * (1u64 << 63) as f64);
+        Self {
+            trace_id: format!("{id:032x}"),
+            span_id: span_id(),
+            parent_span_id: None,
+            sampled,
+        }
+    }
+
+    /// A span inside this one: same trace, this span as its parent.
+    pub fn child(&self) -> Self {
+        Self {
+            trace_id: self.trace_id.clone(),
+            span_id: span_id(),
+            parent_span_id: Some(self.span_id.clone()),
+            sampled: self.sampled,
+        }
+    }
+
+    /// The `traceparent` header naming this span, for the next hop.
+    pub fn header(&self) -> String {
+        self.header_for(&self.span_id)
+    }
+
+    /// The `traceparent` header naming `span_id`, a span of this trace.
+    pub fn header_for(&self, span_id: &str) -> String {
+        format!(
+            "00-{}-{}-{}",
+            self.trace_id,
+            span_id,
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+}
+
+/// A random, non-zero span id (16 hex digits).
+pub fn span_id() -> String {
+    format!("{:016x}", fastrand::u64(1..))
+}
+
 fn uuid_v4() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -282,6 +401,49 @@ mod tests {
         );
         assert_eq!(Dialect::for_path("/v1/chat/completions"), Dialect::OpenAi);
         assert_eq!(Dialect::for_path("/healthz"), Dialect::Modelgate);
+    }
+
+    #[test]
+    fn traceparent_is_continued_or_a_new_trace_started() {
+        let ctx = CallContext::builder(Dialect::OpenAi)
+            .traceparent(Some(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ))
+            .build();
+        let t = ctx.trace();
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert_ne!(t.span_id, "00f067aa0ba902b7");
+        assert!(t.sampled);
+        assert_eq!(
+            TraceContext::parse(&t.header()).unwrap().trace_id,
+            t.trace_id
+        );
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad}");
+        }
+        let fresh = CallContext::builder(Dialect::OpenAi)
+            .traceparent(Some("garbage"))
+            .build();
+        assert_eq!(fresh.trace().trace_id.len(), 32);
+        assert_eq!(fresh.trace().parent_span_id, None);
+        assert_ne!(fresh.trace().trace_id, t.trace_id);
+        assert!(!TraceContext::new_root(0.0).sampled);
+        assert!(TraceContext::new_root(1.0).sampled);
+        let half = (0..2000)
+            .filter(|_| TraceContext::new_root(0.5).sampled)
+            .count();
+        assert!((800..1200).contains(&half), "{half}");
+        let unsampled =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        assert!(!unsampled.sampled);
     }
 
     #[test]

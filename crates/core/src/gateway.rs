@@ -23,6 +23,7 @@ pub struct GatewayBuilder {
     sinks: Vec<Arc<dyn OutcomeSink>>,
     extra_layers: Vec<Arc<dyn Layer>>,
     policy: Option<PolicyLayers>,
+    capture: Option<Arc<crate::invocations::Capture>>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -41,6 +42,7 @@ impl Default for GatewayBuilder {
             sinks: vec![Arc::new(AccessLog)],
             extra_layers: Vec::new(),
             policy: None,
+            capture: None,
         }
     }
 }
@@ -72,12 +74,26 @@ impl GatewayBuilder {
         self
     }
 
+    /// Capture the request and response bodies of the calls `rules` match, for the
+    /// invocation records.
+    pub fn capture(mut self, rules: crate::invocations::CaptureConfig) -> Self {
+        if rules.is_enabled() {
+            self.capture = Some(Arc::new(crate::invocations::Capture::new(rules)));
+        }
+        self
+    }
+
     /// The gateway, with no models yet.
     pub fn build(self) -> Gateway {
         let models: Models = Arc::new(OnceLock::new());
         let last_good = Arc::new(LastGoodCache::new(self.last_good_entries));
         let mut layers = self.extra_layers;
-        layers.extend(build(Arc::clone(&models), last_good, self.policy));
+        layers.extend(build(
+            Arc::clone(&models),
+            last_good,
+            self.policy,
+            self.capture,
+        ));
         Gateway {
             models,
             pipeline: Pipeline::new(layers, Sinks::new(self.sinks)),

@@ -5,11 +5,13 @@
 //! [`CallContext`] through them and ends in exactly one [`Outcome`].
 
 pub mod access;
+pub mod alerts;
 mod chain;
 pub mod config;
 pub mod context;
 mod degraded;
 pub mod gateway;
+pub mod invocations;
 pub mod keys;
 pub mod local;
 pub mod metrics;
@@ -21,6 +23,7 @@ pub mod policy;
 pub mod registry;
 pub mod resilience;
 mod stream;
+pub mod traces;
 pub mod upstream;
 pub mod usage;
 mod validate;

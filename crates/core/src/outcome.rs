@@ -104,6 +104,127 @@ pub struct Outcome {
     pub time_to_first_token: Option<Duration>,
     /// Time from receipt to the end of the call (a stream's last byte).
     pub duration: Duration,
+    /// The settings the call asked for (never content).
+    pub params: Option<CallParams>,
+    /// The request and response, when body capture is enabled for the call
+    /// ([`crate::invocations::Capture`]).
+    pub captured: Option<Box<Captured>>,
+    /// Why the model stopped, when it answered.
+    pub stop_reason: Option<modelgate_types::StopReason>,
+    /// When each stage of the call began and ended (for traces).
+    pub timeline: Timeline,
+}
+
+/// When the stages of a call happened: the pipeline's start, the model chain's start, each
+/// upstream attempt, the answer in hand. Instants on the call's clock; the trace exporter
+/// turns them into spans.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// The pipeline took the call (everything before: authentication, body parsing and
+    /// translation).
+    pub pipeline: Option<Instant>,
+    /// The model chain started (everything between: authorisation, validation, limits,
+    /// routing).
+    pub chain: Option<Instant>,
+    /// The upstream attempts, in order.
+    pub attempts: Vec<Attempt>,
+    /// The answer (or a stream's first output) was in hand.
+    pub answered: Option<Instant>,
+}
+
+/// One upstream attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// Its span id in the call's trace (sent upstream in `traceparent`).
+    pub span_id: String,
+    /// The model tried.
+    pub model: String,
+    /// The provider endpoint tried.
+    pub provider: String,
+    /// The upstream's kind (`openai`, `anthropic`, `aws.bedrock`, `modelgate`).
+    pub system: &'static str,
+    /// When it started.
+    pub start: Instant,
+    /// When it ended (a stream: its first output).
+    pub end: Instant,
+    /// How it failed.
+    pub error: Option<ErrorInfo>,
+    /// The HTTP status it failed with.
+    pub status: Option<u16>,
+}
+
+/// The settings a call asked for, for the invocation record: sizes and switches, never
+/// content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CallParams {
+    /// Messages in the conversation (or texts to embed).
+    pub messages: usize,
+    /// The most tokens to generate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "decimal")]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "decimal")]
+    pub top_p: Option<f32>,
+    /// Stop sequences given.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub stop_sequences: usize,
+    /// Tools declared.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tools: usize,
+    /// Structured output asked for (`json_object`, `json_schema`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<&'static str>,
+    /// The reasoning budget, in tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_budget: Option<u32>,
+}
+
+/// An `f32` as the decimal the caller wrote (0.3, not 0.30000001192092896).
+pub fn f32_decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
+fn decimal<S: serde::Serializer>(v: &Option<f32>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_f64(f32_decimal(*v)),
+        None => s.serialize_none(),
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl CallParams {
+    /// The settings of a chat request.
+    pub fn of_chat(r: &modelgate_types::ChatRequest) -> Self {
+        Self {
+            messages: r.messages.len(),
+            max_tokens: r.inference.max_tokens,
+            temperature: r.inference.temperature,
+            top_p: r.inference.top_p,
+            stop_sequences: r.inference.stop_sequences.len(),
+            tools: r.tools.as_ref().map_or(0, |t| t.tools.len()),
+            response_format: r.response_format.as_ref().map(|f| match f {
+                modelgate_types::ResponseFormat::JsonObject => "json_object",
+                modelgate_types::ResponseFormat::JsonSchema { .. } => "json_schema",
+            }),
+            reasoning_budget: r.reasoning.map(|r| r.budget_tokens),
+        }
+    }
+}
+
+/// A call's request and response in canonical (Converse) JSON, as captured — masked and
+/// bounded in size when the record is written, off the call's path.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    /// The request.
+    pub request: Option<serde_json::Value>,
+    /// The answer (a stream's events folded); `None` for a failed or cancelled call.
+    pub response: Option<serde_json::Value>,
 }
 
 impl Outcome {
@@ -126,6 +247,10 @@ impl Outcome {
             cancelled: false,
             time_to_first_token: None,
             duration: Duration::ZERO,
+            params: None,
+            captured: None,
+            stop_reason: None,
+            timeline: Timeline::default(),
         }
     }
 }
@@ -182,8 +307,8 @@ impl OutcomeSink for AccessLog {
 /// What the finishing call hands each [`Finisher`].
 #[derive(Debug)]
 pub struct Finished<'a> {
-    /// The outcome being recorded.
-    pub outcome: &'a Outcome,
+    /// The outcome being recorded (a finisher may add what only it knows).
+    pub outcome: &'a mut Outcome,
     /// The error the call ended with.
     pub error: Option<&'a Error>,
     /// The whole answer, when the call produced one and a layer asked for it
@@ -192,7 +317,7 @@ pub struct Finished<'a> {
 }
 
 /// Per-call work to do when the call ends, before the outcome reaches the sinks.
-pub type Finisher = Box<dyn FnOnce(&Finished<'_>) + Send>;
+pub type Finisher = Box<dyn FnOnce(&mut Finished<'_>) + Send>;
 
 /// The sinks every outcome goes to.
 #[derive(Clone, Default)]
@@ -280,13 +405,13 @@ impl Recorder {
             // nginx's "client closed request": the client left before the answer ended.
             outcome.status = 499;
         }
-        let finished = Finished {
-            outcome: &outcome,
+        let mut finished = Finished {
+            outcome: &mut outcome,
             error,
             response,
         };
         for finisher in self.finishers.drain(..) {
-            finisher(&finished);
+            finisher(&mut finished);
         }
         let _entered = self.ctx.span().enter();
         self.sinks.emit(&outcome);

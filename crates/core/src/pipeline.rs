@@ -244,8 +244,15 @@ pub(crate) fn build(
     models: Models,
     last_good: Arc<LastGoodCache>,
     policy: Option<PolicyLayers>,
+    capture: Option<Arc<crate::invocations::Capture>>,
 ) -> Vec<Arc<dyn Layer>> {
     let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
+    if let Some(c) = capture {
+        // 0. Capture (when configured for the model, route, key or team): keep the request,
+        //    and the whole answer when the call ends, for the invocation record — first, so
+        //    refused calls are captured too.
+        layers.push(c);
+    }
     if let Some(p) = &policy {
         let _ = p.authorize.models.set(Arc::clone(&models));
         // 1. Authorise: the caller's IAM-grammar policies allow this action on this model
@@ -303,9 +310,21 @@ impl Pipeline {
     ) -> Result<Served<Answer>, Error> {
         let mut recorder = Recorder::new(ctx, self.sinks.clone());
         let o = recorder.outcome();
+        o.timeline.pipeline = Some(Instant::now());
         o.operation = Some(op.kind());
         o.model_requested = Some(op.model().to_string());
         o.streamed = matches!(op, Operation::ConverseStream(_));
+        o.params = Some(match &op {
+            Operation::Embed(r) => crate::outcome::CallParams {
+                messages: match &r.input {
+                    modelgate_types::EmbedInput::Texts(t) => t.len(),
+                },
+                ..Default::default()
+            },
+            Operation::Converse(r) | Operation::ConverseStream(r) | Operation::CountTokens(r) => {
+                crate::outcome::CallParams::of_chat(r)
+            }
+        });
         let mut call = Call {
             ctx: ctx.clone(),
             op,
@@ -331,6 +350,7 @@ impl Pipeline {
         } = call;
         ctx.set_served(served.clone());
         let o = recorder.outcome();
+        o.timeline.answered = Some(Instant::now());
         o.model_served = Some(served.served_by.clone()).filter(|s| !s.is_empty());
         o.provider = provider;
         o.attempts = served.attempts;
@@ -351,7 +371,10 @@ impl Pipeline {
                 recorder.first_token();
                 let o = recorder.outcome();
                 match &answer {
-                    Answer::Response(r) => o.usage = Some(r.usage),
+                    Answer::Response(r) => {
+                        o.usage = Some(r.usage);
+                        o.stop_reason = Some(r.stop_reason);
+                    }
                     Answer::Embeddings(r) => {
                         o.usage = Some(modelgate_types::Usage::new(r.input_tokens, 0));
                     }

@@ -239,6 +239,7 @@ struct Tally {
     input_tokens: Option<u32>,
     deltas: u32,
     usage: Option<Usage>,
+    stop: Option<modelgate_types::StopReason>,
 }
 
 impl Tally {
@@ -253,6 +254,10 @@ impl Tally {
                 self.usage = Some(*usage);
                 false
             }
+            StreamEvent::MessageStop { stop_reason } => {
+                self.stop = Some(*stop_reason);
+                false
+            }
             e if is_content(e) => {
                 self.deltas += 1;
                 self.deltas == 1
@@ -265,6 +270,7 @@ impl Tally {
     /// streamed so far (the prompt's count when known, one output token per content delta).
     fn settle(&self, recorder: &mut Recorder) {
         let o = recorder.outcome();
+        o.stop_reason = self.stop;
         match self.usage {
             Some(u) => {
                 o.usage = Some(u);

@@ -161,6 +161,10 @@ fn conceal(mut e: Error, upstream_id: &str, client_name: &str) -> Error {
 
 #[async_trait::async_trait]
 impl Provider for Concealed {
+    fn system(&self) -> &'static str {
+        self.inner.system()
+    }
+
     fn capabilities(&self) -> modelgate_providers::Capabilities {
         self.inner.capabilities()
     }

@@ -147,6 +147,20 @@ impl PriceCatalog {
     }
 }
 
+impl PriceCatalog {
+    /// The cost of a call in nano-dollars: its usage at the price of the model that served it
+    /// (or, when none did, the one asked for).
+    pub fn cost(&self, o: &Outcome) -> i64 {
+        let model = o
+            .model_served
+            .as_deref()
+            .or(o.model_requested.as_deref())
+            .unwrap_or_default();
+        self.price(model)
+            .map_or(0, |p| p.cost_nanos(&o.usage.unwrap_or_default()))
+    }
+}
+
 /// Write what arrives on `rx` in batches (up to 500 at a time, at least every 200 ms). A batch
 /// the store refuses is kept and retried with backoff, and the queue behind it waits (bounded
 /// by the channel), so nothing accepted is lost while the store is down.
@@ -306,14 +320,7 @@ impl OutcomeSink for UsageRecorder {
         };
         let usage = o.usage.unwrap_or_default();
         let served = o.model_served.clone();
-        let priced = served
-            .as_deref()
-            .or(o.model_requested.as_deref())
-            .unwrap_or_default();
-        let cost = self
-            .prices
-            .price(priced)
-            .map_or(0, |p| p.cost_nanos(&usage));
+        let cost = self.prices.cost(o);
         let principal = o.ctx.principal();
         let record = UsageRecord {
             ts_ms: now_ms(),

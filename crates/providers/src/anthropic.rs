@@ -103,6 +103,10 @@ impl Anthropic {
 
 #[async_trait]
 impl Provider for Anthropic {
+    fn system(&self) -> &'static str {
+        "anthropic"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::upstream(crate::ModelKind::Chat)
     }

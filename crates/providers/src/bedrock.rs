@@ -233,6 +233,10 @@ impl Bedrock {
 
 #[async_trait]
 impl Provider for Bedrock {
+    fn system(&self) -> &'static str {
+        "aws.bedrock"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::upstream(self.kind)
     }

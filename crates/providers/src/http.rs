@@ -14,6 +14,20 @@ use modelgate_types::{Error, ErrorKind};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 
+tokio::task_local! {
+    /// The W3C `traceparent` of the upstream attempt being made.
+    static TRACEPARENT: String;
+}
+
+/// Run `attempt` with `traceparent` sent on every upstream request it makes, so the
+/// provider's own traces join the caller's.
+pub async fn with_traceparent<F: std::future::Future>(
+    traceparent: String,
+    attempt: F,
+) -> F::Output {
+    TRACEPARENT.scope(traceparent, attempt).await
+}
+
 /// Connection settings of one upstream provider (`[[providers]]` in the configuration).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
@@ -141,12 +155,18 @@ impl Upstream {
         format!("{}{path}", self.base_url)
     }
 
-    /// A POST of `body` (JSON bytes) to `url`.
+    /// A POST of `body` (JSON bytes) to `url`, carrying the call's `traceparent` when the
+    /// gateway set one ([`with_traceparent`]).
     pub fn post(&self, url: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
-        self.client
+        let request = self
+            .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
+            .body(body);
+        match TRACEPARENT.try_with(Clone::clone) {
+            Ok(traceparent) => request.header("traceparent", traceparent),
+            Err(_) => request,
+        }
     }
 
     /// Send `request`; a non-2xx answer becomes a classified error with the message the

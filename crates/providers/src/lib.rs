@@ -20,6 +20,8 @@ pub mod local_llama;
 pub mod openai;
 mod stop;
 
+pub use http::with_traceparent;
+
 pub use anthropic::{Anthropic, AnthropicConfig, AnthropicEndpoint};
 pub use bedrock::{AwsCredentials, Bedrock, BedrockConfig, BedrockEndpoint};
 pub use http::{
@@ -88,6 +90,12 @@ pub struct Load {
 pub trait Provider: Send + Sync + 'static {
     /// What this provider can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// The kind of model service, as OpenTelemetry's `gen_ai.system` names it (`openai`,
+    /// `anthropic`, `aws.bedrock`); `modelgate` for the embedded models.
+    fn system(&self) -> &'static str {
+        "modelgate"
+    }
 
     /// How busy the provider's own engine is; `None` for upstream APIs.
     fn load(&self) -> Option<Load> {

@@ -114,6 +114,10 @@ impl OpenAi {
 
 #[async_trait]
 impl Provider for OpenAi {
+    fn system(&self) -> &'static str {
+        "openai"
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities::upstream(self.kind)
     }

@@ -14,42 +14,28 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: failing loudly is right
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
+use common::{instant_model, pct};
 use modelgate_core::access::{Audit, Authorize, Limits, SharedLimits, Site};
 use modelgate_core::keys::{KeyService, LimitSpec, Settings};
 use modelgate_core::metrics::Metrics;
 use modelgate_core::pipeline::PolicyLayers;
 use modelgate_core::usage::{PriceCatalog, UsageRecorder};
-use modelgate_core::{Gateway, ModelInfo, ModelPolicy, ServedModel};
-use modelgate_providers::Provider;
+use modelgate_core::Gateway;
 use modelgate_server::app::{self, AppState};
 use modelgate_server::auth::Auth;
 use modelgate_store::{MemoryCounters, SqliteStore};
-use modelgate_testkit::scripted::ScriptedProvider;
 use tower::ServiceExt as _;
 
 const MODEL: &str = "anthropic.claude-3-sonnet-20240229-v1:0";
 const WARMUP: usize = 2_000;
 const SAMPLES: usize = 20_000;
-
-fn model() -> ServedModel {
-    ServedModel::new(
-        ModelInfo {
-            id: MODEL.into(),
-            owned_by: "bench".into(),
-            kind: "chat",
-            aliases: Vec::new(),
-            format: None,
-        },
-        "scripted",
-        ScriptedProvider::new("ok") as Arc<dyn Provider>,
-        ModelPolicy::default(),
-    )
-}
 
 fn body() -> String {
     serde_json::json!({
@@ -90,11 +76,6 @@ async fn measure(router: axum::Router, key: Option<&str>) -> Vec<Duration> {
     times
 }
 
-fn pct(times: &[Duration], p: f64) -> f64 {
-    let i = ((times.len() as f64 - 1.0) * p).round() as usize;
-    times[i].as_secs_f64() * 1e6
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -103,7 +84,7 @@ fn main() {
     rt.block_on(async {
         // Off: the open gateway.
         let gateway = Arc::new(Gateway::builder().last_good_entries(0).build());
-        gateway.install(vec![model()]);
+        gateway.install(vec![instant_model(MODEL)]);
         let off = app::router(AppState::new(gateway, 1 << 20));
 
         // Off plus Prometheus metrics (the outcome sink and the in-flight gauge).
@@ -115,7 +96,7 @@ fn main() {
                     .sink(metrics.clone())
                     .build(),
             );
-            gateway.install(vec![model()]);
+            gateway.install(vec![instant_model(MODEL)]);
             let mut state = AppState::new(gateway, 1 << 20);
             state.metrics = Some(metrics);
             app::router(state)
@@ -142,7 +123,7 @@ fn main() {
                 })
                 .build(),
         );
-        gateway.install(vec![model()]);
+        gateway.install(vec![instant_model(MODEL)]);
         let keys = Arc::new(KeyService::new(store.clone(), b"bench-secret", Duration::from_secs(60)));
         let settings = Settings {
             policies: vec![serde_json::json!({"Statement": [{
@@ -187,7 +168,7 @@ fn main() {
                     })
                     .build(),
             );
-            gateway.install(vec![model()]);
+            gateway.install(vec![instant_model(MODEL)]);
             app::router(AppState::new(gateway, 1 << 20))
         };
         let open_times = measure(open, None).await;

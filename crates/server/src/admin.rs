@@ -1,4 +1,4 @@
-//! The admin API: keys (`/admin/keys`), teams, usage and the audit log. Every endpoint is an
+//! The admin API: keys (`/admin/keys`), teams, usage, the audit log and invocation records. Every endpoint is an
 //! admin action (`modelgate:CreateKey`, …) decided by the caller's policies — the `admin` role
 //! and the bootstrap admin credential may do all of them — and written to the audit log.
 //! Errors use the OpenAI error shape.
@@ -12,7 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use modelgate_core::keys::{now_ms, IssuedSecret, KeyError, KeyService, Settings};
 use modelgate_core::CallContext;
-use modelgate_store::{AuditQuery, GroupBy, KeyRecord, UsageQuery, UsageRow};
+use modelgate_store::{
+    AuditQuery, GroupBy, InvocationQuery, InvocationRecord, KeyRecord, UsageQuery, UsageRow,
+};
 use modelgate_types::{Error, ErrorKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -502,4 +504,202 @@ pub async fn audit(
         })
         .collect();
     Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// Filters of `GET /admin/invocations` (query parameters) and `modelgate logs` (flags).
+#[derive(Debug, Default, Deserialize, clap::Args)]
+pub struct InvocationParams {
+    /// From (RFC 3339, YYYY-MM-DD or Unix ms).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// To (exclusive; default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only this team.
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Only calls that asked for, were routed to or were served by this model.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A status (429), a class (5xx), a range (400-499), `ok` or `error`.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this error category (validation, auth, throttled, timeout, upstream, …).
+    #[arg(long)]
+    pub error: Option<String>,
+    /// Only calls slower than this many milliseconds.
+    #[arg(long)]
+    pub min_latency_ms: Option<f64>,
+    /// Only this request.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// The `next_cursor` of the previous page.
+    #[arg(skip)]
+    pub cursor: Option<String>,
+    /// Records after this id, oldest first (following new records).
+    #[arg(skip)]
+    pub after: Option<i64>,
+    /// How many (the newest); default 100 in the API, 50 on the command line; at most 1000.
+    #[arg(long, short = 'n')]
+    pub limit: Option<i64>,
+}
+
+/// A status filter as an inclusive range.
+fn status_range(s: &str) -> Result<(i64, i64), String> {
+    let s = s.trim().to_ascii_lowercase();
+    let bad =
+        || format!("status '{s}' is not a status, a class (4xx), a range (400-499), ok or error");
+    match s.as_str() {
+        "ok" => return Ok((100, 399)),
+        "error" => return Ok((400, 599)),
+        _ => {}
+    }
+    if let Some(class) = s.strip_suffix("xx") {
+        let c: i64 = class.parse().map_err(|_| bad())?;
+        return if (1..=5).contains(&c) {
+            Ok((c * 100, c * 100 + 99))
+        } else {
+            Err(bad())
+        };
+    }
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b): (i64, i64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+        return if a <= b { Ok((a, b)) } else { Err(bad()) };
+    }
+    let code: i64 = s.parse().map_err(|_| bad())?;
+    Ok((code, code))
+}
+
+/// Parse invocation filters into a query (default range: everything kept).
+pub fn invocation_query(p: &InvocationParams) -> Result<InvocationQuery, String> {
+    let time = |t: &Option<String>| t.as_deref().map(parse_time).transpose();
+    let before_id = match &p.cursor {
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| format!("cursor '{c}' is not a cursor this API returned"))?,
+        ),
+        None => None,
+    };
+    if let Some(ms) = p.min_latency_ms {
+        if !(ms.is_finite() && ms >= 0.0) {
+            return Err("min_latency_ms must be a number of milliseconds, 0 or more".into());
+        }
+    }
+    Ok(InvocationQuery {
+        from_ms: time(&p.from)?.unwrap_or(0),
+        to_ms: time(&p.to)?.unwrap_or(i64::MAX),
+        key_id: p.key.clone(),
+        team: p.team.clone(),
+        model: p.model.clone(),
+        status: p
+            .status
+            .as_deref()
+            .map(status_range)
+            .transpose()?
+            .unwrap_or((0, 999)),
+        error_category: p.error.clone(),
+        request_id: p.request_id.clone(),
+        min_latency_us: p.min_latency_ms.map_or(0, |ms| (ms * 1000.0) as i64),
+        before_id,
+        after_id: p.after,
+        limit: p.limit.unwrap_or(100).clamp(1, 1000),
+    })
+}
+
+/// A record as the API shows it: times as RFC 3339 and milliseconds, cost in dollars, bodies
+/// as JSON.
+pub fn invocation_view(r: &InvocationRecord) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("time".into(), json!(rfc3339(r.ts_ms)));
+        obj.insert("latency_ms".into(), json!(r.latency_us as f64 / 1000.0));
+        obj.insert(
+            "ttft_ms".into(),
+            json!(r.ttft_us.map(|t| t as f64 / 1000.0)),
+        );
+        obj.insert("cost_usd".into(), json!(r.cost_nanos as f64 / 1e9));
+        for field in ["request_body", "response_body"] {
+            if let Some(Value::String(text)) = obj.get(field) {
+                let parsed = serde_json::from_str(text).unwrap_or_else(|_| json!(text));
+                obj.insert(field.into(), parsed);
+            }
+        }
+    }
+    v
+}
+
+fn invocation_store(
+    state: &AppState,
+) -> Result<&Arc<dyn modelgate_store::InvocationStore>, OpenAiError> {
+    state.invocations.as_ref().ok_or_else(|| {
+        OpenAiError(Error::new(
+            ErrorKind::ServiceUnavailable,
+            "This gateway keeps no invocation records.",
+        ))
+    })
+}
+
+/// `GET /admin/invocations?from=&to=&key=&team=&model=&status=&error=&min_latency_ms=&cursor=&limit=`:
+/// newest first, one page; `next_cursor` fetches the next (older) one. With `after=<id>`,
+/// the records after it, oldest first (following).
+pub async fn invocations(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Query(p): Query<InvocationParams>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "ListInvocations",
+        "arn:modelgate:admin:::invocation/*",
+    )?;
+    let q = invocation_query(&p).map_err(|e| OpenAiError(Error::validation(e)))?;
+    let records = invocation_store(&state)?
+        .invocations(&q)
+        .await
+        .map_err(|e| key_error(e.into()))?;
+    let full = i64::try_from(records.len()).unwrap_or(i64::MAX) >= q.limit;
+    let next = (q.after_id.is_none() && full)
+        .then(|| records.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(Json(json!({
+        "object": "list",
+        "data": records.iter().map(invocation_view).collect::<Vec<_>>(),
+        "has_more": next.is_some(),
+        "next_cursor": next,
+    }))
+    .into_response())
+}
+
+/// `GET /admin/invocations/{request_id}`: the record of one call, by the `x-request-id` its
+/// answer carried.
+pub async fn invocation(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Path(request_id): Path<String>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "GetInvocation",
+        &format!("arn:modelgate:admin:::invocation/{request_id}"),
+    )?;
+    let records = invocation_store(&state)?
+        .invocations(&InvocationQuery {
+            request_id: Some(request_id.clone()),
+            limit: 1,
+            ..InvocationQuery::default()
+        })
+        .await
+        .map_err(|e| key_error(e.into()))?;
+    match records.first() {
+        Some(r) => Ok(Json(invocation_view(r)).into_response()),
+        None => Err(OpenAiError(Error::new(
+            ErrorKind::NotFound,
+            format!("No invocation record for request '{request_id}' (it may not be written yet, or be past retention)."),
+        ))),
+    }
 }

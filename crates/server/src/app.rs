@@ -41,12 +41,16 @@ pub struct AppState {
     pub usage: Option<Arc<dyn modelgate_store::UsageStore>>,
     /// The audit log (for `/admin/audit`).
     pub audit_store: Option<Arc<dyn modelgate_store::AuditStore>>,
+    /// Invocation records (for `/admin/invocations`).
+    pub invocations: Option<Arc<dyn modelgate_store::InvocationStore>>,
     /// A check that the state store answers (for `/readyz`).
     pub store_ready: Option<crate::state::Ping>,
     /// Prometheus metrics (`/metrics`), when kept.
     pub metrics: Option<Arc<modelgate_core::metrics::Metrics>>,
     /// Whether `/metrics` needs a credential.
     pub metrics_protected: bool,
+    /// The share of new traces sampled (`traces.sample_ratio`).
+    pub trace_sample_ratio: f64,
 }
 
 impl AppState {
@@ -61,9 +65,11 @@ impl AppState {
             site: modelgate_core::access::Site::default(),
             usage: None,
             audit_store: None,
+            invocations: None,
             store_ready: None,
             metrics: None,
             metrics_protected: false,
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -109,6 +115,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/teams/{id}", axum::routing::put(admin::put_team))
         .route("/admin/usage", get(admin::usage))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/invocations", get(admin::invocations))
+        .route("/admin/invocations/{request_id}", get(admin::invocation))
         // OpenAI dialect.
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/embeddings", post(openai::embeddings))
@@ -270,9 +278,15 @@ async fn request_context(
     if let Some(m) = &state.metrics {
         m.started();
     }
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
     let ctx = CallContext::builder(Dialect::for_path(request.uri().path()))
         .route(request.method().as_str(), route)
         .source(source)
+        .traceparent(traceparent)
+        .sample_ratio(state.trace_sample_ratio)
         .build();
     request.extensions_mut().insert(ctx.clone());
     let mut response = next.run(request).instrument(ctx.span().clone()).await;

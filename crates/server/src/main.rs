@@ -11,7 +11,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use modelgate_core::access::{Audit, Authorize, Limits, SharedLimits, Site};
+use modelgate_core::alerts::Alerts;
 use modelgate_core::config::{data_dir, read_secret, AuthMode, LogFormat};
+use modelgate_core::invocations::InvocationLog;
 use modelgate_core::keys::{now_ms, KeyService, Settings};
 use modelgate_core::metrics::Metrics;
 use modelgate_core::models::{self, WheelSource, MODELS};
@@ -84,6 +86,23 @@ enum Command {
         /// Only this key.
         #[arg(long)]
         key: Option<String>,
+    },
+    /// Invocation records: one line per call, oldest first; `--follow` waits for new ones.
+    Logs {
+        /// Configuration file (TOML), for the store's location.
+        #[arg(long, env = "MODELGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only calls received in the last this long (`15m`, `2h`, `7d`).
+        #[arg(long, conflicts_with = "from")]
+        since: Option<String>,
+        #[command(flatten)]
+        filters: admin::InvocationParams,
+        /// Keep printing records as they are written.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// One JSON object per line (the admin API's shape, bodies included).
+        #[arg(long)]
+        json: bool,
     },
     /// Ask the embedded chat model one question and stream the answer to the terminal.
     Chat {
@@ -184,6 +203,13 @@ fn main() -> ExitCode {
             config,
             admin::UsageParams::new(from, to, Some(group_by), team, key),
         ),
+        Command::Logs {
+            config,
+            since,
+            filters,
+            follow,
+            json,
+        } => logs_command(config, since, filters, follow, json),
         Command::Chat {
             prompt,
             model,
@@ -226,9 +252,20 @@ fn init_logging(config: &Config, default_level: &str) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let format = match std::env::var("MODELGATE_LOG_FORMAT").ok().as_deref() {
+        Some("json") => LogFormat::Json,
+        Some("text") => LogFormat::Text,
+        _ => config.log.format,
+    };
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
@@ -343,14 +380,46 @@ fn serve(
             }),
         };
         let metrics = Arc::new(Metrics::new(PriceCatalog::new(config.prices.clone())));
-        let gateway = Arc::new(
-            Gateway::builder()
-                .last_good_entries(config.resilience.fallback_cache_entries)
-                .sink(usage)
-                .sink(metrics.clone())
-                .policy(policy)
-                .build(),
-        );
+        let mut builder = Gateway::builder()
+            .last_good_entries(config.resilience.fallback_cache_entries)
+            .sink(usage)
+            .sink(metrics.clone())
+            .policy(policy);
+        let mut invocations_task = None;
+        if config.invocations.enabled {
+            let (log, task) = InvocationLog::spawn(
+                &config.invocations,
+                PriceCatalog::new(config.prices.clone()),
+                Arc::clone(&stores.invocations),
+            );
+            builder = builder
+                .sink(log)
+                .capture(config.invocations.capture.clone());
+            invocations_task = Some(task);
+        }
+        let traces = modelgate_core::traces::Traces::spawn(&config.traces)
+            .map_err(|e| anyhow::anyhow!("configuration error in [traces]: {e}"))?;
+        let mut traces_task = None;
+        if let Some((sink, task)) = traces {
+            builder = builder.sink(sink);
+            traces_task = Some(task);
+        }
+        let alerts = (!config.alerts.rules.is_empty())
+            .then(|| Alerts::new(&config.alerts, PriceCatalog::new(config.prices.clone())));
+        if let Some(a) = &alerts {
+            builder = builder.sink(a.clone());
+        }
+        let gateway = Arc::new(builder.build());
+        if let Some(a) = &alerts {
+            let g = Arc::downgrade(&gateway);
+            a.watch_endpoints(Arc::new(move || {
+                g.upgrade().map(|g| g.endpoint_status()).unwrap_or_default()
+            }));
+            a.spawn(
+                config.alerts.evaluate_every,
+                modelgate_core::alerts::webhook(),
+            );
+        }
         let keys = Arc::new(
             KeyService::new(Arc::clone(&stores.keys), &secret, config.auth.cache_ttl)
                 .with_roles(&config.auth.roles)
@@ -392,9 +461,11 @@ fn serve(
         state.site = site;
         state.usage = Some(Arc::clone(&stores.usage));
         state.audit_store = Some(Arc::clone(&stores.audit));
+        state.invocations = Some(Arc::clone(&stores.invocations));
         state.store_ready = Some(Arc::clone(&stores.ping));
         state.metrics = Some(metrics);
         state.metrics_protected = config.metrics.protected;
+        state.trace_sample_ratio = config.traces.sample_ratio;
         tracing::info!(state = %stores.location, open, "state store opened");
         // Bind first so /healthz answers while the models load; /readyz turns 200 once loaded.
         let load_config = config.clone();
@@ -422,12 +493,17 @@ fn serve(
         let flush = async {
             let _ = usage_task.await;
             let _ = audit_task.await;
+            for task in [invocations_task, traces_task].into_iter().flatten() {
+                let _ = task.await;
+            }
         };
         if tokio::time::timeout(std::time::Duration::from_secs(10), flush)
             .await
             .is_err()
         {
-            tracing::warn!("usage and audit records still queued at shutdown were not all written");
+            tracing::warn!(
+                "usage, audit and invocation records still queued at shutdown were not all written"
+            );
         }
         tracing::info!("stopped");
         Ok(())
@@ -570,6 +646,84 @@ fn usage_command(config_path: Option<PathBuf>, params: admin::UsageParams) -> an
             );
         }
         Ok(())
+    })
+}
+
+/// `modelgate logs`: invocation records straight from the configured store.
+fn logs_command(
+    config_path: Option<PathBuf>,
+    since: Option<String>,
+    mut params: admin::InvocationParams,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    init_logging(&config, "warn");
+    if let Some(since) = since {
+        let d = humantime::parse_duration(&since)
+            .map_err(|e| anyhow::anyhow!("--since '{since}': {e}"))?;
+        params.from =
+            Some((now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).to_string());
+    }
+    let mut q = admin::invocation_query(&params).map_err(|e| anyhow::anyhow!(e))?;
+    runtime()?.block_on(async move {
+        let stores = state::open(&config).await?;
+        let mut newest = stores.invocations.invocations(&q).await?;
+        newest.reverse();
+        let mut out = std::io::stdout().lock();
+        if !json {
+            writeln!(
+                out,
+                "{:<20} {:<36} {:<18} {:<28} {:>6} {:>10} {:>8} {:>8} {:>10}  ERROR",
+                "TIME",
+                "REQUEST_ID",
+                "KEY",
+                "MODEL",
+                "STATUS",
+                "LATENCY_MS",
+                "IN",
+                "OUT",
+                "COST_USD"
+            )?;
+        }
+        let mut last = 0;
+        loop {
+            for r in &newest {
+                last = last.max(r.id);
+                if json {
+                    writeln!(out, "{}", admin::invocation_view(r))?;
+                } else {
+                    let model = match (&r.model_requested, &r.model_served) {
+                        (Some(a), Some(b)) if a != b => format!("{a}→{b}"),
+                        (Some(a), _) => a.clone(),
+                        (None, _) => "-".into(),
+                    };
+                    writeln!(
+                        out,
+                        "{:<20} {:<36} {:<18} {:<28} {:>6} {:>10.1} {:>8} {:>8} {:>10.6}  {}",
+                        admin::rfc3339(r.ts_ms),
+                        r.request_id,
+                        r.key_id.as_deref().unwrap_or("-"),
+                        model,
+                        r.status,
+                        r.latency_us as f64 / 1000.0,
+                        r.input_tokens,
+                        r.output_tokens,
+                        r.cost_nanos as f64 / 1e9,
+                        r.error_category.as_deref().unwrap_or("")
+                    )?;
+                }
+            }
+            out.flush()?;
+            if !follow {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            q.after_id = Some(last);
+            q.before_id = None;
+            q.limit = 1000;
+            newest = stores.invocations.invocations(&q).await?;
+        }
     })
 }
 

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use modelgate_core::config::{data_dir, read_secret};
 use modelgate_core::Config;
 use modelgate_store::{
-    AuditStore, Counters, KeyStore, MemoryCounters, PostgresStore, RedisCounters, SqliteStore,
-    UsageStore,
+    AuditStore, Counters, InvocationStore, KeyStore, MemoryCounters, PostgresStore, RedisCounters,
+    SqliteStore, UsageStore,
 };
 
 /// A readiness check of the store.
@@ -24,6 +24,8 @@ pub struct Stores {
     pub usage: Arc<dyn UsageStore>,
     /// The audit log.
     pub audit: Arc<dyn AuditStore>,
+    /// Invocation records.
+    pub invocations: Arc<dyn InvocationStore>,
     /// Counters.
     pub counters: Arc<dyn Counters>,
     /// Whether the SQL store answers.
@@ -100,7 +102,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
 }
 
 /// The stores of one SQL backend.
-fn sql<S: KeyStore + UsageStore + AuditStore>(
+fn sql<S: KeyStore + UsageStore + AuditStore + InvocationStore>(
     s: Arc<S>,
     ping: Ping,
     location: String,
@@ -109,7 +111,8 @@ fn sql<S: KeyStore + UsageStore + AuditStore>(
     Stores {
         keys: s.clone(),
         usage: s.clone(),
-        audit: s,
+        audit: s.clone(),
+        invocations: s,
         counters,
         ping,
         location,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use modelgate_core::Config;
+use modelgate_store::{InvocationQuery, InvocationStore};
 use modelgate_testkit::{MockUpstream, Reply};
 use serde_json::{json, Value};
 
@@ -99,14 +100,27 @@ fn ask(model: &str, stream: bool) -> Value {
 #[tokio::test]
 async fn counters_equal_what_clients_saw_and_the_mock_counted() {
     let mock = MockUpstream::start().await.unwrap();
-    let base = common::serve_with_metrics(config(&format!("{}/v1", mock.url()))).await;
+    let observed = common::serve_observed(config(&format!("{}/v1", mock.url()))).await;
+    let base = observed.base.clone();
     let client = reqwest::Client::new();
     let mut statuses: BTreeMap<u16, u32> = BTreeMap::new();
     let mut count = |s: u16| *statuses.entry(s).or_default() += 1;
 
-    // Three whole answers of 10 in / 5 out (the default reply).
-    for _ in 0..3 {
-        let r = chat(&client, &base, ask("main", false)).await;
+    // Three whole answers of 10 in / 5 out (the default reply); the first continues a
+    // client's trace.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut traced_id = String::new();
+    for i in 0..3 {
+        let mut req = client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&ask("main", false));
+        if i == 0 {
+            req = req.header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"));
+        }
+        let r = req.send().await.unwrap();
+        if i == 0 {
+            traced_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        }
         count(r.status().as_u16());
         r.bytes().await.unwrap();
     }
@@ -217,13 +231,82 @@ async fn counters_equal_what_clients_saw_and_the_mock_counted() {
         .find_map(|l| l.strip_prefix("modelgate_in_flight_requests "))
         .unwrap();
     assert_eq!(in_flight, "1");
+
+    // The invocation records tell the same story, call by call (written in batches off the
+    // call's path: wait for all ten).
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = observed
+            .records
+            .invocations(&InvocationQuery::default())
+            .await
+            .unwrap();
+        if records.len() >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(records.len(), 10, "one record per model call");
+    let mut by_status: BTreeMap<i64, f64> = BTreeMap::new();
+    for r in &records {
+        *by_status.entry(r.status).or_default() += 1.0;
+    }
+    for (status, n) in &by_status {
+        assert_eq!(
+            sum_where(&requests, &[chat_route, &format!("status=\"{status}\"")]),
+            *n,
+            "status {status}"
+        );
+    }
+    let attempts_recorded: i64 = records.iter().map(|r| r.attempts).sum();
+    assert_eq!(attempts_recorded as f64, attempts);
+    assert_eq!(attempts_recorded, mock.calls() as i64);
+    let input_recorded: i64 = records.iter().map(|r| r.input_tokens).sum();
+    let output_recorded: i64 = records.iter().map(|r| r.output_tokens).sum();
+    assert_eq!(
+        (input_recorded as f64, output_recorded as f64),
+        (input, output)
+    );
+    let cost_recorded: i64 = records.iter().map(|r| r.cost_nanos).sum();
+    assert!((cost_recorded as f64 / 1e9 - cost).abs() < 1e-9);
+    let categories: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.error_category.as_deref())
+        .collect();
+    for c in ["upstream", "validation", "not_found", "cancelled"] {
+        assert_eq!(
+            categories.iter().filter(|x| **x == c).count() as f64,
+            sum_where(&errors, &[&format!("category=\"{c}\"")]),
+            "{c}"
+        );
+    }
+    let fallback = records
+        .iter()
+        .find(|r| r.status == 200 && r.model_served.as_deref() == Some("backup"))
+        .expect("the fallback's record");
+    assert_eq!(fallback.fallback_reason.as_deref(), Some("upstream_error"));
+    assert_eq!(fallback.attempts, 3);
+    let cancelled = records.iter().find(|r| r.cancelled).unwrap();
+    assert_eq!((cancelled.status, cancelled.streamed), (499, true));
+    // The traced call continued the client's trace; every record has a trace id.
+    let traced = records.iter().find(|r| r.request_id == traced_id).unwrap();
+    assert_eq!(traced.trace_id.as_deref(), Some(trace));
+    assert!(records
+        .iter()
+        .all(|r| r.trace_id.as_ref().is_some_and(|t| t.len() == 32)));
+    // Bodies are not captured unless configured.
+    assert!(records
+        .iter()
+        .all(|r| r.request_body.is_none() && r.response_body.is_none()));
+    assert_eq!(traced.params["messages"], 1);
 }
 
 #[tokio::test]
 async fn the_embedded_models_report_their_slots_and_queue() {
     let config = Config::default();
     let parallel = config.local.chat.parallel;
-    let base = common::serve_with_metrics(config).await;
+    let observed = common::serve_observed(config).await;
+    let base = observed.base.clone();
     let client = reqwest::Client::new();
     let r = chat(
         &client,

@@ -579,7 +579,14 @@ fn control(state: &State, path: &str, body: &Value) -> Response {
         "/_mock/requests" => {
             let requests: Vec<Value> = lock(&state.requests)
                 .iter()
-                .map(|r| json!({"path": r.path, "body": r.body}))
+                .map(|r| {
+                    let headers: serde_json::Map<String, Value> = r
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), json!(v)))
+                        .collect();
+                    json!({"path": r.path, "headers": headers, "body": r.body})
+                })
                 .collect();
             json_response(200, &json!(requests), None)
         }

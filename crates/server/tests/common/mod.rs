@@ -37,29 +37,59 @@ pub async fn serve(config: Config, sigv4: Option<Verifier>) -> String {
     base
 }
 
-/// Serve `config`'s models with Prometheus metrics kept (the outcome sink and `/metrics`).
+/// A gateway observed the way `modelgate serve` observes it: Prometheus metrics and
+/// invocation records (in a SQLite file removed on drop), body capture as configured.
 #[allow(dead_code)] // not every test binary uses it
-pub async fn serve_with_metrics(config: Config) -> String {
+pub struct Observed {
+    /// The base URL.
+    pub base: String,
+    /// The invocation records.
+    pub records: Arc<modelgate_store::SqliteStore>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Serve `config`'s models with Prometheus metrics (`/metrics`) and invocation records kept.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn serve_observed(config: Config) -> Observed {
     let data = data_dir();
     let cfg = config.clone();
     let models = tokio::task::spawn_blocking(move || local::load_models(&cfg, &data))
         .await
         .unwrap()
         .unwrap();
-    let metrics = Arc::new(modelgate_core::metrics::Metrics::new(
-        modelgate_core::usage::PriceCatalog::new(config.prices.clone()),
-    ));
+    let prices = modelgate_core::usage::PriceCatalog::new(config.prices.clone());
+    let metrics = Arc::new(modelgate_core::metrics::Metrics::new(prices.clone()));
+    let dir = std::env::temp_dir().join(format!("mg-observed-{}", uuid::Uuid::new_v4().simple()));
+    let records = Arc::new(
+        modelgate_store::SqliteStore::open(&dir.join("state.db"))
+            .await
+            .unwrap(),
+    );
+    let (log, _writer) = modelgate_core::invocations::InvocationLog::spawn(
+        &config.invocations,
+        prices,
+        records.clone(),
+    );
     let gateway = Arc::new(
         Gateway::builder()
             .last_good_entries(config.resilience.fallback_cache_entries)
             .sink(metrics.clone())
+            .sink(log)
+            .capture(config.invocations.capture.clone())
             .build(),
     );
     gateway.install(models);
     let mut state = AppState::new(gateway, config.server.max_body_bytes);
     state.metrics = Some(metrics);
+    state.invocations = Some(records.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(app::serve(listener, state, Duration::from_secs(5)));
-    base
+    Observed { base, records, dir }
 }

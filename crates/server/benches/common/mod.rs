@@ -1,0 +1,30 @@
+//! Shared by the in-process benchmarks: an instant model and percentiles.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use modelgate_core::{ModelInfo, ModelPolicy, ServedModel};
+use modelgate_providers::Provider;
+use modelgate_testkit::scripted::ScriptedProvider;
+
+/// A chat model served as `id` that answers "ok" at once.
+pub fn instant_model(id: &str) -> ServedModel {
+    ServedModel::new(
+        ModelInfo {
+            id: id.into(),
+            owned_by: "bench".into(),
+            kind: "chat",
+            aliases: Vec::new(),
+            format: None,
+        },
+        "scripted",
+        ScriptedProvider::new("ok") as Arc<dyn Provider>,
+        ModelPolicy::default(),
+    )
+}
+
+/// The `p` quantile (0–1) of sorted `times`, in µs.
+pub fn pct(times: &[Duration], p: f64) -> f64 {
+    let i = ((times.len() as f64 - 1.0) * p).round() as usize;
+    times[i].as_secs_f64() * 1e6
+}
