@@ -40,6 +40,7 @@ CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
 QUICK = os.environ.get("BENCH_QUICK") == "1"  # short runs, to check the harness itself
 
 MOCK_PORT, GATEWAY_PORT = 18000, 18080
+OTLP_PORT = 18318
 MODEL = "bench"
 KEY = "sk-bench-upstream"
 # A ~1 KB answer, the size of a short chat reply.
@@ -163,7 +164,7 @@ class Mock:
 
 # --- targets -------------------------------------------------------------------------------
 
-def modelgate_config(layers):
+def modelgate_config(layers, observe=None):
     c = {
         "server": {"listen": f"127.0.0.1:{GATEWAY_PORT}"},
         "local": {"enabled": False},
@@ -175,6 +176,12 @@ def modelgate_config(layers):
     }
     for name in layers:
         LAYERS[name](c)
+    if observe == "off":
+        # Metrics stay (they are always kept); no invocation records, no traces.
+        c["invocations"] = {"enabled": False}
+    elif observe == "full":
+        # Invocation records (the default) and every call's trace exported over OTLP/HTTP.
+        c["traces"] = {"endpoint": f"http://127.0.0.1:{OTLP_PORT}", "sample_ratio": 1.0}
     return toml(c)
 
 
@@ -205,9 +212,11 @@ def toml(doc, prefix=""):
     return out
 
 
-def start_modelgate(work, layers):
+def start_modelgate(work, layers, observe=None):
     cfg = work / "modelgate.toml"
-    cfg.write_text(modelgate_config(layers))
+    cfg.write_text(modelgate_config(layers, observe))
+    if observe == "full":
+        start_otlp_sink()
     proc = spawn([str(MODELGATE), "serve", "--config", str(cfg), "--no-pull"], GATEWAY_CPU,
                  work / "modelgate.log", env={"BENCH_UPSTREAM_KEY": KEY, "RUST_LOG": "info"})
     return proc, f"http://127.0.0.1:{GATEWAY_PORT}/v1/chat/completions", {}
@@ -282,6 +291,32 @@ def start_portkey(work):
     return proc, f"http://127.0.0.1:{GATEWAY_PORT}/v1/chat/completions", headers
 
 
+_otlp_sink = None
+
+
+def start_otlp_sink():
+    """An OTLP/HTTP receiver that accepts every export (in this process, on a thread)."""
+    global _otlp_sink
+    if _otlp_sink:
+        return
+    import http.server
+    import threading
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    _otlp_sink = http.server.ThreadingHTTPServer(("127.0.0.1", OTLP_PORT), Sink)
+    threading.Thread(target=_otlp_sink.serve_forever, daemon=True).start()
+
+
 def start_direct(_work):
     return None, f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions", {}
 
@@ -292,6 +327,12 @@ TARGETS = {
     "modelgate": ("Modelgate, bare route", lambda w: start_modelgate(w, [])),
     "modelgate-all": ("Modelgate, every policy layer", lambda w: start_modelgate(w, list(LAYERS))),
     "portkey": ("Portkey gateway", start_portkey),
+    # Observability on and off (not in the default run: `run.sh modelgate-obs-off
+    # modelgate-obs-full`, results in results-observability.json).
+    "modelgate-obs-off": ("Modelgate, bare route, metrics only",
+                          lambda w: start_modelgate(w, [], observe="off")),
+    "modelgate-obs-full": ("Modelgate, bare route, metrics + invocation records + traces",
+                           lambda w: start_modelgate(w, [], observe="full")),
     "litellm": ("LiteLLM proxy", start_litellm),
 }
 
@@ -455,7 +496,7 @@ def machine():
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, hard), hard))
-    names = sys.argv[1:] or list(TARGETS)
+    names = sys.argv[1:] or [t for t in TARGETS if not t.startswith("modelgate-obs-")]
     for binary in (MODELGATE, MOCK, STREAM_LOAD):
         if not binary.exists():
             sys.exit(f"bench: {binary} is missing; run bench/gateways/run.sh, which builds it")
@@ -468,10 +509,12 @@ def main():
     finally:
         stop(mock.proc)
     out = {"machine": machine(), "results": results}
-    path = HERE / ("results-quick.json" if QUICK else "results.json")
+    observability = all(n.startswith("modelgate-obs-") for n in names)
+    path = HERE / ("results-quick.json" if QUICK else
+                   "results-observability.json" if observability else "results.json")
     path.write_text(json.dumps(out, indent=1) + "\n")
     log("wrote", path)
-    if not QUICK and names == list(TARGETS):
+    if not QUICK and names == [t for t in TARGETS if not t.startswith("modelgate-obs-")]:
         import report
         report.update_readme(out, REPO / "bench/README.md")
         log("updated bench/README.md")

@@ -18,6 +18,7 @@ from test_upstreams import Mock
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
 PROMPT_SECRET = "walrus-saxophone-5521"
+UPSTREAM_KEY = "sk-upstream-trace-secret-77"
 
 
 def flatten(request):
@@ -113,6 +114,7 @@ enabled = false
 name = "up"
 type = "openai"
 base_url = "{mock.url}/v1"
+api_key_env = "MG_TEST_UPSTREAM_KEY"
 
 [[models]]
 id = "traced"
@@ -121,7 +123,7 @@ upstream_id = "gpt-4o-mini"
 
 [traces]
 {traces}
-""", tmp_path=str(tmp_path_factory.mktemp("traces")))
+""", tmp_path=str(tmp_path_factory.mktemp("traces")), env={"MG_TEST_UPSTREAM_KEY": UPSTREAM_KEY})
 
 
 @pytest.fixture(autouse=True)
@@ -188,7 +190,9 @@ def test_http_export_continues_the_client_trace_and_reaches_the_upstream(mock, t
         for _ in stream:
             pass
         assert wait_for(receiver, lambda s: s["name"] == "stream")
-        assert all(PROMPT_SECRET not in s["raw"] for s in receiver.spans)
+        for secret in (PROMPT_SECRET, UPSTREAM_KEY):
+            assert all(secret not in s["raw"] for s in receiver.spans), secret
+            assert secret not in gw.logs(), secret
         # A call without a traceparent starts its own trace, exported all the same.
         r = requests.post(gw.url + "/v1/chat/completions", timeout=10, json={
             "model": "traced", "messages": [{"role": "user", "content": "hi"}]})

@@ -677,6 +677,39 @@ mod tests {
         assert!((fired[0].1.value - 60.0).abs() < 1e-6);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_fires_for_its_model_only() {
+        let mut r = rule(AlertKind::BreakerOpen, 0.0);
+        r.model = Some("main*".into());
+        let a = engine(vec![r]);
+        let state = Arc::new(Mutex::new(BreakerState::Closed));
+        let s = state.clone();
+        a.watch_endpoints(Arc::new(move || {
+            let status = |model: &str, breaker| EndpointStatus {
+                model: model.into(),
+                provider: "up".into(),
+                breaker,
+                window_successes: 0,
+                window_failures: 7,
+                times_opened: 1,
+                health: crate::resilience::Health::default(),
+                load: None,
+            };
+            vec![
+                status("main", *lock(&s)),
+                status("other", BreakerState::Open),
+            ]
+        }));
+        assert!(a.evaluate().is_empty(), "another model's open breaker");
+        *lock(&state) = BreakerState::Open;
+        let fired = a.evaluate();
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].1.evidence["open"][0]["model"], "main");
+        assert!(a.evaluate().is_empty(), "still open: no second alert");
+        *lock(&state) = BreakerState::Closed;
+        assert_eq!(a.evaluate()[0].1.status, "resolved");
+    }
+
     #[test]
     fn rules_are_checked() {
         let mut r = rule(AlertKind::ErrorRate, 5.0);

@@ -18,7 +18,6 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::context::Dialect;
 use crate::keys::now_ms;
 use crate::outcome::{Captured, Outcome, OutcomeSink};
 use crate::pipeline::{Answer, Call, Layer, Next, Operation};
@@ -398,9 +397,9 @@ fn micros(d: Duration) -> i64 {
 
 impl OutcomeSink for InvocationLog {
     fn record(&self, o: &Outcome) {
-        // Health probes, metrics scrapes and the admin API are not model calls (admin actions
-        // are in the audit log).
-        if o.operation.is_none() && o.ctx.dialect() == Dialect::Modelgate {
+        // Health probes, metrics scrapes, model listings and the admin API are not model calls
+        // (admin actions are in the audit log).
+        if !o.is_model_call() {
             return;
         }
         let usage = o.usage.unwrap_or_default();

@@ -228,6 +228,15 @@ pub struct Captured {
 }
 
 impl Outcome {
+    /// Whether the call was (or tried to be) a model call: it reached the pipeline, or it was
+    /// a request to a model route refused before (a body that does not parse, a credential
+    /// refused). Not: health probes, scrapes, the admin API, model listings.
+    pub fn is_model_call(&self) -> bool {
+        self.operation.is_some()
+            || (self.ctx.dialect() != crate::context::Dialect::Modelgate
+                && self.ctx.method() != "GET")
+    }
+
     /// An outcome for `ctx` with nothing known yet beyond the context.
     pub fn for_context(ctx: &CallContext) -> Self {
         Self {

@@ -264,33 +264,56 @@ impl Match {
 
 /// IAM wildcard match: `*` any run of characters, `?` any one character.
 pub fn wildcard(pattern: &str, value: &str, ignore_case: bool) -> bool {
-    let eq = |a: char, b: char| {
+    // ASCII (model ids, ARNs, routes — nearly every case) is matched on bytes without
+    // allocating: this runs several times per call (policies, prices).
+    if pattern.is_ascii() && value.is_ascii() {
+        let eq = |a: &u8, b: &u8| {
+            if ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        return glob(pattern.as_bytes(), value.as_bytes(), b'*', b'?', eq);
+    }
+    let eq = |a: &char, b: &char| {
         if ignore_case {
-            a.eq_ignore_ascii_case(&b)
+            a.eq_ignore_ascii_case(b)
         } else {
             a == b
         }
     };
     let p: Vec<char> = pattern.chars().collect();
     let v: Vec<char> = value.chars().collect();
+    glob(&p, &v, '*', '?', eq)
+}
+
+/// Glob matching with backtracking to the last `*` (linear in practice).
+fn glob<T: Copy + PartialEq>(
+    p: &[T],
+    v: &[T],
+    star: T,
+    one: T,
+    eq: impl Fn(&T, &T) -> bool,
+) -> bool {
     let (mut pi, mut vi) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
+    let mut back: Option<(usize, usize)> = None;
     while vi < v.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && eq(p[pi], v[vi]))) {
+        if pi < p.len() && (p[pi] == one || (p[pi] != star && eq(&p[pi], &v[vi]))) {
             pi += 1;
             vi += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, vi));
+        } else if pi < p.len() && p[pi] == star {
+            back = Some((pi, vi));
             pi += 1;
-        } else if let Some((sp, sv)) = star {
+        } else if let Some((sp, sv)) = back {
             pi = sp + 1;
             vi = sv + 1;
-            star = Some((sp, sv + 1));
+            back = Some((sp, sv + 1));
         } else {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == star)
 }
 
 fn parse_date(s: &str) -> Option<f64> {

@@ -472,8 +472,8 @@ impl OutcomeSink for Traces {
         if !o.ctx.trace().sampled {
             return;
         }
-        // Probes and scrapes are not worth a trace.
-        if o.operation.is_none() && o.ctx.dialect() == crate::context::Dialect::Modelgate {
+        // Probes, scrapes and listings are not worth a trace.
+        if !o.is_model_call() {
             return;
         }
         if self.tx.try_send(spans(o, &self.scope)).is_err() {

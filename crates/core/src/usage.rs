@@ -120,17 +120,48 @@ const DEFAULT_PRICES: &[(&str, Price)] = &[
 /// (and are counted in tokens all the same).
 #[derive(Debug, Clone, Default)]
 pub struct PriceCatalog {
-    configured: BTreeMap<String, Price>,
+    configured: Arc<BTreeMap<String, Price>>,
+    /// Prices already looked up (the pattern scan runs once per model name), bounded because a
+    /// failed call is priced by the name the client gave.
+    seen: Arc<std::sync::RwLock<std::collections::HashMap<String, Option<Price>>>>,
 }
+
+/// Model names whose price is remembered.
+const SEEN: usize = 4096;
 
 impl PriceCatalog {
     /// The shipped prices, overridden by `configured` (model id or `*` pattern → price).
     pub fn new(configured: BTreeMap<String, Price>) -> Self {
-        Self { configured }
+        Self {
+            configured: Arc::new(configured),
+            seen: Arc::default(),
+        }
     }
 
     /// The price of `model`.
     pub fn price(&self, model: &str) -> Option<Price> {
+        let seen = |s: &Self| {
+            s.seen
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(model)
+                .copied()
+        };
+        if let Some(p) = seen(self) {
+            return p;
+        }
+        let price = self.look_up(model);
+        let mut seen = self
+            .seen
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() < SEEN {
+            seen.insert(model.to_string(), price);
+        }
+        price
+    }
+
+    fn look_up(&self, model: &str) -> Option<Price> {
         if let Some(p) = self.configured.get(model) {
             return Some(*p);
         }

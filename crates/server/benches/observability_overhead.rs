@@ -121,46 +121,101 @@ async fn receiver() -> (String, Arc<AtomicU64>) {
     (url, exports)
 }
 
-/// The router with nothing but the access log, or with everything observed.
-async fn router(full: bool, capture: bool, otlp: &str, dir: &std::path::Path) -> axum::Router {
+/// What a configuration observes.
+#[derive(Clone, Copy)]
+struct Observe {
+    name: &'static str,
+    metrics: bool,
+    records: bool,
+    traces: bool,
+    capture: bool,
+}
+
+const CONFIGS: [Observe; 5] = [
+    Observe {
+        name: "none",
+        metrics: false,
+        records: false,
+        traces: false,
+        capture: false,
+    },
+    Observe {
+        name: "metrics",
+        metrics: true,
+        records: false,
+        traces: false,
+        capture: false,
+    },
+    Observe {
+        name: "metrics + records",
+        metrics: true,
+        records: true,
+        traces: false,
+        capture: false,
+    },
+    Observe {
+        name: "full (metrics + records + traces)",
+        metrics: true,
+        records: true,
+        traces: true,
+        capture: false,
+    },
+    Observe {
+        name: "full + body capture",
+        metrics: true,
+        records: true,
+        traces: true,
+        capture: true,
+    },
+];
+
+/// The router observing what `o` asks for.
+async fn router(o: Observe, otlp: &str, dir: &std::path::Path) -> axum::Router {
     let mut builder = Gateway::builder().last_good_entries(0);
-    let mut metrics = None;
-    let mut records = None;
-    if full {
+    let mut state_metrics = None;
+    let mut state_records = None;
+    if o.metrics {
         let m = Arc::new(Metrics::new(PriceCatalog::default()));
+        builder = builder.sink(m.clone());
+        state_metrics = Some(m);
+    }
+    if o.records {
         let store = Arc::new(
-            SqliteStore::open(&dir.join(format!("state-{capture}.db")))
+            SqliteStore::open(&dir.join(format!("state-{}.db", fastrand_name())))
                 .await
                 .unwrap(),
         );
         let mut config = InvocationsConfig::default();
-        if capture {
+        if o.capture {
             config.capture = CaptureConfig {
                 models: vec!["*".into()],
                 ..CaptureConfig::default()
             };
         }
         let (log, _writer) = InvocationLog::spawn(&config, PriceCatalog::default(), store.clone());
+        builder = builder.sink(log).capture(config.capture.clone());
+        state_records = Some(store as Arc<dyn modelgate_store::InvocationStore>);
+    }
+    if o.traces {
         let (traces, _exporter) = Traces::spawn(&TracesConfig {
             endpoint: Some(otlp.to_string()),
             ..TracesConfig::default()
         })
         .unwrap()
         .unwrap();
-        builder = builder
-            .sink(m.clone())
-            .sink(log)
-            .sink(traces)
-            .capture(config.capture.clone());
-        metrics = Some(m);
-        records = Some(store as Arc<dyn modelgate_store::InvocationStore>);
+        builder = builder.sink(traces);
     }
     let gateway = Arc::new(builder.build());
     gateway.install(vec![instant_model(MODEL)]);
     let mut state = AppState::new(gateway, 1 << 20);
-    state.metrics = metrics;
-    state.invocations = records;
+    state.metrics = state_metrics;
+    state.invocations = state_records;
     app::router(state)
+}
+
+fn fastrand_name() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }
 
 fn main() {
@@ -172,26 +227,26 @@ fn main() {
         .unwrap();
     one_core.block_on(async {
         let (otlp, exports) = receiver().await;
-        let none = router(false, false, &otlp, &dir).await;
-        let full = router(true, false, &otlp, &dir).await;
-        let capture = router(true, true, &otlp, &dir).await;
+        let mut routers = Vec::new();
+        for o in CONFIGS {
+            routers.push((o, router(o, &otlp, &dir).await));
+        }
         for round in 1..=2 {
-            let n = latency(&none).await;
-            let f = latency(&full).await;
-            let c = latency(&capture).await;
-            println!(
-                "latency, one core, round {round}: none p50 {:.1} µs p90 {:.1} p99 {:.1} | full p50 {:.1} µs p90 {:.1} p99 {:.1} (p99 {:+.1}%) | full + capture p50 {:.1} µs p99 {:.1} (p99 {:+.1}%)",
-                pct(&n, 0.5),
-                pct(&n, 0.9),
-                pct(&n, 0.99),
-                pct(&f, 0.5),
-                pct(&f, 0.9),
-                pct(&f, 0.99),
-                (pct(&f, 0.99) / pct(&n, 0.99) - 1.0) * 100.0,
-                pct(&c, 0.5),
-                pct(&c, 0.99),
-                (pct(&c, 0.99) / pct(&n, 0.99) - 1.0) * 100.0,
-            );
+            let mut base = 0.0;
+            for (o, r) in &routers {
+                let t = latency(r).await;
+                if o.name == "none" {
+                    base = pct(&t, 0.99);
+                }
+                println!(
+                    "latency, one core, round {round}, {}: p50 {:.1} µs p90 {:.1} p99 {:.1} (p99 {:+.1}%)",
+                    o.name,
+                    pct(&t, 0.5),
+                    pct(&t, 0.9),
+                    pct(&t, 0.99),
+                    (pct(&t, 0.99) / base - 1.0) * 100.0
+                );
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(exports.load(Ordering::Relaxed) > 0, "spans reached the receiver");
@@ -203,18 +258,23 @@ fn main() {
         .unwrap();
     two_threads.block_on(async {
         let (otlp, _) = receiver().await;
-        let none = router(false, false, &otlp, &dir).await;
-        let full = router(true, false, &otlp, &dir).await;
-        let capture = router(true, true, &otlp, &dir).await;
+        let mut routers = Vec::new();
+        for o in CONFIGS {
+            routers.push((o, router(o, &otlp, &dir).await));
+        }
         for round in 1..=2 {
-            let n = throughput(none.clone()).await;
-            let f = throughput(full.clone()).await;
-            let c = throughput(capture.clone()).await;
-            println!(
-                "peak throughput, two threads, 64 in flight, round {round}: none {n:.0}/s | full {f:.0}/s ({:+.1}%) | full + capture {c:.0}/s ({:+.1}%)",
-                (f / n - 1.0) * 100.0,
-                (c / n - 1.0) * 100.0,
-            );
+            let mut base = 0.0;
+            for (o, r) in &routers {
+                let rate = throughput(r.clone()).await;
+                if o.name == "none" {
+                    base = rate;
+                }
+                println!(
+                    "peak throughput, two threads, 64 in flight, round {round}, {}: {rate:.0}/s ({:+.1}%)",
+                    o.name,
+                    (rate / base - 1.0) * 100.0
+                );
+            }
         }
     });
     let _ = std::fs::remove_dir_all(&dir);

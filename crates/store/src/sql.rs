@@ -516,50 +516,51 @@ macro_rules! sql_store {
         #[async_trait]
         impl InvocationStore for $store {
             async fn append_invocations(&self, records: &[InvocationRecord]) -> Result<()> {
+                // Multi-row inserts (30 columns × 400 rows stays under both engines' limit on
+                // bound parameters): one statement per slice, not per record.
                 let mut tx = self.pool.begin().await?;
-                for r in records {
-                    sqlx::query(
+                for slice in records.chunks(400) {
+                    let mut q = sqlx::QueryBuilder::new(
                         "INSERT INTO mg_invocations (ts_ms, request_id, trace_id, key_id, team, \
                          source_ip, dialect, route, operation, model_requested, model_routed, \
                          model_served, provider, status, error_category, error_code, attempts, \
                          fallback_reason, input_tokens, output_tokens, cache_read_tokens, \
                          cache_write_tokens, cost_nanos, latency_us, ttft_us, streamed, \
-                         cancelled, params, request_body, response_body) VALUES ($1, $2, $3, \
-                         $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-                         $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
-                    )
-                    .bind(r.ts_ms)
-                    .bind(&r.request_id)
-                    .bind(&r.trace_id)
-                    .bind(&r.key_id)
-                    .bind(&r.team)
-                    .bind(&r.source_ip)
-                    .bind(&r.dialect)
-                    .bind(&r.route)
-                    .bind(&r.operation)
-                    .bind(&r.model_requested)
-                    .bind(&r.model_routed)
-                    .bind(&r.model_served)
-                    .bind(&r.provider)
-                    .bind(r.status)
-                    .bind(&r.error_category)
-                    .bind(&r.error_code)
-                    .bind(r.attempts)
-                    .bind(&r.fallback_reason)
-                    .bind(r.input_tokens)
-                    .bind(r.output_tokens)
-                    .bind(r.cache_read_tokens)
-                    .bind(r.cache_write_tokens)
-                    .bind(r.cost_nanos)
-                    .bind(r.latency_us)
-                    .bind(r.ttft_us)
-                    .bind(r.streamed)
-                    .bind(r.cancelled)
-                    .bind(r.params.to_string())
-                    .bind(&r.request_body)
-                    .bind(&r.response_body)
-                    .execute(&mut *tx)
-                    .await?;
+                         cancelled, params, request_body, response_body) ",
+                    );
+                    q.push_values(slice, |mut b, r| {
+                        b.push_bind(r.ts_ms)
+                            .push_bind(&r.request_id)
+                            .push_bind(&r.trace_id)
+                            .push_bind(&r.key_id)
+                            .push_bind(&r.team)
+                            .push_bind(&r.source_ip)
+                            .push_bind(&r.dialect)
+                            .push_bind(&r.route)
+                            .push_bind(&r.operation)
+                            .push_bind(&r.model_requested)
+                            .push_bind(&r.model_routed)
+                            .push_bind(&r.model_served)
+                            .push_bind(&r.provider)
+                            .push_bind(r.status)
+                            .push_bind(&r.error_category)
+                            .push_bind(&r.error_code)
+                            .push_bind(r.attempts)
+                            .push_bind(&r.fallback_reason)
+                            .push_bind(r.input_tokens)
+                            .push_bind(r.output_tokens)
+                            .push_bind(r.cache_read_tokens)
+                            .push_bind(r.cache_write_tokens)
+                            .push_bind(r.cost_nanos)
+                            .push_bind(r.latency_us)
+                            .push_bind(r.ttft_us)
+                            .push_bind(r.streamed)
+                            .push_bind(r.cancelled)
+                            .push_bind(r.params.to_string())
+                            .push_bind(&r.request_body)
+                            .push_bind(&r.response_body);
+                    });
+                    q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
