@@ -148,7 +148,7 @@ impl Layer for Capture {
     async fn call(&self, call: &mut Call, next: Next<'_>) -> Result<Answer, Error> {
         if self.config.matches(call) {
             let request = request_json(&call.op);
-            call.recorder().outcome().captured = Some(Box::new(Captured {
+            call.recorder().outcome().captured = Some(Arc::new(Captured {
                 request: Some(request),
                 response: None,
             }));
@@ -163,7 +163,7 @@ impl Layer for Capture {
                         })
                     });
                     if let Some(c) = f.outcome.captured.as_mut() {
-                        c.response = response;
+                        Arc::make_mut(c).response = response;
                     }
                 }));
             }
@@ -316,7 +316,7 @@ fn body_text(mut v: Value, masker: Option<&Masker>, max: usize) -> String {
 /// A record waiting to be written, with its bodies not yet masked.
 struct Pending {
     record: InvocationRecord,
-    captured: Option<Box<Captured>>,
+    captured: Option<Arc<Captured>>,
 }
 
 /// Records queued while the store is slow or down before new ones are dropped (with a

@@ -108,7 +108,7 @@ pub struct Outcome {
     pub params: Option<CallParams>,
     /// The request and response, when body capture is enabled for the call
     /// ([`crate::invocations::Capture`]).
-    pub captured: Option<Box<Captured>>,
+    pub captured: Option<std::sync::Arc<Captured>>,
     /// Why the model stopped, when it answered.
     pub stop_reason: Option<modelgate_types::StopReason>,
     /// When each stage of the call began and ended (for traces).

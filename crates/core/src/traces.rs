@@ -15,8 +15,9 @@
 //! The call's ids are the ones the gateway already uses — the trace id is the client's when
 //! it sent a `traceparent`, and the one in the invocation record and the logs either way — so
 //! spans are written as `SpanData` with those ids rather than through a tracer that would
-//! pick its own. A writer task batches them to the exporter off the call's path; a collector
-//! that is down costs dropped spans (with a warning), never a slower call.
+//! pick its own. The sink queues a copy of the outcome; the export task builds the spans and
+//! sends them in small batches (≤ 64 calls, every 100 ms); a collector that is down costs
+//! dropped spans (with a warning), never a slower call.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -204,13 +205,15 @@ fn exporter(
 /// The trace sink and its export task (which ends once every sender is gone).
 pub type Exporting = (std::sync::Arc<Traces>, tokio::task::JoinHandle<()>);
 
-/// Spans queued before new ones are dropped.
+/// Calls whose spans are queued before new ones are dropped.
 const QUEUE: usize = 20_000;
+
+/// Most calls' spans in one export request.
+const BATCH: usize = 64;
 
 /// The trace sink: outcome → span tree → queue → OTLP.
 pub struct Traces {
-    tx: tokio::sync::mpsc::Sender<Vec<SpanData>>,
-    scope: InstrumentationScope,
+    tx: tokio::sync::mpsc::Sender<Box<Outcome>>,
 }
 
 impl std::fmt::Debug for Traces {
@@ -232,18 +235,27 @@ impl Traces {
                 .with_service_name(config.service_name.clone())
                 .build(),
         );
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<SpanData>>(QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Box<Outcome>>(QUEUE);
+        let scope = InstrumentationScope::builder("modelgate")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        // Spans are built here, not on the call's path; batches are small and frequent, so a
+        // core shared with the calls is never held for long by one export.
         let task = tokio::spawn(async move {
             loop {
                 let Some(first) = rx.recv().await else {
                     let _ = exporter.shutdown();
                     return;
                 };
-                let mut batch = first;
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-                while batch.len() < 512 {
+                let mut batch = spans(&first, &scope);
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+                let mut calls = 1;
+                while calls < BATCH {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(more)) => batch.extend(more),
+                        Ok(Some(more)) => {
+                            batch.extend(spans(&more, &scope));
+                            calls += 1;
+                        }
                         Ok(None) | Err(_) => break,
                     }
                 }
@@ -254,10 +266,7 @@ impl Traces {
             }
         });
         tracing::info!(%endpoint, ?protocol, "exporting traces");
-        let scope = InstrumentationScope::builder("modelgate")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        Ok(Some((std::sync::Arc::new(Self { tx, scope }), task)))
+        Ok(Some((std::sync::Arc::new(Self { tx }), task)))
     }
 }
 
@@ -417,7 +426,7 @@ pub fn spans(o: &Outcome, scope: &InstrumentationScope) -> Vec<SpanData> {
     let child = |name: &'static str, from: SystemTime, to: SystemTime| {
         span(
             Cow::Borrowed(name),
-            span_id(&crate::context::span_id()),
+            SpanId::from_bytes(fastrand::u64(1..).to_be_bytes()),
             root_id,
             false,
             SpanKind::Internal,
@@ -476,7 +485,7 @@ impl OutcomeSink for Traces {
         if !o.is_model_call() {
             return;
         }
-        if self.tx.try_send(spans(o, &self.scope)).is_err() {
+        if self.tx.try_send(Box::new(o.clone())).is_err() {
             tracing::debug!("span queue full; a trace was dropped");
         }
     }
