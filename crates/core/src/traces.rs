@@ -16,7 +16,7 @@
 //! it sent a `traceparent`, and the one in the invocation record and the logs either way — so
 //! spans are written as `SpanData` with those ids rather than through a tracer that would
 //! pick its own. The sink queues a copy of the outcome; the export task builds the spans and
-//! sends them in small batches (≤ 64 calls, every 100 ms); a collector that is down costs
+//! sends them in small batches (≤ 16 calls, every 50 ms); a collector that is down costs
 //! dropped spans (with a warning), never a slower call.
 
 use std::borrow::Cow;
@@ -209,7 +209,7 @@ pub type Exporting = (std::sync::Arc<Traces>, tokio::task::JoinHandle<()>);
 const QUEUE: usize = 20_000;
 
 /// Most calls' spans in one export request.
-const BATCH: usize = 64;
+const BATCH: usize = 16;
 
 /// The trace sink: outcome → span tree → queue → OTLP.
 pub struct Traces {
@@ -248,7 +248,7 @@ impl Traces {
                     return;
                 };
                 let mut batch = spans(&first, &scope);
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
                 let mut calls = 1;
                 while calls < BATCH {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {

@@ -195,8 +195,21 @@ impl PriceCatalog {
 /// Write what arrives on `rx` in batches (up to 500 at a time, at least every 200 ms). A batch
 /// the store refuses is kept and retried with backoff, and the queue behind it waits (bounded
 /// by the channel), so nothing accepted is lost while the store is down.
-pub(crate) async fn drain<T, F, Fut>(mut rx: tokio::sync::mpsc::Receiver<T>, mut write: F)
+pub(crate) async fn drain<T, F, Fut>(rx: tokio::sync::mpsc::Receiver<T>, write: F)
 where
+    T: Send + Sync + 'static,
+    F: FnMut(Arc<Vec<T>>) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    drain_by(rx, 500, write).await;
+}
+
+/// [`drain`] with batches of at most `max` (smaller batches hold a shared core for less time).
+pub(crate) async fn drain_by<T, F, Fut>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+    max: usize,
+    mut write: F,
+) where
     T: Send + Sync + 'static,
     F: FnMut(Arc<Vec<T>>) -> Fut,
     Fut: Future<Output = Result<(), StoreError>>,
@@ -207,7 +220,7 @@ where
         };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-        while batch.len() < 500 {
+        while batch.len() < max {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(item)) => batch.push(item),
                 Ok(None) | Err(_) => break,
