@@ -375,15 +375,7 @@ impl OutcomeSink for Metrics {
         let Some(u) = o.usage else {
             return;
         };
-        let priced = o
-            .model_served
-            .as_deref()
-            .or(o.model_requested.as_deref())
-            .unwrap_or(&model);
-        let usd = self
-            .prices
-            .price(priced)
-            .map_or(0.0, |p| p.cost_nanos(&u) as f64 / 1e9);
+        let usd = self.prices.cost(o) as f64 / 1e9;
         let mut tokens = TokenLabels {
             model,
             team,

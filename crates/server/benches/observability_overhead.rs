@@ -213,6 +213,15 @@ async fn router(o: Observe, otlp: &str, dir: &std::path::Path) -> axum::Router {
     app::router(state)
 }
 
+/// One router per configuration, exporting to `otlp`.
+async fn routers(otlp: &str, dir: &std::path::Path) -> Vec<(Observe, axum::Router)> {
+    let mut out = Vec::new();
+    for o in CONFIGS {
+        out.push((o, router(o, otlp, dir).await));
+    }
+    out
+}
+
 fn fastrand_name() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
@@ -227,10 +236,7 @@ fn main() {
         .unwrap();
     one_core.block_on(async {
         let (otlp, exports) = receiver().await;
-        let mut routers = Vec::new();
-        for o in CONFIGS {
-            routers.push((o, router(o, &otlp, &dir).await));
-        }
+        let routers = routers(&otlp, &dir).await;
         for round in 1..=2 {
             let mut base = 0.0;
             for (o, r) in &routers {
@@ -258,10 +264,7 @@ fn main() {
         .unwrap();
     two_threads.block_on(async {
         let (otlp, _) = receiver().await;
-        let mut routers = Vec::new();
-        for o in CONFIGS {
-            routers.push((o, router(o, &otlp, &dir).await));
-        }
+        let routers = routers(&otlp, &dir).await;
         for round in 1..=2 {
             let mut base = 0.0;
             for (o, r) in &routers {
