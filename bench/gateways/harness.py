@@ -64,9 +64,7 @@ LAYERS = {
     "fallback chain (a second model)": lambda c: (
         c["models"][0].update(fallbacks=["bench-backup"]),
         c["models"].append({"id": "bench-backup", "provider": "mock", "upstream_id": "gpt-b"})),
-    "last-good-answer cache (1024 entries)": lambda c: (
-        c["resilience"].update(fallback_cache_entries=1024),
-        c["models"][0].update(fallback_cache=True)),
+    "last-good-answer cache (in process)": lambda c: c["models"][0].update(fallback_cache=True),
 }
 
 def log(*args):
@@ -168,7 +166,7 @@ def modelgate_config(layers, observe=None):
     c = {
         "server": {"listen": f"127.0.0.1:{GATEWAY_PORT}"},
         "local": {"enabled": False},
-        "resilience": {"fallback_cache_entries": 0, "retry": {"max_attempts": 1},
+        "resilience": {"retry": {"max_attempts": 1},
                        "breaker": {"enabled": False}, "health": {"enabled": False}},
         "providers": [{"name": "mock", "type": "openai", "base_url": f"http://127.0.0.1:{MOCK_PORT}/v1",
                        "api_key_env": "BENCH_UPSTREAM_KEY"}],

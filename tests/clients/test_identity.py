@@ -42,9 +42,6 @@ enabled = false
 [auth]
 admin_key_env = "MG_TEST_ADMIN_KEY"
 
-[resilience]
-fallback_cache_entries = 0
-
 [resilience.retry]
 max_attempts = 1
 

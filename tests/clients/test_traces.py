@@ -99,9 +99,6 @@ def gateway(mock, tmp_path_factory, traces):
 [local]
 enabled = false
 
-[resilience]
-fallback_cache_entries = 0
-
 [resilience.retry]
 max_attempts = 2
 initial_backoff = "1ms"

@@ -74,9 +74,6 @@ def gateway(mock, tmp_path_factory):
 [local]
 enabled = false
 
-[resilience]
-fallback_cache_entries = 0
-
 [resilience.retry]
 max_attempts = 1
 

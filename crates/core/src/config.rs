@@ -47,6 +47,8 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// `[traces]`: OpenTelemetry export.
     pub traces: crate::traces::TracesConfig,
+    /// `[cache]`: the response cache.
+    pub cache: crate::cache::CacheConfig,
 }
 
 /// `[metrics]`
@@ -587,12 +589,19 @@ pub struct ModelConfig {
     /// Also fall back when the model refuses on content-policy grounds. Default `false`.
     #[serde(default)]
     pub fallback_on_content_policy: bool,
-    /// Remember this model's successful answers and serve the last good answer to the same
-    /// request when every model of the chain failed. Opt-in: it keeps a copy of every answer
-    /// (and its request) in memory. Default `false` (needs
-    /// `resilience.fallback_cache_entries > 0`).
+    /// Store this model's successful answers in the response cache (even with `[cache]` off)
+    /// and keep them `cache.stale_for` past their TTL, to serve the last good answer to the
+    /// same request, from the same caller, when every model of the chain failed. Default
+    /// `false`.
     #[serde(default)]
     pub fallback_cache: bool,
+    /// Serve this model from the response cache (`true`) or never (`false`), whatever
+    /// `[cache] enabled` says. Default: `[cache] enabled`.
+    #[serde(default)]
+    pub cache: Option<bool>,
+    /// How long this model's answers are served from the cache (replaces `[cache] ttl`).
+    #[serde(default, with = "humantime_serde")]
+    pub cache_ttl: Option<std::time::Duration>,
     /// When a client leaves mid-stream, keep reading this model's stream (its events
     /// discarded, until it ends or the total timeout) so that the call's usage record carries
     /// the provider's final token counts instead of the tally so far. Costs the upstream
@@ -803,6 +812,11 @@ impl Config {
             .validate()
             .map_err(|e| format!("[alerts]: {e}"))?;
         self.traces.validate()?;
+        self.cache.validate()?;
+        if self.cache.backend == crate::cache::CacheBackend::Redis && self.store.redis_url.is_none()
+        {
+            return Err("key `cache.backend` is `redis` but `store.redis_url` is not set".into());
+        }
         if self.invocations.retention.is_zero() {
             return Err("key `invocations.retention` must be longer than 0".into());
         }

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -97,6 +97,7 @@ struct Inner {
     span: tracing::Span,
     outcome_recorded: AtomicBool,
     served: Mutex<Option<ServedBy>>,
+    cache: Mutex<CacheDirectives>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -120,6 +121,7 @@ pub struct CallContextBuilder {
     deadline: Option<Instant>,
     trace: Option<TraceContext>,
     sample_ratio: f64,
+    cache: CacheDirectives,
 }
 
 impl CallContextBuilder {
@@ -152,6 +154,13 @@ impl CallContextBuilder {
     }
 
     /// A deadline for the whole call, earlier than the model's own total timeout.
+    /// What the request's headers ask of the response cache.
+    pub fn cache(mut self, directives: CacheDirectives) -> Self {
+        self.cache = directives;
+        self
+    }
+
+    /// When the caller needs the answer by.
     pub fn deadline(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
         self
@@ -184,6 +193,7 @@ impl CallContextBuilder {
             span,
             outcome_recorded: AtomicBool::new(false),
             served: Mutex::new(None),
+            cache: Mutex::new(self.cache),
         }))
     }
 }
@@ -205,6 +215,7 @@ impl CallContext {
             deadline: None,
             trace: None,
             sample_ratio: 1.0,
+            cache: CacheDirectives::default(),
         }
     }
 
@@ -290,10 +301,174 @@ impl CallContext {
         crate::registry::lock(&self.0.served).clone()
     }
 
+    /// What the request asks of the response cache.
+    pub fn cache_directives(&self) -> CacheDirectives {
+        crate::registry::lock(&self.0.cache).clone()
+    }
+
+    /// Add what the body's `cache` object asks (its fields win over the headers').
+    pub fn merge_cache_body(&self, cache: &serde_json::Value) {
+        crate::registry::lock(&self.0.cache).merge_json(cache);
+    }
+
     /// Whether the pipeline took the call's outcome.
     pub fn outcome_claimed(&self) -> bool {
         self.0.outcome_recorded.load(Ordering::SeqCst)
     }
+}
+
+/// What one request asks of the response cache: from its headers (`Cache-Control:
+/// no-cache | no-store | max-age=N`, `x-modelgate-cache-ttl`, `-namespace`, `-refresh`,
+/// `-threshold`, `-semantic`) and from the `cache` object of an OpenAI or Anthropic body
+/// (`{"no-cache": true, "no-store": true, "ttl": 600, "s-maxage": 60, "namespace": "…"}`,
+/// the convention LiteLLM's clients send). A malformed value is kept as `invalid`, and the
+/// cache layer refuses the call with it (in the caller's dialect).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CacheDirectives {
+    /// Do not serve from the cache (a fresh answer is still stored): a forced refresh.
+    pub no_cache: bool,
+    /// Neither serve from nor store into the cache.
+    pub no_store: bool,
+    /// How long to serve this answer (capped at `[cache] max_ttl`).
+    pub ttl: Option<Duration>,
+    /// Serve only an entry at most this old.
+    pub max_age: Option<Duration>,
+    /// A partition of the caller's cache.
+    pub namespace: Option<String>,
+    /// A semantic similarity floor (raises the configured one, never lowers it).
+    pub threshold: Option<f32>,
+    /// Opt in to (or out of) semantic matching for this request.
+    pub semantic: Option<bool>,
+    /// What was malformed, naming the header or field.
+    pub invalid: Option<String>,
+}
+
+impl CacheDirectives {
+    /// Read the cache headers of a request.
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let mut d = Self::default();
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Some(cc) = get("cache-control") {
+            for token in cc.split(',').map(str::trim) {
+                let (name, value) = token.split_once('=').unwrap_or((token, ""));
+                match name.to_ascii_lowercase().as_str() {
+                    "no-cache" => d.no_cache = true,
+                    "no-store" => d.no_store = true,
+                    "max-age" => match value.trim_matches('"').parse::<u64>() {
+                        Ok(s) => d.max_age = Some(Duration::from_secs(s)),
+                        Err(_) => {
+                            d.bad("header cache-control: max-age must be a whole number of seconds")
+                        }
+                    },
+                    _ => {}
+                }
+            }
+        }
+        if let Some(v) = get("x-modelgate-cache-ttl") {
+            match parse_duration(v) {
+                Some(t) if !t.is_zero() => d.ttl = Some(t),
+                _ => {
+                    d.bad("header x-modelgate-cache-ttl must be seconds or a duration such as 10m")
+                }
+            }
+        }
+        if let Some(v) = get("x-modelgate-cache-namespace") {
+            d.set_namespace(v, "header x-modelgate-cache-namespace");
+        }
+        if let Some(v) = get("x-modelgate-cache-refresh") {
+            match parse_bool(v) {
+                Some(b) => d.no_cache |= b,
+                None => d.bad("header x-modelgate-cache-refresh must be true or false"),
+            }
+        }
+        if let Some(v) = get("x-modelgate-cache-semantic") {
+            match parse_bool(v) {
+                Some(b) => d.semantic = Some(b),
+                None => d.bad("header x-modelgate-cache-semantic must be true or false"),
+            }
+        }
+        if let Some(v) = get("x-modelgate-cache-threshold") {
+            match v.trim().parse::<f32>() {
+                Ok(t) if t > 0.0 && t <= 1.0 => d.threshold = Some(t),
+                _ => d.bad("header x-modelgate-cache-threshold must be a number in (0, 1]"),
+            }
+        }
+        d
+    }
+
+    /// Add a body's `cache` object.
+    pub fn merge_json(&mut self, cache: &serde_json::Value) {
+        let Some(obj) = cache.as_object() else {
+            return self.bad("cache must be an object");
+        };
+        for (k, v) in obj {
+            let field = format!("cache.{k}");
+            match k.as_str() {
+                "no-cache" | "no_cache" => match v.as_bool() {
+                    Some(b) => self.no_cache |= b,
+                    None => self.bad(&format!("{field} must be a boolean")),
+                },
+                "no-store" | "no_store" => match v.as_bool() {
+                    Some(b) => self.no_store |= b,
+                    None => self.bad(&format!("{field} must be a boolean")),
+                },
+                "ttl" | "s-maxage" | "max-age" | "max_age" => match v.as_u64() {
+                    Some(s) if k == "ttl" && s > 0 => self.ttl = Some(Duration::from_secs(s)),
+                    Some(s) if k != "ttl" => self.max_age = Some(Duration::from_secs(s)),
+                    _ => self.bad(&format!("{field} must be a positive whole number of seconds")),
+                },
+                "namespace" => match v.as_str() {
+                    Some(n) => self.set_namespace(n, &field),
+                    None => self.bad(&format!("{field} must be a string")),
+                },
+                "semantic" => match v.as_bool() {
+                    Some(b) => self.semantic = Some(b),
+                    None => self.bad(&format!("{field} must be a boolean")),
+                },
+                "similarity_threshold" | "threshold" => match v.as_f64() {
+                    Some(t) if t > 0.0 && t <= 1.0 => self.threshold = Some(t as f32),
+                    _ => self.bad(&format!("{field} must be a number in (0, 1]")),
+                },
+                other => self.bad(&format!(
+                    "cache.{other} is not a cache setting (no-cache, no-store, ttl, s-maxage, namespace, semantic, similarity_threshold)"
+                )),
+            }
+        }
+    }
+
+    fn set_namespace(&mut self, n: &str, what: &str) {
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if ok {
+            self.namespace = Some(n.to_string());
+        } else {
+            self.bad(&format!(
+                "{what} must be 1–64 letters, digits, '-', '_' or '.'"
+            ));
+        }
+    }
+
+    fn bad(&mut self, why: &str) {
+        self.invalid.get_or_insert_with(|| why.to_string());
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    v.parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+        .or_else(|| humantime::parse_duration(v).ok())
 }
 
 /// A W3C Trace Context position: the trace, this call's span in it, the caller's span.

@@ -11,15 +11,13 @@ use modelgate_providers::ChatStream;
 use modelgate_types::{ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Error};
 
 use crate::context::CallContext;
-use crate::degraded::LastGoodCache;
 use crate::outcome::{AccessLog, OutcomeSink, Sinks};
 use crate::pipeline::{build, Answer, Layer, Models, Operation, Pipeline, PolicyLayers, Served};
 use crate::registry::{lock, EndpointStatus, ModelInfo, Registry, ServedModel};
-use crate::resilience::ResilienceConfig;
 
 /// How a [`Gateway`] is put together.
 pub struct GatewayBuilder {
-    last_good_entries: usize,
+    cache: Option<Arc<crate::cache::ResponseCache>>,
     sinks: Vec<Arc<dyn OutcomeSink>>,
     extra_layers: Vec<Arc<dyn Layer>>,
     policy: Option<PolicyLayers>,
@@ -29,7 +27,7 @@ pub struct GatewayBuilder {
 impl std::fmt::Debug for GatewayBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayBuilder")
-            .field("last_good_entries", &self.last_good_entries)
+            .field("cache", &self.cache.is_some())
             .field("sinks", &self.sinks.len())
             .finish_non_exhaustive()
     }
@@ -38,7 +36,7 @@ impl std::fmt::Debug for GatewayBuilder {
 impl Default for GatewayBuilder {
     fn default() -> Self {
         Self {
-            last_good_entries: ResilienceConfig::default().fallback_cache_entries,
+            cache: Some(Arc::default()),
             sinks: vec![Arc::new(AccessLog)],
             extra_layers: Vec::new(),
             policy: None,
@@ -48,9 +46,11 @@ impl Default for GatewayBuilder {
 }
 
 impl GatewayBuilder {
-    /// Answers kept for the last-good-answer level (`0` turns it off).
-    pub fn last_good_entries(mut self, entries: usize) -> Self {
-        self.last_good_entries = entries;
+    /// The response cache (also the degraded last-good-answer level); `None` leaves the
+    /// layer out. Default: in process, with `[cache]`'s defaults (off except for models with
+    /// `fallback_cache`).
+    pub fn cache(mut self, cache: Option<Arc<crate::cache::ResponseCache>>) -> Self {
+        self.cache = cache;
         self
     }
 
@@ -86,17 +86,18 @@ impl GatewayBuilder {
     /// The gateway, with no models yet.
     pub fn build(self) -> Gateway {
         let models: Models = Arc::new(OnceLock::new());
-        let last_good = Arc::new(LastGoodCache::new(self.last_good_entries));
         let mut layers = self.extra_layers;
+        let cache = self.cache.clone();
         layers.extend(build(
             Arc::clone(&models),
-            last_good,
+            self.cache,
             self.policy,
             self.capture,
         ));
         Gateway {
             models,
             pipeline: Pipeline::new(layers, Sinks::new(self.sinks)),
+            cache,
             tasks: Mutex::new(Vec::new()),
         }
     }
@@ -106,6 +107,7 @@ impl GatewayBuilder {
 pub struct Gateway {
     models: Models,
     pipeline: Pipeline,
+    cache: Option<Arc<crate::cache::ResponseCache>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -134,6 +136,11 @@ impl Gateway {
     /// [`Gateway::install`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The response cache, when the pipeline has one (for the admin API).
+    pub fn response_cache(&self) -> Option<&Arc<crate::cache::ResponseCache>> {
+        self.cache.as_ref()
     }
 
     /// Build a gateway with other settings.

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod cache;
 mod chain;
 pub mod config;
 pub mod context;
@@ -22,6 +23,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod registry;
 pub mod resilience;
+pub mod semantic;
 mod stream;
 pub mod traces;
 pub mod upstream;

@@ -51,6 +51,12 @@ struct CostLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    model: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     dialect: &'static str,
     model: String,
@@ -89,6 +95,9 @@ pub struct Metrics {
     attempts: Family<ModelLabels, Counter>,
     retries: Family<ModelLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
+    cache_saved: Family<CostLabels, Counter<f64, AtomicU64>>,
+    cache_saved_tokens: Family<TokenLabels, Counter>,
     in_flight: Gauge,
     breaker: Family<BreakerLabels, Gauge>,
     breaker_opened: Family<EndpointLabels, Counter>,
@@ -188,6 +197,24 @@ impl Metrics {
             "Calls the requested model did not answer, by reason",
             fallbacks.clone(),
         );
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Chat calls the response cache looked at, by result (hit, semantic-hit, miss, bypass, stale)",
+            cache.clone(),
+        );
+        let cache_saved = Family::<CostLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "cache_saved_usd",
+            "What the calls answered from the cache would have cost, in USD",
+            cache_saved.clone(),
+        );
+        let cache_saved_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "cache_saved_tokens",
+            "Tokens not spent thanks to cache hits",
+            cache_saved_tokens.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_requests",
@@ -238,6 +265,9 @@ impl Metrics {
             attempts,
             retries,
             fallbacks,
+            cache,
+            cache_saved,
+            cache_saved_tokens,
             in_flight,
             breaker,
             breaker_opened,
@@ -371,6 +401,35 @@ impl OutcomeSink for Metrics {
                     reason,
                 })
                 .inc();
+        }
+        if let Some(c) = &o.cache {
+            self.cache
+                .get_or_create(&CacheLabels {
+                    model: model.clone(),
+                    status: c.status.as_str(),
+                })
+                .inc();
+            if c.saved_nanos > 0 {
+                self.cache_saved
+                    .get_or_create(&CostLabels {
+                        model: model.clone(),
+                        team: team.clone(),
+                    })
+                    .inc_by(c.saved_nanos as f64 / 1e9);
+            }
+            if let Some(u) = c.saved_usage {
+                for (kind, n) in [("input", u.input_tokens), ("output", u.output_tokens)] {
+                    if n > 0 {
+                        self.cache_saved_tokens
+                            .get_or_create(&TokenLabels {
+                                model: model.clone(),
+                                team: team.clone(),
+                                kind,
+                            })
+                            .inc_by(u64::from(n));
+                    }
+                }
+            }
         }
         let Some(u) = o.usage else {
             return;

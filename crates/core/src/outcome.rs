@@ -113,6 +113,8 @@ pub struct Outcome {
     pub stop_reason: Option<modelgate_types::StopReason>,
     /// When each stage of the call began and ended (for traces).
     pub timeline: Timeline,
+    /// What the response cache did (hit, miss…, what a hit saved), when it looked.
+    pub cache: Option<crate::cache::CacheReport>,
 }
 
 /// When the stages of a call happened: the pipeline's start, the model chain's start, each
@@ -260,6 +262,7 @@ impl Outcome {
             captured: None,
             stop_reason: None,
             timeline: Timeline::default(),
+            cache: None,
         }
     }
 }
@@ -302,6 +305,7 @@ impl OutcomeSink for AccessLog {
             provider = o.provider.as_deref(),
             attempts = (o.attempts > 1).then_some(o.attempts),
             fallback = o.fallback_reason,
+            cache = o.cache.as_ref().map(|c| c.status.as_str()),
             input_tokens,
             output_tokens,
             streamed = o.streamed.then_some(true),

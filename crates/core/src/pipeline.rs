@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::chain::Chain;
 use crate::context::CallContext;
-use crate::degraded::{LastGood, LastGoodCache, StaticAnswer};
+use crate::degraded::StaticAnswer;
 use crate::outcome::{OperationKind, Recorder, Sinks};
 use crate::registry::{Entry, Registry};
 use crate::validate::Validate;
@@ -142,7 +142,7 @@ impl<T> Served<T> {
 /// How a call was served so far: which model answered, why the requested one did not, how
 /// many upstream attempts were made. The pipeline keeps it on the call (and copies it to the
 /// call context for the response headers), success or failure.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServedBy {
     /// The model that answered (empty while none has).
     pub served_by: String,
@@ -150,6 +150,8 @@ pub struct ServedBy {
     pub fallback_reason: Option<&'static str>,
     /// Upstream attempts, over every model tried.
     pub attempts: u32,
+    /// What the response cache did, when it looked at the call.
+    pub cache: Option<crate::cache::CacheReport>,
 }
 
 /// How the one stream observer treats a started stream.
@@ -242,7 +244,7 @@ pub struct PolicyLayers {
 /// which puts the principal in the call context.)
 pub(crate) fn build(
     models: Models,
-    last_good: Arc<LastGoodCache>,
+    cache: Option<Arc<crate::cache::ResponseCache>>,
     policy: Option<PolicyLayers>,
     capture: Option<Arc<crate::invocations::Capture>>,
 ) -> Vec<Arc<dyn Layer>> {
@@ -276,13 +278,16 @@ pub(crate) fn build(
         // 5. Static answer: when every model and the cached level failed, the model's
         //    configured degraded-service text.
         Arc::new(StaticAnswer),
-        // 6. Last good answer (opt-in per model): remembers successful answers and serves the
-        //    one for the same request when every model failed.
-        Arc::new(LastGood::new(last_good)),
-        // 7. The model chain (innermost): the fallback chain → retries with backoff → circuit
-        //    breaker and health-checked endpoint choice → the provider call.
-        Arc::new(Chain),
     ]);
+    if let Some(cache) = cache {
+        // 6. Response cache: serve a stored answer to the same request (or, semantically, one
+        //    that means the same) from the same tenant; store complete answers when the call
+        //    ends; when every model failed, serve a stale entry (models with fallback_cache).
+        layers.push(Arc::new(crate::cache::Cache::new(cache)));
+    }
+    // 7. The model chain (innermost): the fallback chain → retries with backoff → circuit
+    //    breaker and health-checked endpoint choice → the provider call.
+    layers.push(Arc::new(Chain));
     layers
 }
 
@@ -394,6 +399,7 @@ impl Pipeline {
             served_by,
             fallback_reason,
             attempts,
+            ..
         } = served;
         Ok(Served {
             value: answer,

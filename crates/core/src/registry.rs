@@ -50,8 +50,12 @@ pub struct ModelPolicy {
     pub fallbacks: Vec<String>,
     /// Fall back when the model refuses on content-policy grounds.
     pub fallback_on_content_policy: bool,
-    /// Remember answers and serve the last good one when the chain failed (opt-in).
+    /// Store answers and serve the last good one when the chain failed (opt-in).
     pub fallback_cache: bool,
+    /// Serve from the response cache, overriding `[cache] enabled`.
+    pub cache: Option<bool>,
+    /// Time to live of cached answers, overriding `[cache] ttl`.
+    pub cache_ttl: Option<Duration>,
     /// The degraded-service answer.
     pub static_response: Option<String>,
     /// The context window in tokens, when known.
@@ -72,6 +76,8 @@ impl ModelPolicy {
             fallbacks: Vec::new(),
             fallback_on_content_policy: false,
             fallback_cache: false,
+            cache: None,
+            cache_ttl: None,
             static_response: None,
             context_window: None,
             finish_cancelled_streams: false,
@@ -89,6 +95,8 @@ impl ModelPolicy {
             fallbacks: m.fallbacks.clone(),
             fallback_on_content_policy: m.fallback_on_content_policy,
             fallback_cache: m.fallback_cache,
+            cache: m.cache,
+            cache_ttl: m.cache_ttl,
             static_response: m.static_response.clone(),
             context_window: m.context_window,
             finish_cancelled_streams: m.finish_cancelled_streams,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// `[resilience]`: defaults for every model; a model's own tables replace them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResilienceConfig {
     /// Retries with exponential backoff.
@@ -24,21 +24,6 @@ pub struct ResilienceConfig {
     pub breaker: BreakerConfig,
     /// Active health checks per endpoint.
     pub health: HealthConfig,
-    /// How many last good answers the cached fallback level keeps (least recently used go
-    /// first). `0` turns the level off. Default 1024.
-    pub fallback_cache_entries: usize,
-}
-
-impl Default for ResilienceConfig {
-    fn default() -> Self {
-        Self {
-            retry: RetryConfig::default(),
-            timeouts: TimeoutConfig::default(),
-            breaker: BreakerConfig::default(),
-            health: HealthConfig::default(),
-            fallback_cache_entries: 1024,
-        }
-    }
 }
 
 impl ResilienceConfig {

@@ -37,7 +37,7 @@ fn served(id: &str, p: &Arc<ScriptedProvider>) -> ServedModel {
 
 fn gateway(shared: SharedLimits, models: &[(&str, &Arc<ScriptedProvider>)]) -> Gateway {
     let g = Gateway::builder()
-        .last_good_entries(0)
+        .cache(None)
         .policy(PolicyLayers {
             authorize: Arc::new(Authorize::new(Site::default(), Audit::default())),
             limits: Arc::new(Limits {
@@ -256,7 +256,7 @@ async fn an_alias_cannot_dodge_a_policy_written_for_the_model_id() {
     let mut model = served("anthropic.claude-3-haiku-20240307-v1:0", &m);
     model.info.aliases = vec!["cheap".into()];
     let g = Gateway::builder()
-        .last_good_entries(0)
+        .cache(None)
         .policy(PolicyLayers {
             authorize: Arc::new(Authorize::new(Site::default(), Audit::default())),
             limits: Arc::new(Limits {
@@ -297,7 +297,7 @@ async fn allowed_calls_can_be_left_out_of_the_audit_log_but_denials_never_are() 
         let (audit, task) = Audit::spawn_with(store.clone(), allows);
         let m = ScriptedProvider::new("ok");
         let g = Gateway::builder()
-            .last_good_entries(0)
+            .cache(None)
             .policy(PolicyLayers {
                 authorize: Arc::new(Authorize::new(Site::default(), audit)),
                 limits: Arc::new(Limits {

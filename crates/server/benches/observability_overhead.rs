@@ -171,7 +171,7 @@ const CONFIGS: [Observe; 5] = [
 
 /// The router observing what `o` asks for.
 async fn router(o: Observe, otlp: &str, dir: &std::path::Path) -> axum::Router {
-    let mut builder = Gateway::builder().last_good_entries(0);
+    let mut builder = Gateway::builder().cache(None);
     let mut state_metrics = None;
     let mut state_records = None;
     if o.metrics {

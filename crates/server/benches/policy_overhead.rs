@@ -83,7 +83,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         // Off: the open gateway.
-        let gateway = Arc::new(Gateway::builder().last_good_entries(0).build());
+        let gateway = Arc::new(Gateway::builder().cache(None).build());
         gateway.install(vec![instant_model(MODEL)]);
         let off = app::router(AppState::new(gateway, 1 << 20));
 
@@ -92,7 +92,7 @@ fn main() {
             let metrics = Arc::new(Metrics::new(PriceCatalog::default()));
             let gateway = Arc::new(
                 Gateway::builder()
-                    .last_good_entries(0)
+                    .cache(None)
                     .sink(metrics.clone())
                     .build(),
             );
@@ -111,7 +111,7 @@ fn main() {
             UsageRecorder::spawn(PriceCatalog::default(), store.clone(), counters.clone());
         let gateway = Arc::new(
             Gateway::builder()
-                .last_good_entries(0)
+                .cache(None)
                 .sink(usage)
                 .policy(PolicyLayers {
                     authorize: Arc::new(Authorize::new(Site::default(), audit.clone())),
@@ -156,7 +156,7 @@ fn main() {
                 UsageRecorder::spawn(PriceCatalog::default(), store.clone(), counters.clone());
             let gateway = Arc::new(
                 Gateway::builder()
-                    .last_good_entries(0)
+                    .cache(None)
                     .sink(usage)
                     .policy(PolicyLayers {
                         authorize: Arc::new(Authorize::new(Site::default(), Audit::default())),

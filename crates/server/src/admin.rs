@@ -1,6 +1,7 @@
-//! The admin API: keys (`/admin/keys`), teams, usage, the audit log and invocation records. Every endpoint is an
-//! admin action (`modelgate:CreateKey`, …) decided by the caller's policies — the `admin` role
-//! and the bootstrap admin credential may do all of them — and written to the audit log.
+//! The admin API: keys (`/admin/keys`), teams, usage, the audit log, invocation records and the
+//! response cache. Every endpoint is an admin action (`modelgate:CreateKey`, …) decided by the
+//! caller's policies — the `admin` role and the bootstrap admin credential may do all of them —
+//! and written to the audit log.
 //! Errors use the OpenAI error shape.
 
 use std::sync::Arc;
@@ -702,4 +703,115 @@ pub async fn invocation(
             format!("No invocation record for request '{request_id}' (it may not be written yet, or be past retention)."),
         ))),
     }
+}
+
+/// Which cache entries an admin call is about: `namespace`, `model` (configured id), `scope`
+/// (`team:<id>`, `key:<id>`, `anonymous`, `global`), `key` (the request hash of
+/// `x-modelgate-cache-key`); `limit` for listing; `all=true` to flush everything.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheParams {
+    namespace: Option<String>,
+    model: Option<String>,
+    scope: Option<String>,
+    key: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    all: bool,
+}
+
+impl CacheParams {
+    fn filter(&self) -> Result<modelgate_store::CacheFilter, OpenAiError> {
+        let hash = self
+            .key
+            .as_deref()
+            .map(|k| {
+                (k.len() == 32)
+                    .then(|| u128::from_str_radix(k, 16).ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        OpenAiError(Error::validation(
+                            "key must be the 32 hex digits of an x-modelgate-cache-key header",
+                        ))
+                    })
+            })
+            .transpose()?;
+        Ok(modelgate_store::CacheFilter {
+            namespace: self.namespace.clone(),
+            model: self.model.clone(),
+            scope: self.scope.clone(),
+            hash,
+        })
+    }
+}
+
+fn response_cache(
+    state: &AppState,
+) -> Result<&Arc<modelgate_core::cache::ResponseCache>, OpenAiError> {
+    state.gateway.response_cache().ok_or_else(|| {
+        OpenAiError(Error::new(
+            ErrorKind::ServiceUnavailable,
+            "This gateway runs without a response cache.",
+        ))
+    })
+}
+
+/// `GET /admin/cache?namespace=&model=&scope=&key=&limit=`: the stored entries (never their
+/// content): key, bytes, expiry.
+pub async fn cache_entries(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Query(p): Query<CacheParams>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "ListCacheEntries",
+        "arn:modelgate:admin:::cache/*",
+    )?;
+    let limit = p.limit.unwrap_or(100).clamp(1, 10_000);
+    let entries = response_cache(&state)?
+        .entries(&p.filter()?, limit)
+        .await
+        .map_err(OpenAiError)?;
+    let data: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "namespace": e.key.namespace,
+                "model": e.key.model,
+                "scope": e.key.scope,
+                "key": format!("{:032x}", e.key.hash),
+                "bytes": e.bytes,
+                "expires_at": rfc3339(e.expires_at_ms),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// `DELETE /admin/cache?namespace=&model=&scope=&key=` (at least one, or `all=true` to flush
+/// everything): drop the matching entries; answers how many.
+pub async fn invalidate_cache(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Query(p): Query<CacheParams>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "InvalidateCache",
+        "arn:modelgate:admin:::cache/*",
+    )?;
+    let filter = p.filter()?;
+    if filter == modelgate_store::CacheFilter::default() && !p.all {
+        return Err(OpenAiError(Error::validation(
+            "name what to invalidate (namespace, model, scope or key), or flush everything with all=true",
+        )));
+    }
+    let removed = response_cache(&state)?
+        .invalidate(&filter)
+        .await
+        .map_err(OpenAiError)?;
+    Ok(Json(json!({"removed": removed})).into_response())
 }

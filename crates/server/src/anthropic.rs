@@ -23,8 +23,11 @@ use crate::streaming::{self, sse_frame};
 
 /// Parse a `/v1/messages` body: `model` is required and `anthropic_version` belongs in the
 /// header, not the body.
-fn parse(body: &[u8], for_counting: bool) -> Result<(ChatRequest, Mode), Error> {
+fn parse(body: &[u8], for_counting: bool, ctx: &CallContext) -> Result<(ChatRequest, Mode), Error> {
     let mut wire: MessagesBody = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+    if let Some(cache) = wire.cache.take() {
+        ctx.merge_cache_body(&cache);
+    }
     if wire.anthropic_version.is_some() || wire.anthropic_beta.is_some() {
         return Err(Error::validation(
             "anthropic_version: Extra inputs are not permitted; send the `anthropic-version` header",
@@ -74,7 +77,7 @@ async fn messages_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-    let (request, mode) = parse(&body, false)?;
+    let (request, mode) = parse(&body, false, &ctx)?;
     let id = message_id("msg_");
     let model = request.model.clone();
     if mode == Mode::Whole {
@@ -134,7 +137,7 @@ pub async fn count_tokens(
 ) -> Response {
     let result = async {
         let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-        let (request, _) = parse(&body, true)?;
+        let (request, _) = parse(&body, true, &ctx)?;
         let n = state.gateway.count_tokens(&ctx, request).await?;
         Ok::<_, Error>(Json(json!({ "input_tokens": n })).into_response())
     }
@@ -150,23 +153,44 @@ mod tests {
     fn direct_api_body_rules() {
         let ok = json!({"model": "m", "max_tokens": 5, "stream": true,
             "messages": [{"role": "user", "content": "hi"}]});
-        let (r, mode) = parse(ok.to_string().as_bytes(), false).unwrap();
+        let (r, mode) = parse(ok.to_string().as_bytes(), false, &CallContext::internal()).unwrap();
         assert_eq!(mode, Mode::Stream);
         assert_eq!(r.model, "m");
         let mut no_model = ok.clone();
         no_model.as_object_mut().unwrap().remove("model");
-        assert!(parse(no_model.to_string().as_bytes(), false).is_err());
+        assert!(parse(
+            no_model.to_string().as_bytes(),
+            false,
+            &CallContext::internal()
+        )
+        .is_err());
         let mut versioned = ok.clone();
         versioned["anthropic_version"] = json!("bedrock-2023-05-31");
-        assert!(parse(versioned.to_string().as_bytes(), false).is_err());
+        assert!(parse(
+            versioned.to_string().as_bytes(),
+            false,
+            &CallContext::internal()
+        )
+        .is_err());
         let mut zero = ok.clone();
         zero["max_tokens"] = json!(0);
-        let (r, mode) = parse(zero.to_string().as_bytes(), false).unwrap();
+        let (r, mode) =
+            parse(zero.to_string().as_bytes(), false, &CallContext::internal()).unwrap();
         assert_eq!(mode, Mode::PromptOnly { stream: true });
         assert_eq!(r.inference.max_tokens, Some(1));
         let mut counting = ok;
         counting.as_object_mut().unwrap().remove("max_tokens");
-        assert!(parse(counting.to_string().as_bytes(), false).is_err());
-        assert!(parse(counting.to_string().as_bytes(), true).is_ok());
+        assert!(parse(
+            counting.to_string().as_bytes(),
+            false,
+            &CallContext::internal()
+        )
+        .is_err());
+        assert!(parse(
+            counting.to_string().as_bytes(),
+            true,
+            &CallContext::internal()
+        )
+        .is_ok());
     }
 }

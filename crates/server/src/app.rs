@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
+use modelgate_core::context::CacheDirectives;
 use modelgate_core::outcome::{record_plain, ErrorInfo};
 use modelgate_core::{CallContext, Dialect, Gateway, ModelInfo, ServedBy};
 use modelgate_types::Error;
@@ -91,6 +92,23 @@ fn served_headers(response: &mut Response, served: &ServedBy) {
         );
     }
     h.insert("x-modelgate-attempts", HeaderValue::from(served.attempts));
+    if let Some(c) = &served.cache {
+        h.insert(
+            "x-modelgate-cache",
+            HeaderValue::from_static(c.status.as_str()),
+        );
+        if let Ok(v) = HeaderValue::from_str(&c.key) {
+            h.insert("x-modelgate-cache-key", v);
+        }
+        if let Some(s) = c.similarity {
+            if let Ok(v) = HeaderValue::from_str(&format!("{s:.4}")) {
+                h.insert("x-modelgate-cache-similarity", v);
+            }
+        }
+        if let Some(age) = c.age {
+            h.insert("age", HeaderValue::from(age.as_secs()));
+        }
+    }
 }
 
 /// Build the router with every front door.
@@ -115,6 +133,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/teams/{id}", axum::routing::put(admin::put_team))
         .route("/admin/usage", get(admin::usage))
         .route("/admin/audit", get(admin::audit))
+        .route(
+            "/admin/cache",
+            get(admin::cache_entries).delete(admin::invalidate_cache),
+        )
         .route("/admin/invocations", get(admin::invocations))
         .route("/admin/invocations/{request_id}", get(admin::invocation))
         // OpenAI dialect.
@@ -287,6 +309,7 @@ async fn request_context(
         .source(source)
         .traceparent(traceparent)
         .sample_ratio(state.trace_sample_ratio)
+        .cache(CacheDirectives::from_headers(request.headers()))
         .build();
     request.extensions_mut().insert(ctx.clone());
     let mut response = next.run(request).instrument(ctx.span().clone()).await;

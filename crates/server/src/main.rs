@@ -380,8 +380,9 @@ fn serve(
             }),
         };
         let metrics = Arc::new(Metrics::new(PriceCatalog::new(config.prices.clone())));
+        let cache = state::open_cache(&config).await?;
         let mut builder = Gateway::builder()
-            .last_good_entries(config.resilience.fallback_cache_entries)
+            .cache(Some(cache))
             .sink(usage)
             .sink(metrics.clone())
             .policy(policy);

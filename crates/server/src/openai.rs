@@ -83,6 +83,10 @@ struct ChatCompletionRequest {
     _service_tier: Option<IgnoredAny>,
     #[serde(default)]
     reasoning_effort: Option<String>,
+    /// Response-cache settings (`no-cache`, `no-store`, `ttl`, `namespace`…), as LiteLLM's
+    /// clients send them.
+    #[serde(default)]
+    cache: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -431,7 +435,11 @@ async fn chat_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-    let wire: ChatCompletionRequest = serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+    let mut wire: ChatCompletionRequest =
+        serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+    if let Some(cache) = wire.cache.take() {
+        ctx.merge_cache_body(&cache);
+    }
     let (request, stream, include_usage) = wire.into_canonical()?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();

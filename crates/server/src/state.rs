@@ -168,3 +168,35 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
+
+/// The response cache `[cache]` describes: in process, or on `[store] redis_url`.
+pub async fn open_cache(
+    config: &Config,
+) -> anyhow::Result<Arc<modelgate_core::cache::ResponseCache>> {
+    use modelgate_core::cache::{CacheBackend, ResponseCache};
+    let store: Arc<dyn modelgate_store::CacheStore> = match config.cache.backend {
+        CacheBackend::Memory => Arc::new(modelgate_store::MemoryCache::new(
+            usize::try_from(config.cache.max_bytes).unwrap_or(usize::MAX),
+        )),
+        CacheBackend::Redis => {
+            let url = config
+                .store
+                .redis_url
+                .as_deref()
+                .context("cache.backend = \"redis\" needs store.redis_url")?;
+            Arc::new(
+                modelgate_store::RedisCache::connect(
+                    url,
+                    config.store.redis_prefix.as_deref().unwrap_or("modelgate:"),
+                )
+                .await
+                .context("cannot connect to Redis for the response cache")?,
+            )
+        }
+    };
+    Ok(Arc::new(ResponseCache::new(
+        config.cache.clone(),
+        store,
+        modelgate_core::usage::PriceCatalog::new(config.prices.clone()),
+    )))
+}

@@ -23,9 +23,6 @@ fn config(upstream: &str) -> Config {
 [local]
 enabled = false
 
-[resilience]
-fallback_cache_entries = 0
-
 [resilience.retry]
 max_attempts = 2
 initial_backoff = "1ms"

@@ -7,11 +7,13 @@
 //! | audit log | [`AuditStore`] | SQLite file | PostgreSQL |
 //! | invocation records | [`InvocationStore`] | SQLite file | PostgreSQL |
 //! | counters (rate limits, concurrency, spend) | [`Counters`] | in-process | Redis |
+//! | response cache entries | [`CacheStore`] | in-process (LRU by bytes) | Redis |
 //!
 //! Every implementation passes the one conformance suite in `tests/conformance.rs`. Times are
 //! Unix milliseconds; money is nano-dollars (10⁻⁹ USD) so that a few tokens of a cheap model
 //! still cost a whole number.
 
+mod cache;
 mod counters;
 mod records;
 mod redis_counters;
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use cache::{CacheEntryInfo, CacheFilter, CacheKey, CacheStore, MemoryCache, RedisCache};
 pub use counters::MemoryCounters;
 pub use records::*;
 pub use redis_counters::RedisCounters;

@@ -87,14 +87,8 @@ impl std::fmt::Debug for RedisCounters {
 impl RedisCounters {
     /// Connect to `url` (`redis://host:port/db`); every key is put under `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
-            .await
-            .map_err(|_| {
-                crate::StoreError::Unavailable(format!("redis at {url}: connect timed out"))
-            })??;
         Ok(Self {
-            conn,
+            conn: connect(url).await?,
             prefix: prefix.to_string(),
             gcra: Script::new(GCRA_LUA),
             add: Script::new(ADD_LUA),
@@ -106,6 +100,15 @@ impl RedisCounters {
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
+}
+
+/// A connection to `url` that reconnects by itself; gives up after 5 s for the first one.
+pub(crate) async fn connect(url: &str) -> Result<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
+        .await
+        .map_err(|_| crate::StoreError::Unavailable(format!("redis at {url}: connect timed out")))?
+        .map_err(Into::into)
 }
 
 fn ms(d: Duration) -> u64 {

@@ -680,3 +680,162 @@ async fn redis_counters() {
         counters_are_atomic(Arc::new(c)).await;
     }
 }
+
+fn cache_key(ns: &str, model: &str, scope: &str, hash: u128) -> CacheKey {
+    CacheKey {
+        namespace: ns.into(),
+        model: model.into(),
+        scope: scope.into(),
+        hash,
+    }
+}
+
+/// Entries round-trip as bytes, expire, and are listed and removed by every filter field —
+/// with names that hold the characters a Redis pattern would read as globs or separators.
+async fn cache_behaves(c: &dyn CacheStore) {
+    let model = "anthropic.claude-3:0*[x]?";
+    let a = cache_key("default", model, "team:red", 1);
+    let b = cache_key("default", model, "team:blue", 2);
+    let other = cache_key("blue-ns", "gpt-4o", "key:k1", u128::MAX);
+    let hour = Duration::from_secs(3600);
+    for k in [&a, &b, &other] {
+        let value = bytes::Bytes::from(format!("answer for {}", k.scope).into_bytes());
+        c.put(k, value, hour).await.unwrap();
+    }
+    assert_eq!(
+        c.get(&a).await.unwrap().as_deref(),
+        Some(&b"answer for team:red"[..])
+    );
+    assert_eq!(
+        c.get(&cache_key("default", model, "team:red", 3))
+            .await
+            .unwrap(),
+        None
+    );
+    // A pattern character in a name matches only itself.
+    assert_eq!(
+        c.get(&cache_key(
+            "default",
+            "anthropic.claude-3:0xxx",
+            "team:red",
+            1
+        ))
+        .await
+        .unwrap(),
+        None
+    );
+
+    // Replacing keeps one entry.
+    c.put(&a, bytes::Bytes::from_static(b"newer"), hour)
+        .await
+        .unwrap();
+    assert_eq!(c.get(&a).await.unwrap().as_deref(), Some(&b"newer"[..]));
+
+    let by_model = CacheFilter {
+        model: Some(model.into()),
+        ..Default::default()
+    };
+    let mut listed = c.entries(&by_model, 100).await.unwrap();
+    listed.sort_by_key(|e| e.key.hash);
+    assert_eq!(
+        listed.iter().map(|e| e.key.clone()).collect::<Vec<_>>(),
+        vec![a.clone(), b.clone()]
+    );
+    assert_eq!(listed[0].bytes, 5);
+    assert!(listed[0].expires_at_ms > 0);
+    let by_scope = CacheFilter {
+        scope: Some("key:k1".into()),
+        ..Default::default()
+    };
+    assert_eq!(c.entries(&by_scope, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        c.entries(&CacheFilter::default(), 1).await.unwrap().len(),
+        1
+    );
+
+    // Remove by hash, then by namespace, then everything.
+    let by_hash = CacheFilter {
+        hash: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(c.remove(&by_hash).await.unwrap(), 1);
+    assert_eq!(c.get(&b).await.unwrap(), None);
+    let by_ns = CacheFilter {
+        namespace: Some("blue-ns".into()),
+        ..Default::default()
+    };
+    assert_eq!(c.remove(&by_ns).await.unwrap(), 1);
+    assert_eq!(c.get(&other).await.unwrap(), None);
+    assert_eq!(c.remove(&CacheFilter::default()).await.unwrap(), 1);
+    assert!(c
+        .entries(&CacheFilter::default(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Expiry.
+    c.put(
+        &a,
+        bytes::Bytes::from_static(b"brief"),
+        Duration::from_millis(50),
+    )
+    .await
+    .unwrap();
+    assert!(c.get(&a).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(c.get(&a).await.unwrap(), None);
+    assert!(c
+        .entries(&CacheFilter::default(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn memory_cache() {
+    cache_behaves(&MemoryCache::new(1 << 20)).await;
+    // Bounded by bytes: the least recently used go first.
+    let c = MemoryCache::new(1000);
+    for i in 0..20u128 {
+        let k = cache_key("default", "m", "global", i);
+        c.put(
+            &k,
+            bytes::Bytes::from(vec![0u8; 200]),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        assert!(c.bytes() <= 1000);
+    }
+    assert!(c.len() < 20 && !c.is_empty());
+    assert!(c
+        .get(&cache_key("default", "m", "global", 19))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(c
+        .get(&cache_key("default", "m", "global", 0))
+        .await
+        .unwrap()
+        .is_none());
+    // An entry larger than the whole cache is not stored.
+    let big = cache_key("default", "m", "global", 99);
+    c.put(
+        &big,
+        bytes::Bytes::from(vec![0u8; 2000]),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(c.get(&big).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn redis_cache() {
+    if let Some(url) = server_url("MODELGATE_TEST_REDIS_URL") {
+        let c = RedisCache::connect(&url, &format!("{}:", unique("mgtest")))
+            .await
+            .unwrap();
+        cache_behaves(&c).await;
+    }
+}

@@ -33,6 +33,10 @@ pub struct MessagesBody {
     pub anthropic_beta: Option<Vec<String>>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// Response-cache settings (`no-cache`, `no-store`, `ttl`, `namespace`…), as LiteLLM's
+    /// clients send them; the Messages API front door reads them.
+    #[serde(default)]
+    pub cache: Option<serde_json::Value>,
     #[serde(default)]
     max_tokens: Option<i64>,
     messages: Vec<WireMessage>,

@@ -125,9 +125,9 @@ pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<Invocat
     match format {
         NativeFormat::AnthropicMessages => {
             let b: anthropic::MessagesBody = typed(body)?;
-            if b.model.is_some() || b.stream.is_some() {
+            if b.model.is_some() || b.stream.is_some() || b.cache.is_some() {
                 return Err(invalid(
-                    "extraneous key [model/stream] is not permitted; the model is named in the URL",
+                    "extraneous key [model/stream/cache] is not permitted; the model is named in the URL",
                 ));
             }
             match b.anthropic_version.as_deref() {

@@ -21,11 +21,8 @@ pub async fn serve(config: Config, sigv4: Option<Verifier>) -> String {
         .await
         .unwrap()
         .unwrap();
-    let gateway = Arc::new(
-        Gateway::builder()
-            .last_good_entries(config.resilience.fallback_cache_entries)
-            .build(),
-    );
+    let cache = modelgate_server::state::open_cache(&config).await.unwrap();
+    let gateway = Arc::new(Gateway::builder().cache(Some(cache)).build());
     gateway.install(models);
     let mut state = AppState::new(gateway, config.server.max_body_bytes);
     if let Some(v) = sigv4 {
@@ -78,7 +75,9 @@ pub async fn serve_observed(config: Config) -> Observed {
     );
     let gateway = Arc::new(
         Gateway::builder()
-            .last_good_entries(config.resilience.fallback_cache_entries)
+            .cache(Some(
+                modelgate_server::state::open_cache(&config).await.unwrap(),
+            ))
             .sink(metrics.clone())
             .sink(log)
             .capture(config.invocations.capture.clone())
