@@ -14,11 +14,10 @@ import pytest
 import requests
 
 from conftest import Server
-from test_upstreams import Mock
+from test_upstreams import UPSTREAM_ENV, Mock, mock_providers
 
 ADMIN = "mg-test-admin-credential-cache"
-ENV = {"MG_TEST_ADMIN_KEY": ADMIN, "MG_TEST_UPSTREAM_KEY": "sk-up",
-       "AWS_ACCESS_KEY_ID": "AKIDUPSTREAM", "AWS_SECRET_ACCESS_KEY": "upstream-secret"}
+ENV = {"MG_TEST_ADMIN_KEY": ADMIN, **UPSTREAM_ENV}
 GPT = "gpt-up"
 CLAUDE = "claude-up"
 BEDROCK = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -41,24 +40,7 @@ max_attempts = 1
 [resilience.breaker]
 enabled = false
 
-[[providers]]
-name = "mock-openai"
-type = "openai"
-base_url = "{mock.url}/v1"
-api_key_env = "MG_TEST_UPSTREAM_KEY"
-
-[[providers]]
-name = "mock-anthropic"
-type = "anthropic"
-base_url = "{mock.url}"
-api_key_env = "MG_TEST_UPSTREAM_KEY"
-
-[[providers]]
-name = "mock-bedrock"
-type = "bedrock"
-region = "us-east-1"
-base_url = "{mock.url}"
-
+{mock_providers(mock)}
 [[models]]
 id = "{GPT}"
 provider = "mock-openai"

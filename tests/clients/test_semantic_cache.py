@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from conftest import Server
-from test_upstreams import Mock
+from test_upstreams import UPSTREAM_ENV, Mock, mock_providers
 
 GPT = "gpt-up"
 
@@ -115,19 +115,14 @@ enabled = true
 [resilience.retry]
 max_attempts = 1
 
-[[providers]]
-name = "mock-openai"
-type = "openai"
-base_url = "{mock.url}/v1"
-api_key_env = "MG_TEST_UPSTREAM_KEY"
-
+{mock_providers(mock)}
 [[models]]
 id = "{GPT}"
 provider = "mock-openai"
 upstream_id = "gpt-4o-mini"
 """
     server = Server(config_text=config, tmp_path=str(tmp_path_factory.mktemp("semantic")),
-                    env={"MG_TEST_UPSTREAM_KEY": "sk-up"})
+                    env=UPSTREAM_ENV)
     yield server
     server.stop()
 

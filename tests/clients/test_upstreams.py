@@ -58,6 +58,34 @@ class Mock:
         self.proc.wait(timeout=10)
 
 
+def mock_providers(mock):
+    """The mock upstream as three providers: `mock-openai`, `mock-anthropic`, `mock-bedrock`
+    (keys from MG_TEST_UPSTREAM_KEY and the AWS_* variables of UPSTREAM_ENV)."""
+    return f"""
+[[providers]]
+name = "mock-openai"
+type = "openai"
+base_url = "{mock.url}/v1"
+api_key_env = "MG_TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "mock-anthropic"
+type = "anthropic"
+base_url = "{mock.url}"
+api_key_env = "MG_TEST_UPSTREAM_KEY"
+
+[[providers]]
+name = "mock-bedrock"
+type = "bedrock"
+region = "us-east-1"
+base_url = "{mock.url}"
+"""
+
+
+UPSTREAM_ENV = {"MG_TEST_UPSTREAM_KEY": "sk-upstream-test", "AWS_ACCESS_KEY_ID": "AKIDUPSTREAM",
+                "AWS_SECRET_ACCESS_KEY": "upstream-secret"}
+
+
 @pytest.fixture(scope="module")
 def mock():
     m = Mock()
@@ -80,24 +108,7 @@ max_attempts = 1
 [resilience.breaker]
 enabled = false
 
-[[providers]]
-name = "mock-openai"
-type = "openai"
-base_url = "{mock.url}/v1"
-api_key_env = "MG_TEST_UPSTREAM_KEY"
-
-[[providers]]
-name = "mock-anthropic"
-type = "anthropic"
-base_url = "{mock.url}"
-api_key_env = "MG_TEST_UPSTREAM_KEY"
-
-[[providers]]
-name = "mock-bedrock"
-type = "bedrock"
-region = "us-east-1"
-base_url = "{mock.url}"
-
+{mock_providers(mock)}
 [[models]]
 id = "{OPENAI_MODEL}"
 provider = "mock-openai"
@@ -129,9 +140,8 @@ provider = "mock-openai"
 upstream_id = "text-embedding-3-small"
 kind = "embedding"
 """
-    env = {"MG_TEST_UPSTREAM_KEY": "sk-upstream-test", "AWS_ACCESS_KEY_ID": "AKIDUPSTREAM",
-           "AWS_SECRET_ACCESS_KEY": "upstream-secret"}
-    server = Server(config_text=config, tmp_path=str(tmp_path_factory.mktemp("up")), env=env)
+    server = Server(config_text=config, tmp_path=str(tmp_path_factory.mktemp("up")),
+                    env=UPSTREAM_ENV)
     yield server
     server.stop()
     logs = server.logs()

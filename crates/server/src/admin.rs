@@ -632,15 +632,16 @@ pub fn invocation_view(r: &InvocationRecord) -> Value {
     v
 }
 
+/// 503 for an admin call about something this gateway runs without.
+fn unavailable(what: &str) -> OpenAiError {
+    OpenAiError(Error::new(ErrorKind::ServiceUnavailable, what))
+}
+
 fn invocation_store(
     state: &AppState,
 ) -> Result<&Arc<dyn modelgate_store::InvocationStore>, OpenAiError> {
-    state.invocations.as_ref().ok_or_else(|| {
-        OpenAiError(Error::new(
-            ErrorKind::ServiceUnavailable,
-            "This gateway keeps no invocation records.",
-        ))
-    })
+    (state.invocations.as_ref())
+        .ok_or_else(|| unavailable("This gateway keeps no invocation records."))
 }
 
 /// `GET /admin/invocations?from=&to=&key=&team=&model=&status=&error=&min_latency_ms=&cursor=&limit=`:
@@ -748,12 +749,8 @@ impl CacheParams {
 fn response_cache(
     state: &AppState,
 ) -> Result<&Arc<modelgate_core::cache::ResponseCache>, OpenAiError> {
-    state.gateway.response_cache().ok_or_else(|| {
-        OpenAiError(Error::new(
-            ErrorKind::ServiceUnavailable,
-            "This gateway runs without a response cache.",
-        ))
-    })
+    (state.gateway.response_cache())
+        .ok_or_else(|| unavailable("This gateway runs without a response cache."))
 }
 
 /// `GET /admin/cache?namespace=&model=&scope=&key=&limit=`: the stored entries (never their
