@@ -491,16 +491,25 @@ impl Cache {
         Self { cache }
     }
 
-    fn plan(&self, call: &Call) -> Option<Plan> {
+    /// What to do for this call: `None` when the cache has nothing to do with it; an error
+    /// when the request's cache directives are malformed.
+    fn plan(&self, call: &Call) -> Result<Option<Plan>, Error> {
         let config = &self.cache.config;
-        let request = call.op.chat().filter(|_| call.op.is_answer())?;
-        let entry = call.entry.as_ref()?;
+        let Some(request) = call.op.chat().filter(|_| call.op.is_answer()) else {
+            return Ok(None);
+        };
+        let d: CacheDirectives = call.ctx.cache_directives();
+        if let Some(why) = &d.invalid {
+            return Err(Error::validation(why.clone()));
+        }
+        let Some(entry) = call.entry.as_ref() else {
+            return Ok(None);
+        };
         let enabled = entry.policy.cache.unwrap_or(config.enabled);
         let fallback = entry.policy.fallback_cache;
         if !enabled && !fallback {
-            return None;
+            return Ok(None);
         }
-        let d: CacheDirectives = call.ctx.cache_directives();
         let model = entry.info.id.clone();
         let canonical = canonical(request, &model, false);
         let key = CacheKey {
@@ -518,7 +527,7 @@ impl Cache {
         let semantic = self
             .semantic_plan(call, request, &key, &d)
             .filter(|_| enabled && !d.no_store);
-        Some(Plan {
+        Ok(Some(Plan {
             canonical: Arc::new(canonical),
             read,
             store: enabled && !d.no_store,
@@ -527,7 +536,7 @@ impl Cache {
             max_age: d.max_age,
             semantic,
             key,
-        })
+        }))
     }
 
     fn semantic_plan(
@@ -733,12 +742,7 @@ async fn embed(embedder: &Arc<dyn Provider>, model: &str, text: &str) -> Option<
 #[async_trait]
 impl Layer for Cache {
     async fn call(&self, call: &mut Call, next: Next<'_>) -> Result<Answer, Error> {
-        if call.op.is_answer() {
-            if let Some(why) = call.ctx.cache_directives().invalid {
-                return Err(Error::validation(why));
-            }
-        }
-        let Some(plan) = self.plan(call) else {
+        let Some(plan) = self.plan(call)? else {
             return next.run(call).await;
         };
         let mut vector = None;
