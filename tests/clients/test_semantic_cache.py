@@ -3,6 +3,7 @@ embeddings: paraphrases hit; pairs whose meaning flips (negations, antonyms, cha
 other names) never do at the default threshold. Each pair gets its own namespace, so a hit can
 only come from its own first half.
 """
+import time
 import uuid
 
 import openai
@@ -187,3 +188,46 @@ def test_semantic_matching_needs_temperature_zero_or_an_opt_in_and_the_floor_hol
     ask(gw, a, ns)
     h, _ = ask(gw, unrelated, ns, headers={"x-modelgate-cache-threshold": "0.1"})
     assert h["x-modelgate-cache"] == "miss"
+
+
+def test_replicas_share_semantic_vectors_through_redis(mock, tmp_path_factory):
+    prefix = f"mgtest-{uuid.uuid4().hex[:8]}:"
+    config = f"""
+[store]
+redis_url = "redis://127.0.0.1:6379"
+redis_prefix = "{prefix}"
+
+[cache]
+enabled = true
+backend = "redis"
+
+[cache.semantic]
+enabled = true
+
+[resilience.retry]
+max_attempts = 1
+{mock_providers(mock)}
+[[models]]
+id = "{GPT}"
+provider = "mock-openai"
+upstream_id = "gpt-4o-mini"
+"""
+    servers = [Server(config_text=config, tmp_path=str(tmp_path_factory.mktemp(f"sem{i}")),
+                      env=UPSTREAM_ENV) for i in range(2)]
+    mock.reset()
+    try:
+        a, b = servers
+        question, paraphrase = PARAPHRASES[0]
+        ns = "s" + uuid.uuid4().hex[:10]
+        h, _ = ask(a, question, ns)
+        assert h["x-modelgate-cache"] == "miss"
+        # The other replica never saw the question: its vector can only come from the shared
+        # log (written in the background just after the answer).
+        time.sleep(0.5)
+        h, answer = ask(b, paraphrase, ns)
+        assert h["x-modelgate-cache"] == "semantic-hit"
+        assert answer == "echo: " + question
+        assert mock.calls() == 1, "replica b never called the model"
+    finally:
+        for s in servers:
+            s.stop()

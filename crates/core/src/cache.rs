@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use modelgate_providers::Provider;
-use modelgate_store::{CacheEntryInfo, CacheFilter, CacheKey, CacheStore, MemoryCache};
+use modelgate_store::{CacheEntryInfo, CacheFilter, CacheKey, CacheStore, MemoryCache, VectorLog};
 use modelgate_types::{
     ChatRequest, ChatResponse, ContentBlock, EmbedInput, EmbedRequest, Error, Message,
     ResponseFormat, Role, StopReason, Usage,
@@ -208,6 +208,8 @@ pub struct ResponseCache {
     config: CacheConfig,
     store: Arc<dyn CacheStore>,
     semantic: Option<SemanticIndex>,
+    /// Where replicas share their semantic vectors (with the Redis backend).
+    vectors: Option<Arc<dyn VectorLog>>,
     prices: PriceCatalog,
 }
 
@@ -238,8 +240,17 @@ impl ResponseCache {
             config,
             store,
             semantic,
+            vectors: None,
             prices,
         }
+    }
+
+    /// Share the semantic index's vectors with every replica through `log`: each replica
+    /// appends the vectors of the answers it stores and, before a semantic search, reads what
+    /// the others appended to that partition since it last looked.
+    pub fn with_vector_log(mut self, log: Arc<dyn VectorLog>) -> Self {
+        self.vectors = Some(log);
+        self
     }
 
     /// Its settings.
@@ -263,6 +274,13 @@ impl ResponseCache {
     pub async fn invalidate(&self, filter: &CacheFilter) -> Result<u64, Error> {
         if let Some(s) = &self.semantic {
             s.remove(filter);
+        }
+        // A log holds many entries' vectors: it goes only when a whole namespace, model or
+        // scope does (a single entry's vector stays, and can no longer lead to its answer).
+        if let (Some(log), None) = (&self.vectors, filter.hash) {
+            log.remove_logs(filter)
+                .await
+                .map_err(|e| Error::internal(format!("cache store: {e}")))?;
         }
         self.store
             .remove(filter)
@@ -293,6 +311,32 @@ impl ResponseCache {
         };
         let (stored_request, stored) = decode(&bytes)?;
         (stored_request == canonical).then_some(stored)
+    }
+
+    /// Read what other replicas appended to `partition`'s vector log since this one last did.
+    async fn catch_up(&self, partition: u128, key: &CacheKey) {
+        let (Some(log), Some(index)) = (&self.vectors, &self.semantic) else {
+            return;
+        };
+        let from = index.synced(partition);
+        match log.read(key, partition, from).await {
+            Ok((start, records)) => {
+                let n = records.len() as u64;
+                for r in records {
+                    if let Some((hash, expires, vector, text)) = decode_vector(&r) {
+                        let k = CacheKey {
+                            hash,
+                            ..key.clone()
+                        };
+                        index.insert(partition, &k, vector, text, expires);
+                    }
+                }
+                index.mark_synced(partition, start, start + n);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "semantic cache: reading the shared vectors failed")
+            }
+        }
     }
 
     async fn read_semantic_target(&self, key: &CacheKey) -> Option<Stored> {
@@ -336,6 +380,38 @@ impl Stored {
             latency_ms: self.latency_ms,
         }
     }
+}
+
+/// A shared vector record: the entry's hash (16 bytes), its expiry (i64), the vector's length
+/// (u32) and floats, all little-endian, then the text.
+fn encode_vector(hash: u128, expires_at_ms: i64, vector: &[f32], text: &str) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(28 + vector.len() * 4 + text.len());
+    out.extend_from_slice(&hash.to_le_bytes());
+    out.extend_from_slice(&expires_at_ms.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(vector.len()).ok()?.to_le_bytes());
+    for x in vector {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.extend_from_slice(text.as_bytes());
+    Some(Bytes::from(out))
+}
+
+fn decode_vector(b: &[u8]) -> Option<(u128, i64, Vec<f32>, String)> {
+    let (hash, rest) = b.split_first_chunk::<16>()?;
+    let (expires, rest) = rest.split_first_chunk::<8>()?;
+    let (dims, rest) = rest.split_first_chunk::<4>()?;
+    let dims = usize::try_from(u32::from_le_bytes(*dims)).ok()?;
+    let (floats, text) = rest.split_at_checked(dims.checked_mul(4)?)?;
+    let vector = floats
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Some((
+        u128::from_le_bytes(*hash),
+        i64::from_le_bytes(*expires),
+        vector,
+        String::from_utf8(text.to_vec()).ok()?,
+    ))
 }
 
 const MAGIC: &[u8; 4] = b"MGC1";
@@ -679,7 +755,7 @@ impl Cache {
             // before the answer leaves; anything needing IO is done in the background.
             let stored_now = cache.store.put_now(&key, &bytes, keep_for);
             let semantic = match semantic {
-                Some(s) if stored_now && s.vector.is_some() => {
+                Some(s) if stored_now && s.vector.is_some() && cache.vectors.is_none() => {
                     s.index(&cache, &key, expires);
                     return;
                 }
@@ -700,7 +776,9 @@ impl Cache {
                     if s.vector.is_none() {
                         s.vector = embed(&s.embedder, &s.model, &s.text).await;
                     }
-                    s.index(&cache, &key, expires);
+                    if let Some(record) = s.index(&cache, &key, expires) {
+                        cache.share(&key, record, keep_for).await;
+                    }
                 }
             });
         }));
@@ -718,9 +796,36 @@ struct ToIndex {
 }
 
 impl ToIndex {
-    fn index(self, cache: &ResponseCache, key: &CacheKey, expires_at_ms: i64) {
-        if let (Some(index), Some(v)) = (&cache.semantic, self.vector) {
-            index.insert(self.partition, key, v, self.text, expires_at_ms);
+    /// Put the vector in this replica's index; returns the partition and record to share with
+    /// the other replicas, when they share vectors.
+    fn index(
+        self,
+        cache: &ResponseCache,
+        key: &CacheKey,
+        expires_at_ms: i64,
+    ) -> Option<(u128, Bytes)> {
+        let (Some(index), Some(v)) = (&cache.semantic, self.vector) else {
+            return None;
+        };
+        let shared = cache
+            .vectors
+            .as_ref()
+            .and_then(|_| encode_vector(key.hash, expires_at_ms, &v, &self.text))
+            .map(|r| (self.partition, r));
+        index.insert(self.partition, key, v, self.text, expires_at_ms);
+        shared
+    }
+}
+
+impl ResponseCache {
+    /// Append a stored answer's vector to its partition's shared log.
+    async fn share(&self, key: &CacheKey, (partition, record): (u128, Bytes), keep_for: Duration) {
+        let Some(log) = &self.vectors else {
+            return;
+        };
+        let max = self.config.semantic.max_entries;
+        if let Err(e) = log.append(key, partition, record, max, keep_for).await {
+            tracing::warn!(error = %e, "semantic cache: sharing a vector failed");
         }
     }
 }
@@ -756,6 +861,7 @@ impl Layer for Cache {
                 return Ok(self.serve(call, &stored, CacheStatus::Hit, &plan.key, None));
             }
             if let (Some(s), Some(index)) = (&plan.semantic, &self.cache.semantic) {
+                self.cache.catch_up(s.partition, &plan.key).await;
                 vector = embed(&s.embedder, &s.embed_model, &s.text).await;
                 let query = vector.as_deref().map(|v| SemanticQuery {
                     partition: s.partition,
@@ -856,6 +962,21 @@ mod tests {
         assert!(!back.fresh(Some(Duration::ZERO)) || back.age().is_zero());
         assert!(decode(b"MGC1\xff\xff\xff\xffx").is_none());
         assert!(decode(b"nope").is_none());
+    }
+
+    #[test]
+    fn vector_records_round_trip() {
+        let r = encode_vector(u128::MAX - 1, 1234, &[0.5, -0.25, 1.0], "héllo").unwrap();
+        assert_eq!(
+            decode_vector(&r),
+            Some((
+                u128::MAX - 1,
+                1234,
+                vec![0.5, -0.25, 1.0],
+                "héllo".to_string()
+            ))
+        );
+        assert_eq!(decode_vector(&r[..20]), None);
     }
 
     #[test]

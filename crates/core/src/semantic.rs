@@ -67,6 +67,8 @@ impl Partition {
 #[derive(Default)]
 struct Inner {
     partitions: HashMap<u128, Partition>,
+    /// How far into each partition's shared log this replica has read.
+    synced: HashMap<u128, u64>,
     /// Insertion order, for dropping the oldest once full.
     order: VecDeque<(u128, u128)>,
     len: usize,
@@ -101,6 +103,24 @@ impl SemanticIndex {
     /// Whether no vector is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How far into `partition`'s shared log ([`modelgate_store::VectorLog`]) this index has
+    /// read.
+    pub fn synced(&self, partition: u128) -> u64 {
+        self.write().synced.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// Record that the shared log of `partition` has been read up to `to` (a log that started
+    /// again moves the mark back).
+    pub fn mark_synced(&self, partition: u128, from: u64, to: u64) {
+        let mut inner = self.write();
+        let mark = inner.synced.entry(partition).or_insert(0);
+        *mark = if from < *mark && from == 0 {
+            to
+        } else {
+            (*mark).max(to)
+        };
     }
 
     /// Add (or replace) the vector of the entry `key` in `partition`.
@@ -199,8 +219,10 @@ impl SemanticIndex {
     /// Drop the vectors of entries matching `filter`.
     pub fn remove(&self, filter: &CacheFilter) {
         let mut inner = self.write();
+        let inner = &mut *inner;
         let mut removed = 0;
-        inner.partitions.retain(|_, p| {
+        let mut dropped = Vec::new();
+        inner.partitions.retain(|id, p| {
             let probe = CacheKey {
                 namespace: p.namespace.clone(),
                 model: p.model.clone(),
@@ -218,6 +240,7 @@ impl SemanticIndex {
             match filter.hash {
                 None => {
                     removed += p.items.len();
+                    dropped.push(*id);
                     false
                 }
                 Some(h) => {
@@ -230,6 +253,10 @@ impl SemanticIndex {
             }
         });
         inner.len -= removed;
+        // Their shared logs are dropped too: read them from the start when they are refilled.
+        for id in dropped {
+            inner.synced.remove(&id);
+        }
     }
 }
 

@@ -174,29 +174,29 @@ pub async fn open_cache(
     config: &Config,
 ) -> anyhow::Result<Arc<modelgate_core::cache::ResponseCache>> {
     use modelgate_core::cache::{CacheBackend, ResponseCache};
-    let store: Arc<dyn modelgate_store::CacheStore> = match config.cache.backend {
-        CacheBackend::Memory => Arc::new(modelgate_store::MemoryCache::new(
-            usize::try_from(config.cache.max_bytes).unwrap_or(usize::MAX),
-        )),
+    let prices = modelgate_core::usage::PriceCatalog::new(config.prices.clone());
+    Ok(Arc::new(match config.cache.backend {
+        CacheBackend::Memory => {
+            let bytes = usize::try_from(config.cache.max_bytes).unwrap_or(usize::MAX);
+            let store = Arc::new(modelgate_store::MemoryCache::new(bytes));
+            ResponseCache::new(config.cache.clone(), store, prices)
+        }
         CacheBackend::Redis => {
             let url = config
                 .store
                 .redis_url
                 .as_deref()
                 .context("cache.backend = \"redis\" needs store.redis_url")?;
-            Arc::new(
+            let redis = Arc::new(
                 modelgate_store::RedisCache::connect(
                     url,
                     config.store.redis_prefix.as_deref().unwrap_or("modelgate:"),
                 )
                 .await
                 .context("cannot connect to Redis for the response cache")?,
-            )
+            );
+            // One connection serves the entries and the shared semantic vectors.
+            ResponseCache::new(config.cache.clone(), redis.clone(), prices).with_vector_log(redis)
         }
-    };
-    Ok(Arc::new(ResponseCache::new(
-        config.cache.clone(),
-        store,
-        modelgate_core::usage::PriceCatalog::new(config.prices.clone()),
-    )))
+    }))
 }

@@ -257,11 +257,15 @@ fn unpart(s: &str) -> String {
 
 /// Stored answers in Redis (`SET … PX`), shared by every replica. Keys are
 /// `<prefix>cache:<namespace>:<model>:<scope>:<hash>` with each part escaped, so inspection
-/// and invalidation by namespace, model or scope are one `SCAN MATCH` pattern.
+/// and invalidation by namespace, model or scope are one `SCAN MATCH` pattern. The semantic
+/// vector logs ([`VectorLog`]) are lists at `<prefix>sem:<namespace>:<model>:<scope>:<partition>`.
 #[derive(Clone)]
 pub struct RedisCache {
     conn: ConnectionManager,
+    /// `<prefix>cache:`, before every entry's key.
     prefix: String,
+    /// `<prefix>sem:`, before every vector log's key.
+    logs: String,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -278,6 +282,7 @@ impl RedisCache {
         Ok(Self {
             conn: crate::redis_counters::connect(url).await?,
             prefix: format!("{prefix}cache:"),
+            logs: format!("{prefix}sem:"),
         })
     }
 
@@ -412,6 +417,129 @@ impl CacheStore for RedisCache {
             if keys.len() < 1000 {
                 return Ok(removed);
             }
+        }
+    }
+}
+
+/// The semantic cache's vectors shared by every replica: per partition (a hash of everything
+/// but the matched text), an append-only log of opaque records that each replica reads from
+/// where it left off, so every replica's in-process index holds every replica's vectors.
+#[async_trait]
+pub trait VectorLog: Send + Sync + 'static {
+    /// Append `record` to the log of `partition` (whose entries live under `key`'s namespace,
+    /// model and scope), unless the log already holds `max_records`; the log is kept
+    /// `keep_for` after its last append.
+    async fn append(
+        &self,
+        key: &CacheKey,
+        partition: u128,
+        record: Bytes,
+        max_records: usize,
+        keep_for: Duration,
+    ) -> Result<()>;
+    /// The records of `partition` from position `from` on — or, when the log is shorter than
+    /// `from` (it expired or was invalidated and started again), from its start. Returns the
+    /// position of the first record returned, and the records.
+    async fn read(&self, key: &CacheKey, partition: u128, from: u64) -> Result<(u64, Vec<Bytes>)>;
+    /// Drop the logs of the partitions under the namespace, model and scope `filter` names
+    /// (its hash is not used: a log holds many entries); how many logs were dropped.
+    async fn remove_logs(&self, filter: &CacheFilter) -> Result<u64>;
+}
+
+/// Append unless full, then keep the log for a while. KEYS[1]; ARGV record, max, keep_ms.
+const APPEND_LUA: &str = r"
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+impl RedisCache {
+    fn log_key(&self, k: &CacheKey, partition: u128) -> String {
+        format!(
+            "{}{}:{}:{}:{partition:032x}",
+            self.logs,
+            part(&k.namespace),
+            part(&k.model),
+            part(&k.scope)
+        )
+    }
+}
+
+#[async_trait]
+impl VectorLog for RedisCache {
+    async fn append(
+        &self,
+        key: &CacheKey,
+        partition: u128,
+        record: Bytes,
+        max_records: usize,
+        keep_for: Duration,
+    ) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::Script::new(APPEND_LUA)
+            .key(self.log_key(key, partition))
+            .arg(record.as_ref())
+            .arg(max_records)
+            .arg(ms(keep_for))
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn read(&self, key: &CacheKey, partition: u128, from: u64) -> Result<(u64, Vec<Bytes>)> {
+        let mut conn = self.conn.clone();
+        let log = self.log_key(key, partition);
+        let (len, records): (u64, Vec<Vec<u8>>) = redis::pipe()
+            .cmd("LLEN")
+            .arg(&log)
+            .cmd("LRANGE")
+            .arg(&log)
+            .arg(from)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        if len >= from {
+            return Ok((from, records.into_iter().map(Bytes::from).collect()));
+        }
+        let records: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&log)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        Ok((0, records.into_iter().map(Bytes::from).collect()))
+    }
+
+    async fn remove_logs(&self, filter: &CacheFilter) -> Result<u64> {
+        let logs = CacheFilter {
+            hash: None,
+            ..filter.clone()
+        };
+        // The same escaped parts as the entries', under the logs' prefix.
+        let pattern = self.pattern(&logs).replacen(&self.prefix, &self.logs, 1);
+        let mut conn = self.conn.clone();
+        let mut removed = 0u64;
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            if !batch.is_empty() {
+                removed += redis::cmd("UNLINK")
+                    .arg(&batch)
+                    .query_async::<u64>(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
         }
     }
 }

@@ -8,6 +8,7 @@
 //! | invocation records | [`InvocationStore`] | SQLite file | PostgreSQL |
 //! | counters (rate limits, concurrency, spend) | [`Counters`] | in-process | Redis |
 //! | response cache entries | [`CacheStore`] | in-process (LRU by bytes) | Redis |
+//! | semantic cache vectors shared by replicas | [`VectorLog`] | (the in-process index) | Redis |
 //!
 //! Every implementation passes the one conformance suite in `tests/conformance.rs`. Times are
 //! Unix milliseconds; money is nano-dollars (10⁻⁹ USD) so that a few tokens of a cheap model
@@ -23,7 +24,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use cache::{CacheEntryInfo, CacheFilter, CacheKey, CacheStore, MemoryCache, RedisCache};
+pub use cache::{
+    CacheEntryInfo, CacheFilter, CacheKey, CacheStore, MemoryCache, RedisCache, VectorLog,
+};
 pub use counters::MemoryCounters;
 pub use records::*;
 pub use redis_counters::RedisCounters;

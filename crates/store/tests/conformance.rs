@@ -839,3 +839,46 @@ async fn redis_cache() {
         cache_behaves(&c).await;
     }
 }
+
+#[tokio::test]
+async fn redis_vector_log() {
+    let Some(url) = server_url("MODELGATE_TEST_REDIS_URL") else {
+        return;
+    };
+    let log = RedisCache::connect(&url, &format!("{}:", unique("mgtest")))
+        .await
+        .unwrap();
+    let key = cache_key("default", "model:*", "team:red", 0);
+    let hour = Duration::from_secs(3600);
+    let rec = |s: &str| bytes::Bytes::from(s.to_string().into_bytes());
+    for r in ["a", "b", "c"] {
+        log.append(&key, 7, rec(r), 3, hour).await.unwrap();
+    }
+    // Full: a fourth record is not taken.
+    log.append(&key, 7, rec("d"), 3, hour).await.unwrap();
+    let (start, all) = log.read(&key, 7, 0).await.unwrap();
+    assert_eq!((start, all), (0, vec![rec("a"), rec("b"), rec("c")]));
+    let (start, tail) = log.read(&key, 7, 2).await.unwrap();
+    assert_eq!((start, tail), (2, vec![rec("c")]));
+    assert_eq!(log.read(&key, 7, 3).await.unwrap(), (3, vec![]));
+    // Another partition, another scope: separate logs.
+    assert_eq!(log.read(&key, 8, 0).await.unwrap(), (0, vec![]));
+    let blue = cache_key("default", "model:*", "team:blue", 0);
+    log.append(&blue, 7, rec("x"), 3, hour).await.unwrap();
+    // Dropping red's logs leaves blue's; a reader past the end starts again from 0.
+    let red = CacheFilter {
+        scope: Some("team:red".into()),
+        ..Default::default()
+    };
+    assert_eq!(log.remove_logs(&red).await.unwrap(), 1);
+    log.append(&key, 7, rec("new"), 3, hour).await.unwrap();
+    assert_eq!(log.read(&key, 7, 3).await.unwrap(), (0, vec![rec("new")]));
+    assert_eq!(log.read(&blue, 7, 0).await.unwrap(), (0, vec![rec("x")]));
+    // The logs are not cache entries.
+    assert!(log
+        .entries(&CacheFilter::default(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(log.remove_logs(&CacheFilter::default()).await.unwrap(), 2);
+}
