@@ -104,11 +104,12 @@ def mock():
     m.stop()
 
 
-@pytest.fixture(scope="module")
-def gw(mock, tmp_path_factory):
-    config = f"""
+def config(mock, backend=""):
+    """The semantic cache on, in front of the mock upstream; `backend` adds to `[cache]`."""
+    return f"""
 [cache]
 enabled = true
+{backend}
 
 [cache.semantic]
 enabled = true
@@ -122,7 +123,11 @@ id = "{GPT}"
 provider = "mock-openai"
 upstream_id = "gpt-4o-mini"
 """
-    server = Server(config_text=config, tmp_path=str(tmp_path_factory.mktemp("semantic")),
+
+
+@pytest.fixture(scope="module")
+def gw(mock, tmp_path_factory):
+    server = Server(config_text=config(mock), tmp_path=str(tmp_path_factory.mktemp("semantic")),
                     env=UPSTREAM_ENV)
     yield server
     server.stop()
@@ -192,27 +197,12 @@ def test_semantic_matching_needs_temperature_zero_or_an_opt_in_and_the_floor_hol
 
 def test_replicas_share_semantic_vectors_through_redis(mock, tmp_path_factory):
     prefix = f"mgtest-{uuid.uuid4().hex[:8]}:"
-    config = f"""
+    shared = config(mock, backend='backend = "redis"') + f"""
 [store]
 redis_url = "redis://127.0.0.1:6379"
 redis_prefix = "{prefix}"
-
-[cache]
-enabled = true
-backend = "redis"
-
-[cache.semantic]
-enabled = true
-
-[resilience.retry]
-max_attempts = 1
-{mock_providers(mock)}
-[[models]]
-id = "{GPT}"
-provider = "mock-openai"
-upstream_id = "gpt-4o-mini"
 """
-    servers = [Server(config_text=config, tmp_path=str(tmp_path_factory.mktemp(f"sem{i}")),
+    servers = [Server(config_text=shared, tmp_path=str(tmp_path_factory.mktemp(f"sem{i}")),
                       env=UPSTREAM_ENV) for i in range(2)]
     mock.reset()
     try:
