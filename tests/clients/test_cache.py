@@ -251,6 +251,20 @@ def test_anthropic_sdk_hits_whole_and_streamed(gw, key, mock):
     assert events[0] == "message_start" and events[-1] == "message_stop"
     assert "message_delta" in events
 
+    # A streamed miss, then its streamed hit: the same events (text deltas aside), text,
+    # usage and stop reason.
+    msgs = [{"role": "user", "content": unique("Stream a cache")}]
+    mock.push(answer("Streams are cached too."))
+    miss_events, miss = stream()
+    hit_events, hit = stream()
+    assert mock.calls() == 2
+    assert hit_events == miss_events
+    assert [b.text for b in hit.content] == [b.text for b in miss.content] == [
+        "Streams are cached too."]
+    assert (hit.usage.input_tokens, hit.usage.output_tokens) == (
+        miss.usage.input_tokens, miss.usage.output_tokens) == (11, 7)
+    assert hit.stop_reason == miss.stop_reason == "end_turn"
+
 
 def test_tenants_never_see_each_others_answers(gw, mock):
     teams = [f"tenant-{i}" for i in range(10)]
