@@ -125,3 +125,20 @@ def test_count_tokens_matches_converse_usage(client):
     assert longer["inputTokens"] > counted["inputTokens"]
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.count_tokens(modelId="no.such-model", input={"converse": {"messages": messages}})
+
+
+def test_operations_not_served_yet_raise_unknown_operation(client):
+    """ApplyGuardrail and the asynchronous invocations are Bedrock Runtime operations this
+    gateway does not serve yet: boto3 gets AWS's named error, not a bare 404."""
+    from botocore.exceptions import ClientError
+    calls = [
+        lambda: client.apply_guardrail(guardrailIdentifier="g1", guardrailVersion="1",
+                                       source="INPUT", content=[{"text": {"text": "hi"}}]),
+        lambda: client.get_async_invoke(invocationArn="arn:aws:bedrock:us-east-1:1:async-invoke/x"),
+        lambda: client.list_async_invokes(),
+    ]
+    for call in calls:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert e.value.response["Error"]["Code"] == "UnknownOperationException"
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404

@@ -31,7 +31,12 @@ pub enum Dialect {
 impl Dialect {
     /// The dialect a request path belongs to.
     pub fn for_path(path: &str) -> Self {
-        if path.starts_with("/model/") {
+        // Every Bedrock Runtime operation's path: InvokeModel and Converse (`/model/…`),
+        // ApplyGuardrail (`/guardrail/…`), the asynchronous invocations (`/async-invoke…`).
+        if path.starts_with("/model/")
+            || path.starts_with("/guardrail/")
+            || path.starts_with("/async-invoke")
+        {
             Dialect::Bedrock
         } else if path.starts_with("/v1/messages") {
             Dialect::Anthropic
@@ -569,6 +574,11 @@ mod tests {
     #[test]
     fn dialect_from_path() {
         assert_eq!(Dialect::for_path("/model/x/converse"), Dialect::Bedrock);
+        assert_eq!(
+            Dialect::for_path("/guardrail/g/version/1/apply"),
+            Dialect::Bedrock
+        );
+        assert_eq!(Dialect::for_path("/async-invoke"), Dialect::Bedrock);
         assert_eq!(Dialect::for_path("/v1/messages"), Dialect::Anthropic);
         assert_eq!(
             Dialect::for_path("/v1/messages/count_tokens"),

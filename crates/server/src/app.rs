@@ -272,7 +272,9 @@ async fn not_found(request: Request) -> Response {
         format!("No route for {} {path}", request.method()),
     );
     match Dialect::for_path(&path) {
-        Dialect::Bedrock => BedrockError(e).into_response(),
+        // A Bedrock Runtime operation this gateway does not serve (yet): AWS's own code, so
+        // AWS SDKs raise a named error rather than a bare 404.
+        Dialect::Bedrock => BedrockError(e.with_code("UnknownOperationException")).into_response(),
         Dialect::Anthropic => crate::errors::AnthropicError(e).into_response(),
         Dialect::OpenAi | Dialect::Modelgate => OpenAiError(e).into_response(),
     }

@@ -114,10 +114,14 @@ impl IntoResponse for BedrockError {
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response =
             (status, axum::Json(json!({ "message": self.0.message }))).into_response();
-        // Authentication failures carry AWS's specific exception (InvalidSignatureException, …).
+        // Authentication failures carry AWS's specific exception (InvalidSignatureException, …),
+        // and so does an operation the gateway does not serve (UnknownOperationException).
         let name = match (&self.0.kind, &self.0.code) {
             (ErrorKind::Unauthenticated, Some(code)) => HeaderValue::from_str(code)
                 .unwrap_or(HeaderValue::from_static("AccessDeniedException")),
+            (ErrorKind::NotFound, Some(code @ "UnknownOperationException")) => {
+                HeaderValue::from_static(code)
+            }
             _ => HeaderValue::from_static(bedrock_exception(self.0.kind)),
         };
         response.headers_mut().insert("x-amzn-ErrorType", name);
