@@ -11,7 +11,7 @@
 //! `x-modelgate-cache: stale`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use modelgate_types::{
 use serde::{Deserialize, Serialize};
 
 use crate::context::{CacheDirectives, CallContext};
+use crate::keys::now_ms;
 use crate::pipeline::{Answer, Call, Layer, Next};
 use crate::semantic::{SemanticIndex, SemanticQuery};
 use crate::usage::PriceCatalog;
@@ -301,7 +302,9 @@ impl ResponseCache {
         }
     }
 
-    async fn read(&self, key: &CacheKey, canonical: &[u8]) -> Option<Stored> {
+    /// The entry under `key`; with `canonical`, only if it answers exactly that request (a
+    /// semantic match reads its target without).
+    async fn read(&self, key: &CacheKey, canonical: Option<&[u8]>) -> Option<Stored> {
         let bytes = match self.store.get(key).await {
             Ok(b) => b?,
             Err(e) => {
@@ -310,7 +313,9 @@ impl ResponseCache {
             }
         };
         let (stored_request, stored) = decode(&bytes)?;
-        (stored_request == canonical).then_some(stored)
+        canonical
+            .is_none_or(|c| c == stored_request)
+            .then_some(stored)
     }
 
     /// Read what other replicas appended to `partition`'s vector log since this one last did.
@@ -337,11 +342,6 @@ impl ResponseCache {
                 tracing::warn!(error = %e, "semantic cache: reading the shared vectors failed")
             }
         }
-    }
-
-    async fn read_semantic_target(&self, key: &CacheKey) -> Option<Stored> {
-        let bytes = self.store.get(key).await.ok()??;
-        decode(&bytes).map(|(_, s)| s)
     }
 }
 
@@ -432,12 +432,6 @@ fn decode(bytes: &[u8]) -> Option<(&[u8], Stored)> {
     let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
     let (canonical, json) = rest.split_at_checked(len)?;
     Some((canonical, serde_json::from_slice(json).ok()?))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The canonical bytes of a request as routed to `model`: everything that shapes the answer,
@@ -661,17 +655,15 @@ impl Cache {
         key: &CacheKey,
         similarity: Option<f32>,
     ) -> Answer {
-        let report = CacheReport {
+        call.served.served_by = "cache".into();
+        call.served.cache = Some(CacheReport {
             status,
             key: format!("{:032x}", key.hash),
             similarity,
             age: Some(stored.age()),
             saved_usage: Some(stored.usage),
             saved_nanos: stored.cost_nanos,
-        };
-        call.served.served_by = "cache".into();
-        call.served.cache = Some(report.clone());
-        call.recorder().outcome().cache = Some(report);
+        });
         // Nothing was spent: the outcome (usage records, token limits, budgets) says zero
         // tokens; the client still sees the original call's usage in the answer.
         call.recorder().on_finish(Box::new(|f| {
@@ -682,19 +674,6 @@ impl Cache {
             response.model.clone_from(&r.model);
         }
         Answer::from_response(response, &call.op)
-    }
-
-    fn report(call: &mut Call, status: CacheStatus, key: &CacheKey) {
-        let report = CacheReport {
-            status,
-            key: format!("{:032x}", key.hash),
-            similarity: None,
-            age: None,
-            saved_usage: None,
-            saved_nanos: 0,
-        };
-        call.served.cache = Some(report.clone());
-        call.recorder().outcome().cache = Some(report);
     }
 
     /// Store the answer when the call ends, if it qualifies.
@@ -854,7 +833,7 @@ impl Layer for Cache {
         if plan.read {
             if let Some(stored) = self
                 .cache
-                .read(&plan.key, &plan.canonical)
+                .read(&plan.key, Some(&plan.canonical))
                 .await
                 .filter(|s| s.fresh(plan.max_age))
             {
@@ -876,7 +855,7 @@ impl Layer for Cache {
                     };
                     if let Some(stored) = self
                         .cache
-                        .read_semantic_target(&key)
+                        .read(&key, None)
                         .await
                         .filter(|st| st.fresh(plan.max_age))
                     {
@@ -895,18 +874,24 @@ impl Layer for Cache {
             self.store_on_finish(call, &plan, vector);
         }
         if plan.store {
-            let status = if plan.read {
-                CacheStatus::Miss
-            } else {
-                CacheStatus::Bypass
-            };
-            Self::report(call, status, &plan.key);
+            call.served.cache = Some(CacheReport {
+                status: if plan.read {
+                    CacheStatus::Miss
+                } else {
+                    CacheStatus::Bypass
+                },
+                key: format!("{:032x}", plan.key.hash),
+                similarity: None,
+                age: None,
+                saved_usage: None,
+                saved_nanos: 0,
+            });
         }
         let error = match next.run(call).await {
             Err(e) if !e.is_final() && plan.fallback => e,
             other => return other,
         };
-        let Some(stored) = self.cache.read(&plan.key, &plan.canonical).await else {
+        let Some(stored) = self.cache.read(&plan.key, Some(&plan.canonical)).await else {
             return Err(error);
         };
         tracing::warn!(model = %plan.key.model, reason = ?call.served.fallback_reason, "degraded answer: cached answer");

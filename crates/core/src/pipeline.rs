@@ -360,6 +360,7 @@ impl Pipeline {
         o.provider = provider;
         o.attempts = served.attempts;
         o.fallback_reason = served.fallback_reason;
+        o.cache.clone_from(&served.cache);
         let answer = match result {
             Err(e) => {
                 recorder.finish(Some(&e), None);

@@ -16,6 +16,8 @@ use std::sync::RwLock;
 
 use modelgate_store::{CacheFilter, CacheKey};
 
+use crate::keys::now_ms;
+
 /// One search.
 #[derive(Debug)]
 pub struct SemanticQuery<'a> {
@@ -251,18 +253,7 @@ impl SemanticIndex {
         let mut removed = 0;
         let mut dropped = Vec::new();
         inner.partitions.retain(|id, p| {
-            let probe = CacheKey {
-                namespace: p.namespace.clone(),
-                model: p.model.clone(),
-                scope: p.scope.clone(),
-                hash: 0,
-            };
-            let partition_matches = CacheFilter {
-                hash: None,
-                ..filter.clone()
-            }
-            .matches(&probe);
-            if !partition_matches {
+            if !filter.matches_parts(&p.namespace, &p.model, &p.scope) {
                 return true;
             }
             match filter.hash {
@@ -286,12 +277,6 @@ impl SemanticIndex {
             inner.synced.remove(&id);
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The dot product (the cosine, for unit vectors), in eight lanes so the compiler vectorises

@@ -4,7 +4,7 @@
 //! every hit that the stored request equals the one asked; this module only keeps bytes.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,7 +12,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::Result;
+use crate::redis_counters::ms;
+use crate::{now_ms, Result};
 
 /// Where one stored answer lives: its namespace, the model it answered for, the tenant scope
 /// (a key or team id, or `global`) and a 128-bit hash of the canonical request.
@@ -49,10 +50,16 @@ pub struct CacheFilter {
 impl CacheFilter {
     /// Whether `key` is one of the entries this filter names.
     pub fn matches(&self, key: &CacheKey) -> bool {
-        self.namespace.as_ref().is_none_or(|n| *n == key.namespace)
-            && self.model.as_ref().is_none_or(|m| *m == key.model)
-            && self.scope.as_ref().is_none_or(|s| *s == key.scope)
+        self.matches_parts(&key.namespace, &key.model, &key.scope)
             && self.hash.is_none_or(|h| h == key.hash)
+    }
+
+    /// Whether entries of this namespace, model and scope can be ones this filter names
+    /// (its hash aside).
+    pub fn matches_parts(&self, namespace: &str, model: &str, scope: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|n| n == namespace)
+            && self.model.as_deref().is_none_or(|m| m == model)
+            && self.scope.as_deref().is_none_or(|s| s == scope)
     }
 }
 
@@ -83,16 +90,6 @@ pub trait CacheStore: Send + Sync + 'static {
     async fn entries(&self, filter: &CacheFilter, limit: usize) -> Result<Vec<CacheEntryInfo>>;
     /// Drop every entry matching `filter`; returns how many were dropped.
     async fn remove(&self, filter: &CacheFilter) -> Result<u64>;
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 /// Bytes an entry is charged beyond its value: the key's strings and the bookkeeping.
@@ -171,7 +168,7 @@ impl MemoryCache {
         if size > self.max_bytes {
             return;
         }
-        let expires = now_ms().saturating_add(ms(keep_for));
+        let expires = now_ms().saturating_add(i64::try_from(ms(keep_for)).unwrap_or(i64::MAX));
         let mut m = self.lock();
         if let Some((old, _)) = m.lru.put(key.clone(), (value, expires)) {
             m.bytes -= charge(key, &old);
@@ -325,25 +322,47 @@ impl RedisCache {
         })
     }
 
-    /// Every Redis key matching `filter`, up to `limit`.
-    async fn scan(&self, filter: &CacheFilter, limit: usize) -> Result<Vec<String>> {
+    /// One `SCAN MATCH pattern` step from `cursor`: the next cursor (0 at the end) and keys.
+    async fn scan_step(&self, cursor: u64, pattern: &str) -> Result<(u64, Vec<String>)> {
         let mut conn = self.conn.clone();
-        let pattern = self.pattern(filter);
-        let mut cursor: u64 = 0;
-        let mut keys = Vec::new();
+        Ok(redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Every Redis key matching `pattern`, up to `limit`.
+    async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>> {
+        let (mut cursor, mut keys) = (0, Vec::new());
         loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
+            let (next, batch) = self.scan_step(cursor, pattern).await?;
             keys.extend(batch);
             if next == 0 || keys.len() >= limit {
                 keys.truncate(limit);
                 return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Unlink every key matching `pattern` in one pass of the cursor; how many went.
+    async fn unlink_matching(&self, pattern: &str) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let (mut cursor, mut removed) = (0, 0u64);
+        loop {
+            let (next, batch) = self.scan_step(cursor, pattern).await?;
+            if !batch.is_empty() {
+                removed += redis::cmd("UNLINK")
+                    .arg(&batch)
+                    .query_async::<u64>(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(removed);
             }
             cursor = next;
         }
@@ -374,7 +393,7 @@ impl CacheStore for RedisCache {
     }
 
     async fn entries(&self, filter: &CacheFilter, limit: usize) -> Result<Vec<CacheEntryInfo>> {
-        let keys = self.scan(filter, limit).await?;
+        let keys = self.scan(&self.pattern(filter), limit).await?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -402,22 +421,7 @@ impl CacheStore for RedisCache {
     }
 
     async fn remove(&self, filter: &CacheFilter) -> Result<u64> {
-        let mut removed = 0u64;
-        let mut conn = self.conn.clone();
-        loop {
-            let keys = self.scan(filter, 1000).await?;
-            if keys.is_empty() {
-                return Ok(removed);
-            }
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-            removed += n;
-            if keys.len() < 1000 {
-                return Ok(removed);
-            }
-        }
+        self.unlink_matching(&self.pattern(filter)).await
     }
 }
 
@@ -518,28 +522,6 @@ impl VectorLog for RedisCache {
         };
         // The same escaped parts as the entries', under the logs' prefix.
         let pattern = self.pattern(&logs).replacen(&self.prefix, &self.logs, 1);
-        let mut conn = self.conn.clone();
-        let mut removed = 0u64;
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            if !batch.is_empty() {
-                removed += redis::cmd("UNLINK")
-                    .arg(&batch)
-                    .query_async::<u64>(&mut conn)
-                    .await?;
-            }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
-        }
+        self.unlink_matching(&pattern).await
     }
 }

@@ -72,6 +72,13 @@ impl From<serde_json::Error> for StoreError {
 /// Result of a storage call.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// API keys and teams.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {

@@ -111,7 +111,8 @@ pub(crate) async fn connect(url: &str) -> Result<ConnectionManager> {
         .map_err(Into::into)
 }
 
-fn ms(d: Duration) -> u64 {
+/// Milliseconds for a Redis `PX` / `PEXPIRE` argument (at least 1: Redis refuses 0).
+pub(crate) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 

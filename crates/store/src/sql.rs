@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::Row as _;
 
 use crate::{
-    AuditEvent, AuditQuery, AuditStore, GroupBy, InvocationQuery, InvocationRecord,
+    now_ms, AuditEvent, AuditQuery, AuditStore, GroupBy, InvocationQuery, InvocationRecord,
     InvocationStore, KeyRecord, KeyStore, Result, SpendScope, StoreError, TeamRecord, UsageQuery,
     UsageRecord, UsageRow, UsageStore,
 };
@@ -142,12 +142,6 @@ const INVOCATION_SELECT: &str = "SELECT id, ts_ms, request_id, trace_id, key_id,
 
 const SCHEMA_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS mg_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// The SQL of a usage summary: the grouped columns (or NULL), the totals, the filters.
 fn usage_sql(group_by: &[GroupBy]) -> String {
