@@ -9,6 +9,7 @@
 //! | counters (rate limits, concurrency, spend) | [`Counters`] | in-process | Redis |
 //! | response cache entries | [`CacheStore`] | in-process (LRU by bytes) | Redis |
 //! | semantic cache vectors shared by replicas | [`VectorLog`] | (the in-process index) | Redis |
+//! | versions of live configuration (routing) | [`ConfigVersions`] | SQLite file | PostgreSQL |
 //!
 //! Every implementation passes the one conformance suite in `tests/conformance.rs`. Times are
 //! Unix milliseconds; money is nano-dollars (10⁻⁹ USD) so that a few tokens of a cheap model
@@ -134,6 +135,44 @@ pub trait InvocationStore: Send + Sync + 'static {
     async fn invocations(&self, query: &InvocationQuery) -> Result<Vec<InvocationRecord>>;
     /// Delete the records of calls received before `before_ms`; returns how many.
     async fn purge_invocations(&self, before_ms: i64) -> Result<u64>;
+}
+
+/// One stored version of a live-configuration document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConfigVersion {
+    /// What the document configures (`routing`).
+    pub kind: String,
+    /// 1, 2, 3… per kind.
+    pub version: i64,
+    /// When it was stored (Unix ms).
+    pub ts_ms: i64,
+    /// Who stored it: a key id, `admin`, or `file:<path>`.
+    pub author: String,
+    /// Why, in the author's words (or what the gateway did: `rollback to 3`).
+    pub note: String,
+    /// The document.
+    pub body: serde_json::Value,
+}
+
+/// Versions of live configuration: every change is a new numbered version, so any earlier one
+/// can be looked at and restored (by storing its body again).
+#[async_trait]
+pub trait ConfigVersions: Send + Sync + 'static {
+    /// Store `body` as the next version of `kind`. With `expected`, refuse with
+    /// [`StoreError::Conflict`] unless the latest version is that one (0: none yet), so two
+    /// writers never both think theirs follows the same version.
+    async fn append_version(
+        &self,
+        kind: &str,
+        author: &str,
+        note: &str,
+        body: &serde_json::Value,
+        expected: Option<i64>,
+    ) -> Result<ConfigVersion>;
+    /// One version of `kind`, or the latest with `None`.
+    async fn version(&self, kind: &str, version: Option<i64>) -> Result<Option<ConfigVersion>>;
+    /// The latest `limit` versions of `kind`, newest first.
+    async fn versions(&self, kind: &str, limit: u32) -> Result<Vec<ConfigVersion>>;
 }
 
 /// Shared counters: rate limits (GCRA), concurrency slots and spend totals.

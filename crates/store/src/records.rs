@@ -253,6 +253,9 @@ pub struct InvocationRecord {
     pub request_body: Option<String>,
     /// The response body (canonical form, masked), when captured.
     pub response_body: Option<String>,
+    /// How a virtual model was routed (router, version, rule, model, arm, tier, cascade).
+    #[serde(default)]
+    pub routing: Option<serde_json::Value>,
 }
 
 /// Which invocation records to read. Newest first, or — with `after_id`, for following new

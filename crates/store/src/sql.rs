@@ -12,9 +12,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::Row as _;
 
 use crate::{
-    now_ms, AuditEvent, AuditQuery, AuditStore, GroupBy, InvocationQuery, InvocationRecord,
-    InvocationStore, KeyRecord, KeyStore, Result, SpendScope, StoreError, TeamRecord, UsageQuery,
-    UsageRecord, UsageRow, UsageStore,
+    now_ms, AuditEvent, AuditQuery, AuditStore, ConfigVersion, ConfigVersions, GroupBy,
+    InvocationQuery, InvocationRecord, InvocationStore, KeyRecord, KeyStore, Result, SpendScope,
+    StoreError, TeamRecord, UsageQuery, UsageRecord, UsageRow, UsageStore,
 };
 
 /// One schema version: its number and the statements that make it.
@@ -90,7 +90,26 @@ CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
         sqlite: INVOCATIONS_SQLITE,
         postgres: INVOCATIONS_POSTGRES,
     },
+    Migration {
+        version: 3,
+        sqlite: CONFIG_VERSIONS,
+        postgres: CONFIG_VERSIONS,
+    },
+    Migration {
+        version: 4,
+        sqlite: INVOCATION_ROUTING,
+        postgres: INVOCATION_ROUTING,
+    },
 ];
+
+/// Version 4: the routing decision on invocation records.
+const INVOCATION_ROUTING: &str = "ALTER TABLE mg_invocations ADD COLUMN routing TEXT;";
+
+/// Version 3: versions of live configuration (routing), append-only by convention: a rollback
+/// is a new version with an old body.
+const CONFIG_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS mg_config_versions (
+  kind TEXT NOT NULL, version BIGINT NOT NULL, ts_ms BIGINT NOT NULL, author TEXT NOT NULL,
+  note TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, version));";
 
 /// The columns of `mg_invocations` after its id (the same in both engines).
 macro_rules! invocation_columns {
@@ -138,7 +157,7 @@ const INVOCATION_SELECT: &str = "SELECT id, ts_ms, request_id, trace_id, key_id,
     source_ip, dialect, route, operation, model_requested, model_routed, model_served, \
     provider, status, error_category, error_code, attempts, fallback_reason, input_tokens, \
     output_tokens, cache_read_tokens, cache_write_tokens, cost_nanos, latency_us, ttft_us, \
-    streamed, cancelled, params, request_body, response_body FROM mg_invocations";
+    streamed, cancelled, params, request_body, response_body, routing FROM mg_invocations";
 
 const SCHEMA_TABLE: &str =
     "CREATE TABLE IF NOT EXISTS mg_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL)";
@@ -520,7 +539,7 @@ macro_rules! sql_store {
                          model_served, provider, status, error_category, error_code, attempts, \
                          fallback_reason, input_tokens, output_tokens, cache_read_tokens, \
                          cache_write_tokens, cost_nanos, latency_us, ttft_us, streamed, \
-                         cancelled, params, request_body, response_body) ",
+                         cancelled, params, request_body, response_body, routing) ",
                     );
                     q.push_values(slice, |mut b, r| {
                         b.push_bind(r.ts_ms)
@@ -552,7 +571,8 @@ macro_rules! sql_store {
                             .push_bind(r.cancelled)
                             .push_bind(r.params.to_string())
                             .push_bind(&r.request_body)
-                            .push_bind(&r.response_body);
+                            .push_bind(&r.response_body)
+                            .push_bind(r.routing.as_ref().map(ToString::to_string));
                     });
                     q.build().execute(&mut *tx).await?;
                 }
@@ -625,6 +645,10 @@ macro_rules! sql_store {
                             params: serde_json::from_str(&params)?,
                             request_body: r.try_get("request_body")?,
                             response_body: r.try_get("response_body")?,
+                            routing: r
+                                .try_get::<Option<String>, _>("routing")?
+                                .map(|t| serde_json::from_str(&t))
+                                .transpose()?,
                         })
                     })
                     .collect()
@@ -647,6 +671,97 @@ macro_rules! sql_store {
                         return Ok(total);
                     }
                 }
+            }
+        }
+
+        #[async_trait]
+        impl ConfigVersions for $store {
+            async fn append_version(
+                &self,
+                kind: &str,
+                author: &str,
+                note: &str,
+                body: &serde_json::Value,
+                expected: Option<i64>,
+            ) -> Result<ConfigVersion> {
+                // One statement, so SQLite takes the write lock at once (a read that turns
+                // into a write inside a transaction fails when another writer got there first)
+                // and two writers can never both think they follow the same version: the
+                // primary key refuses the second.
+                let ts_ms = now_ms();
+                let text = body.to_string();
+                let row = sqlx::query(
+                    "INSERT INTO mg_config_versions (kind, version, ts_ms, author, note, body) \
+                     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 \
+                     FROM mg_config_versions WHERE kind = $1 \
+                     GROUP BY kind HAVING CAST($6 AS BIGINT) IS NULL \
+                     OR COALESCE(MAX(version), 0) = CAST($6 AS BIGINT) \
+                     UNION ALL SELECT $1, 1, $2, $3, $4, $5 \
+                     WHERE NOT EXISTS (SELECT 1 FROM mg_config_versions WHERE kind = $1) \
+                     AND (CAST($6 AS BIGINT) IS NULL OR CAST($6 AS BIGINT) = 0) \
+                     RETURNING version",
+                )
+                .bind(kind)
+                .bind(ts_ms)
+                .bind(author)
+                .bind(note)
+                .bind(&text)
+                .bind(expected)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
+                    let latest = self.version(kind, None).await?.map_or(0, |v| v.version);
+                    return Err(StoreError::Conflict(format!(
+                        "the latest {kind} version is {latest}, not {}",
+                        expected.unwrap_or_default()
+                    )));
+                };
+                Ok(ConfigVersion {
+                    kind: kind.to_string(),
+                    version: row.try_get("version")?,
+                    ts_ms,
+                    author: author.to_string(),
+                    note: note.to_string(),
+                    body: body.clone(),
+                })
+            }
+
+            async fn version(&self, kind: &str, version: Option<i64>) -> Result<Option<ConfigVersion>> {
+                let row = sqlx::query(
+                    "SELECT kind, version, ts_ms, author, note, body FROM mg_config_versions \
+                     WHERE kind = $1 AND ($2 IS NULL OR version = $2) ORDER BY version DESC LIMIT 1",
+                )
+                .bind(kind)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::config_version_from_row).transpose()
+            }
+
+            async fn versions(&self, kind: &str, limit: u32) -> Result<Vec<ConfigVersion>> {
+                let rows = sqlx::query(
+                    "SELECT kind, version, ts_ms, author, note, body FROM mg_config_versions \
+                     WHERE kind = $1 ORDER BY version DESC LIMIT $2",
+                )
+                .bind(kind)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::config_version_from_row).collect()
+            }
+        }
+
+        impl $store {
+            fn config_version_from_row(r: &<$pool as PoolRow>::Row) -> Result<ConfigVersion> {
+                let body: String = r.try_get("body")?;
+                Ok(ConfigVersion {
+                    kind: r.try_get("kind")?,
+                    version: r.try_get("version")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    author: r.try_get("author")?,
+                    note: r.try_get("note")?,
+                    body: serde_json::from_str(&body)?,
+                })
             }
         }
     };

@@ -451,6 +451,7 @@ fn invocation(key: &str, ts_ms: i64, status: i64, latency_us: i64) -> Invocation
         params: json!({"max_tokens": 16, "temperature": 0.5}),
         request_body: Some("{\"messages\":[]}".into()),
         response_body: None,
+        routing: Some(json!({"router": "support-bot", "model": "small", "arm": "control"})),
     }
 }
 
@@ -578,6 +579,69 @@ async fn invocations_query_page_and_purge(s: &dyn InvocationStore) {
     assert!(left.iter().all(|r| r.ts_ms >= t0 + 10_000));
 }
 
+/// Versions number from 1 per kind, keep who and why, read back newest first, and a writer
+/// that expected another latest version is refused; concurrent writers never share a number.
+async fn config_versions_behave(s: Arc<dyn ConfigVersions>) {
+    let kind = unique("routing");
+    assert_eq!(s.version(&kind, None).await.unwrap(), None);
+    let v1 = s
+        .append_version(
+            &kind,
+            "file:a.toml",
+            "first",
+            &json!({"routers": []}),
+            Some(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v1.version, 1);
+    let v2 = s
+        .append_version(&kind, "key-1", "canary 10%", &json!({"routers": [1]}), None)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    let stale = s
+        .append_version(&kind, "key-2", "late", &json!({}), Some(1))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    assert_eq!(s.version(&kind, None).await.unwrap(), Some(v2.clone()));
+    assert_eq!(s.version(&kind, Some(1)).await.unwrap(), Some(v1.clone()));
+    assert_eq!(s.version(&kind, Some(9)).await.unwrap(), None);
+    let listed = s.versions(&kind, 10).await.unwrap();
+    assert_eq!(listed, vec![v2.clone(), v1.clone()]);
+    assert_eq!(s.versions(&kind, 1).await.unwrap(), vec![v2]);
+    // Another kind has its own numbering.
+    let other = unique("other");
+    let o1 = s
+        .append_version(&other, "admin", "", &json!(null), None)
+        .await
+        .unwrap();
+    assert_eq!(o1.version, 1);
+    // Eight writers at once: each append either lands with its own number or is refused.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, kind) = (Arc::clone(&s), kind.clone());
+            tokio::spawn(async move {
+                s.append_version(&kind, "w", &i.to_string(), &json!(i), None)
+                    .await
+            })
+        })
+        .collect();
+    let mut numbers = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(v) => numbers.push(v.version),
+            Err(StoreError::Conflict(_) | StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut unique_numbers = numbers.clone();
+    unique_numbers.sort_unstable();
+    unique_numbers.dedup();
+    assert_eq!(unique_numbers.len(), numbers.len());
+    assert!(!numbers.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backends.
 
@@ -633,6 +697,19 @@ async fn sqlite_reopens_with_its_data_and_migrations_applied_once() {
     }
     let s = SqliteStore::open(&path).await.unwrap();
     assert_eq!(s.key(&k.id).await.unwrap(), Some(k));
+}
+
+#[tokio::test]
+async fn sqlite_config_versions() {
+    let (s, _d) = sqlite().await;
+    config_versions_behave(Arc::new(s)).await;
+}
+
+#[tokio::test]
+async fn postgres_config_versions() {
+    if let Some(s) = postgres().await {
+        config_versions_behave(Arc::new(s)).await;
+    }
 }
 
 #[tokio::test]
