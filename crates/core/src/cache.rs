@@ -565,7 +565,11 @@ impl Cache {
     /// when the request's cache directives are malformed.
     fn plan(&self, call: &Call) -> Result<Option<Plan>, Error> {
         let config = &self.cache.config;
-        let Some(request) = call.op.chat().filter(|_| call.op.is_answer()) else {
+        let Some(request) = call
+            .op
+            .chat()
+            .filter(|_| call.op.is_answer() && !call.skip_cache)
+        else {
             return Ok(None);
         };
         let d: CacheDirectives = call.ctx.cache_directives();

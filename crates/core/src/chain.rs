@@ -48,6 +48,7 @@ impl Layer for Chain {
         let trace = call.ctx.trace().clone();
         let mut tried = Tried {
             trace: &trace,
+            stats: call.stats_config,
             served: std::mem::take(&mut call.served),
             attempts: Vec::new(),
         };
@@ -55,7 +56,11 @@ impl Layer for Chain {
             .run(call, &entry, &registry, deadline, &mut tried)
             .await;
         call.served = tried.served;
-        call.recorder.outcome().timeline.attempts = tried.attempts;
+        call.recorder
+            .outcome()
+            .timeline
+            .attempts
+            .extend(tried.attempts);
         answer
     }
 }
@@ -249,6 +254,7 @@ where
         let span_id = crate::context::span_id();
         let traceparent = tried.trace.header_for(&span_id);
         let start = Instant::now();
+        let in_flight = model.stats.begin(tried.stats);
         let pending = modelgate_providers::with_traceparent(
             traceparent,
             call(Arc::clone(&endpoint.provider)),
@@ -257,6 +263,13 @@ where
             Ok(result) => result,
             Err(_) => Err(total_timeout()),
         };
+        // The caller's own mistakes and the gateway's refusals say nothing about the model.
+        match &result {
+            Err(e) if e.is_final() || e.source == modelgate_types::ErrorSource::Client => {
+                drop(in_flight);
+            }
+            r => in_flight.end(r.is_ok()),
+        }
         tried.attempts.push(Attempt {
             span_id,
             model: model.info.id.clone(),
@@ -294,6 +307,7 @@ where
 /// with its span id in the call's trace.
 pub(crate) struct Tried<'a> {
     trace: &'a crate::context::TraceContext,
+    stats: crate::routing::stats::StatsConfig,
     served: ServedBy,
     attempts: Vec<Attempt>,
 }

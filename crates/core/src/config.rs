@@ -49,6 +49,20 @@ pub struct Config {
     pub traces: crate::traces::TracesConfig,
     /// `[cache]`: the response cache.
     pub cache: crate::cache::CacheConfig,
+    /// `[routing]`: live routing changes and the metric-based strategies' figures.
+    pub routing: crate::routing::RoutingSettings,
+    /// `[[routers]]`: virtual models, each a routing policy over served models.
+    pub routers: Vec<crate::routing::RouterConfig>,
+}
+
+impl Config {
+    /// The routing document of the `[[routers]]` tables.
+    pub fn routing_doc(&self) -> crate::routing::RoutingDoc {
+        crate::routing::RoutingDoc {
+            routers: self.routers.clone(),
+            rollout_percent: None,
+        }
+    }
 }
 
 /// `[metrics]`
@@ -813,6 +827,7 @@ impl Config {
             .map_err(|e| format!("[alerts]: {e}"))?;
         self.traces.validate()?;
         self.cache.validate()?;
+        self.routing.validate()?;
         if self.cache.backend == crate::cache::CacheBackend::Redis && self.store.redis_url.is_none()
         {
             return Err("key `cache.backend` is `redis` but `store.redis_url` is not set".into());
@@ -1009,6 +1024,8 @@ impl Config {
                 }
             }
         }
+        let names = crate::routing::Routing::config_names(self);
+        crate::routing::check(&self.routing_doc(), &|n| names.contains(n))?;
         Ok(())
     }
 }

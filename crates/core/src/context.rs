@@ -103,6 +103,7 @@ struct Inner {
     outcome_recorded: AtomicBool,
     served: Mutex<Option<ServedBy>>,
     cache: Mutex<CacheDirectives>,
+    routing: Mutex<crate::routing::RoutingHints>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -127,6 +128,7 @@ pub struct CallContextBuilder {
     trace: Option<TraceContext>,
     sample_ratio: f64,
     cache: CacheDirectives,
+    routing: crate::routing::RoutingHints,
 }
 
 impl CallContextBuilder {
@@ -165,6 +167,12 @@ impl CallContextBuilder {
         self
     }
 
+    /// What routing rules may read of the request (headers, query string).
+    pub fn routing(mut self, hints: crate::routing::RoutingHints) -> Self {
+        self.routing = hints;
+        self
+    }
+
     /// When the caller needs the answer by.
     pub fn deadline(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
@@ -199,6 +207,7 @@ impl CallContextBuilder {
             outcome_recorded: AtomicBool::new(false),
             served: Mutex::new(None),
             cache: Mutex::new(self.cache),
+            routing: Mutex::new(self.routing),
         }))
     }
 }
@@ -221,6 +230,7 @@ impl CallContext {
             trace: None,
             sample_ratio: 1.0,
             cache: CacheDirectives::default(),
+            routing: crate::routing::RoutingHints::default(),
         }
     }
 
@@ -309,6 +319,24 @@ impl CallContext {
     /// What the request asks of the response cache.
     pub fn cache_directives(&self) -> CacheDirectives {
         crate::registry::lock(&self.0.cache).clone()
+    }
+
+    /// What routing rules may read of the request.
+    pub fn routing_hints(&self) -> crate::routing::RoutingHints {
+        crate::registry::lock(&self.0.routing).clone()
+    }
+
+    /// Add what the request body says to routing (its metadata, its end user).
+    pub fn set_routing_body(
+        &self,
+        metadata: std::collections::BTreeMap<String, String>,
+        user: Option<String>,
+    ) {
+        let mut h = crate::registry::lock(&self.0.routing);
+        h.metadata.extend(metadata);
+        if user.is_some() {
+            h.user = user;
+        }
     }
 
     /// Add what the body's `cache` object asks (its fields win over the headers').

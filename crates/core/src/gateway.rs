@@ -22,6 +22,7 @@ pub struct GatewayBuilder {
     extra_layers: Vec<Arc<dyn Layer>>,
     policy: Option<PolicyLayers>,
     capture: Option<Arc<crate::invocations::Capture>>,
+    routing: Option<Arc<crate::routing::Routing>>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -41,6 +42,7 @@ impl Default for GatewayBuilder {
             extra_layers: Vec::new(),
             policy: None,
             capture: None,
+            routing: None,
         }
     }
 }
@@ -83,21 +85,34 @@ impl GatewayBuilder {
         self
     }
 
+    /// Route virtual models (see [`crate::routing`]).
+    pub fn routing(mut self, routing: Arc<crate::routing::Routing>) -> Self {
+        self.routing = Some(routing);
+        self
+    }
+
     /// The gateway, with no models yet.
     pub fn build(self) -> Gateway {
         let models: Models = Arc::new(OnceLock::new());
         let mut layers = self.extra_layers;
         let cache = self.cache.clone();
+        let routing = self.routing.clone();
+        let stats = routing
+            .as_ref()
+            .map(|r| r.settings().stats())
+            .unwrap_or_default();
         layers.extend(build(
             Arc::clone(&models),
             self.cache,
             self.policy,
             self.capture,
+            self.routing,
         ));
         Gateway {
             models,
-            pipeline: Pipeline::new(layers, Sinks::new(self.sinks)),
+            pipeline: Pipeline::new(layers, Sinks::new(self.sinks), stats),
             cache,
+            routing,
             tasks: Mutex::new(Vec::new()),
         }
     }
@@ -108,6 +123,7 @@ pub struct Gateway {
     models: Models,
     pipeline: Pipeline,
     cache: Option<Arc<crate::cache::ResponseCache>>,
+    routing: Option<Arc<crate::routing::Routing>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -143,6 +159,11 @@ impl Gateway {
         self.cache.as_ref()
     }
 
+    /// The live routing, when the pipeline routes virtual models (for the admin API).
+    pub fn routing(&self) -> Option<&Arc<crate::routing::Routing>> {
+        self.routing.as_ref()
+    }
+
     /// Build a gateway with other settings.
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder::default()
@@ -163,12 +184,18 @@ impl Gateway {
         self.models.get().is_some_and(|m| m.is_ready())
     }
 
-    /// The served models, sorted by id.
+    /// The served models and the virtual ones, sorted by id.
     pub fn list(&self) -> Vec<ModelInfo> {
-        self.models
+        let mut all: Vec<ModelInfo> = self
+            .models
             .get()
             .map(|m| m.entries.iter().map(|e| e.info.clone()).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(r) = &self.routing {
+            all.extend(r.list());
+            all.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        all
     }
 
     /// Every endpoint's breaker and health, by model.
@@ -188,6 +215,11 @@ impl Gateway {
                 "Models are still loading; retry in a moment.",
             )
         })?;
+        if let Some((mut info, first)) = self.routing.as_ref().and_then(|r| r.resolve(model)) {
+            // A virtual model's native body format is that of the model it starts from.
+            info.format = registry.route(&first).ok().and_then(|e| e.info.format);
+            return Ok(info);
+        }
         registry.route(model).map(|e| e.info.clone())
     }
 

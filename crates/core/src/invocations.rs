@@ -447,6 +447,10 @@ impl OutcomeSink for InvocationLog {
                 .unwrap_or(Value::Null),
             request_body: None,
             response_body: None,
+            routing: o
+                .routing
+                .as_ref()
+                .and_then(|d| serde_json::to_value(&**d).ok()),
         };
         let pending = Pending {
             record,

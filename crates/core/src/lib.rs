@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod registry;
 pub mod resilience;
+pub mod routing;
 pub mod semantic;
 mod stream;
 pub mod traces;

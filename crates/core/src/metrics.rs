@@ -57,6 +57,22 @@ struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    router: String,
+    strategy: &'static str,
+    rule: String,
+    model: String,
+    arm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArmLabels {
+    router: String,
+    arm: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     dialect: &'static str,
     model: String,
@@ -98,6 +114,8 @@ pub struct Metrics {
     cache: Family<CacheLabels, Counter>,
     cache_saved: Family<CostLabels, Counter<f64, AtomicU64>>,
     cache_saved_tokens: Family<TokenLabels, Counter>,
+    routing: Family<RouteLabels, Counter>,
+    arm_duration: Family<ArmLabels, Histogram>,
     in_flight: Gauge,
     breaker: Family<BreakerLabels, Gauge>,
     breaker_opened: Family<EndpointLabels, Counter>,
@@ -209,6 +227,19 @@ impl Metrics {
             "What the calls answered from the cache would have cost, in USD",
             cache_saved.clone(),
         );
+        let routing = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "routing_decisions",
+            "Calls to virtual models by router, strategy or rule, model chosen and arm",
+            routing.clone(),
+        );
+        let arm_duration =
+            Family::<ArmLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "routing_arm_duration_seconds",
+            "Call duration per router and arm (or chosen model), by outcome (ok, error), to compare arms",
+            arm_duration.clone(),
+        );
         let cache_saved_tokens = Family::<TokenLabels, Counter>::default();
         registry.register(
             "cache_saved_tokens",
@@ -268,6 +299,8 @@ impl Metrics {
             cache,
             cache_saved,
             cache_saved_tokens,
+            routing,
+            arm_duration,
             in_flight,
             breaker,
             breaker_opened,
@@ -394,6 +427,44 @@ impl OutcomeSink for Metrics {
                 .inc_by(u64::from(o.attempts - 1));
         }
         let model = labels.model;
+        if let Some(d) = &o.routing {
+            let arm = d.arm.clone().unwrap_or_else(|| d.model.clone());
+            self.routing
+                .get_or_create(&RouteLabels {
+                    router: d.router.clone(),
+                    strategy: d.strategy,
+                    rule: d.rule.clone().unwrap_or_default(),
+                    model: d.model.clone(),
+                    arm: arm.clone(),
+                })
+                .inc();
+            self.arm_duration
+                .get_or_create(&ArmLabels {
+                    router: d.router.clone(),
+                    arm,
+                    outcome: if o.error.is_some() || o.cancelled {
+                        "error"
+                    } else {
+                        "ok"
+                    },
+                })
+                .observe(o.duration.as_secs_f64());
+            for side in &d.side_calls {
+                let usd = self
+                    .prices
+                    .price(&side.model)
+                    .map_or(0, |p| p.cost_nanos(&side.usage)) as f64
+                    / 1e9;
+                if usd > 0.0 {
+                    self.cost
+                        .get_or_create(&CostLabels {
+                            model: side.model.clone(),
+                            team: team.clone(),
+                        })
+                        .inc_by(usd);
+                }
+            }
+        }
         if let Some(reason) = o.fallback_reason {
             self.fallbacks
                 .get_or_create(&FallbackLabels {

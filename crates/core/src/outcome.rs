@@ -115,6 +115,8 @@ pub struct Outcome {
     pub timeline: Timeline,
     /// What the response cache did (hit, miss…, what a hit saved), when it looked.
     pub cache: Option<crate::cache::CacheReport>,
+    /// How a virtual model was routed.
+    pub routing: Option<Arc<crate::routing::RoutingDecision>>,
 }
 
 /// When the stages of a call happened: the pipeline's start, the model chain's start, each
@@ -263,6 +265,7 @@ impl Outcome {
             stop_reason: None,
             timeline: Timeline::default(),
             cache: None,
+            routing: None,
         }
     }
 }

@@ -71,6 +71,16 @@ impl Operation {
         }
     }
 
+    /// Name another model (routing does, for virtual models).
+    pub fn set_model(&mut self, model: &str) {
+        match self {
+            Operation::Converse(r) | Operation::ConverseStream(r) | Operation::CountTokens(r) => {
+                model.clone_into(&mut r.model);
+            }
+            Operation::Embed(r) => model.clone_into(&mut r.model),
+        }
+    }
+
     /// Whether the call asks for a chat answer (whole or streamed).
     pub fn is_answer(&self) -> bool {
         matches!(self, Operation::Converse(_) | Operation::ConverseStream(_))
@@ -152,6 +162,8 @@ pub struct ServedBy {
     pub attempts: u32,
     /// What the response cache did, when it looked at the call.
     pub cache: Option<crate::cache::CacheReport>,
+    /// How a virtual model was routed, when the call named one.
+    pub routing: Option<Arc<crate::routing::RoutingDecision>>,
 }
 
 /// How the one stream observer treats a started stream.
@@ -183,6 +195,11 @@ pub struct Call {
     /// Set by a layer that needs the whole answer when the call ends (a stream's events are
     /// then folded into one response for the finishers).
     pub want_response: bool,
+    /// Set by a layer that asks the model chain for an answer that must neither come from
+    /// nor go to the response cache (a cascade's first, smaller model).
+    pub(crate) skip_cache: bool,
+    /// How the live latency figures move (from `[routing]`).
+    pub(crate) stats_config: crate::routing::stats::StatsConfig,
     pub(crate) registry: Option<Arc<Registry>>,
     pub(crate) entry: Option<Arc<Entry>>,
     pub(crate) recorder: Recorder,
@@ -211,7 +228,9 @@ pub trait Layer: Send + Sync + 'static {
     async fn call(&self, call: &mut Call, next: Next<'_>) -> Result<Answer, Error>;
 }
 
-/// The rest of the pipeline after the current layer.
+/// The rest of the pipeline after the current layer (a layer may run it more than once: a
+/// cascade asks a second model).
+#[derive(Clone, Copy)]
 pub struct Next<'a> {
     rest: &'a [Arc<dyn Layer>],
 }
@@ -247,6 +266,7 @@ pub(crate) fn build(
     cache: Option<Arc<crate::cache::ResponseCache>>,
     policy: Option<PolicyLayers>,
     capture: Option<Arc<crate::invocations::Capture>>,
+    routing: Option<Arc<crate::routing::Routing>>,
 ) -> Vec<Arc<dyn Layer>> {
     let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
     if let Some(c) = capture {
@@ -270,22 +290,31 @@ pub(crate) fn build(
         //    route and globally.
         layers.push(p.limits);
     }
+    if let Some(r) = routing {
+        r.attach(Arc::clone(&models));
+        // 4. Router: a virtual model's name becomes the real model its router picks — by
+        //    rule (route, key, team, header, query, metadata, size, language, keywords),
+        //    weighted split or canary, least latency, least busy, cheapest within a latency
+        //    objective, an embedding classifier, or a cascade that escalates on low
+        //    confidence; the decision goes into the outcome.
+        layers.push(Arc::new(crate::routing::RouterLayer::new(r)));
+    }
     layers.extend([
-        // 4. Route: the model name (id, alias, AWS id or ARN) selects a served model that can
+        // 5. Route: the model name (id, alias, AWS id or ARN) selects a served model that can
         //    do what is asked (chat or embeddings, tools, structured output); sets the call's
         //    deadline from the model's total timeout.
         Arc::new(Route { models }) as Arc<dyn Layer>,
-        // 5. Static answer: when every model and the cached level failed, the model's
+        // 6. Static answer: when every model and the cached level failed, the model's
         //    configured degraded-service text.
         Arc::new(StaticAnswer),
     ]);
     if let Some(cache) = cache {
-        // 6. Response cache: serve a stored answer to the same request (or, semantically, one
+        // 7. Response cache: serve a stored answer to the same request (or, semantically, one
         //    that means the same) from the same tenant; store complete answers when the call
         //    ends; when every model failed, serve a stale entry (models with fallback_cache).
         layers.push(Arc::new(crate::cache::Cache::new(cache)));
     }
-    // 7. The model chain (innermost): the fallback chain → retries with backoff → circuit
+    // 8. The model chain (innermost): the fallback chain → retries with backoff → circuit
     //    breaker and health-checked endpoint choice → the provider call.
     layers.push(Arc::new(Chain));
     layers
@@ -295,11 +324,20 @@ pub(crate) fn build(
 pub(crate) struct Pipeline {
     layers: Vec<Arc<dyn Layer>>,
     sinks: Sinks,
+    stats_config: crate::routing::stats::StatsConfig,
 }
 
 impl Pipeline {
-    pub(crate) fn new(layers: Vec<Arc<dyn Layer>>, sinks: Sinks) -> Self {
-        Self { layers, sinks }
+    pub(crate) fn new(
+        layers: Vec<Arc<dyn Layer>>,
+        sinks: Sinks,
+        stats_config: crate::routing::stats::StatsConfig,
+    ) -> Self {
+        Self {
+            layers,
+            sinks,
+            stats_config,
+        }
     }
 
     pub(crate) fn sinks(&self) -> &Sinks {
@@ -338,6 +376,8 @@ impl Pipeline {
             deadline: ctx.deadline(),
             stream_limits: StreamLimits::default(),
             want_response: false,
+            skip_cache: false,
+            stats_config: self.stats_config,
             registry: None,
             entry: None,
             recorder,
@@ -361,6 +401,7 @@ impl Pipeline {
         o.attempts = served.attempts;
         o.fallback_reason = served.fallback_reason;
         o.cache.clone_from(&served.cache);
+        o.routing.clone_from(&served.routing);
         let answer = match result {
             Err(e) => {
                 recorder.finish(Some(&e), None);

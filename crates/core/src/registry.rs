@@ -194,6 +194,8 @@ pub(crate) struct Entry {
     pub(crate) policy: ModelPolicy,
     pub(crate) caps: Capabilities,
     pub(crate) budget: Mutex<RetryBudget>,
+    /// Live latency, error and load figures (the metric-based routing strategies read them).
+    pub(crate) stats: crate::routing::stats::ModelStats,
     next: AtomicUsize,
 }
 
@@ -235,6 +237,15 @@ impl Entry {
             )
             .with_code("no_healthy_endpoint")
         })
+    }
+
+    /// Whether some endpoint is healthy and its breaker is not open (a routing strategy
+    /// prefers such models; the call itself still goes through [`Entry::pick`]).
+    pub(crate) fn available(&self) -> bool {
+        let now = Instant::now();
+        self.endpoints
+            .iter()
+            .any(|e| lock(&e.health).healthy && lock(&e.breaker).state(now) != BreakerState::Open)
     }
 
     pub(crate) fn check_capabilities(&self, request: &ChatRequest) -> Result<(), Error> {
@@ -290,6 +301,7 @@ impl Registry {
                     budget: Mutex::new(RetryBudget::new(&m.policy.retry)),
                     policy: m.policy,
                     caps,
+                    stats: crate::routing::stats::ModelStats::default(),
                     next: AtomicUsize::new(0),
                 }))
             })

@@ -386,6 +386,29 @@ impl OutcomeSink for UsageRecorder {
             streamed: o.streamed,
             cancelled: o.cancelled,
         };
+        // Model calls the routing made itself (a classifier's embedding, a cascade's rejected
+        // answer, a judge) are charged as their own records of the same request.
+        let side = o.routing.iter().flat_map(|d| &d.side_calls).map(|s| {
+            let cost = self
+                .prices
+                .price(&s.model)
+                .map_or(0, |p| p.cost_nanos(&s.usage));
+            UsageRecord {
+                model_served: Some(s.model.clone()),
+                provider: None,
+                operation: format!("routing.{}", s.purpose),
+                input_tokens: i64::from(s.usage.input_tokens),
+                output_tokens: i64::from(s.usage.output_tokens),
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                cost_nanos: cost,
+                latency_ms: 0,
+                streamed: false,
+                cancelled: false,
+                ..record.clone()
+            }
+        });
+        let side: Vec<UsageRecord> = side.collect();
         let budgets: Vec<BudgetHit> = principal
             .map(|p| {
                 p.grants
@@ -398,21 +421,28 @@ impl OutcomeSink for UsageRecorder {
                     .collect()
             })
             .unwrap_or_default();
-        if !budgets.is_empty() && record.cost_nanos > 0 {
+        let total_nanos = record.cost_nanos + side.iter().map(|r| r.cost_nanos).sum::<i64>();
+        if !budgets.is_empty() && total_nanos > 0 {
             let (counters, store, http) = (
                 Arc::clone(&self.counters),
                 Arc::clone(&self.store),
                 self.http.clone(),
             );
-            let record = record.clone();
+            let record = UsageRecord {
+                cost_nanos: total_nanos,
+                ..record.clone()
+            };
             crate::access::run_soon(async move {
                 for hit in budgets {
                     settle(&*counters, &*store, &http, &record, &hit).await;
                 }
             });
         }
-        if self.tx.try_send(record).is_err() {
-            tracing::warn!("usage queue full; a usage record was dropped");
+        let records = std::iter::once(record.clone()).chain(side);
+        for r in records {
+            if self.tx.try_send(r).is_err() {
+                tracing::warn!("usage queue full; a usage record was dropped");
+            }
         }
     }
 }

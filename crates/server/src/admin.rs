@@ -812,3 +812,206 @@ pub async fn invalidate_cache(
         .map_err(OpenAiError)?;
     Ok(Json(json!({"removed": removed})).into_response())
 }
+
+fn routing(state: &AppState) -> Result<&Arc<modelgate_core::routing::Routing>, OpenAiError> {
+    (state.gateway.routing()).ok_or_else(|| unavailable("This gateway runs without routing."))
+}
+
+fn change_error(e: modelgate_core::routing::ChangeError) -> OpenAiError {
+    use modelgate_core::routing::ChangeError;
+    OpenAiError(match e {
+        ChangeError::Invalid(m) => {
+            Error::validation(format!("The routing change was refused: {m}"))
+                .with_code("invalid_routing")
+        }
+        ChangeError::NotFound(v) => Error::new(
+            ErrorKind::NotFound,
+            format!("Routing version {v} does not exist."),
+        ),
+        ChangeError::Conflict(m) => Error::new(
+            ErrorKind::Validation,
+            format!("Another routing change landed first: {m}. Read the routing again and retry."),
+        )
+        .with_code("version_conflict"),
+        ChangeError::Store(m) => Error::new(ErrorKind::ServiceUnavailable, m),
+    })
+}
+
+fn version_json(v: &modelgate_store::ConfigVersion) -> Value {
+    json!({
+        "version": v.version,
+        "created_at": rfc3339(v.ts_ms),
+        "author": v.author,
+        "note": v.note,
+        "routing": v.body,
+    })
+}
+
+/// `GET /admin/routing`: the version in force, its share of traffic while rolled out, the
+/// version serving the rest, and the routers.
+pub async fn routing_status(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+) -> AdminResult {
+    allow(&state, &ctx, "GetRouting", "arn:modelgate:admin:::routing")?;
+    Ok(Json(json!(routing(&state)?.status())).into_response())
+}
+
+/// A change to the routing: the document (`routers`, optional `rollout_percent`), why, and
+/// (optionally) the version it applies on top of.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingChange {
+    #[serde(default)]
+    routers: Vec<modelgate_core::routing::RouterConfig>,
+    #[serde(default)]
+    rollout_percent: Option<f64>,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    expected_version: Option<i64>,
+}
+
+/// `PUT /admin/routing`: validate and put a new routing version in force (all of it at once;
+/// with `rollout_percent`, for that share of traffic). An invalid document is refused with a
+/// message naming the field, and the routing in force keeps serving.
+pub async fn change_routing(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Json(body): Json<Value>,
+) -> AdminResult {
+    allow(&state, &ctx, "PutRouting", "arn:modelgate:admin:::routing")?;
+    let change: RoutingChange = serde_json::from_value(body).map_err(|e| {
+        OpenAiError(
+            Error::validation(format!("The routing change was refused: {e}"))
+                .with_code("invalid_routing"),
+        )
+    })?;
+    let doc = modelgate_core::routing::RoutingDoc {
+        routers: change.routers,
+        rollout_percent: change.rollout_percent.filter(|p| *p < 100.0),
+    };
+    if let Some(p) = change.rollout_percent {
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(OpenAiError(
+                Error::validation(format!(
+                    "The routing change was refused: rollout_percent {p} is not in (0, 100]"
+                ))
+                .with_code("invalid_routing"),
+            ));
+        }
+    }
+    let author = ctx
+        .principal()
+        .map_or("admin", |p| p.id.as_str())
+        .to_string();
+    let v = routing(&state)?
+        .change(
+            doc,
+            &author,
+            change.note.as_deref().unwrap_or(""),
+            change.expected_version,
+        )
+        .await
+        .map_err(change_error)?;
+    Ok(Json(version_json(&v)).into_response())
+}
+
+/// `?limit=`
+#[derive(Debug, Deserialize)]
+pub struct VersionsParams {
+    limit: Option<u32>,
+}
+
+/// `GET /admin/routing/versions?limit=`: stored versions, newest first, with who stored each
+/// and why.
+pub async fn routing_versions(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Query(p): Query<VersionsParams>,
+) -> AdminResult {
+    allow(
+        &state,
+        &ctx,
+        "ListRoutingVersions",
+        "arn:modelgate:admin:::routing",
+    )?;
+    let versions = routing(&state)?
+        .versions(p.limit.unwrap_or(50).clamp(1, 1000))
+        .await
+        .map_err(change_error)?;
+    let data: Vec<Value> = versions.iter().map(version_json).collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// `{"version": N}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    version: i64,
+}
+
+/// `POST /admin/routing/rollback {"version": N}`: put version N back in force (stored as a new
+/// version, so the history stays whole).
+pub async fn rollback_routing(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Json(body): Json<Value>,
+) -> AdminResult {
+    allow(&state, &ctx, "PutRouting", "arn:modelgate:admin:::routing")?;
+    let body: RollbackBody = serde_json::from_value(body)
+        .map_err(|e| OpenAiError(Error::validation(format!("invalid rollback: {e}"))))?;
+    let author = ctx
+        .principal()
+        .map_or("admin", |p| p.id.as_str())
+        .to_string();
+    let v = routing(&state)?
+        .rollback(body.version, &author)
+        .await
+        .map_err(change_error)?;
+    Ok(Json(version_json(&v)).into_response())
+}
+
+/// `{"percent": P}`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutBody {
+    percent: f64,
+}
+
+/// `POST /admin/routing/rollout {"percent": P}`: give the version in force P% of traffic (100
+/// completes the rollout).
+pub async fn rollout_routing(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+    Json(body): Json<Value>,
+) -> AdminResult {
+    allow(&state, &ctx, "PutRouting", "arn:modelgate:admin:::routing")?;
+    let body: RolloutBody = serde_json::from_value(body)
+        .map_err(|e| OpenAiError(Error::validation(format!("invalid rollout: {e}"))))?;
+    if !(body.percent > 0.0 && body.percent <= 100.0) {
+        return Err(OpenAiError(Error::validation(format!(
+            "percent {} is not in (0, 100]",
+            body.percent
+        ))));
+    }
+    let author = ctx
+        .principal()
+        .map_or("admin", |p| p.id.as_str())
+        .to_string();
+    let v = routing(&state)?
+        .rollout(body.percent, &author)
+        .await
+        .map_err(change_error)?;
+    Ok(Json(version_json(&v)).into_response())
+}
+
+/// `GET /admin/routing/stats`: every served model's live figures (peak-EWMA and p95 latency,
+/// error rate, calls in flight) as the metric-based strategies see them.
+pub async fn routing_stats(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<CallContext>,
+) -> AdminResult {
+    allow(&state, &ctx, "GetRouting", "arn:modelgate:admin:::routing")?;
+    Ok(Json(json!({"models": routing(&state)?.model_stats()})).into_response())
+}

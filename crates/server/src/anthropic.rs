@@ -28,6 +28,11 @@ fn parse(body: &[u8], for_counting: bool, ctx: &CallContext) -> Result<(ChatRequ
     if let Some(cache) = wire.cache.take() {
         ctx.merge_cache_body(&cache);
     }
+    if let Some(m) = wire.metadata.take() {
+        let metadata = modelgate_core::routing::metadata_of(Some(&m));
+        let user = metadata.get("user_id").cloned();
+        ctx.set_routing_body(metadata, user);
+    }
     if wire.anthropic_version.is_some() || wire.anthropic_beta.is_some() {
         return Err(Error::validation(
             "anthropic_version: Extra inputs are not permitted; send the `anthropic-version` header",

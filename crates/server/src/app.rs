@@ -92,6 +92,11 @@ fn served_headers(response: &mut Response, served: &ServedBy) {
         );
     }
     h.insert("x-modelgate-attempts", HeaderValue::from(served.attempts));
+    if let Some(d) = &served.routing {
+        if let Ok(v) = HeaderValue::from_str(&d.header()) {
+            h.insert("x-modelgate-route", v);
+        }
+    }
     if let Some(c) = &served.cache {
         h.insert(
             "x-modelgate-cache",
@@ -138,6 +143,14 @@ pub fn router(state: AppState) -> Router {
             get(admin::cache_entries).delete(admin::invalidate_cache),
         )
         .route("/admin/invocations", get(admin::invocations))
+        .route(
+            "/admin/routing",
+            get(admin::routing_status).put(admin::change_routing),
+        )
+        .route("/admin/routing/versions", get(admin::routing_versions))
+        .route("/admin/routing/rollback", post(admin::rollback_routing))
+        .route("/admin/routing/rollout", post(admin::rollout_routing))
+        .route("/admin/routing/stats", get(admin::routing_stats))
         .route("/admin/invocations/{request_id}", get(admin::invocation))
         // OpenAI dialect.
         .route("/v1/chat/completions", post(openai::chat_completions))
@@ -306,13 +319,18 @@ async fn request_context(
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok());
-    let ctx = CallContext::builder(Dialect::for_path(request.uri().path()))
+    let mut ctx = CallContext::builder(Dialect::for_path(request.uri().path()))
         .route(request.method().as_str(), route)
         .source(source)
         .traceparent(traceparent)
         .sample_ratio(state.trace_sample_ratio)
-        .cache(CacheDirectives::from_headers(request.headers()))
-        .build();
+        .cache(CacheDirectives::from_headers(request.headers()));
+    if let Some(routing) = state.gateway.routing() {
+        if let Some(hints) = routing.hints_of(request.headers(), request.uri()) {
+            ctx = ctx.routing(hints);
+        }
+    }
+    let ctx = ctx.build();
     request.extensions_mut().insert(ctx.clone());
     let mut response = next.run(request).instrument(ctx.span().clone()).await;
     if let Ok(value) = HeaderValue::from_str(ctx.request_id()) {

@@ -334,7 +334,7 @@ fn serve(
     listen: Option<SocketAddr>,
     no_pull: bool,
 ) -> anyhow::Result<()> {
-    let mut config = load_config(config_path)?;
+    let mut config = load_config(config_path.clone())?;
     if let Some(addr) = listen {
         config.server.listen = addr;
     }
@@ -381,8 +381,15 @@ fn serve(
         };
         let metrics = Arc::new(Metrics::new(PriceCatalog::new(config.prices.clone())));
         let cache = state::open_cache(&config).await?;
+        let routing = Arc::new(modelgate_core::routing::Routing::new(
+            config.routing.clone(),
+            Some(Arc::clone(&stores.config_versions)),
+            modelgate_core::routing::Routing::config_names(&config),
+            PriceCatalog::new(config.prices.clone()),
+        ));
         let mut builder = Gateway::builder()
             .cache(Some(cache))
+            .routing(Arc::clone(&routing))
             .sink(usage)
             .sink(metrics.clone())
             .policy(policy);
@@ -477,7 +484,12 @@ fn serve(
             Ok(Ok(models)) => {
                 let ids: Vec<String> = models.iter().map(|m| m.info.id.clone()).collect();
                 gateway.install(models);
-                tracing::info!(models = ?ids, "models loaded; ready");
+                let file = config_path
+                    .as_ref()
+                    .map_or_else(|| "<defaults>".to_string(), |p| p.display().to_string());
+                state::start_routing(&routing, config.routing_doc(), &file).await?;
+                state::spawn_routing_watch(Arc::clone(&routing), config_path.clone());
+                tracing::info!(models = ?ids, routing_version = routing.status().version, "models loaded; ready");
             }
             Ok(Err(e)) => {
                 serve_task.abort();

@@ -65,8 +65,9 @@ struct ChatCompletionRequest {
     _top_logprobs: Option<IgnoredAny>,
     #[serde(default, rename = "seed")]
     _seed: Option<IgnoredAny>,
-    #[serde(default, rename = "user")]
-    _user: Option<IgnoredAny>,
+    /// The end user (sticky routing reads it).
+    #[serde(default)]
+    user: Option<Value>,
     #[serde(default, rename = "presence_penalty")]
     _presence_penalty: Option<IgnoredAny>,
     #[serde(default, rename = "frequency_penalty")]
@@ -75,8 +76,9 @@ struct ChatCompletionRequest {
     _logit_bias: Option<IgnoredAny>,
     #[serde(default, rename = "parallel_tool_calls")]
     _parallel_tool_calls: Option<IgnoredAny>,
-    #[serde(default, rename = "metadata")]
-    _metadata: Option<IgnoredAny>,
+    /// Routing rules may match on it.
+    #[serde(default)]
+    metadata: Option<Value>,
     #[serde(default, rename = "store")]
     _store: Option<IgnoredAny>,
     #[serde(default, rename = "service_tier")]
@@ -439,6 +441,15 @@ async fn chat_inner(
         serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
     if let Some(cache) = wire.cache.take() {
         ctx.merge_cache_body(&cache);
+    }
+    if wire.metadata.is_some() || wire.user.is_some() {
+        ctx.set_routing_body(
+            modelgate_core::routing::metadata_of(wire.metadata.as_ref()),
+            wire.user
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        );
     }
     let (request, stream, include_usage) = wire.into_canonical()?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());

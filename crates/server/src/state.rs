@@ -28,6 +28,8 @@ pub struct Stores {
     pub invocations: Arc<dyn InvocationStore>,
     /// Counters.
     pub counters: Arc<dyn Counters>,
+    /// Versions of live configuration (routing).
+    pub config_versions: Arc<dyn modelgate_store::ConfigVersions>,
     /// Whether the SQL store answers.
     pub ping: Ping,
     /// Where the state is, for messages.
@@ -102,7 +104,9 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
 }
 
 /// The stores of one SQL backend.
-fn sql<S: KeyStore + UsageStore + AuditStore + InvocationStore>(
+fn sql<
+    S: KeyStore + UsageStore + AuditStore + InvocationStore + modelgate_store::ConfigVersions,
+>(
     s: Arc<S>,
     ping: Ping,
     location: String,
@@ -112,7 +116,8 @@ fn sql<S: KeyStore + UsageStore + AuditStore + InvocationStore>(
         keys: s.clone(),
         usage: s.clone(),
         audit: s.clone(),
-        invocations: s,
+        invocations: s.clone(),
+        config_versions: s,
         counters,
         ping,
         location,
@@ -199,4 +204,84 @@ pub async fn open_cache(
             ResponseCache::new(config.cache.clone(), redis.clone(), prices).with_vector_log(redis)
         }
     }))
+}
+
+/// Put the config file's routers in force at start (see `Routing::load_file`). When the stored
+/// latest version cannot serve the models loaded now (it names one no longer configured), the
+/// file's routers are put in force instead, with a warning.
+pub async fn start_routing(
+    routing: &modelgate_core::routing::Routing,
+    doc: modelgate_core::routing::RoutingDoc,
+    file: &str,
+) -> anyhow::Result<()> {
+    if let Err(e) = routing.load_file(doc.clone(), file).await {
+        tracing::warn!(error = %e, "the stored routing version cannot be used; the config file's routers apply");
+        routing
+            .change(
+                doc,
+                &format!("file:{file}"),
+                "config file (stored version unusable)",
+                None,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Keep routing live: check the config file for edits every `[routing] watch_interval` (an
+/// edit that does not validate is logged and changes nothing), and the store for versions
+/// another replica stored every `sync_interval`.
+pub fn spawn_routing_watch(routing: Arc<modelgate_core::routing::Routing>, path: Option<PathBuf>) {
+    let settings = routing.settings().clone();
+    if let Some(path) = path.filter(|_| !settings.watch_interval.is_zero()) {
+        let routing = Arc::clone(&routing);
+        tokio::spawn(async move {
+            let stamp = |p: &std::path::Path| {
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| (m.modified().ok(), m.len()))
+            };
+            let mut last = stamp(&path);
+            let file = path.display().to_string();
+            loop {
+                tokio::time::sleep(settings.watch_interval).await;
+                let now = stamp(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                match Config::load(&path) {
+                    Err(e) => {
+                        tracing::error!(error = %e, "config file changed but does not validate; routing unchanged")
+                    }
+                    Ok(c) => match routing.load_file(c.routing_doc(), &file).await {
+                        Ok(Some(v)) => {
+                            tracing::info!(version = v.version, "config file's routers in force")
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "config file's routers refused; routing unchanged")
+                        }
+                    },
+                }
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut failed: Option<String> = None;
+        loop {
+            tokio::time::sleep(settings.sync_interval).await;
+            match routing.sync().await {
+                Ok(_) => failed = None,
+                Err(e) => {
+                    let message = e.to_string();
+                    if failed.as_ref() != Some(&message) {
+                        tracing::warn!(error = %message, "stored routing version not applied");
+                    }
+                    failed = Some(message);
+                }
+            }
+        }
+    });
 }

@@ -57,8 +57,9 @@ struct ConverseBody {
     _prompt_variables: Option<IgnoredAny>,
     #[serde(default, rename = "additionalModelResponseFieldPaths")]
     _additional_model_response_field_paths: Option<IgnoredAny>,
-    #[serde(default, rename = "requestMetadata")]
-    _request_metadata: Option<IgnoredAny>,
+    /// Routing rules may match on it; `user` keeps sticky routing on one arm.
+    #[serde(default)]
+    request_metadata: Option<Value>,
     #[serde(default, rename = "performanceConfig")]
     _performance_config: Option<IgnoredAny>,
     #[serde(default, rename = "serviceTier")]
@@ -165,14 +166,24 @@ fn invalid_body(e: &serde_json::Error) -> Error {
 }
 
 /// Parse a Converse body.
+#[cfg(test)]
 fn parse_converse(model_id: String, body: &[u8]) -> Result<ChatRequest, Error> {
+    parse_converse_with_metadata(model_id, body).map(|(r, _)| r)
+}
+
+/// Parse a Converse body; also its `requestMetadata`.
+fn parse_converse_with_metadata(
+    model_id: String,
+    body: &[u8],
+) -> Result<(ChatRequest, Option<Value>), Error> {
     let body = if body.is_empty() {
         b"{}".as_slice()
     } else {
         body
     };
     let wire: ConverseBody = serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
-    Ok(ChatRequest {
+    let metadata = wire.request_metadata;
+    let request = ChatRequest {
         model: model_id,
         system: wire.system.unwrap_or_default(),
         messages: wire.messages.unwrap_or_default(),
@@ -183,7 +194,8 @@ fn parse_converse(model_id: String, body: &[u8]) -> Result<ChatRequest, Error> {
             None => None,
         },
         reasoning: additional_reasoning(wire.additional_model_request_fields.as_ref())?,
-    })
+    };
+    Ok((request, metadata))
 }
 
 fn converse_json(r: &ChatResponse) -> Value {
@@ -203,11 +215,18 @@ fn respond(result: Result<Response, Error>) -> Response {
 /// Read and parse a Converse / ConverseStream body.
 fn converse_request(
     state: &AppState,
+    ctx: &CallContext,
     model_id: String,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<ChatRequest, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-    parse_converse(model_id, &body)
+    let (request, metadata) = parse_converse_with_metadata(model_id, &body)?;
+    if metadata.is_some() {
+        let metadata = modelgate_core::routing::metadata_of(metadata.as_ref());
+        let user = metadata.get("user").cloned();
+        ctx.set_routing_body(metadata, user);
+    }
+    Ok(request)
 }
 
 /// `POST /model/{modelId}/converse`
@@ -219,7 +238,7 @@ pub async fn converse(
 ) -> Response {
     respond(
         async {
-            let request = converse_request(&state, model_id, body)?;
+            let request = converse_request(&state, &ctx, model_id, body)?;
             let served = state.gateway.converse(&ctx, request).await?;
             Ok(Json(converse_json(&served.value)).into_response())
         }
@@ -236,7 +255,7 @@ pub async fn converse_stream(
 ) -> Response {
     respond(
         async {
-            let request = converse_request(&state, model_id, body)?;
+            let request = converse_request(&state, &ctx, model_id, body)?;
             let events = state.gateway.converse_stream(&ctx, request).await?.value;
             let body = eventstream::body(
                 eventstream::Operation::ConverseStream,

@@ -59,8 +59,9 @@ pub struct MessagesBody {
     #[serde(default)]
     output_config: Option<OutputConfig>,
     // Accepted, not acted on (documented).
-    #[serde(default, rename = "metadata")]
-    _metadata: Option<IgnoredAny>,
+    /// `user_id` keeps sticky routing on one arm; routing rules may match on its fields.
+    #[serde(default)]
+    pub metadata: Option<Value>,
     #[serde(default, rename = "service_tier")]
     _service_tier: Option<IgnoredAny>,
     #[serde(default, rename = "cache_control")]
