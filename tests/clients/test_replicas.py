@@ -172,3 +172,28 @@ def test_one_hard_budget_across_two_replicas_under_50_clients(replicas):
     assert spent >= limit - 1e-9
     # Overshoot: at most the calls in flight when it ran out (one per client).
     assert spent <= limit + 50 * per_call + 1e-9, spent
+
+
+def test_a_routing_change_on_one_replica_applies_on_the_other(replicas):
+    a, b = replicas
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    name = f"vm-{uuid.uuid4().hex[:8]}"
+    doc = {"routers": [{"name": name, "targets": [{"model": MODEL}]}], "note": "from replica a"}
+    r = requests.put(a.url + "/admin/routing", json=doc, headers=auth, timeout=10)
+    assert r.status_code == 200, r.text
+    version = r.json()["version"]
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        status = requests.get(b.url + "/admin/routing", headers=auth, timeout=10).json()
+        if status["version"] == version:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"replica b never applied version {version}: {status}")
+    r = requests.post(b.url + "/v1/chat/completions", headers=auth, timeout=10,
+                      json={"model": name, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    assert f"router={name}" in r.headers["x-modelgate-route"]
+    assert f"version={version}" in r.headers["x-modelgate-route"]
+    versions = requests.get(b.url + "/admin/routing/versions", headers=auth, timeout=10).json()
+    assert versions["data"][0]["note"] == "from replica a"

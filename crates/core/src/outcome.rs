@@ -309,6 +309,8 @@ impl OutcomeSink for AccessLog {
             attempts = (o.attempts > 1).then_some(o.attempts),
             fallback = o.fallback_reason,
             cache = o.cache.as_ref().map(|c| c.status.as_str()),
+            router = o.routing.as_ref().map(|d| d.router.as_str()),
+            arm = o.routing.as_ref().and_then(|d| d.arm.as_deref()),
             input_tokens,
             output_tokens,
             streamed = o.streamed.then_some(true),

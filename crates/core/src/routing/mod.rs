@@ -1132,7 +1132,13 @@ struct Candidate<'a> {
 }
 
 impl Routing {
-    fn candidates<'a>(&self, registry: &Registry, targets: &'a [Target]) -> Vec<Candidate<'a>> {
+    /// The targets with their figures (the p95 only when `p95`: it sorts the window).
+    fn candidates<'a>(
+        &self,
+        registry: &Registry,
+        targets: &'a [Target],
+        p95: bool,
+    ) -> Vec<Candidate<'a>> {
         let now = Instant::now();
         let c = self.settings.stats();
         targets
@@ -1140,7 +1146,11 @@ impl Routing {
             .map(|t| match registry.get(&t.model) {
                 Some(e) => Candidate {
                     target: t,
-                    stats: e.stats.snapshot(now, c),
+                    stats: if p95 {
+                        e.stats.snapshot(now, c)
+                    } else {
+                        e.stats.load(now, c)
+                    },
                     available: e.available(),
                 },
                 None => Candidate {
@@ -1226,7 +1236,7 @@ impl Routing {
                 picked
             }
             Strategy::LeastLatency | Strategy::LeastBusy | Strategy::Cheapest => {
-                let all = self.candidates(&registry, targets);
+                let all = self.candidates(&registry, targets, c.strategy == Strategy::Cheapest);
                 let up: Vec<&Candidate> = all.iter().filter(|x| x.available).collect();
                 let pool: Vec<&Candidate> = if up.is_empty() {
                     all.iter().collect()

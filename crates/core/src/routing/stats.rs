@@ -140,7 +140,24 @@ impl ModelStats {
         }
     }
 
-    /// The figures now.
+    /// The decayed latency and error rate and the calls in flight now, without the p95 (what
+    /// least-latency and least-busy read on every call: no sorting).
+    pub fn load(&self, now: Instant, config: StatsConfig) -> StatsSnapshot {
+        let s = lock(&self.inner);
+        let w = s.stamp.map_or(0.0, |t| {
+            decay_factor(now.saturating_duration_since(t), config.decay)
+        });
+        StatsSnapshot {
+            ewma_ms: s.ewma * w * 1e3,
+            p95_ms: None,
+            error_rate: s.errors * w,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            samples: s.recent.len(),
+            calls: s.calls,
+        }
+    }
+
+    /// The figures now, the p95 of the window included.
     pub fn snapshot(&self, now: Instant, config: StatsConfig) -> StatsSnapshot {
         let mut s = lock(&self.inner);
         let w = s.stamp.map_or(0.0, |t| {
