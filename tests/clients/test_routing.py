@@ -44,6 +44,13 @@ model = "large"
 name = "complex"
 metadata = { complexity = "high" }
 model = "large"
+
+[[routers]]
+name = "json-bot"
+strategy = "cascade"
+[routers.cascade]
+models = ["small", "large"]
+validator = { kind = "json", required = ["answer"] }
 """
 
 
@@ -165,6 +172,39 @@ def test_a_virtual_model_is_listed_and_served_through_every_door(gw, mock):
             messages=[{"role": "user", "content": "hi"}])
         arms.add(route_header(raw.headers)["arm"])
     assert len(arms) == 1
+
+
+def test_a_cascade_escalates_through_the_openai_sdk_whole_and_streamed(gw, mock):
+    client = oai(gw)
+    # small answers prose: not the JSON asked for, so large answers.
+    mock.push({"blocks": [{"text": "Sure! The answer is 42."}], "usage": [12, 6]},
+              {"blocks": [{"text": '{"answer": 42}'}], "usage": [12, 5]})
+    raw = client.chat.completions.with_raw_response.create(
+        model="json-bot", messages=[{"role": "user", "content": "answer in JSON"}])
+    assert [r["body"]["model"] for r in mock.requests()] == ["up-small", "up-large"]
+    route = route_header(raw.headers)
+    assert route["cascade"] == "small>large" and route["model"] == "large"
+    assert raw.parse().choices[0].message.content == '{"answer": 42}'
+    # small answers valid JSON: it is returned, streamed, and large is never asked.
+    mock.reset()
+    mock.push({"blocks": [{"text": '{"answer": 7}'}], "usage": [12, 5]})
+    stream = client.chat.completions.with_raw_response.create(
+        model="json-bot", messages=[{"role": "user", "content": "answer in JSON"}], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
+    assert text == '{"answer": 7}'
+    assert [r["body"]["model"] for r in mock.requests()] == ["up-small"]
+    assert route_header(stream.headers)["model"] == "small"
+    # Streamed and escalated: large streams its own answer.
+    mock.reset()
+    mock.push({"blocks": [{"text": "no json here"}]},
+              {"blocks": [{"text": '{"answer": 8}'}], "pieces": 4})
+    stream = client.chat.completions.create(
+        model="json-bot", messages=[{"role": "user", "content": "answer in JSON"}], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == '{"answer": 8}'
+    bodies = [r["body"] for r in mock.requests()]
+    assert [b["model"] for b in bodies] == ["up-small", "up-large"]
+    assert not bodies[0].get("stream") and bodies[1].get("stream")
 
 
 def test_a_sticky_ten_percent_canary_over_http(gw, mock):

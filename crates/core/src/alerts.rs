@@ -693,6 +693,7 @@ mod tests {
                 window_failures: 7,
                 times_opened: 1,
                 health: crate::resilience::Health::default(),
+                latency: crate::routing::stats::StatsSnapshot::default(),
                 load: None,
             };
             vec![

@@ -249,12 +249,16 @@ where
     lock(&model.budget).deposit();
     let mut attempt = 0;
     loop {
-        let endpoint = model.pick().map_err(|e| (e, attempt))?;
+        let endpoint = model.pick_with(tried.stats).map_err(|e| (e, attempt))?;
         attempt += 1;
         let span_id = crate::context::span_id();
         let traceparent = tried.trace.header_for(&span_id);
         let start = Instant::now();
-        let in_flight = model.stats.begin(tried.stats);
+        let measured = Arc::clone(&endpoint);
+        let in_flight = (
+            model.stats.begin(tried.stats),
+            measured.stats.begin(tried.stats),
+        );
         let pending = modelgate_providers::with_traceparent(
             traceparent,
             call(Arc::clone(&endpoint.provider)),
@@ -268,7 +272,10 @@ where
             Err(e) if e.is_final() || e.source == modelgate_types::ErrorSource::Client => {
                 drop(in_flight);
             }
-            r => in_flight.end(r.is_ok()),
+            r => {
+                in_flight.0.end(r.is_ok());
+                in_flight.1.end(r.is_ok());
+            }
         }
         tried.attempts.push(Attempt {
             span_id,

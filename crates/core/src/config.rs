@@ -613,6 +613,11 @@ pub struct ModelConfig {
     /// `[cache] enabled` says. Default: `[cache] enabled`.
     #[serde(default)]
     pub cache: Option<bool>,
+    /// How requests are spread over the model's endpoints (`providers = [...]`):
+    /// `round_robin` (default) or `least_latency` (power of two choices over each endpoint's
+    /// peak-EWMA latency × calls in flight).
+    #[serde(default)]
+    pub balance: crate::registry::Balance,
     /// How long this model's answers are served from the cache (replaces `[cache] ttl`).
     #[serde(default, with = "humantime_serde")]
     pub cache_ttl: Option<std::time::Duration>,

@@ -34,6 +34,18 @@ pub struct ModelInfo {
     pub format: Option<NativeFormat>,
 }
 
+/// How requests are spread over a model's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// In turn, over the endpoints that are healthy and whose breaker admits the request.
+    #[default]
+    RoundRobin,
+    /// Power of two choices over each endpoint's peak-EWMA latency × (calls in flight + 1),
+    /// among the same endpoints (ties keep the round-robin order).
+    LeastLatency,
+}
+
 /// How one model is made resilient: its retry, timeout, breaker and health settings and its
 /// fallback chain.
 #[derive(Debug, Clone)]
@@ -58,6 +70,8 @@ pub struct ModelPolicy {
     pub cache_ttl: Option<Duration>,
     /// The degraded-service answer.
     pub static_response: Option<String>,
+    /// How requests are spread over the model's endpoints.
+    pub balance: Balance,
     /// The context window in tokens, when known.
     pub context_window: Option<u32>,
     /// When a client leaves mid-stream, keep reading the model's stream (until its end or the
@@ -79,6 +93,7 @@ impl ModelPolicy {
             cache: None,
             cache_ttl: None,
             static_response: None,
+            balance: Balance::RoundRobin,
             context_window: None,
             finish_cancelled_streams: false,
         }
@@ -98,6 +113,7 @@ impl ModelPolicy {
             cache: m.cache,
             cache_ttl: m.cache_ttl,
             static_response: m.static_response.clone(),
+            balance: m.balance,
             context_window: m.context_window,
             finish_cancelled_streams: m.finish_cancelled_streams,
         }
@@ -153,6 +169,9 @@ pub struct EndpointStatus {
     pub times_opened: u64,
     /// Active health-check state.
     pub health: Health,
+    /// Live latency and load (what `balance = "least_latency"` and the routing strategies
+    /// read).
+    pub latency: crate::routing::stats::StatsSnapshot,
     /// How busy the endpoint's in-process engine is (embedded models only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<modelgate_providers::Load>,
@@ -168,6 +187,8 @@ pub(crate) struct Endpoint {
     pub(crate) provider: Arc<dyn Provider>,
     breaker: Mutex<Breaker>,
     health: Mutex<Health>,
+    /// Live latency and load of this endpoint (`balance = "least_latency"` reads them).
+    pub(crate) stats: crate::routing::stats::ModelStats,
 }
 
 impl Endpoint {
@@ -202,13 +223,36 @@ pub(crate) struct Entry {
 impl Entry {
     /// The next endpoint, round robin, that is healthy and whose breaker admits a request.
     pub(crate) fn pick(&self) -> Result<Arc<Endpoint>, Error> {
+        self.pick_with(crate::routing::stats::StatsConfig::default())
+    }
+
+    /// The endpoint for the next attempt: in round-robin order, or — with `balance =
+    /// "least_latency"` — the cheaper of the next endpoint and a random other by their live
+    /// figures (`stats` says how they decay) first; either way the first that is healthy and
+    /// whose breaker admits a request.
+    pub(crate) fn pick_with(
+        &self,
+        stats: crate::routing::stats::StatsConfig,
+    ) -> Result<Arc<Endpoint>, Error> {
         let now = Instant::now();
         let n = self.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        if self.policy.balance == Balance::LeastLatency && n > 1 {
+            let other = 1 + fastrand::usize(..n - 1);
+            let cost = |i: usize| {
+                self.endpoints
+                    .get(order[i])
+                    .map_or(f64::MAX, |e| e.stats.load(now, stats).cost())
+            };
+            if cost(other) < cost(0) {
+                order.swap(0, other);
+            }
+        }
         let mut wait: Option<Duration> = None;
         let mut any_healthy = false;
-        for k in 0..n {
-            let Some(endpoint) = self.endpoints.get((start + k) % n) else {
+        for i in order {
+            let Some(endpoint) = self.endpoints.get(i) else {
                 continue;
             };
             if !lock(&endpoint.health).healthy {
@@ -292,6 +336,7 @@ impl Registry {
                             provider,
                             breaker: Mutex::new(Breaker::new(m.policy.breaker.clone())),
                             health: Mutex::new(Health::default()),
+                            stats: crate::routing::stats::ModelStats::default(),
                         })
                     })
                     .collect();
@@ -374,6 +419,9 @@ impl Registry {
                     window_failures: failed,
                     times_opened: breaker.times_opened(),
                     health: lock(&endpoint.health).clone(),
+                    latency: endpoint
+                        .stats
+                        .snapshot(now, crate::routing::stats::StatsConfig::default()),
                     load: endpoint.provider.load(),
                 });
             }

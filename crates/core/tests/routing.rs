@@ -911,3 +911,69 @@ targets = [{ model = "large" }]
         .is_none());
     assert_eq!(g.ask(&c, "bot", "hi").await, "large");
 }
+
+#[tokio::test(start_paused = true)]
+async fn least_latency_balance_moves_traffic_between_one_models_endpoints() {
+    let a = ScriptedProvider::new("east");
+    let b = ScriptedProvider::new("west");
+    let g = Gateway::builder().cache(None).build();
+    let policy = ModelPolicy {
+        balance: modelgate_core::registry::Balance::LeastLatency,
+        ..once()
+    };
+    g.install(vec![ServedModel {
+        info: ModelInfo {
+            id: "multi".into(),
+            owned_by: "test".into(),
+            kind: "chat",
+            aliases: vec![],
+            format: None,
+        },
+        endpoints: vec![
+            ("east".into(), Arc::clone(&a) as Arc<dyn Provider>),
+            ("west".into(), Arc::clone(&b) as Arc<dyn Provider>),
+        ],
+        policy,
+    }]);
+    let step = |ms: u64, text: &str| {
+        Step::Slow(
+            Duration::from_millis(ms),
+            Box::new(Step::Answer(text.into())),
+        )
+    };
+    a.set_default(step(20, "east"));
+    b.set_default(step(20, "west"));
+    let c = ctx(hints());
+    for _ in 0..40 {
+        g.converse(&c, req("multi", "hi")).await.unwrap();
+    }
+    assert!(
+        a.calls() >= 5 && b.calls() >= 5,
+        "{} / {}",
+        a.calls(),
+        b.calls()
+    );
+    b.set_default(step(900, "west"));
+    let before = b.calls();
+    for _ in 0..100 {
+        g.converse(&c, req("multi", "hi")).await.unwrap();
+    }
+    assert!(
+        b.calls() - before <= 3,
+        "the slow endpoint got {}",
+        b.calls() - before
+    );
+    b.set_default(step(20, "west"));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let before = b.calls();
+    for _ in 0..100 {
+        g.converse(&c, req("multi", "hi")).await.unwrap();
+    }
+    assert!(
+        b.calls() - before >= 20,
+        "the recovered endpoint got {}",
+        b.calls() - before
+    );
+    let status = g.endpoint_status();
+    assert!(status.iter().all(|s| s.latency.calls > 0));
+}

@@ -62,7 +62,7 @@ struct Inner {
 }
 
 /// What the admin API and the router see of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StatsSnapshot {
     /// Peak-EWMA latency now (decayed), milliseconds.
     pub ewma_ms: f64,
