@@ -86,3 +86,28 @@ def test_bad_requests_are_400(client):
     # The server keeps serving afterwards.
     r = client.chat.completions.create(model=CHAT, messages=QUESTION, temperature=0, max_tokens=8)
     assert r.choices[0].message.content
+
+
+def test_a_wrongly_typed_field_is_named_in_every_dialect(client, server_url):
+    import anthropic
+    import requests
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=CHAT, messages=QUESTION, temperature="hot")
+    assert "temperature: invalid type: string \"hot\"" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model=CHAT, messages=[{"role": "user", "content": "hi"},
+                                  {"role": "assistant", "content": 5}])
+    assert "messages[1]" in e.value.message
+    claude = anthropic.Anthropic(base_url=server_url, api_key="unused", max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(model=CHAT, max_tokens=16, messages=QUESTION,
+                               extra_body={"temperature": "hot"})
+    assert "temperature: invalid type" in str(e.value)
+    # Bedrock Converse (raw HTTP: boto3 checks types before sending).
+    r = requests.post(f"{server_url}/model/{CHAT}/converse", timeout=30, json={
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "inferenceConfig": {"temperature": "hot"}})
+    assert r.status_code == 400 and r.headers["x-amzn-ErrorType"].startswith("ValidationException")
+    assert "inferenceConfig.temperature: invalid type" in r.json()["message"]

@@ -24,7 +24,7 @@ use crate::streaming::{self, sse_frame};
 /// Parse a `/v1/messages` body: `model` is required and `anthropic_version` belongs in the
 /// header, not the body.
 fn parse(body: &[u8], for_counting: bool, ctx: &CallContext) -> Result<(ChatRequest, Mode), Error> {
-    let mut wire: MessagesBody = serde_json::from_slice(body).map_err(|e| json_error(&e))?;
+    let mut wire: MessagesBody = crate::errors::parse_body(body).map_err(|e| json_error(&e))?;
     if let Some(cache) = wire.cache.take() {
         ctx.merge_cache_body(&cache);
     }

@@ -189,6 +189,80 @@ pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection, limit
 }
 
 /// Map a JSON parse failure to a canonical validation error naming the problem.
-pub fn json_error(e: &serde_json::Error) -> Error {
+pub fn json_error(e: &impl std::fmt::Display) -> Error {
     Error::validation(format!("The request body is not valid: {e}")).with_code("invalid_json")
+}
+
+/// A request body that does not parse: where (the field path, as `messages[2].content[0].text`)
+/// and why.
+#[derive(Debug)]
+pub struct BodyError {
+    path: String,
+    inner: serde_json::Error,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() || self.path == "." {
+            write!(f, "{}", self.inner)
+        } else {
+            write!(f, "{}: {}", self.path, self.inner)
+        }
+    }
+}
+
+/// Parse a JSON body; a failure names the field it is about. The path is tracked only when
+/// the plain parse failed, so a good request pays nothing for it.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
+    serde_json::from_slice(body).map_err(|plain| {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Err(e) => BodyError {
+                path: e.path().to_string(),
+                inner: e.into_inner(),
+            },
+            Ok(_) => BodyError {
+                path: String::new(),
+                inner: plain,
+            },
+        }
+    })
+}
+
+#[cfg(test)]
+mod body_tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[allow(dead_code)]
+        messages: Vec<modelgate_types::Message>,
+        #[serde(default, rename = "inferenceConfig")]
+        #[allow(dead_code)]
+        inference: Option<modelgate_types::InferenceConfig>,
+    }
+
+    #[test]
+    fn a_body_that_does_not_parse_names_the_field() {
+        let bad_type = br#"{"messages": [], "inferenceConfig": {"temperature": "hot"}}"#;
+        let e = parse_body::<Body>(bad_type).unwrap_err().to_string();
+        assert!(
+            e.starts_with("inferenceConfig.temperature: invalid type: string \"hot\""),
+            "{e}"
+        );
+        let nested = br#"{"messages": [{"role": "user", "content": [{"text": 5}]}]}"#;
+        let e = parse_body::<Body>(nested).unwrap_err().to_string();
+        assert!(
+            e.starts_with("messages[0].content[0].text: invalid type"),
+            "{e}"
+        );
+        let unknown = br#"{"messages": [], "temprature": 1}"#;
+        let e = parse_body::<Body>(unknown).unwrap_err().to_string();
+        assert!(e.contains("unknown field `temprature`"), "{e}");
+        let not_json = b"{not json";
+        let e = parse_body::<Body>(not_json).unwrap_err().to_string();
+        assert!(e.contains("key must be a string"), "{e}");
+        assert!(parse_body::<Body>(br#"{"messages": []}"#).is_ok());
+    }
 }

@@ -438,7 +438,7 @@ async fn chat_inner(
 ) -> Result<Response, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
     let mut wire: ChatCompletionRequest =
-        serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+        crate::errors::parse_body(&body).map_err(|e| json_error(&e))?;
     if let Some(cache) = wire.cache.take() {
         ctx.merge_cache_body(&cache);
     }
@@ -575,7 +575,7 @@ async fn embeddings_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-    let wire: EmbeddingsRequest = serde_json::from_slice(&body).map_err(|e| json_error(&e))?;
+    let wire: EmbeddingsRequest = crate::errors::parse_body(&body).map_err(|e| json_error(&e))?;
     let texts = match wire.input {
         Value::String(s) => vec![s],
         Value::Array(items) if items.iter().all(Value::is_string) => items

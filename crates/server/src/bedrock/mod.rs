@@ -159,7 +159,7 @@ fn additional_reasoning(fields: Option<&Value>) -> Result<Option<Reasoning>, Err
 
 /// A body that does not match the operation's shape; the message names the member, as AWS's
 /// validation does.
-fn invalid_body(e: &serde_json::Error) -> Error {
+fn invalid_body(e: &impl std::fmt::Display) -> Error {
     Error::validation(format!(
         "1 validation error detected: the request body is invalid: {e}"
     ))
@@ -181,7 +181,7 @@ fn parse_converse_with_metadata(
     } else {
         body
     };
-    let wire: ConverseBody = serde_json::from_slice(body).map_err(|e| invalid_body(&e))?;
+    let wire: ConverseBody = crate::errors::parse_body(body).map_err(|e| invalid_body(&e))?;
     let metadata = wire.request_metadata;
     let request = ChatRequest {
         model: model_id,
@@ -318,7 +318,8 @@ pub async fn count_tokens(
 ) -> Response {
     let result = async {
         let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-        let wire: CountTokensBody = serde_json::from_slice(&body).map_err(|e| invalid_body(&e))?;
+        let wire: CountTokensBody =
+            crate::errors::parse_body(&body).map_err(|e| invalid_body(&e))?;
         let request = match (wire.input.converse, wire.input.invoke_model) {
             (Some(converse), None) => ChatRequest {
                 model: model_id,
