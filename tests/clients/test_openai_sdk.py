@@ -111,3 +111,18 @@ def test_a_wrongly_typed_field_is_named_in_every_dialect(client, server_url):
         "inferenceConfig": {"temperature": "hot"}})
     assert r.status_code == 400 and r.headers["x-amzn-ErrorType"].startswith("ValidationException")
     assert "inferenceConfig.temperature: invalid type" in r.json()["message"]
+
+
+def test_a_conversation_may_start_with_the_assistant(client, server_url):
+    import requests
+
+    messages = [{"role": "assistant", "content": "Hello! Ask me about capitals."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    r = client.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=16)
+    assert r.choices[0].message.content
+    # Bedrock refuses it, as Bedrock does.
+    r = requests.post(f"{server_url}/model/{CHAT}/converse", timeout=30, json={
+        "messages": [{"role": "assistant", "content": [{"text": "Hello!"}]},
+                     {"role": "user", "content": [{"text": "hi"}]}]})
+    assert r.status_code == 400 and r.headers["x-amzn-ErrorType"].startswith("ValidationException")
+    assert "must start with a user message" in r.json()["message"]

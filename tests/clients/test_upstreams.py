@@ -361,6 +361,25 @@ def test_images_reach_every_upstream(gateway, mock, model):
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
+def test_an_assistant_first_conversation_reaches_every_upstream(gateway, mock, model):
+    """The OpenAI API accepts a conversation that starts with the assistant; Anthropic and
+    Bedrock upstreams need a user turn first, so they get a one-character one."""
+    mock.push({"blocks": [{"text": "Paris."}]})
+    r = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0).chat.completions.create(
+        model=model, messages=[{"role": "assistant", "content": "Ask me about capitals."},
+                               {"role": "user", "content": "France?"}])
+    assert r.choices[0].message.content == "Paris."
+    sent = mock.requests()[-1]["body"]["messages"]
+    roles = [m["role"] for m in sent if m["role"] != "system"]
+    if model == OPENAI_MODEL:
+        assert roles == ["assistant", "user"]
+    else:
+        assert roles == ["user", "assistant", "user"]
+        first = sent[0]["content"]
+        assert "." == (first[0]["text"] if isinstance(first, list) else first)
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
 def test_rejected_upstream_credentials_never_leak(gateway, mock, model):
     requests.post(mock.url + "/_mock/require_key", json={"key": "some-other-key"},
                   timeout=5).raise_for_status()

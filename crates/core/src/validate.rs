@@ -31,14 +31,11 @@ pub fn validate_chat(request: &ChatRequest) -> Result<(), Error> {
     if request.model.is_empty() {
         return Err(Error::validation("A model id is required."));
     }
-    let Some(first) = request.messages.first() else {
+    // A conversation may start with the assistant (the OpenAI API accepts it; the Bedrock
+    // front door refuses it as Bedrock does; upstreams that need a user turn first get one).
+    if request.messages.is_empty() {
         return Err(Error::validation(
             "The conversation must contain at least one message.",
-        ));
-    };
-    if first.role != Role::User {
-        return Err(Error::validation(
-            "A conversation must start with a user message.",
         ));
     }
     for (i, m) in request.messages.iter().enumerate() {
@@ -77,12 +74,11 @@ mod tests {
     fn validation_rules() {
         assert!(validate_chat(&req(vec![Message::text(Role::User, "hi")])).is_ok());
         assert_eq!(validate_chat(&req(vec![])).unwrap_err().status(), 400);
-        assert_eq!(
-            validate_chat(&req(vec![Message::text(Role::Assistant, "hi")]))
-                .unwrap_err()
-                .status(),
-            400
-        );
+        assert!(validate_chat(&req(vec![
+            Message::text(Role::Assistant, "Hello, how can I help?"),
+            Message::text(Role::User, "hi"),
+        ]))
+        .is_ok());
         assert_eq!(
             validate_chat(&req(vec![Message::text(Role::User, "  ")]))
                 .unwrap_err()

@@ -249,7 +249,10 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
     let mut body = json!({
         "model": model,
         "max_tokens": max_tokens,
-        "messages": messages.iter().map(message_json).collect::<Result<Vec<_>, _>>()?,
+        "messages": crate::user_first(messages)
+            .iter()
+            .map(message_json)
+            .collect::<Result<Vec<_>, _>>()?,
     });
     if stream {
         body["stream"] = json!(true);
@@ -705,6 +708,20 @@ mod tests {
         hot.inference.temperature = None;
         hot.response_format = Some(ResponseFormat::JsonObject);
         assert_eq!(messages_body("c", &hot, false).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn a_conversation_that_starts_with_the_assistant_gets_a_user_turn_first() {
+        let request = crate::assistant_first_request();
+        let body = messages_body("c", &request, false).unwrap();
+        let roles: Vec<&str> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "assistant", "user"]);
+        assert_eq!(body["messages"][0]["content"][0]["text"], ".");
     }
 
     #[test]

@@ -391,6 +391,7 @@ fn converse_body(request: &ChatRequest) -> Result<Value, Error> {
         response_format,
         reasoning,
     } = request;
+    let messages = crate::user_first(messages);
     let mut body = json!({"messages": messages, "inferenceConfig": inference});
     if !system.is_empty() {
         body["system"] = json!(system);
@@ -675,5 +676,19 @@ mod tests {
             Some(&json!("{\"type\":\"object\"}"))
         );
         assert!(body.get("system").is_none());
+    }
+
+    #[test]
+    fn a_conversation_that_starts_with_the_assistant_gets_a_user_turn_first() {
+        let request = crate::assistant_first_request();
+        let body = converse_body(&request).unwrap();
+        assert_eq!(
+            body["messages"],
+            json!([
+                {"role": "user", "content": [{"text": "."}]},
+                {"role": "assistant", "content": [{"text": "How can I help?"}]},
+                {"role": "user", "content": [{"text": "hi"}]}
+            ])
+        );
     }
 }

@@ -157,6 +157,43 @@ fn too_many_blocks() -> Error {
 /// and refuse more than [`MAX_CONTENT_BLOCKS`] of them. Upstream providers pass their streams
 /// through this, so an index such as `4294967295` never reaches anything that sizes a buffer
 /// by it.
+/// The text of the user turn put before a conversation that starts with the assistant, for
+/// APIs that need a user turn first (Anthropic, Bedrock Converse).
+pub const USER_FIRST_PLACEHOLDER: &str = ".";
+
+/// `messages` as APIs that need a user turn first accept them: unchanged, or — when the
+/// conversation starts with the assistant (which the OpenAI API accepts) — after a one-character
+/// user turn.
+pub(crate) fn user_first(
+    messages: &[modelgate_types::Message],
+) -> std::borrow::Cow<'_, [modelgate_types::Message]> {
+    match messages.first() {
+        Some(m) if m.role == modelgate_types::Role::Assistant => {
+            let mut v = Vec::with_capacity(messages.len() + 1);
+            v.push(modelgate_types::Message::text(
+                modelgate_types::Role::User,
+                USER_FIRST_PLACEHOLDER,
+            ));
+            v.extend_from_slice(messages);
+            std::borrow::Cow::Owned(v)
+        }
+        _ => std::borrow::Cow::Borrowed(messages),
+    }
+}
+
+/// A conversation that starts with the assistant (for the providers' tests of `user_first`).
+#[cfg(test)]
+pub(crate) fn assistant_first_request() -> ChatRequest {
+    ChatRequest {
+        model: "m".into(),
+        messages: vec![
+            modelgate_types::Message::text(modelgate_types::Role::Assistant, "How can I help?"),
+            modelgate_types::Message::text(modelgate_types::Role::User, "hi"),
+        ],
+        ..Default::default()
+    }
+}
+
 pub(crate) fn renumber(stream: ChatStream) -> ChatStream {
     let mut numbers: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
     stream

@@ -183,6 +183,17 @@ fn parse_converse_with_metadata(
     };
     let wire: ConverseBody = crate::errors::parse_body(body).map_err(|e| invalid_body(&e))?;
     let metadata = wire.request_metadata;
+    if wire
+        .messages
+        .as_ref()
+        .and_then(|m| m.first())
+        .is_some_and(|m| m.role == modelgate_types::Role::Assistant)
+    {
+        // Bedrock's own rule (the other front doors accept it).
+        return Err(Error::validation(
+            "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
+        ));
+    }
     let request = ChatRequest {
         model: model_id,
         system: wire.system.unwrap_or_default(),
