@@ -450,11 +450,7 @@ impl OutcomeSink for Metrics {
                 })
                 .observe(o.duration.as_secs_f64());
             for side in &d.side_calls {
-                let usd = self
-                    .prices
-                    .price(&side.model)
-                    .map_or(0, |p| p.cost_nanos(&side.usage)) as f64
-                    / 1e9;
+                let usd = self.prices.cost_of(&side.model, &side.usage) as f64 / 1e9;
                 if usd > 0.0 {
                     self.cost
                         .get_or_create(&CostLabels {

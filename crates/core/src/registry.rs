@@ -237,22 +237,29 @@ impl Entry {
         let now = Instant::now();
         let n = self.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut order: Vec<usize> = (0..n).map(|k| (start + k) % n).collect();
+        // Round-robin order from `start`, with position 0 and position `swap` exchanged when
+        // least latency prefers the other of its two choices.
+        let mut swap = 0;
         if self.policy.balance == Balance::LeastLatency && n > 1 {
             let other = 1 + fastrand::usize(..n - 1);
-            let cost = |i: usize| {
+            let cost = |k: usize| {
                 self.endpoints
-                    .get(order[i])
+                    .get((start + k) % n)
                     .map_or(f64::MAX, |e| e.stats.load(now, stats).cost())
             };
             if cost(other) < cost(0) {
-                order.swap(0, other);
+                swap = other;
             }
         }
         let mut wait: Option<Duration> = None;
         let mut any_healthy = false;
-        for i in order {
-            let Some(endpoint) = self.endpoints.get(i) else {
+        for k in 0..n {
+            let k = match k {
+                0 => swap,
+                k if k == swap => 0,
+                k => k,
+            };
+            let Some(endpoint) = self.endpoints.get((start + k) % n) else {
                 continue;
             };
             if !lock(&endpoint.health).healthy {

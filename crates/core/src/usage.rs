@@ -187,8 +187,12 @@ impl PriceCatalog {
             .as_deref()
             .or(o.model_requested.as_deref())
             .unwrap_or_default();
-        self.price(model)
-            .map_or(0, |p| p.cost_nanos(&o.usage.unwrap_or_default()))
+        self.cost_of(model, &o.usage.unwrap_or_default())
+    }
+
+    /// The cost of `usage` at `model`'s price, in nano-dollars (0 for an unpriced model).
+    pub fn cost_of(&self, model: &str, usage: &modelgate_types::Usage) -> i64 {
+        self.price(model).map_or(0, |p| p.cost_nanos(usage))
     }
 }
 
@@ -389,10 +393,7 @@ impl OutcomeSink for UsageRecorder {
         // Model calls the routing made itself (a classifier's embedding, a cascade's rejected
         // answer, a judge) are charged as their own records of the same request.
         let side = o.routing.iter().flat_map(|d| &d.side_calls).map(|s| {
-            let cost = self
-                .prices
-                .price(&s.model)
-                .map_or(0, |p| p.cost_nanos(&s.usage));
+            let cost = self.prices.cost_of(&s.model, &s.usage);
             UsageRecord {
                 model_served: Some(s.model.clone()),
                 provider: None,
@@ -438,7 +439,7 @@ impl OutcomeSink for UsageRecorder {
                 }
             });
         }
-        let records = std::iter::once(record.clone()).chain(side);
+        let records = std::iter::once(record).chain(side);
         for r in records {
             if self.tx.try_send(r).is_err() {
                 tracing::warn!("usage queue full; a usage record was dropped");

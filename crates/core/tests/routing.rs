@@ -739,6 +739,12 @@ targets = [{ model = "large" }]
         .filter(|(u, m)| *m == "large" && seen60[*u] != "large")
         .count();
     assert_eq!(moved_back, 0);
+    for bad in [0.0, -5.0, 150.0] {
+        assert!(matches!(
+            f.routing.rollout(bad, "test").await,
+            Err(ChangeError::Invalid(m)) if m.contains("rollout_percent")
+        ));
+    }
     f.routing.rollout(100.0, "test").await.unwrap();
     let (all, _) = share(&f).await;
     assert_eq!(all, 500);

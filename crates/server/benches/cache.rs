@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use common::{instant_model, pct};
+use common::{instant_model, report};
 use modelgate_core::cache::{CacheConfig, ResponseCache};
 use modelgate_core::semantic::{SemanticIndex, SemanticQuery};
 use modelgate_core::usage::PriceCatalog;
@@ -95,15 +95,6 @@ async fn latency(
     }
     times.sort();
     times
-}
-
-fn report(name: &str, t: &[Duration]) {
-    println!(
-        "{name}: p50 {:.1} µs p90 {:.1} p99 {:.1}",
-        pct(t, 0.5),
-        pct(t, 0.9),
-        pct(t, 0.99)
-    );
 }
 
 async fn redis() -> Option<Arc<dyn CacheStore>> {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use common::{instant_model, pct};
+use common::{instant_model, report};
 use modelgate_core::routing::{Routing, RoutingDoc, RoutingSettings};
 use modelgate_core::usage::PriceCatalog;
 use modelgate_core::Gateway;
@@ -101,15 +101,6 @@ async fn latency(router: &axum::Router, model: &str) -> Vec<Duration> {
     }
     times.sort();
     times
-}
-
-fn report(name: &str, t: &[Duration]) {
-    println!(
-        "{name}: p50 {:.1} µs p90 {:.1} p99 {:.1}",
-        pct(t, 0.5),
-        pct(t, 0.9),
-        pct(t, 0.99)
-    );
 }
 
 fn main() {

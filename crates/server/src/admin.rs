@@ -817,6 +817,13 @@ fn routing(state: &AppState) -> Result<&Arc<modelgate_core::routing::Routing>, O
     (state.gateway.routing()).ok_or_else(|| unavailable("This gateway runs without routing."))
 }
 
+/// Who made a routing change: the caller's key id, JWT subject or `admin`.
+fn author(ctx: &CallContext) -> String {
+    ctx.principal()
+        .map_or("admin", |p| p.id.as_str())
+        .to_string()
+}
+
 fn change_error(e: modelgate_core::routing::ChangeError) -> OpenAiError {
     use modelgate_core::routing::ChangeError;
     OpenAiError(match e {
@@ -889,22 +896,9 @@ pub async fn change_routing(
     })?;
     let doc = modelgate_core::routing::RoutingDoc {
         routers: change.routers,
-        rollout_percent: change.rollout_percent.filter(|p| *p < 100.0),
+        rollout_percent: change.rollout_percent,
     };
-    if let Some(p) = change.rollout_percent {
-        if !(p > 0.0 && p <= 100.0) {
-            return Err(OpenAiError(
-                Error::validation(format!(
-                    "The routing change was refused: rollout_percent {p} is not in (0, 100]"
-                ))
-                .with_code("invalid_routing"),
-            ));
-        }
-    }
-    let author = ctx
-        .principal()
-        .map_or("admin", |p| p.id.as_str())
-        .to_string();
+    let author = author(&ctx);
     let v = routing(&state)?
         .change(
             doc,
@@ -961,10 +955,7 @@ pub async fn rollback_routing(
     allow(&state, &ctx, "PutRouting", "arn:modelgate:admin:::routing")?;
     let body: RollbackBody = serde_json::from_value(body)
         .map_err(|e| OpenAiError(Error::validation(format!("invalid rollback: {e}"))))?;
-    let author = ctx
-        .principal()
-        .map_or("admin", |p| p.id.as_str())
-        .to_string();
+    let author = author(&ctx);
     let v = routing(&state)?
         .rollback(body.version, &author)
         .await
@@ -989,16 +980,7 @@ pub async fn rollout_routing(
     allow(&state, &ctx, "PutRouting", "arn:modelgate:admin:::routing")?;
     let body: RolloutBody = serde_json::from_value(body)
         .map_err(|e| OpenAiError(Error::validation(format!("invalid rollout: {e}"))))?;
-    if !(body.percent > 0.0 && body.percent <= 100.0) {
-        return Err(OpenAiError(Error::validation(format!(
-            "percent {} is not in (0, 100]",
-            body.percent
-        ))));
-    }
-    let author = ctx
-        .principal()
-        .map_or("admin", |p| p.id.as_str())
-        .to_string();
+    let author = author(&ctx);
     let v = routing(&state)?
         .rollout(body.percent, &author)
         .await

@@ -687,18 +687,16 @@ macro_rules! sql_store {
                 // One statement, so SQLite takes the write lock at once (a read that turns
                 // into a write inside a transaction fails when another writer got there first)
                 // and two writers can never both think they follow the same version: the
-                // primary key refuses the second.
+                // primary key refuses the second. The aggregate always gives one row (0 when
+                // the kind has no version yet); `expected` filters it out when it is stale.
                 let ts_ms = now_ms();
                 let text = body.to_string();
                 let row = sqlx::query(
                     "INSERT INTO mg_config_versions (kind, version, ts_ms, author, note, body) \
-                     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 \
-                     FROM mg_config_versions WHERE kind = $1 \
-                     GROUP BY kind HAVING CAST($6 AS BIGINT) IS NULL \
-                     OR COALESCE(MAX(version), 0) = CAST($6 AS BIGINT) \
-                     UNION ALL SELECT $1, 1, $2, $3, $4, $5 \
-                     WHERE NOT EXISTS (SELECT 1 FROM mg_config_versions WHERE kind = $1) \
-                     AND (CAST($6 AS BIGINT) IS NULL OR CAST($6 AS BIGINT) = 0) \
+                     SELECT $1, latest.v + 1, $2, $3, $4, $5 FROM \
+                     (SELECT COALESCE(MAX(version), 0) AS v FROM mg_config_versions \
+                     WHERE kind = $1) AS latest \
+                     WHERE CAST($6 AS BIGINT) IS NULL OR latest.v = CAST($6 AS BIGINT) \
                      RETURNING version",
                 )
                 .bind(kind)

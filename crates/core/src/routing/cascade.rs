@@ -52,7 +52,7 @@ impl Check {
     async fn confidence(
         &self,
         registry: Option<&Arc<Registry>>,
-        request: &ChatRequest,
+        request: Option<&ChatRequest>,
         answer: &ChatResponse,
         side_calls: &mut Vec<SideCall>,
     ) -> f64 {
@@ -92,7 +92,7 @@ impl Check {
                 let Ok(endpoint) = entry.pick() else {
                     return 0.0;
                 };
-                let question = super::last_user_text(request);
+                let question = request.map(super::last_user_text).unwrap_or_default();
                 let judge = ChatRequest {
                     model: entry.info.id.clone(),
                     system: vec![SystemBlock::Text(prompt.clone())],
@@ -183,11 +183,10 @@ pub(crate) async fn run(
         };
         match next.run(call).await {
             Ok(Answer::Response(answer)) => {
-                let request = original.chat().cloned().unwrap_or_default();
                 let confidence = check
                     .confidence(
                         registry.as_ref(),
-                        &request,
+                        original.chat(),
                         &answer,
                         &mut decision.side_calls,
                     )

@@ -492,11 +492,11 @@ impl Features {
             };
         };
         let text = last_user_text(r);
-        let mut estimate = r.clone();
-        estimate.inference.max_tokens = None;
+        // The chain's estimate counts the requested output too; rules look at the input.
+        let output = u64::from(r.inference.max_tokens.unwrap_or(0));
         Self {
             text,
-            tokens: crate::chain::estimate_tokens(&estimate),
+            tokens: crate::chain::estimate_tokens(r).saturating_sub(output),
             images: r
                 .messages
                 .iter()
@@ -991,14 +991,18 @@ impl Routing {
     }
 
     /// Validate `doc`, store it as the next version and put it in force. With `expected`,
-    /// the change applies only on top of that version.
+    /// the change applies only on top of that version. A rollout share of 100% is stored as
+    /// none (the version is fully rolled out).
     pub async fn change(
         &self,
-        doc: RoutingDoc,
+        mut doc: RoutingDoc,
         author: &str,
         note: &str,
         expected: Option<i64>,
     ) -> Result<ConfigVersion, ChangeError> {
+        if doc.rollout_percent == Some(100.0) {
+            doc.rollout_percent = None;
+        }
         let _one_at_a_time = self.changes.lock().await;
         let table =
             Table::compile(doc.clone(), &|n| self.known(n)).map_err(ChangeError::Invalid)?;
@@ -1028,7 +1032,7 @@ impl Routing {
         })?;
         let mut doc: RoutingDoc =
             serde_json::from_value(latest.body).map_err(|e| ChangeError::Store(e.to_string()))?;
-        doc.rollout_percent = (percent < 100.0).then_some(percent);
+        doc.rollout_percent = Some(percent);
         let note = format!("rollout of version {} at {percent}%", latest.version);
         self.change(doc, author, &note, Some(latest.version)).await
     }

@@ -103,8 +103,14 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn decay_factor(elapsed: Duration, decay: Duration) -> f64 {
-    (-elapsed.as_secs_f64() / decay.as_secs_f64().max(1e-3)).exp()
+impl Inner {
+    /// What is left of the figures recorded at `stamp` by `now` (0 before any sample).
+    fn weight(&self, now: Instant, decay: Duration) -> f64 {
+        self.stamp.map_or(0.0, |t| {
+            let elapsed = now.saturating_duration_since(t).as_secs_f64();
+            (-elapsed / decay.as_secs_f64().max(1e-3)).exp()
+        })
+    }
 }
 
 impl ModelStats {
@@ -121,9 +127,7 @@ impl ModelStats {
     /// Record one attempt of `secs` that ended at `now`.
     pub fn observe(&self, now: Instant, secs: f64, ok: bool, config: StatsConfig) {
         let mut s = lock(&self.inner);
-        let w = s.stamp.map_or(0.0, |t| {
-            decay_factor(now.saturating_duration_since(t), config.decay)
-        });
+        let w = s.weight(now, config.decay);
         s.ewma = if secs > s.ewma * w {
             secs
         } else {
@@ -144,9 +148,7 @@ impl ModelStats {
     /// least-latency and least-busy read on every call: no sorting).
     pub fn load(&self, now: Instant, config: StatsConfig) -> StatsSnapshot {
         let s = lock(&self.inner);
-        let w = s.stamp.map_or(0.0, |t| {
-            decay_factor(now.saturating_duration_since(t), config.decay)
-        });
+        let w = s.weight(now, config.decay);
         StatsSnapshot {
             ewma_ms: s.ewma * w * 1e3,
             p95_ms: None,
@@ -159,10 +161,8 @@ impl ModelStats {
 
     /// The figures now, the p95 of the window included.
     pub fn snapshot(&self, now: Instant, config: StatsConfig) -> StatsSnapshot {
+        let mut snap = self.load(now, config);
         let mut s = lock(&self.inner);
-        let w = s.stamp.map_or(0.0, |t| {
-            decay_factor(now.saturating_duration_since(t), config.decay)
-        });
         while s
             .recent
             .front()
@@ -172,18 +172,12 @@ impl ModelStats {
         }
         let mut window: Vec<f64> = s.recent.iter().map(|(_, v)| *v).collect();
         window.sort_by(f64::total_cmp);
-        let p95 = (!window.is_empty()).then(|| {
+        snap.p95_ms = (!window.is_empty()).then(|| {
             let rank = ((window.len() as f64) * 0.95).ceil() as usize;
             window[rank.clamp(1, window.len()) - 1] * 1e3
         });
-        StatsSnapshot {
-            ewma_ms: s.ewma * w * 1e3,
-            p95_ms: p95,
-            error_rate: s.errors * w,
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            samples: window.len(),
-            calls: s.calls,
-        }
+        snap.samples = window.len();
+        snap
     }
 }
 

@@ -28,3 +28,14 @@ pub fn pct(times: &[Duration], p: f64) -> f64 {
     let i = ((times.len() as f64 - 1.0) * p).round() as usize;
     times[i].as_secs_f64() * 1e6
 }
+
+/// Print p50 / p90 / p99 of sorted `times` under `name`.
+#[allow(dead_code)] // the overhead benchmarks print their own tables
+pub fn report(name: &str, times: &[Duration]) {
+    println!(
+        "{name}: p50 {:.1} µs p90 {:.1} p99 {:.1}",
+        pct(times, 0.5),
+        pct(times, 0.9),
+        pct(times, 0.99)
+    );
+}
