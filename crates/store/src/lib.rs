@@ -175,6 +175,57 @@ pub trait ConfigVersions: Send + Sync + 'static {
     async fn versions(&self, kind: &str, limit: u32) -> Result<Vec<ConfigVersion>>;
 }
 
+/// One stored guardrail version: the working draft (`version` 0, shown as `DRAFT`) or an
+/// immutable numbered version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardrailRecord {
+    /// The guardrail id.
+    pub id: String,
+    /// 0 for the draft, 1… for versions.
+    pub version: i64,
+    /// The guardrail's name (unique among drafts).
+    pub name: String,
+    /// When the guardrail (or this version) was created.
+    pub created_ms: i64,
+    /// When it last changed.
+    pub updated_ms: i64,
+    /// The definition (`CreateGuardrail`'s shape).
+    pub body: serde_json::Value,
+}
+
+/// Guardrails and their versions.
+#[async_trait]
+pub trait GuardrailStore: Send + Sync + 'static {
+    /// Create a guardrail's draft; [`StoreError::Conflict`] when the id or name is taken.
+    async fn create_guardrail(
+        &self,
+        id: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<GuardrailRecord>;
+    /// Replace a draft; `None` when there is no such guardrail.
+    async fn update_guardrail(
+        &self,
+        id: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<Option<GuardrailRecord>>;
+    /// Snapshot the draft as the next numbered version (`body` is the draft with the
+    /// version's own description); `None` when there is no such guardrail.
+    async fn create_guardrail_version(
+        &self,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<Option<GuardrailRecord>>;
+    /// One version (0: the draft).
+    async fn guardrail(&self, id: &str, version: i64) -> Result<Option<GuardrailRecord>>;
+    /// Every draft (with `id`: that guardrail's draft and versions), by id then version.
+    async fn list_guardrails(&self, id: Option<&str>) -> Result<Vec<GuardrailRecord>>;
+    /// Delete one numbered version, or (`None`) the guardrail with all its versions; false
+    /// when nothing matched.
+    async fn delete_guardrail(&self, id: &str, version: Option<i64>) -> Result<bool>;
+}
+
 /// Shared counters: rate limits (GCRA), concurrency slots and spend totals.
 #[async_trait]
 pub trait Counters: Send + Sync + 'static {

@@ -13,8 +13,9 @@ use sqlx::Row as _;
 
 use crate::{
     now_ms, AuditEvent, AuditQuery, AuditStore, ConfigVersion, ConfigVersions, GroupBy,
-    InvocationQuery, InvocationRecord, InvocationStore, KeyRecord, KeyStore, Result, SpendScope,
-    StoreError, TeamRecord, UsageQuery, UsageRecord, UsageRow, UsageStore,
+    GuardrailRecord, GuardrailStore, InvocationQuery, InvocationRecord, InvocationStore, KeyRecord,
+    KeyStore, Result, SpendScope, StoreError, TeamRecord, UsageQuery, UsageRecord, UsageRow,
+    UsageStore,
 };
 
 /// One schema version: its number and the statements that make it.
@@ -100,7 +101,19 @@ CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
         sqlite: INVOCATION_ROUTING,
         postgres: INVOCATION_ROUTING,
     },
+    Migration {
+        version: 5,
+        sqlite: GUARDRAILS,
+        postgres: GUARDRAILS,
+    },
 ];
+
+/// Version 5: guardrails, their draft (version 0) and numbered versions; names are unique
+/// among drafts.
+const GUARDRAILS: &str = "CREATE TABLE IF NOT EXISTS mg_guardrails (
+  id TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (id, version));
+CREATE UNIQUE INDEX IF NOT EXISTS mg_guardrails_name ON mg_guardrails (name) WHERE version = 0;";
 
 /// Version 4: the routing decision on invocation records.
 const INVOCATION_ROUTING: &str = "ALTER TABLE mg_invocations ADD COLUMN routing TEXT;";
@@ -746,6 +759,108 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(Self::config_version_from_row).collect()
+            }
+        }
+
+        #[async_trait]
+        impl GuardrailStore for $store {
+            async fn create_guardrail(&self, id: &str, name: &str, body: &serde_json::Value) -> Result<GuardrailRecord> {
+                let now = now_ms();
+                sqlx::query(
+                    "INSERT INTO mg_guardrails (id, version, name, created_ms, updated_ms, body) \
+                     VALUES ($1, 0, $2, $3, $3, $4)",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(now)
+                .bind(body.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(GuardrailRecord { id: id.into(), version: 0, name: name.into(), created_ms: now, updated_ms: now, body: body.clone() })
+            }
+
+            async fn update_guardrail(&self, id: &str, name: &str, body: &serde_json::Value) -> Result<Option<GuardrailRecord>> {
+                let row = sqlx::query(
+                    "UPDATE mg_guardrails SET name = $2, updated_ms = $3, body = $4 \
+                     WHERE id = $1 AND version = 0 \
+                     RETURNING id, version, name, created_ms, updated_ms, body",
+                )
+                .bind(id)
+                .bind(name)
+                .bind(now_ms())
+                .bind(body.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::guardrail_from_row).transpose()
+            }
+
+            async fn create_guardrail_version(&self, id: &str, body: &serde_json::Value) -> Result<Option<GuardrailRecord>> {
+                // One statement: the next number is taken under the primary key, so two
+                // concurrent calls never make the same version.
+                let row = sqlx::query(
+                    "INSERT INTO mg_guardrails (id, version, name, created_ms, updated_ms, body) \
+                     SELECT d.id, (SELECT MAX(version) FROM mg_guardrails WHERE id = $1) + 1, \
+                     d.name, $2, $2, $3 FROM mg_guardrails d WHERE d.id = $1 AND d.version = 0 \
+                     RETURNING id, version, name, created_ms, updated_ms, body",
+                )
+                .bind(id)
+                .bind(now_ms())
+                .bind(body.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::guardrail_from_row).transpose()
+            }
+
+            async fn guardrail(&self, id: &str, version: i64) -> Result<Option<GuardrailRecord>> {
+                let row = sqlx::query(
+                    "SELECT id, version, name, created_ms, updated_ms, body FROM mg_guardrails \
+                     WHERE id = $1 AND version = $2",
+                )
+                .bind(id)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::guardrail_from_row).transpose()
+            }
+
+            async fn list_guardrails(&self, id: Option<&str>) -> Result<Vec<GuardrailRecord>> {
+                let rows = sqlx::query(
+                    "SELECT id, version, name, created_ms, updated_ms, body FROM mg_guardrails \
+                     WHERE ($1 IS NULL AND version = 0) OR id = $1 ORDER BY id, version",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::guardrail_from_row).collect()
+            }
+
+            async fn delete_guardrail(&self, id: &str, version: Option<i64>) -> Result<bool> {
+                let done = match version {
+                    Some(v) => sqlx::query("DELETE FROM mg_guardrails WHERE id = $1 AND version = $2 AND version > 0")
+                        .bind(id)
+                        .bind(v)
+                        .execute(&self.pool)
+                        .await?,
+                    None => sqlx::query("DELETE FROM mg_guardrails WHERE id = $1")
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await?,
+                };
+                Ok(done.rows_affected() > 0)
+            }
+        }
+
+        impl $store {
+            fn guardrail_from_row(r: &<$pool as PoolRow>::Row) -> Result<GuardrailRecord> {
+                let body: String = r.try_get("body")?;
+                Ok(GuardrailRecord {
+                    id: r.try_get("id")?,
+                    version: r.try_get("version")?,
+                    name: r.try_get("name")?,
+                    created_ms: r.try_get("created_ms")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                    body: serde_json::from_str(&body)?,
+                })
             }
         }
 

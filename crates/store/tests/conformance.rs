@@ -959,3 +959,98 @@ async fn redis_vector_log() {
         .is_empty());
     assert_eq!(log.remove_logs(&CacheFilter::default()).await.unwrap(), 2);
 }
+
+/// Guardrails: a draft, versions numbered from 1 (concurrently too), unique names among
+/// drafts, deletion of one version or all.
+async fn guardrails_behave(s: Arc<dyn GuardrailStore>) {
+    let id = unique("g").replace('-', "");
+    let name = unique("name");
+    let body = json!({"name": name, "blockedInputMessaging": "a", "blockedOutputsMessaging": "b"});
+    let draft = s.create_guardrail(&id, &name, &body).await.unwrap();
+    assert_eq!(draft.version, 0);
+    assert!(matches!(
+        s.create_guardrail(&format!("{id}x"), &name, &body).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s
+        .create_guardrail_version("nosuch", &body)
+        .await
+        .unwrap()
+        .is_none());
+    let v1 = s
+        .create_guardrail_version(&id, &body)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v1.version, 1);
+    let changed =
+        json!({"name": name, "blockedInputMessaging": "changed", "blockedOutputsMessaging": "b"});
+    assert!(s
+        .update_guardrail(&id, &name, &changed)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(s
+        .update_guardrail("nosuch", &name, &changed)
+        .await
+        .unwrap()
+        .is_none());
+    // Versions are snapshots: version 1 keeps the old body.
+    assert_eq!(s.guardrail(&id, 1).await.unwrap().unwrap().body, body);
+    assert_eq!(s.guardrail(&id, 0).await.unwrap().unwrap().body, changed);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (s, id, changed) = (Arc::clone(&s), id.clone(), changed.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match s.create_guardrail_version(&id, &changed).await {
+                    Ok(v) => return v.unwrap().version,
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(StoreError::Unavailable(e))
+                        if e.contains("locked") || e.contains("busy") =>
+                    {
+                        continue
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    let mut numbers = Vec::new();
+    for t in tasks {
+        numbers.push(t.await.unwrap());
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![2, 3, 4, 5]);
+    let all = s.list_guardrails(Some(&id)).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.version).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    assert!(s
+        .list_guardrails(None)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.id == id && r.version == 0));
+    assert!(s.delete_guardrail(&id, Some(2)).await.unwrap());
+    assert!(!s.delete_guardrail(&id, Some(2)).await.unwrap());
+    assert!(s.guardrail(&id, 2).await.unwrap().is_none());
+    assert!(s.delete_guardrail(&id, None).await.unwrap());
+    assert!(s.list_guardrails(Some(&id)).await.unwrap().is_empty());
+    // The name is free again.
+    s.create_guardrail(&id, &name, &body).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_guardrails() {
+    let (s, _d) = sqlite().await;
+    guardrails_behave(Arc::new(s)).await;
+}
+
+#[tokio::test]
+async fn postgres_guardrails() {
+    if let Some(s) = postgres().await {
+        guardrails_behave(Arc::new(s)).await;
+    }
+}
