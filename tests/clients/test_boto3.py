@@ -128,12 +128,14 @@ def test_count_tokens_matches_converse_usage(client):
 
 
 def test_operations_not_served_yet_raise_unknown_operation(client):
-    """ApplyGuardrail and the asynchronous invocations are Bedrock Runtime operations this
-    gateway does not serve yet: boto3 gets AWS's named error, not a bare 404."""
+    """The asynchronous invocations are Bedrock Runtime operations this gateway does not serve
+    yet: boto3 gets AWS's named error, not a bare 404. (ApplyGuardrail is served: an unknown
+    guardrail is AWS's ResourceNotFoundException.)"""
     from botocore.exceptions import ClientError
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.apply_guardrail(guardrailIdentifier="g1", guardrailVersion="1",
+                               source="INPUT", content=[{"text": {"text": "hi"}}])
     calls = [
-        lambda: client.apply_guardrail(guardrailIdentifier="g1", guardrailVersion="1",
-                                       source="INPUT", content=[{"text": {"text": "hi"}}]),
         lambda: client.get_async_invoke(invocationArn="arn:aws:bedrock:us-east-1:1:async-invoke/x"),
         lambda: client.list_async_invokes(),
     ]

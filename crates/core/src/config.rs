@@ -53,6 +53,9 @@ pub struct Config {
     pub routing: crate::routing::RoutingSettings,
     /// `[[routers]]`: virtual models, each a routing policy over served models.
     pub routers: Vec<crate::routing::RouterConfig>,
+    /// `[guardrails]`: settings, guardrails declared in the file (`[[guardrails.define]]`)
+    /// and the calls they attach to (`[[guardrails.attach]]`).
+    pub guardrails: crate::guardrails::GuardrailsConfig,
 }
 
 impl Config {

@@ -32,9 +32,11 @@ impl Dialect {
     /// The dialect a request path belongs to.
     pub fn for_path(path: &str) -> Self {
         // Every Bedrock Runtime operation's path: InvokeModel and Converse (`/model/…`),
-        // ApplyGuardrail (`/guardrail/…`), the asynchronous invocations (`/async-invoke…`).
+        // ApplyGuardrail (`/guardrail/…`), the guardrail control plane (`/guardrails…`, the
+        // `bedrock` service's), the asynchronous invocations (`/async-invoke…`).
         if path.starts_with("/model/")
             || path.starts_with("/guardrail/")
+            || path.starts_with("/guardrails")
             || path.starts_with("/async-invoke")
         {
             Dialect::Bedrock
@@ -104,6 +106,8 @@ struct Inner {
     served: Mutex<Option<ServedBy>>,
     cache: Mutex<CacheDirectives>,
     routing: Mutex<crate::routing::RoutingHints>,
+    guardrail: Mutex<Option<crate::guardrails::GuardrailRequest>>,
+    guardrail_trace: Mutex<Option<serde_json::Value>>,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -208,6 +212,8 @@ impl CallContextBuilder {
             served: Mutex::new(None),
             cache: Mutex::new(self.cache),
             routing: Mutex::new(self.routing),
+            guardrail: Mutex::new(None),
+            guardrail_trace: Mutex::new(None),
         }))
     }
 }
@@ -342,6 +348,28 @@ impl CallContext {
     /// Add what the body's `cache` object asks (its fields win over the headers').
     pub fn merge_cache_body(&self, cache: &serde_json::Value) {
         crate::registry::lock(&self.0.cache).merge_json(cache);
+    }
+
+    /// Ask for a guardrail (the front doors do, from `guardrailConfig`, InvokeModel's headers
+    /// or `x-modelgate-guardrail`).
+    pub fn set_guardrail(&self, request: crate::guardrails::GuardrailRequest) {
+        *crate::registry::lock(&self.0.guardrail) = Some(request);
+    }
+
+    /// The guardrail the request asks for.
+    pub fn guardrail_request(&self) -> Option<crate::guardrails::GuardrailRequest> {
+        crate::registry::lock(&self.0.guardrail).clone()
+    }
+
+    /// Keep the guardrail trace for the front door (the guardrail layer does, when the
+    /// caller asked for it).
+    pub fn set_guardrail_trace(&self, trace: serde_json::Value) {
+        *crate::registry::lock(&self.0.guardrail_trace) = Some(trace);
+    }
+
+    /// The guardrail trace (`trace.guardrail` of a Converse answer), when there is one.
+    pub fn guardrail_trace(&self) -> Option<serde_json::Value> {
+        crate::registry::lock(&self.0.guardrail_trace).clone()
     }
 
     /// Whether the pipeline took the call's outcome.

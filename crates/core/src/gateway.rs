@@ -23,6 +23,7 @@ pub struct GatewayBuilder {
     policy: Option<PolicyLayers>,
     capture: Option<Arc<crate::invocations::Capture>>,
     routing: Option<Arc<crate::routing::Routing>>,
+    guardrails: Option<Arc<crate::guardrails::Guardrails>>,
 }
 
 impl std::fmt::Debug for GatewayBuilder {
@@ -43,6 +44,7 @@ impl Default for GatewayBuilder {
             policy: None,
             capture: None,
             routing: None,
+            guardrails: None,
         }
     }
 }
@@ -91,12 +93,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// Guard prompts and answers (see [`crate::guardrails`]).
+    pub fn guardrails(mut self, guardrails: Arc<crate::guardrails::Guardrails>) -> Self {
+        self.guardrails = Some(guardrails);
+        self
+    }
+
     /// The gateway, with no models yet.
     pub fn build(self) -> Gateway {
         let models: Models = Arc::new(OnceLock::new());
         let mut layers = self.extra_layers;
         let cache = self.cache.clone();
         let routing = self.routing.clone();
+        let guardrails = self.guardrails.clone();
         let stats = routing
             .as_ref()
             .map(|r| r.settings().stats())
@@ -107,12 +116,14 @@ impl GatewayBuilder {
             self.policy,
             self.capture,
             self.routing,
+            self.guardrails,
         ));
         Gateway {
             models,
             pipeline: Pipeline::new(layers, Sinks::new(self.sinks), stats),
             cache,
             routing,
+            guardrails,
             tasks: Mutex::new(Vec::new()),
         }
     }
@@ -124,6 +135,7 @@ pub struct Gateway {
     pipeline: Pipeline,
     cache: Option<Arc<crate::cache::ResponseCache>>,
     routing: Option<Arc<crate::routing::Routing>>,
+    guardrails: Option<Arc<crate::guardrails::Guardrails>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
@@ -157,6 +169,11 @@ impl Gateway {
     /// The response cache, when the pipeline has one (for the admin API).
     pub fn response_cache(&self) -> Option<&Arc<crate::cache::ResponseCache>> {
         self.cache.as_ref()
+    }
+
+    /// The guardrails, when the pipeline has them (for the control-plane API).
+    pub fn guardrails(&self) -> Option<&Arc<crate::guardrails::Guardrails>> {
+        self.guardrails.as_ref()
     }
 
     /// The live routing, when the pipeline routes virtual models (for the admin API).

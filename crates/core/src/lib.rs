@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 mod degraded;
 pub mod gateway;
+pub mod guardrails;
 pub mod invocations;
 pub mod keys;
 pub mod local;

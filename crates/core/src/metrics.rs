@@ -66,6 +66,20 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardrailLabels {
+    guardrail: String,
+    source: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DetectionLabels {
+    source: &'static str,
+    policy: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ArmLabels {
     router: String,
     arm: String,
@@ -116,6 +130,10 @@ pub struct Metrics {
     cache_saved_tokens: Family<TokenLabels, Counter>,
     routing: Family<RouteLabels, Counter>,
     arm_duration: Family<ArmLabels, Histogram>,
+    guardrail_actions: Family<GuardrailLabels, Counter>,
+    guardrail_detections: Family<DetectionLabels, Counter>,
+    guardrail_latency: Histogram,
+    guardrail_hold: Histogram,
     in_flight: Gauge,
     breaker: Family<BreakerLabels, Gauge>,
     breaker_opened: Family<EndpointLabels, Counter>,
@@ -148,6 +166,9 @@ pub fn error_category(o: &Outcome) -> Option<&'static str> {
         return Some("cancelled");
     }
     let e = o.error.as_ref()?;
+    if e.code == Some("content_filter") {
+        return Some("guardrail");
+    }
     Some(match e.kind {
         ErrorKind::Unauthenticated | ErrorKind::AccessDenied => "auth",
         ErrorKind::Throttling if e.source == ErrorSource::Gateway => "throttled",
@@ -240,6 +261,30 @@ impl Metrics {
             "Call duration per router and arm (or chosen model), by outcome (ok, error), to compare arms",
             arm_duration.clone(),
         );
+        let guardrail_actions = Family::<GuardrailLabels, Counter>::default();
+        registry.register(
+            "guardrail_actions",
+            "Calls per guardrail applied, by the call's guardrail action (pass, masked, blocked) and the direction it acted on",
+            guardrail_actions.clone(),
+        );
+        let guardrail_detections = Family::<DetectionLabels, Counter>::default();
+        registry.register(
+            "guardrail_detections",
+            "Guardrail detections by policy (topic, content, word, pii, regex, grounding), direction and action (blocked, masked, detected)",
+            guardrail_detections.clone(),
+        );
+        let guardrail_latency = histogram();
+        registry.register(
+            "guardrail_assessment_seconds",
+            "Time a call spent in guardrail assessments",
+            guardrail_latency.clone(),
+        );
+        let guardrail_hold = histogram();
+        registry.register(
+            "guardrail_stream_hold_seconds",
+            "Synchronous stream guarding: time the first content was held before release (added time to first token)",
+            guardrail_hold.clone(),
+        );
         let cache_saved_tokens = Family::<TokenLabels, Counter>::default();
         registry.register(
             "cache_saved_tokens",
@@ -301,6 +346,10 @@ impl Metrics {
             cache_saved_tokens,
             routing,
             arm_duration,
+            guardrail_actions,
+            guardrail_detections,
+            guardrail_latency,
+            guardrail_hold,
             in_flight,
             breaker,
             breaker_opened,
@@ -461,6 +510,34 @@ impl OutcomeSink for Metrics {
                 }
             }
         }
+        if let Some(g) = &o.guardrail {
+            for name in &g.guardrails {
+                self.guardrail_actions
+                    .get_or_create(&GuardrailLabels {
+                        guardrail: name.clone(),
+                        source: g.source.map_or("", source_name),
+                        action: g.action(),
+                    })
+                    .inc();
+            }
+            for (source, f) in &g.fired {
+                self.guardrail_detections
+                    .get_or_create(&DetectionLabels {
+                        source: source_name(*source),
+                        policy: f.policy,
+                        action: match f.action {
+                            "BLOCKED" => "blocked",
+                            "ANONYMIZED" => "masked",
+                            _ => "detected",
+                        },
+                    })
+                    .inc();
+            }
+            self.guardrail_latency.observe(g.latency.as_secs_f64());
+            if let Some(h) = g.stream_hold {
+                self.guardrail_hold.observe(h.as_secs_f64());
+            }
+        }
         if let Some(reason) = o.fallback_reason {
             self.fallbacks
                 .get_or_create(&FallbackLabels {
@@ -524,5 +601,12 @@ impl OutcomeSink for Metrics {
                 .get_or_create(&CostLabels { model, team })
                 .inc_by(usd);
         }
+    }
+}
+
+fn source_name(s: crate::guardrails::Source) -> &'static str {
+    match s {
+        crate::guardrails::Source::Input => "input",
+        crate::guardrails::Source::Output => "output",
     }
 }

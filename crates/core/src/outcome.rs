@@ -117,6 +117,8 @@ pub struct Outcome {
     pub cache: Option<crate::cache::CacheReport>,
     /// How a virtual model was routed.
     pub routing: Option<Arc<crate::routing::RoutingDecision>>,
+    /// What the guardrails did, when any applied.
+    pub guardrail: Option<crate::guardrails::layer::GuardrailReport>,
 }
 
 /// When the stages of a call happened: the pipeline's start, the model chain's start, each
@@ -266,6 +268,7 @@ impl Outcome {
             timeline: Timeline::default(),
             cache: None,
             routing: None,
+            guardrail: None,
         }
     }
 }
@@ -311,6 +314,7 @@ impl OutcomeSink for AccessLog {
             cache = o.cache.as_ref().map(|c| c.status.as_str()),
             router = o.routing.as_ref().map(|d| d.router.as_str()),
             arm = o.routing.as_ref().and_then(|d| d.arm.as_deref()),
+            guardrail = o.guardrail.as_ref().map(|g| g.action()),
             input_tokens,
             output_tokens,
             streamed = o.streamed.then_some(true),

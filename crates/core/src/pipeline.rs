@@ -198,6 +198,9 @@ pub struct Call {
     /// Set by a layer that asks the model chain for an answer that must neither come from
     /// nor go to the response cache (a cascade's first, smaller model).
     pub(crate) skip_cache: bool,
+    /// Set by the guardrail layer for a streamed answer: the one stream observer runs every
+    /// event through it (the layer does not wrap the stream itself).
+    pub stream_guard: Option<Box<dyn crate::guardrails::layer::StreamFilter>>,
     /// How the live latency figures move (from `[routing]`).
     pub(crate) stats_config: crate::routing::stats::StatsConfig,
     pub(crate) registry: Option<Arc<Registry>>,
@@ -267,6 +270,7 @@ pub(crate) fn build(
     policy: Option<PolicyLayers>,
     capture: Option<Arc<crate::invocations::Capture>>,
     routing: Option<Arc<crate::routing::Routing>>,
+    guardrails: Option<Arc<crate::guardrails::Guardrails>>,
 ) -> Vec<Arc<dyn Layer>> {
     let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
     if let Some(c) = capture {
@@ -289,6 +293,14 @@ pub(crate) fn build(
         //    usage when the call ends), calls in flight, hard budgets — per key, team, model,
         //    route and globally.
         layers.push(p.limits);
+    }
+    if let Some(g) = guardrails {
+        g.attach(Arc::clone(&models));
+        // 3b. Guardrails: the guardrails attached to the call by the config or asked for by
+        //     the caller (Converse `guardrailConfig`, InvokeModel headers) check the prompt —
+        //     block in the caller's dialect, or mask before any model sees it — and the
+        //     answer: a whole one here, a stream through the guard the observer runs.
+        layers.push(Arc::new(crate::guardrails::layer::GuardrailLayer::new(g)));
     }
     if let Some(r) = routing {
         r.attach(Arc::clone(&models));
@@ -377,6 +389,7 @@ impl Pipeline {
             stream_limits: StreamLimits::default(),
             want_response: false,
             skip_cache: false,
+            stream_guard: None,
             stats_config: self.stats_config,
             registry: None,
             entry: None,
@@ -390,6 +403,7 @@ impl Pipeline {
             provider,
             stream_limits,
             want_response,
+            stream_guard,
             mut recorder,
             ..
         } = call;
@@ -411,6 +425,7 @@ impl Pipeline {
                 stream,
                 stream_limits,
                 want_response,
+                stream_guard,
                 recorder,
                 ctx.span().clone(),
             )),

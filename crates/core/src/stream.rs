@@ -104,6 +104,7 @@ pub(crate) fn observe(
     inner: ChatStream,
     limits: StreamLimits,
     want_response: bool,
+    mut guard: Option<Box<dyn crate::guardrails::layer::StreamFilter>>,
     recorder: Recorder,
     span: tracing::Span,
 ) -> ChatStream {
@@ -133,20 +134,67 @@ pub(crate) fn observe(
             };
             match item {
                 Some(Ok(event)) => {
-                    watch.see(&event);
+                    // The finishers (the response cache) get the model's own answer; the
+                    // client gets what the guard releases.
                     if let Some(s) = &mut seen {
                         s.push(event.clone());
                     }
-                    yield Ok(event);
+                    let Some(g) = guard.as_mut() else {
+                        watch.see(&event);
+                        yield Ok(event);
+                        continue;
+                    };
+                    let released = g.push(event).instrument(span.clone()).await;
+                    match released {
+                        Ok(events) => {
+                            for e in events {
+                                state.watch.see(&e);
+                                yield Ok(e);
+                            }
+                        }
+                        Err(e) => {
+                            state.inner = None;
+                            let _ = g.finish(state.watch.recorder.as_mut()).await;
+                            state.watch.finish(Some(&e), None);
+                            yield Err(e);
+                            break;
+                        }
+                    }
+                    if g.stopped() {
+                        // The guard intervened: the model's stream is dropped and the call
+                        // ends here, answered (with the blocked message).
+                        state.inner = None;
+                        let _ = g.finish(state.watch.recorder.as_mut()).await;
+                        state.watch.finish(None, None);
+                        break;
+                    }
                 }
                 Some(Err(e)) => {
                     state.inner = None;
+                    if let Some(g) = guard.as_mut() {
+                        let _ = g.finish(state.watch.recorder.as_mut()).await;
+                    }
                     state.watch.finish(Some(&e), None);
                     yield Err(e);
                     break;
                 }
                 None => {
                     state.inner = None;
+                    if let Some(g) = guard.as_mut() {
+                        match g.finish(state.watch.recorder.as_mut()).await {
+                            Ok(events) => {
+                                for e in events {
+                                    state.watch.see(&e);
+                                    yield Ok(e);
+                                }
+                            }
+                            Err(e) => {
+                                state.watch.finish(Some(&e), None);
+                                yield Err(e);
+                                break;
+                            }
+                        }
+                    }
                     let response = match seen.take() {
                         Some(events) => {
                             let replay = futures::stream::iter(events.into_iter().map(Ok)).boxed();

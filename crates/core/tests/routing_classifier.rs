@@ -4,14 +4,16 @@
 //! (`modelgate models pull`; `.ci/run` installs them).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use modelgate_core::models::{self, LOCAL_EMBED_MODEL};
+use modelgate_core::models::LOCAL_EMBED_MODEL;
 use modelgate_core::routing::{Routing, RoutingDoc, RoutingSettings};
 use modelgate_core::usage::PriceCatalog;
 use modelgate_core::{CallContext, Dialect, Gateway, ModelInfo, ModelPolicy, ServedModel};
-use modelgate_providers::{LocalEmbedder, LocalEmbedderConfig, Provider};
+use modelgate_providers::Provider;
 use modelgate_testkit::scripted::ScriptedProvider;
 use modelgate_types::{ChatRequest, Message, Role};
 
@@ -146,21 +148,7 @@ const COMPLEX: [&str; 20] = [
 
 #[tokio::test]
 async fn minilm_nearest_centroid_sorts_the_labelled_set_into_tiers() {
-    let data = modelgate_core::config::data_dir();
-    let spec = models::spec(LOCAL_EMBED_MODEL).unwrap();
-    let dir = models::model_dir(&data, spec);
-    assert!(
-        models::is_installed(&data, spec),
-        "the embedded embedding model is not installed in {} (run `modelgate models pull`)",
-        dir.display()
-    );
-    let embedder: Arc<dyn Provider> = Arc::new(
-        LocalEmbedder::load(LocalEmbedderConfig {
-            model_dir: dir,
-            settings: Default::default(),
-        })
-        .unwrap(),
-    );
+    let embedder: Arc<dyn Provider> = common::minilm();
     let routing = Arc::new(Routing::new(
         RoutingSettings::default(),
         None,

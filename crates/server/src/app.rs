@@ -192,6 +192,22 @@ fn bedrock_routes() -> Router<AppState> {
             "/model/{model_id}/invoke-with-response-stream",
             post(bedrock::invoke_stream),
         )
+        // ApplyGuardrail, and the guardrail control plane of the `bedrock` service.
+        .route(
+            "/guardrail/{id}/version/{version}/apply",
+            post(crate::guardrails::apply),
+        )
+        .route(
+            "/guardrails",
+            post(crate::guardrails::create).get(crate::guardrails::list),
+        )
+        .route(
+            "/guardrails/{id}",
+            get(crate::guardrails::get)
+                .put(crate::guardrails::update)
+                .delete(crate::guardrails::delete)
+                .post(crate::guardrails::create_version),
+        )
 }
 
 /// `GET /admin/endpoints`: every endpoint's circuit breaker and health-check state.
@@ -331,6 +347,23 @@ async fn request_context(
         }
     }
     let ctx = ctx.build();
+    if let Some(h) = request.headers().get("x-modelgate-guardrail") {
+        if state
+            .gateway
+            .guardrails()
+            .is_some_and(|g| g.config().allow_header)
+        {
+            let value = h.to_str().unwrap_or_default();
+            let (identifier, version) = value.split_once(':').unwrap_or((value, "DRAFT"));
+            ctx.set_guardrail(modelgate_core::guardrails::GuardrailRequest {
+                identifier: identifier.trim().to_string(),
+                version: version.trim().to_string(),
+                trace: modelgate_core::guardrails::TraceMode::Disabled,
+                stream_mode: modelgate_core::guardrails::StreamMode::Sync,
+                selected: None,
+            });
+        }
+    }
     request.extensions_mut().insert(ctx.clone());
     let mut response = next.run(request).instrument(ctx.span().clone()).await;
     if let Ok(value) = HeaderValue::from_str(ctx.request_id()) {

@@ -110,8 +110,14 @@ impl From<Error> for BedrockError {
 
 impl IntoResponse for BedrockError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(bedrock_status(self.0.kind))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        // A conflict (a guardrail name taken, a declared guardrail changed) is 409.
+        let conflict = self.0.code == Some("ConflictException");
+        let status = if conflict {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::from_u16(bedrock_status(self.0.kind))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        };
         let mut response =
             (status, axum::Json(json!({ "message": self.0.message }))).into_response();
         // Authentication failures carry AWS's specific exception (InvalidSignatureException, …),
@@ -122,6 +128,7 @@ impl IntoResponse for BedrockError {
             (ErrorKind::NotFound, Some(code @ "UnknownOperationException")) => {
                 HeaderValue::from_static(code)
             }
+            _ if conflict => HeaderValue::from_static("ConflictException"),
             _ => HeaderValue::from_static(bedrock_exception(self.0.kind)),
         };
         response.headers_mut().insert("x-amzn-ErrorType", name);

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod bedrock;
 pub mod errors;
+pub mod guardrails;
 pub mod jwt;
 pub mod native;
 pub mod openai;

@@ -387,9 +387,15 @@ fn serve(
             modelgate_core::routing::Routing::config_names(&config),
             PriceCatalog::new(config.prices.clone()),
         ));
+        let guardrails = modelgate_core::guardrails::Guardrails::new(
+            config.guardrails.clone(),
+            Some(Arc::clone(&stores.guardrails)),
+        )
+        .map_err(|e| anyhow::anyhow!("configuration error in [guardrails]: {e}"))?;
         let mut builder = Gateway::builder()
             .cache(Some(cache))
             .routing(Arc::clone(&routing))
+            .guardrails(Arc::new(guardrails))
             .sink(usage)
             .sink(metrics.clone())
             .policy(policy);

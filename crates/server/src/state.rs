@@ -30,6 +30,8 @@ pub struct Stores {
     pub counters: Arc<dyn Counters>,
     /// Versions of live configuration (routing).
     pub config_versions: Arc<dyn modelgate_store::ConfigVersions>,
+    /// Guardrails created through the API.
+    pub guardrails: Arc<dyn modelgate_store::GuardrailStore>,
     /// Whether the SQL store answers.
     pub ping: Ping,
     /// Where the state is, for messages.
@@ -105,7 +107,12 @@ pub async fn open(config: &Config) -> anyhow::Result<Stores> {
 
 /// The stores of one SQL backend.
 fn sql<
-    S: KeyStore + UsageStore + AuditStore + InvocationStore + modelgate_store::ConfigVersions,
+    S: KeyStore
+        + UsageStore
+        + AuditStore
+        + InvocationStore
+        + modelgate_store::ConfigVersions
+        + modelgate_store::GuardrailStore,
 >(
     s: Arc<S>,
     ping: Ping,
@@ -117,7 +124,8 @@ fn sql<
         usage: s.clone(),
         audit: s.clone(),
         invocations: s.clone(),
-        config_versions: s,
+        config_versions: s.clone(),
+        guardrails: s,
         counters,
         ping,
         location,

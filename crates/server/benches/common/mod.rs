@@ -8,6 +8,7 @@ use modelgate_providers::Provider;
 use modelgate_testkit::scripted::ScriptedProvider;
 
 /// A chat model served as `id` that answers "ok" at once.
+#[allow(dead_code)] // not every benchmark serves models
 pub fn instant_model(id: &str) -> ServedModel {
     ServedModel::new(
         ModelInfo {

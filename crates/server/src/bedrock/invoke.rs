@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use modelgate_core::config::NativeFormat;
+use modelgate_core::guardrails::{GuardrailRequest, StreamMode, TraceMode};
 use modelgate_core::model_id;
 use modelgate_core::CallContext;
 use modelgate_types::{ChatRequest, Error};
@@ -106,6 +107,49 @@ fn display_model(requested: &str) -> &str {
     model_id::without_profile_prefix(model_id::arn_resource(requested).unwrap_or(requested))
 }
 
+/// The guardrail InvokeModel asks for in its headers (`X-Amzn-Bedrock-GuardrailIdentifier`,
+/// `-GuardrailVersion`, `-Trace`): both or neither.
+fn guardrail_headers(
+    state: &AppState,
+    ctx: &CallContext,
+    headers: &HeaderMap,
+) -> Result<(), Error> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let (id, version) = (
+        get("x-amzn-bedrock-guardrailidentifier"),
+        get("x-amzn-bedrock-guardrailversion"),
+    );
+    let (id, version) = match (id, version) {
+        (None, None) => return Ok(()),
+        (Some(i), Some(v)) => (i, v),
+        _ => return Err(Error::validation(
+            "X-Amzn-Bedrock-GuardrailIdentifier and X-Amzn-Bedrock-GuardrailVersion go together.",
+        )),
+    };
+    if state.gateway.guardrails().is_none() {
+        return Err(Error::validation(
+            "This gateway has no guardrails configured; the guardrail headers cannot be honoured.",
+        ));
+    }
+    modelgate_core::guardrails::parse_version(version)?;
+    let trace = match get("x-amzn-bedrock-trace") {
+        None => TraceMode::Disabled,
+        Some(t) => TraceMode::parse(t).ok_or_else(|| {
+            Error::validation(format!(
+                "1 validation error detected: Value '{t}' at 'trace' failed to satisfy constraint: Member must satisfy enum value set: [ENABLED, DISABLED, ENABLED_FULL]"
+            ))
+        })?,
+    };
+    ctx.set_guardrail(GuardrailRequest {
+        identifier: id.to_string(),
+        version: version.to_string(),
+        trace,
+        stream_mode: StreamMode::Sync,
+        selected: None,
+    });
+    Ok(())
+}
+
 /// `POST /model/{modelId}/invoke`
 pub async fn invoke(
     State(state): State<AppState>,
@@ -118,12 +162,24 @@ pub async fn invoke(
     respond(
         async {
             check_media_types(&headers, false)?;
+            guardrail_headers(&state, &ctx, &headers)?;
             let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
             let (format, invocation) = invocation(&state, &model_id, &body)?;
             let (json, input, output) = match invocation {
                 Invocation::Chat(request) => {
                     let r = state.gateway.converse(&ctx, request).await?.value;
-                    let json = native::chat_response(format, display_model(&model_id), &r);
+                    let mut json = native::chat_response(format, display_model(&model_id), &r);
+                    // Bedrock's guardrail members of a native body.
+                    if ctx.guardrail_request().is_some() {
+                        let intervened =
+                            r.stop_reason == modelgate_types::StopReason::GuardrailIntervened;
+                        json["amazon-bedrock-guardrailAction"] =
+                            serde_json::json!(if intervened { "INTERVENED" } else { "NONE" });
+                        if let Some(trace) = ctx.guardrail_trace() {
+                            json["amazon-bedrock-trace"] =
+                                serde_json::json!({ "guardrail": trace });
+                        }
+                    }
                     (json, r.usage.input_tokens, Some(r.usage.output_tokens))
                 }
                 Invocation::Embed(request, shape) => {
@@ -167,6 +223,7 @@ pub async fn invoke_stream(
     respond(
         async {
             check_media_types(&headers, true)?;
+            guardrail_headers(&state, &ctx, &headers)?;
             let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
             let (format, invocation) = invocation(&state, &model_id, &body)?;
             let Invocation::Chat(request) = invocation else {

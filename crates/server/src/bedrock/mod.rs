@@ -7,7 +7,7 @@
 //! decodes it. `additionalModelRequestFields.thinking` (Claude's extended thinking) and
 //! `additionalModelRequestFields.reasoningConfig` (Nova's `maxReasoningEffort`) become the
 //! canonical reasoning budget; other model-specific fields there are ignored. Members Modelgate
-//! does not act on yet (`guardrailConfig`, `promptVariables`, `requestMetadata`,
+//! does not act on yet (`promptVariables`, `requestMetadata`,
 //! `performanceConfig`, `serviceTier`, `outputConfig.effort`,
 //! `additionalModelResponseFieldPaths`) are accepted and ignored, as `docs/front-doors.md`
 //! records; unknown members are a `ValidationException`.
@@ -25,10 +25,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use modelgate_core::guardrails::layer::Location;
+use modelgate_core::guardrails::{GuardText, GuardrailRequest, Qualifier, StreamMode, TraceMode};
 use modelgate_core::CallContext;
 use modelgate_types::{
     ChatRequest, ChatResponse, Error, InferenceConfig, Message, Reasoning, ResponseFormat,
-    SystemBlock, ToolConfig,
+    StreamEvent, SystemBlock, ToolConfig,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -48,9 +50,10 @@ struct ConverseBody {
     inference_config: Option<InferenceConfig>,
     #[serde(default)]
     tool_config: Option<ToolConfig>,
-    // Accepted, not acted on yet (documented).
-    #[serde(default, rename = "guardrailConfig")]
-    _guardrail_config: Option<IgnoredAny>,
+    /// The guardrail to apply (Converse `GuardrailConfiguration`, ConverseStream
+    /// `GuardrailStreamConfiguration`).
+    #[serde(default)]
+    guardrail_config: Option<GuardrailConfigBody>,
     #[serde(default, rename = "additionalModelRequestFields")]
     additional_model_request_fields: Option<Value>,
     #[serde(default, rename = "promptVariables")]
@@ -66,6 +69,137 @@ struct ConverseBody {
     _service_tier: Option<IgnoredAny>,
     #[serde(default)]
     output_config: Option<OutputConfig>,
+}
+
+/// `guardrailConfig`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GuardrailConfigBody {
+    guardrail_identifier: String,
+    guardrail_version: String,
+    #[serde(default)]
+    trace: Option<String>,
+    #[serde(default)]
+    stream_processing_mode: Option<String>,
+}
+
+impl GuardrailConfigBody {
+    fn request(
+        self,
+        streaming: bool,
+        selected: Option<Vec<(Location, GuardText)>>,
+    ) -> Result<GuardrailRequest, Error> {
+        let trace = match self.trace.as_deref() {
+            None => TraceMode::Disabled,
+            Some(t @ ("enabled" | "disabled" | "enabled_full")) => {
+                TraceMode::parse(t).unwrap_or_default()
+            }
+            Some(other) => {
+                return Err(Error::validation(format!(
+                    "1 validation error detected: Value '{other}' at 'guardrailConfig.trace' failed to satisfy constraint: Member must satisfy enum value set: [enabled, disabled, enabled_full]"
+                )))
+            }
+        };
+        let stream_mode = match (self.stream_processing_mode.as_deref(), streaming) {
+            (None, _) | (Some("sync"), true) => StreamMode::Sync,
+            (Some("async"), true) => StreamMode::Async,
+            (Some(m @ ("sync" | "async")), false) => {
+                return Err(Error::validation(format!(
+                    "guardrailConfig.streamProcessingMode ('{m}') applies to ConverseStream only"
+                )))
+            }
+            (Some(other), _) => {
+                return Err(Error::validation(format!(
+                    "1 validation error detected: Value '{other}' at 'guardrailConfig.streamProcessingMode' failed to satisfy constraint: Member must satisfy enum value set: [sync, async]"
+                )))
+            }
+        };
+        if self.guardrail_identifier.is_empty() {
+            return Err(Error::validation(
+                "guardrailConfig.guardrailIdentifier must not be empty",
+            ));
+        }
+        modelgate_core::guardrails::parse_version(&self.guardrail_version)?;
+        Ok(GuardrailRequest {
+            identifier: self.guardrail_identifier,
+            version: self.guardrail_version,
+            trace,
+            stream_mode,
+            selected,
+        })
+    }
+}
+
+/// The `guardContent` blocks of a request: where they were, and their text and qualifiers.
+type Selected = Vec<(Location, GuardText)>;
+
+/// Turn `guardContent` blocks (in `system` and in messages) into plain text blocks, and say
+/// where they were and what their qualifiers are: with a guardrail, only they are guarded.
+/// Bodies without the word are not touched (the common case costs one substring search).
+fn take_guard_content(
+    body: &[u8],
+) -> Result<(std::borrow::Cow<'_, [u8]>, Option<Selected>), Error> {
+    if !body.windows(12).any(|w| w == b"guardContent") {
+        return Ok((std::borrow::Cow::Borrowed(body), None));
+    }
+    let mut value: Value = crate::errors::parse_body(body).map_err(|e| invalid_body(&e))?;
+    let mut found = Vec::new();
+    let mut convert = |block: &mut Value, loc: Location, field: &str| -> Result<(), Error> {
+        let Some(g) = block.get("guardContent") else {
+            return Ok(());
+        };
+        let Some(text) = g.pointer("/text/text").and_then(Value::as_str) else {
+            return Err(Error::validation(format!(
+                "{field}.guardContent: only text guard content is supported (images are not checked on the box)"
+            )));
+        };
+        let mut qualifiers = Vec::new();
+        for q in g
+            .pointer("/text/qualifiers")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = q.as_str().unwrap_or_default();
+            qualifiers.push(Qualifier::parse(name).ok_or_else(|| {
+                Error::validation(format!(
+                    "1 validation error detected: Value '{name}' at '{field}.guardContent.text.qualifiers' failed to satisfy constraint: Member must satisfy enum value set: [grounding_source, query, guard_content]"
+                ))
+            })?);
+        }
+        found.push((
+            loc,
+            GuardText {
+                text: text.to_string(),
+                qualifiers,
+            },
+        ));
+        *block = json!({ "text": text });
+        Ok(())
+    };
+    if let Some(system) = value.get_mut("system").and_then(Value::as_array_mut) {
+        for (i, b) in system.iter_mut().enumerate() {
+            convert(b, Location::System(i), &format!("system.{i}"))?;
+        }
+    }
+    if let Some(messages) = value.get_mut("messages").and_then(Value::as_array_mut) {
+        for (i, m) in messages.iter_mut().enumerate() {
+            if let Some(content) = m.get_mut("content").and_then(Value::as_array_mut) {
+                for (j, b) in content.iter_mut().enumerate() {
+                    convert(
+                        b,
+                        Location::Text(i, j),
+                        &format!("messages.{i}.content.{j}"),
+                    )?;
+                }
+            }
+        }
+    }
+    let bytes = serde_json::to_vec(&value).map_err(|e| Error::internal(e.to_string()))?;
+    Ok((
+        std::borrow::Cow::Owned(bytes),
+        (!found.is_empty()).then_some(found),
+    ))
 }
 
 /// `outputConfig`: structured output (`textFormat`); `effort` is accepted and not acted on.
@@ -171,18 +305,39 @@ fn parse_converse(model_id: String, body: &[u8]) -> Result<ChatRequest, Error> {
     parse_converse_with_metadata(model_id, body).map(|(r, _)| r)
 }
 
+/// A parsed Converse body: the request, its `requestMetadata`, the guardrail it asks for.
+struct ParsedConverse {
+    request: ChatRequest,
+    metadata: Option<Value>,
+    guardrail: Option<GuardrailRequest>,
+}
+
 /// Parse a Converse body; also its `requestMetadata`.
+#[cfg(test)]
 fn parse_converse_with_metadata(
     model_id: String,
     body: &[u8],
 ) -> Result<(ChatRequest, Option<Value>), Error> {
+    parse_converse_full(model_id, body, false).map(|p| (p.request, p.metadata))
+}
+
+fn parse_converse_full(
+    model_id: String,
+    body: &[u8],
+    streaming: bool,
+) -> Result<ParsedConverse, Error> {
     let body = if body.is_empty() {
         b"{}".as_slice()
     } else {
         body
     };
-    let wire: ConverseBody = crate::errors::parse_body(body).map_err(|e| invalid_body(&e))?;
+    let (body, selected) = take_guard_content(body)?;
+    let wire: ConverseBody = crate::errors::parse_body(&body).map_err(|e| invalid_body(&e))?;
     let metadata = wire.request_metadata;
+    let guardrail = match wire.guardrail_config {
+        Some(g) => Some(g.request(streaming, selected)?),
+        None => None,
+    };
     if wire
         .messages
         .as_ref()
@@ -206,16 +361,24 @@ fn parse_converse_with_metadata(
         },
         reasoning: additional_reasoning(wire.additional_model_request_fields.as_ref())?,
     };
-    Ok((request, metadata))
+    Ok(ParsedConverse {
+        request,
+        metadata,
+        guardrail,
+    })
 }
 
-fn converse_json(r: &ChatResponse) -> Value {
-    json!({
+fn converse_json(r: &ChatResponse, ctx: &CallContext) -> Value {
+    let mut out = json!({
         "output": {"message": r.message},
         "stopReason": r.stop_reason,
         "usage": r.usage,
         "metrics": {"latencyMs": r.latency_ms},
-    })
+    });
+    if let Some(trace) = ctx.guardrail_trace() {
+        out["trace"] = json!({ "guardrail": trace });
+    }
+    out
 }
 
 /// Render a handler's outcome: the answer, or the error in the Bedrock dialect.
@@ -229,9 +392,22 @@ fn converse_request(
     ctx: &CallContext,
     model_id: String,
     body: Result<Bytes, BytesRejection>,
+    streaming: bool,
 ) -> Result<ChatRequest, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-    let (request, metadata) = parse_converse_with_metadata(model_id, &body)?;
+    let ParsedConverse {
+        request,
+        metadata,
+        guardrail,
+    } = parse_converse_full(model_id, &body, streaming)?;
+    if let Some(g) = guardrail {
+        if state.gateway.guardrails().is_none() {
+            return Err(Error::validation(
+                "This gateway has no guardrails configured; guardrailConfig cannot be honoured.",
+            ));
+        }
+        ctx.set_guardrail(g);
+    }
     if metadata.is_some() {
         let metadata = modelgate_core::routing::metadata_of(metadata.as_ref());
         let user = metadata.get("user").cloned();
@@ -249,9 +425,9 @@ pub async fn converse(
 ) -> Response {
     respond(
         async {
-            let request = converse_request(&state, &ctx, model_id, body)?;
+            let request = converse_request(&state, &ctx, model_id, body, false)?;
             let served = state.gateway.converse(&ctx, request).await?;
-            Ok(Json(converse_json(&served.value)).into_response())
+            Ok(Json(converse_json(&served.value, &ctx)).into_response())
         }
         .await,
     )
@@ -266,12 +442,24 @@ pub async fn converse_stream(
 ) -> Response {
     respond(
         async {
-            let request = converse_request(&state, &ctx, model_id, body)?;
+            let request = converse_request(&state, &ctx, model_id, body, true)?;
             let events = state.gateway.converse_stream(&ctx, request).await?.value;
+            // The guardrail trace rides on the metadata event.
+            let trace_ctx = ctx.clone();
             let body = eventstream::body(
                 eventstream::Operation::ConverseStream,
                 events,
-                eventstream::converse_event,
+                move |event| {
+                    let mut out = eventstream::converse_event(event);
+                    if let (StreamEvent::Metadata { .. }, Some(trace)) =
+                        (event, trace_ctx.guardrail_trace())
+                    {
+                        if let Some((_, payload)) = out.last_mut() {
+                            payload["trace"] = json!({ "guardrail": trace });
+                        }
+                    }
+                    out
+                },
             );
             Ok(crate::streaming::response(
                 eventstream::CONTENT_TYPE,
@@ -452,7 +640,7 @@ mod tests {
             latency_ms: 12,
         };
         assert_eq!(
-            converse_json(&r),
+            converse_json(&r, &CallContext::internal()),
             json!({
                 "output": {"message": {"role": "assistant", "content": [{"text": "Paris"}]}},
                 "stopReason": "end_turn",
