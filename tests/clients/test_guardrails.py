@@ -379,3 +379,61 @@ def test_guardrail_metrics(gw):
     text = requests.get(gw.url + "/metrics", timeout=10).text
     assert 'modelgate_guardrail_actions_total{' in text
     assert 'action="blocked"' in text
+
+
+def test_a_remote_guardrail_is_asked_through_apply_guardrail(gw, mock, tmp_path):
+    """A guardrail that lives elsewhere (here: the first gateway, standing in for AWS) is
+    declared as remote on a second gateway, which asks it through a signed ApplyGuardrail
+    for ApplyGuardrail, Converse and the OpenAI door alike."""
+    front = Server(config_text=f"""
+[local]
+enabled = false
+
+[resilience.retry]
+max_attempts = 1
+
+{mock_providers(mock)}
+[[providers]]
+name = "aws-guardrails"
+type = "bedrock"
+region = "us-east-1"
+base_url = "{gw.url}"
+
+[[models]]
+id = "plain"
+provider = "mock-openai"
+upstream_id = "up-plain"
+
+[[guardrails.define]]
+id = "awspii"
+remote = {{ provider = "aws-guardrails", identifier = "pii", version = "DRAFT" }}
+
+[[guardrails.define]]
+id = "awsmask"
+remote = {{ provider = "aws-guardrails", identifier = "mask", version = "DRAFT" }}
+
+[[guardrails.attach]]
+guardrail = "awspii"
+routes = ["/v1/chat/completions"]
+""", tmp_path=str(tmp_path), env=UPSTREAM_ENV)
+    try:
+        rt = client(front, "bedrock-runtime")
+        r = rt.apply_guardrail(guardrailIdentifier="awspii", guardrailVersion="DRAFT", source="INPUT",
+                               content=[{"text": {"text": f"SSN {SSN}"}}])
+        assert r["action"] == "GUARDRAIL_INTERVENED"
+        assert r["outputs"] == [{"text": "Sorry, I cannot take personal data."}]
+        assert r["assessments"][0]["sensitiveInformationPolicy"]["piiEntities"][0]["action"] == "BLOCKED"
+        r = rt.converse(modelId="plain", messages=[{"role": "user", "content": [{"text": f"SSN {SSN}"}]}],
+                        guardrailConfig={"guardrailIdentifier": "awspii", "guardrailVersion": "DRAFT"})
+        assert r["output"]["message"]["content"][0]["text"] == "Sorry, I cannot take personal data."
+        assert mock.calls() == 0
+        mock.push({"blocks": [{"text": f"Write to {EMAIL}."}]})
+        r = rt.converse(modelId="plain", messages=[{"role": "user", "content": [{"text": "hi"}]}],
+                        guardrailConfig={"guardrailIdentifier": "awsmask", "guardrailVersion": "DRAFT"})
+        assert r["output"]["message"]["content"][0]["text"] == "Write to {EMAIL}."
+        oai = openai.OpenAI(base_url=front.url + "/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as e:
+            oai.chat.completions.create(model="plain", messages=[{"role": "user", "content": f"card {CARD}"}])
+        assert e.value.code == "content_filter"
+    finally:
+        front.stop()

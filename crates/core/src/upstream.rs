@@ -72,6 +72,20 @@ fn endpoint(p: &ProviderConfig) -> Result<Endpoint, Error> {
     })
 }
 
+/// The Bedrock Runtime endpoint of the `[[providers]]` entry `name` (for the guardrails that
+/// delegate to AWS's ApplyGuardrail).
+pub fn bedrock_endpoint(config: &Config, name: &str) -> Result<Arc<BedrockEndpoint>, Error> {
+    let p = config
+        .providers
+        .iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| startup_error(name, "no such provider"))?;
+    match endpoint(p)? {
+        Endpoint::Bedrock(e) => Ok(e),
+        _ => Err(startup_error(name, "is not a bedrock provider")),
+    }
+}
+
 /// The models `config` maps onto upstream providers, each with an endpoint per provider that
 /// serves it. Reads secrets (environment, files); a missing one fails start-up with a message
 /// naming the provider.

@@ -164,6 +164,33 @@ impl BedrockEndpoint {
         let url = self
             .upstream
             .url(&format!("/model/{}/{operation}", path_segment(model)));
+        self.post_url(url, body, accept).await
+    }
+
+    /// `ApplyGuardrail` on this endpoint (`POST /guardrail/{id}/version/{version}/apply`,
+    /// signed): the answer's JSON as AWS gives it.
+    pub async fn apply_guardrail(
+        &self,
+        identifier: &str,
+        version: &str,
+        body: &Value,
+    ) -> Result<Value, Error> {
+        let url = self.upstream.url(&format!(
+            "/guardrail/{}/version/{}/apply",
+            path_segment(identifier),
+            path_segment(version)
+        ));
+        let response = self.post_url(url, body, "application/json").await?;
+        self.upstream.json(response).await
+    }
+
+    /// POST `body` to `url`, signed.
+    async fn post_url(
+        &self,
+        url: String,
+        body: &Value,
+        accept: &str,
+    ) -> Result<reqwest::Response, Error> {
         let body = serde_json::to_vec(body).map_err(|e| Error::internal(e.to_string()))?;
         let headers = self.sign(&url, &body, accept)?;
         let mut request = self.upstream.post(&url, body).header("accept", accept);

@@ -305,7 +305,10 @@ pub async fn apply(
             let compiled = g.resolve(&id, &version).await?;
             let a = compiled.assess(&texts, b.source, scope).await?;
             let outputs: Vec<Value> = match a.verdict {
-                Verdict::Blocked => vec![json!({"text": compiled.blocked_message(b.source)})],
+                Verdict::Blocked => vec![json!({"text": a
+                    .blocked_text
+                    .as_deref()
+                    .unwrap_or_else(|| compiled.blocked_message(b.source))})],
                 Verdict::Masked => texts
                     .iter()
                     .zip(&a.masked)

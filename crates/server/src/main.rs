@@ -391,6 +391,7 @@ fn serve(
             config.guardrails.clone(),
             Some(Arc::clone(&stores.guardrails)),
         )
+        .and_then(|g| g.connect_remotes(&config))
         .map_err(|e| anyhow::anyhow!("configuration error in [guardrails]: {e}"))?;
         let mut builder = Gateway::builder()
             .cache(Some(cache))

@@ -146,6 +146,8 @@ pub struct Assessment {
     pub chars: (usize, usize),
     /// Time taken.
     pub latency: std::time::Duration,
+    /// The message a remote guardrail gave for blocked content (else the definition's).
+    pub blocked_text: Option<String>,
 }
 
 impl Assessment {
@@ -175,6 +177,66 @@ impl Assessment {
     }
 }
 
+/// A guardrail of AWS's, asked through `ApplyGuardrail` on a Bedrock endpoint.
+#[derive(Debug)]
+pub struct Remote {
+    /// The signing endpoint.
+    pub endpoint: Arc<modelgate_providers::BedrockEndpoint>,
+    /// The guardrail's id or ARN there.
+    pub identifier: String,
+    /// Its version there.
+    pub version: String,
+}
+
+fn qualifier_name(q: Qualifier) -> &'static str {
+    match q {
+        Qualifier::GroundingSource => "grounding_source",
+        Qualifier::Query => "query",
+        Qualifier::GuardContent => "guard_content",
+    }
+}
+
+/// Whether any entry under `v` has `"action": action`.
+fn has_action(v: &Value, action: &str) -> bool {
+    match v {
+        Value::Object(o) => {
+            o.get("action").and_then(Value::as_str) == Some(action)
+                || o.values().any(|x| has_action(x, action))
+        }
+        Value::Array(a) => a.iter().any(|x| has_action(x, action)),
+        _ => false,
+    }
+}
+
+/// What fired in an AWS assessment: (policy, name) of every entry that acted.
+fn fired_of(assessment: &Value) -> Vec<Fired> {
+    let mut out = Vec::new();
+    let lists: [(&str, &str, &str, &str); 7] = [
+        ("topicPolicy", "topics", "topic", "name"),
+        ("contentPolicy", "filters", "content", "type"),
+        ("wordPolicy", "customWords", "word", ""),
+        ("wordPolicy", "managedWordLists", "word", "type"),
+        ("sensitiveInformationPolicy", "piiEntities", "pii", "type"),
+        ("sensitiveInformationPolicy", "regexes", "regex", "name"),
+        ("contextualGroundingPolicy", "filters", "grounding", "type"),
+    ];
+    for (policy, list, name, key) in lists {
+        for e in assessment[policy][list].as_array().into_iter().flatten() {
+            let action = match e["action"].as_str() {
+                Some("BLOCKED") => "BLOCKED",
+                Some("ANONYMIZED") => "ANONYMIZED",
+                _ => continue,
+            };
+            out.push(Fired {
+                policy: name,
+                name: e[key].as_str().unwrap_or("custom").to_string(),
+                action,
+            });
+        }
+    }
+    out
+}
+
 /// A custom regex, compiled.
 struct CompiledRegex {
     name: String,
@@ -200,6 +262,7 @@ pub struct Compiled {
     profanity: Option<BlockActions>,
     semantic: Option<Arc<Semantic>>,
     topics: OnceCell<Vec<TopicVectors>>,
+    remote: Option<Arc<Remote>>,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -294,6 +357,119 @@ impl Compiled {
             profanity,
             semantic,
             topics: OnceCell::new(),
+            remote: None,
+        })
+    }
+
+    /// Delegate every assessment to `remote` (AWS's `ApplyGuardrail`).
+    pub fn remote(mut self, remote: Arc<Remote>) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Whether assessments are AWS's (masking spans are then unknown: a stream window that a
+    /// remote guardrail masks is blocked instead).
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    async fn assess_remote(
+        &self,
+        remote: &Remote,
+        texts: &[GuardText],
+        source: Source,
+        scope: Scope,
+    ) -> Result<Assessment, Error> {
+        let started = Instant::now();
+        let content: Vec<Value> = texts
+            .iter()
+            .map(|t| {
+                let mut text = json!({ "text": t.text });
+                if !t.qualifiers.is_empty() {
+                    text["qualifiers"] = json!(t
+                        .qualifiers
+                        .iter()
+                        .map(|q| qualifier_name(*q))
+                        .collect::<Vec<_>>());
+                }
+                json!({ "text": text })
+            })
+            .collect();
+        let body = json!({
+            "source": match source { Source::Input => "INPUT", Source::Output => "OUTPUT" },
+            "content": content,
+            "outputScope": match scope { Scope::Full => "FULL", Scope::Interventions => "INTERVENTIONS" },
+        });
+        let r = remote
+            .endpoint
+            .apply_guardrail(&remote.identifier, &remote.version, &body)
+            .await?;
+        let intervened = r["action"].as_str() == Some("GUARDRAIL_INTERVENED");
+        let verdict = if !intervened {
+            Verdict::Pass
+        } else if has_action(&r["assessments"], "BLOCKED") {
+            Verdict::Blocked
+        } else {
+            Verdict::Masked
+        };
+        let outputs: Vec<String> = r["outputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o["text"].as_str().map(String::from))
+            .collect();
+        // Masked outputs come back for the guarded texts, in order.
+        let mut masked: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
+        if verdict == Verdict::Masked {
+            let mut next = outputs.iter();
+            for (m, t) in masked.iter_mut().zip(texts) {
+                if t.guarded() {
+                    if let Some(o) = next.next() {
+                        o.clone_into(m);
+                    }
+                }
+            }
+        }
+        let mut assessment = r["assessments"]
+            .get(0)
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        if let Some(o) = assessment.as_object_mut() {
+            o.remove("invocationMetrics");
+        }
+        let u = &r["usage"];
+        let n = |k: &str| {
+            u[k].as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .unwrap_or(0)
+        };
+        let guarded_chars = texts
+            .iter()
+            .filter(|t| t.guarded())
+            .map(|t| t.text.chars().count())
+            .sum();
+        Ok(Assessment {
+            verdict,
+            spans: vec![Vec::new(); texts.len()],
+            fired: fired_of(&assessment),
+            assessment,
+            masked,
+            units: Units {
+                topic: n("topicPolicyUnits"),
+                content: n("contentPolicyUnits"),
+                word: n("wordPolicyUnits"),
+                sensitive: n("sensitiveInformationPolicyUnits"),
+                sensitive_free: n("sensitiveInformationPolicyFreeUnits"),
+                grounding: n("contextualGroundingPolicyUnits"),
+            },
+            chars: (
+                guarded_chars,
+                texts.iter().map(|t| t.text.chars().count()).sum(),
+            ),
+            latency: started.elapsed(),
+            blocked_text: (verdict == Verdict::Blocked)
+                .then(|| outputs.first().cloned())
+                .flatten(),
         })
     }
 
@@ -461,6 +637,9 @@ impl Compiled {
         source: Source,
         scope: Scope,
     ) -> Result<Assessment, Error> {
+        if let Some(remote) = &self.remote {
+            return self.assess_remote(remote, texts, source, scope).await;
+        }
         let started = Instant::now();
         let mut parts = Parts::default();
         let mut masked = Vec::with_capacity(texts.len());
@@ -621,6 +800,7 @@ impl Compiled {
             fired: parts.fired,
             chars: (guarded_chars, total_chars),
             latency: started.elapsed(),
+            blocked_text: None,
         })
     }
 

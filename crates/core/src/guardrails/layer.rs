@@ -225,7 +225,7 @@ impl GuardrailLayer {
         source: Source,
         report: &mut GuardrailReport,
         trace: &mut Trace,
-    ) -> Result<Option<Arc<super::Compiled>>, Error> {
+    ) -> Result<Option<String>, Error> {
         for a in applied {
             let scope = if a.trace == TraceMode::Full {
                 Scope::Full
@@ -258,7 +258,10 @@ impl GuardrailLayer {
             match assessment.verdict {
                 Verdict::Blocked => {
                     trace.reason = Some(assessment.action_reason());
-                    return Ok(Some(Arc::clone(&a.guardrail)));
+                    let message = assessment
+                        .blocked_text
+                        .unwrap_or_else(|| a.guardrail.blocked_message(source).to_string());
+                    return Ok(Some(message));
                 }
                 Verdict::Masked => {
                     trace.reason.get_or_insert(assessment.action_reason());
@@ -347,8 +350,7 @@ impl Layer for GuardrailLayer {
                 return Err(e);
             }
         };
-        if let Some(g) = blocked {
-            let message = g.blocked_message(Source::Input).to_string();
+        if let Some(message) = blocked {
             let dialect = call.ctx.dialect();
             finish_report(call, report, &trace, want_trace);
             return match dialect {
@@ -426,10 +428,8 @@ impl Layer for GuardrailLayer {
                         return Err(e);
                     }
                 };
-                if let Some(g) = blocked {
-                    response.message.content = vec![ContentBlock::Text(
-                        g.blocked_message(Source::Output).to_string(),
-                    )];
+                if let Some(message) = blocked {
+                    response.message.content = vec![ContentBlock::Text(message)];
                     response.stop_reason = StopReason::GuardrailIntervened;
                 } else if texts.iter().zip(&before).any(|(t, b)| &t.text != b) {
                     let mut no_system: [SystemBlock; 0] = [];
@@ -522,6 +522,7 @@ pub struct StreamGuard {
     /// Held non-text blocks (tool calls, reasoning) by index: their events until the stop.
     held: std::collections::HashMap<u32, Vec<StreamEvent>>,
     stopped: bool,
+    blocked_message: Option<String>,
     input_tokens: u32,
     deltas: u32,
     first_raw: Option<Instant>,
@@ -575,6 +576,7 @@ impl StreamGuard {
             text: std::collections::HashMap::new(),
             held: std::collections::HashMap::new(),
             stopped: false,
+            blocked_message: None,
             input_tokens: 0,
             deltas: 0,
             first_raw: None,
@@ -618,8 +620,16 @@ impl StreamGuard {
                     l.push(assessment.with_metrics());
                 }
             }
-            if assessment.verdict == Verdict::Blocked {
+            // A remote guardrail's masks come without their places, so a stream window it
+            // masks cannot be released in part: it is blocked instead (fail closed).
+            if assessment.verdict == Verdict::Blocked
+                || (assessment.verdict == Verdict::Masked && a.guardrail.is_remote())
+            {
                 self.trace.reason = Some(assessment.action_reason());
+                self.blocked_message =
+                    Some(assessment.blocked_text.unwrap_or_else(|| {
+                        a.guardrail.blocked_message(Source::Output).to_string()
+                    }));
                 return Ok(None);
             }
             if assessment.verdict == Verdict::Masked {
@@ -644,11 +654,12 @@ impl StreamGuard {
     /// block, the block's stop, `guardrail_intervened`, and the usage so far.
     fn intervene(&mut self, open_index: Option<u32>) -> Vec<StreamEvent> {
         self.stopped = true;
-        let message = self
-            .applied
-            .first()
-            .map(|a| a.guardrail.blocked_message(Source::Output).to_string())
-            .unwrap_or_default();
+        let message = self.blocked_message.take().unwrap_or_else(|| {
+            self.applied
+                .first()
+                .map(|a| a.guardrail.blocked_message(Source::Output).to_string())
+                .unwrap_or_default()
+        });
         let index = open_index.unwrap_or(0);
         self.held.clear();
         self.text.clear();

@@ -81,14 +81,45 @@ impl Default for GuardrailsConfig {
     }
 }
 
-/// `[[guardrails.define]]`: a guardrail in the config file.
+/// `[[guardrails.define]]`: a guardrail in the config file — a definition checked on the box,
+/// or a guardrail of AWS's that Modelgate asks through `ApplyGuardrail`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredGuardrail {
     /// Its id (lowercase letters and digits), as callers name it.
     pub id: String,
-    /// The definition, in `CreateGuardrail`'s shape.
-    pub definition: GuardrailDef,
+    /// The definition, in `CreateGuardrail`'s shape (for a remote guardrail: optional, its
+    /// name and blocked messages are used when AWS gives none).
+    #[serde(default)]
+    pub definition: Option<GuardrailDef>,
+    /// Delegate to a real Bedrock guardrail.
+    #[serde(default)]
+    pub remote: Option<RemoteGuardrail>,
+}
+
+/// A guardrail of AWS's: `ApplyGuardrail` on a `[[providers]]` entry of type `bedrock`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteGuardrail {
+    /// The provider (its region, endpoint and credentials).
+    pub provider: String,
+    /// The guardrail's id or ARN on AWS.
+    pub identifier: String,
+    /// Its version there.
+    #[serde(default = "draft")]
+    pub version: String,
+}
+
+impl DeclaredGuardrail {
+    /// The definition used on the box (a remote guardrail's is a stand-in with its messages).
+    fn def(&self) -> GuardrailDef {
+        self.definition.clone().unwrap_or_else(|| GuardrailDef {
+            name: self.id.clone(),
+            blocked_input_messaging: "Sorry, the model cannot answer this request.".into(),
+            blocked_outputs_messaging: "Sorry, the model cannot answer this request.".into(),
+            ..GuardrailDef::default()
+        })
+    }
 }
 
 /// `[[guardrails.attach]]`: a guardrail applied to every call that matches.
@@ -198,6 +229,7 @@ pub struct Guardrails {
     store: Option<Arc<dyn GuardrailStore>>,
     semantic: Mutex<Option<Arc<Semantic>>>,
     cache: Mutex<HashMap<(String, i64), Cached>>,
+    remotes: HashMap<String, Arc<engine::Remote>>,
 }
 
 impl std::fmt::Debug for Guardrails {
@@ -274,9 +306,18 @@ impl Guardrails {
                     d.id
                 ));
             }
-            d.definition
-                .validate()
-                .map_err(|e| format!("guardrails.define '{}': {}", d.id, e.message))?;
+            match (&d.definition, &d.remote) {
+                (Some(def), _) => def
+                    .validate()
+                    .map_err(|e| format!("guardrails.define '{}': {}", d.id, e.message))?,
+                (None, Some(_)) => {}
+                (None, None) => {
+                    return Err(format!(
+                        "guardrails.define '{}': give a definition or a remote guardrail",
+                        d.id
+                    ))
+                }
+            }
         }
         for a in &config.attach {
             if !config.define.iter().any(|d| d.id == a.guardrail) && store.is_none() {
@@ -289,7 +330,7 @@ impl Guardrails {
                 .map_err(|e| format!("guardrails.attach '{}': {}", a.guardrail, e.message))?;
             if a.stream_mode == StreamMode::Async {
                 if let Some(d) = config.define.iter().find(|d| d.id == a.guardrail) {
-                    if d.definition.masks(Source::Output) {
+                    if d.def().masks(Source::Output) {
                         return Err(format!(
                             "guardrails.attach '{}': stream_mode async cannot mask; use sync",
                             a.guardrail
@@ -304,7 +345,27 @@ impl Guardrails {
             store,
             semantic: Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
+            remotes: HashMap::new(),
         })
+    }
+
+    /// Connect the remote guardrails to their Bedrock providers (named in `config`).
+    pub fn connect_remotes(mut self, config: &crate::Config) -> Result<Self, String> {
+        for d in &self.config.define {
+            if let Some(r) = &d.remote {
+                let endpoint = crate::upstream::bedrock_endpoint(config, &r.provider)
+                    .map_err(|e| format!("guardrails.define '{}': {}", d.id, e.message))?;
+                self.remotes.insert(
+                    d.id.clone(),
+                    Arc::new(engine::Remote {
+                        endpoint,
+                        identifier: r.identifier.clone(),
+                        version: r.version.clone(),
+                    }),
+                );
+            }
+        }
+        Ok(self)
     }
 
     /// The settings.
@@ -377,7 +438,7 @@ impl Guardrails {
             if v > 1 {
                 return Err(not_found(identifier, Some(version)));
             }
-            d.definition.clone()
+            d.def()
         } else {
             let Some(store) = &self.store else {
                 return Err(not_found(identifier, None));
@@ -390,13 +451,11 @@ impl Guardrails {
             serde_json::from_value(record.body)
                 .map_err(|e| Error::internal(format!("stored guardrail {id} is unreadable: {e}")))?
         };
-        let compiled = Arc::new(Compiled::new(
-            id,
-            &version_name(v),
-            self.arn(id),
-            def,
-            self.semantic(),
-        )?);
+        let mut compiled = Compiled::new(id, &version_name(v), self.arn(id), def, self.semantic())?;
+        if let Some(remote) = self.remotes.get(id) {
+            compiled = compiled.remote(Arc::clone(remote));
+        }
+        let compiled = Arc::new(compiled);
         crate::registry::lock(&self.cache).insert(
             key,
             Cached {
@@ -475,12 +534,7 @@ impl Guardrails {
     pub async fn create(&self, def: GuardrailDef) -> Result<Value, Error> {
         def.validate()?;
         let store = self.store()?;
-        if self
-            .config
-            .define
-            .iter()
-            .any(|d| d.definition.name == def.name)
-        {
+        if self.config.define.iter().any(|d| d.def().name == def.name) {
             return Err(store_error(StoreError::Conflict(def.name.clone())));
         }
         let id: String = (0..12)
@@ -606,7 +660,7 @@ impl Guardrails {
                 return Err(not_found(identifier, version));
             }
             let now = Self::started_ms();
-            return Ok(self.get_json(id, &version_name(v), &d.definition, now, now));
+            return Ok(self.get_json(id, &version_name(v), &d.def(), now, now));
         }
         let Some(store) = &self.store else {
             return Err(not_found(identifier, None));
@@ -659,13 +713,14 @@ impl Guardrails {
         let mut all: Vec<Value> = Vec::new();
         for d in &self.config.define {
             if id.is_none_or(|i| i == d.id) {
+                let def = d.def();
                 let record = GuardrailRecord {
                     id: d.id.clone(),
                     version: 0,
-                    name: d.definition.name.clone(),
+                    name: def.name.clone(),
                     created_ms: now,
                     updated_ms: now,
-                    body: serde_json::to_value(&d.definition).unwrap_or_default(),
+                    body: serde_json::to_value(&def).unwrap_or_default(),
                 };
                 all.push(self.summary(&record));
                 if id.is_some() {
