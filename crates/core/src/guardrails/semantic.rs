@@ -93,9 +93,9 @@ impl Default for Thresholds {
                 high: 0.70,
             },
             content: Bins {
-                low: 0.50,
-                medium: 0.58,
-                high: 0.68,
+                low: 0.40,
+                medium: 0.45,
+                high: 0.55,
             },
         }
     }
