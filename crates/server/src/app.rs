@@ -154,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/invocations/{request_id}", get(admin::invocation))
         // OpenAI dialect.
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(crate::completions::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{id}", get(openai::get_model))

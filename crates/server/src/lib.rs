@@ -8,6 +8,7 @@ pub mod anthropic;
 pub mod app;
 pub mod auth;
 pub mod bedrock;
+pub mod completions;
 pub mod errors;
 pub mod guardrails;
 pub mod jwt;

@@ -1,4 +1,5 @@
-//! The OpenAI front door: `/v1/chat/completions` (JSON and SSE), `/v1/embeddings`, `/v1/models`.
+//! The OpenAI front door: `/v1/chat/completions` (JSON and SSE), `/v1/embeddings`, `/v1/models`
+//! (the legacy `/v1/completions` is in `crate::completions`).
 //!
 //! Wire types are private to this module; requests are mapped to canonical types once and
 //! answers are mapped back once. Parameters OpenAI defines that Modelgate does not act on
