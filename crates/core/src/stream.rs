@@ -104,7 +104,7 @@ pub(crate) fn observe(
     inner: ChatStream,
     limits: StreamLimits,
     want_response: bool,
-    mut guard: Option<Box<dyn crate::guardrails::layer::StreamFilter>>,
+    guard: Option<Box<dyn crate::guardrails::layer::StreamFilter>>,
     recorder: Recorder,
     span: tracing::Span,
 ) -> ChatStream {
@@ -115,6 +115,7 @@ pub(crate) fn observe(
             watch: Watch { recorder: Some(recorder), tally: Tally::default() },
             limits,
             span: span.clone(),
+            guard,
         };
         while let Some(inner) = state.inner.as_mut() {
             let watch = &mut state.watch;
@@ -139,7 +140,7 @@ pub(crate) fn observe(
                     if let Some(s) = &mut seen {
                         s.push(event.clone());
                     }
-                    let Some(g) = guard.as_mut() else {
+                    let Some(g) = state.guard.as_mut() else {
                         watch.see(&event);
                         yield Ok(event);
                         continue;
@@ -171,7 +172,7 @@ pub(crate) fn observe(
                 }
                 Some(Err(e)) => {
                     state.inner = None;
-                    if let Some(g) = guard.as_mut() {
+                    if let Some(g) = state.guard.as_mut() {
                         let _ = g.finish(state.watch.recorder.as_mut()).await;
                     }
                     state.watch.finish(Some(&e), None);
@@ -180,7 +181,7 @@ pub(crate) fn observe(
                 }
                 None => {
                     state.inner = None;
-                    if let Some(g) = guard.as_mut() {
+                    if let Some(g) = state.guard.as_mut() {
                         match g.finish(state.watch.recorder.as_mut()).await {
                             Ok(events) => {
                                 for e in events {
@@ -220,6 +221,8 @@ struct Observed {
     watch: Watch,
     limits: StreamLimits,
     span: tracing::Span,
+    /// The guardrails' stream guard, when the call has one.
+    guard: Option<Box<dyn crate::guardrails::layer::StreamFilter>>,
 }
 
 impl Drop for Observed {
@@ -231,6 +234,10 @@ impl Drop for Observed {
         let Some(mut inner) = self.inner.take() else {
             return;
         };
+        // What the guardrails did so far goes into the cancelled call's outcome.
+        if let (Some(g), Some(r)) = (self.guard.as_mut(), self.watch.recorder.as_mut()) {
+            r.outcome().guardrail = g.take_report();
+        }
         if !self.limits.finish_cancelled || self.watch.recorder.is_none() {
             return;
         }

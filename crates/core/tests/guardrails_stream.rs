@@ -164,3 +164,79 @@ async fn clean_answers_pass_unchanged() {
         assert_eq!(stop_of(&out), vec![StopReason::EndTurn]);
     }
 }
+
+/// A guarded stream whose client goes away still records what the guardrails did, in the one
+/// (cancelled) outcome of the call.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_guarded_stream_keeps_the_guardrail_report() {
+    use futures::StreamExt;
+    use modelgate_core::guardrails::{Guardrails, GuardrailsConfig};
+    use modelgate_core::{
+        CallContext, Gateway, ModelInfo, ModelPolicy, Outcome, OutcomeSink, ServedModel,
+    };
+    use modelgate_providers::Provider;
+    use modelgate_testkit::scripted::{ScriptedProvider, Step};
+
+    #[derive(Default)]
+    struct Capture(std::sync::Mutex<Vec<Outcome>>);
+    impl OutcomeSink for Capture {
+        fn record(&self, o: &Outcome) {
+            self.0.lock().unwrap().push(o.clone());
+        }
+    }
+
+    let config: GuardrailsConfig = toml::from_str(
+        r#"
+[[define]]
+id = "pii"
+[define.definition]
+name = "pii"
+blockedInputMessaging = "no"
+blockedOutputsMessaging = "no"
+sensitiveInformationPolicyConfig = { piiEntitiesConfig = [{ type = "EMAIL", action = "ANONYMIZE" }] }
+[[attach]]
+guardrail = "pii"
+models = ["m"]
+"#,
+    )
+    .unwrap();
+    let capture = Arc::new(Capture::default());
+    let g = Gateway::builder()
+        .sink(capture.clone())
+        .guardrails(Arc::new(Guardrails::new(config, None).unwrap()))
+        .build();
+    let p = ScriptedProvider::new("x");
+    p.set_default(Step::Stall);
+    g.install(vec![ServedModel::new(
+        ModelInfo {
+            id: "m".into(),
+            owned_by: "t".into(),
+            kind: "chat",
+            aliases: vec![],
+            format: None,
+        },
+        "scripted",
+        p as Arc<dyn Provider>,
+        ModelPolicy::default(),
+    )]);
+    let request = modelgate_types::ChatRequest {
+        model: "m".into(),
+        messages: vec![modelgate_types::Message::text(Role::User, "hi")],
+        ..Default::default()
+    };
+    let mut stream = g
+        .converse_stream(&CallContext::internal(), request)
+        .await
+        .unwrap()
+        .value;
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(StreamEvent::MessageStart { .. }))
+    ));
+    drop(stream);
+    let all = capture.0.lock().unwrap().clone();
+    assert_eq!(all.len(), 1);
+    assert!(all[0].cancelled);
+    let report = all[0].guardrail.as_ref().expect("the guardrail report");
+    assert_eq!(report.guardrails, vec!["pii:DRAFT".to_string()]);
+}

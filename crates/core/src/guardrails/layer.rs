@@ -494,6 +494,8 @@ pub trait StreamFilter: Send {
     fn stopped(&self) -> bool;
     /// The stream ended: the events still held, and the filter's report for the outcome.
     async fn finish(&mut self, recorder: Option<&mut Recorder>) -> Result<Vec<StreamEvent>, Error>;
+    /// The client went away: the report so far, for the cancelled call's outcome.
+    fn take_report(&mut self) -> Option<GuardrailReport>;
 }
 
 /// A text block being guarded.
@@ -921,17 +923,21 @@ impl StreamFilter for StreamGuard {
             }
         }
         self.sent(&out);
+        if self.want_trace {
+            self.ctx.set_guardrail_trace(self.trace.json());
+        }
+        if let Some(r) = recorder {
+            r.outcome().guardrail = self.take_report();
+        }
+        Ok(out)
+    }
+
+    fn take_report(&mut self) -> Option<GuardrailReport> {
         if let (Some(raw), Some(sent)) = (self.first_raw, self.first_sent) {
             if self.mode == StreamMode::Sync {
                 self.report.stream_hold = Some(sent.saturating_duration_since(raw));
             }
         }
-        if self.want_trace {
-            self.ctx.set_guardrail_trace(self.trace.json());
-        }
-        if let Some(r) = recorder {
-            r.outcome().guardrail = Some(std::mem::take(&mut self.report));
-        }
-        Ok(out)
+        Some(std::mem::take(&mut self.report))
     }
 }
