@@ -515,7 +515,7 @@ impl OutcomeSink for Metrics {
                 self.guardrail_actions
                     .get_or_create(&GuardrailLabels {
                         guardrail: name.clone(),
-                        source: g.source.map_or("", source_name),
+                        source: g.source.map_or("", crate::guardrails::Source::as_str),
                         action: g.action(),
                     })
                     .inc();
@@ -523,7 +523,7 @@ impl OutcomeSink for Metrics {
             for (source, f) in &g.fired {
                 self.guardrail_detections
                     .get_or_create(&DetectionLabels {
-                        source: source_name(*source),
+                        source: source.as_str(),
                         policy: f.policy,
                         action: match f.action {
                             "BLOCKED" => "blocked",
@@ -601,12 +601,5 @@ impl OutcomeSink for Metrics {
                 .get_or_create(&CostLabels { model, team })
                 .inc_by(usd);
         }
-    }
-}
-
-fn source_name(s: crate::guardrails::Source) -> &'static str {
-    match s {
-        crate::guardrails::Source::Input => "input",
-        crate::guardrails::Source::Output => "output",
     }
 }

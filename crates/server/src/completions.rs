@@ -12,8 +12,6 @@
 //! 400 naming the parameter: token-array prompts, `suffix` (insertion), `logprobs`, `n` or
 //! `best_of` above 1.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -31,6 +29,7 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::errors::{body_rejection, json_error, openai_body, respond, OpenAiError};
+use crate::openai::{now_secs, usage_json, Stop, StreamOptions};
 use crate::streaming;
 
 #[derive(Deserialize)]
@@ -81,19 +80,6 @@ enum Prompt {
     One(String),
     Many(Vec<String>),
     Tokens(IgnoredAny),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize, Default)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
 }
 
 fn bad(param: &'static str, message: impl Into<String>) -> Error {
@@ -158,11 +144,7 @@ impl CompletionRequest {
                 max_tokens: Some(max_tokens),
                 temperature: self.temperature,
                 top_p: self.top_p,
-                stop_sequences: match self.stop {
-                    None => Vec::new(),
-                    Some(Stop::One(s)) => vec![s],
-                    Some(Stop::Many(v)) => v,
-                },
+                stop_sequences: Stop::sequences(self.stop),
             },
             model: self.model,
             echo: self.echo.unwrap_or(false),
@@ -179,14 +161,6 @@ fn request(plan: &Plan, prompt: &str) -> ChatRequest {
         inference: plan.inference.clone(),
         ..ChatRequest::default()
     }
-}
-
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.total_tokens,
-    })
 }
 
 /// `POST /v1/completions`
@@ -213,10 +187,7 @@ async fn inner(
     }
     let plan = wire.plan()?;
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let created = now_secs();
     if plan.stream {
         let prompt = plan.prompts.first().cloned().unwrap_or_default();
         let events = state

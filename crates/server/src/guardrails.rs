@@ -57,16 +57,7 @@ fn body_of<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-    let body = if body.is_empty() {
-        Bytes::from_static(b"{}")
-    } else {
-        body
-    };
-    crate::errors::parse_body(&body).map_err(|e| {
-        Error::validation(format!(
-            "1 validation error detected: the request body is invalid: {e}"
-        ))
-    })
+    crate::bedrock::parse_aws_body(&body)
 }
 
 fn accepted(v: Value) -> Response {
@@ -89,11 +80,6 @@ pub async fn create(
     )
 }
 
-/// `UpdateGuardrail`'s body: the definition (the id is in the path).
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct UpdateBody(GuardrailDef);
-
 /// `PUT /guardrails/{id}` (UpdateGuardrail).
 pub async fn update(
     State(state): State<AppState>,
@@ -104,7 +90,8 @@ pub async fn update(
     respond(
         async {
             allowed(&state, &ctx, "bedrock:UpdateGuardrail", Some(&id))?;
-            let UpdateBody(def) = body_of(&state, body)?;
+            // The body is the definition; the id is in the path.
+            let def: GuardrailDef = body_of(&state, body)?;
             if def.tags.is_some() || def.client_request_token.is_some() {
                 return Err(Error::validation(
                     "UpdateGuardrail takes neither tags nor clientRequestToken.",

@@ -92,17 +92,29 @@ struct ChatCompletionRequest {
     cache: Option<Value>,
 }
 
+/// `stop`: one sequence or a list (chat and legacy completions alike).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Stop {
+pub(crate) enum Stop {
     One(String),
     Many(Vec<String>),
 }
 
+impl Stop {
+    /// The stop sequences of an optional `stop`.
+    pub(crate) fn sequences(stop: Option<Stop>) -> Vec<String> {
+        match stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s],
+            Some(Stop::Many(v)) => v,
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
-struct StreamOptions {
+pub(crate) struct StreamOptions {
     #[serde(default)]
-    include_usage: bool,
+    pub(crate) include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -311,11 +323,7 @@ impl ChatCompletionRequest {
                 }
             }
         }
-        let stop_sequences = match self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s],
-            Some(Stop::Many(v)) => v,
-        };
+        let stop_sequences = Stop::sequences(self.stop);
         let tools = match self.tools {
             Some(tools) if !tools.is_empty() => Some(ToolConfig {
                 tools: tools
@@ -371,7 +379,7 @@ fn tool_choice(choice: Option<Value>) -> Result<Option<ToolChoice>, Error> {
         .transpose()
 }
 
-fn usage_json(u: &Usage) -> Value {
+pub(crate) fn usage_json(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
@@ -379,7 +387,7 @@ fn usage_json(u: &Usage) -> Value {
     })
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

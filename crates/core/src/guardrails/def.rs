@@ -188,6 +188,16 @@ pub enum Source {
     Output,
 }
 
+impl Source {
+    /// `input` or `output` (metrics, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Input => "input",
+            Source::Output => "output",
+        }
+    }
+}
+
 impl BlockActions {
     /// The action for `source`, or `None` when the direction is disabled.
     pub fn action(&self, source: Source, default: Action) -> Option<Action> {

@@ -667,11 +667,19 @@ impl Compiled {
         if self.words.is_some() {
             units.word = units_of(&guarded);
         }
-        let joined: String = guarded
-            .iter()
-            .map(|t| t.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
+        // The guarded text in one piece, for the checks that read meaning (built only for
+        // them: the pattern checks above read each text as it is).
+        let grounding =
+            source == Source::Output && self.def.contextual_grounding_policy_config.is_some();
+        let joined: String = if self.needs_semantic(source) || grounding {
+            guarded
+                .iter()
+                .map(|t| t.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        } else {
+            String::new()
+        };
         if self.needs_semantic(source) && !joined.trim().is_empty() {
             let semantic = self.semantic.as_deref().ok_or_else(|| {
                 Error::refusal(

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use modelgate_types::{
-    ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, Error, ErrorKind, Message, Role,
-    StopReason, StreamEvent, SystemBlock, ToolResultContent, Usage,
+    ChatResponse, ContentBlock, ContentBlockDelta, Error, ErrorKind, Message, Role, StopReason,
+    StreamEvent, SystemBlock, ToolResultContent, Usage,
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -123,10 +123,11 @@ impl GuardrailLayer {
     }
 }
 
-/// The texts of a request to guard, with where they are.
-fn request_texts(r: &ChatRequest) -> Vec<(Location, GuardText)> {
+/// The texts of messages to guard (a request's, or an answer's one message), with where they
+/// are.
+fn message_texts(messages: &[Message]) -> Vec<(Location, GuardText)> {
     let mut out = Vec::new();
-    for (i, m) in r.messages.iter().enumerate() {
+    for (i, m) in messages.iter().enumerate() {
         for (j, b) in m.content.iter().enumerate() {
             match b {
                 ContentBlock::Text(t) => {
@@ -208,14 +209,6 @@ fn write_back(
     true
 }
 
-/// The texts of an answer to guard.
-fn response_texts(m: &Message) -> Vec<(Location, GuardText)> {
-    request_texts(&ChatRequest {
-        messages: vec![m.clone()],
-        ..ChatRequest::default()
-    })
-}
-
 impl GuardrailLayer {
     /// Assess `texts` with every guardrail in turn (each sees the previous one's masking).
     async fn assess_all(
@@ -289,23 +282,11 @@ fn blocked_response(model: &str, message: &str) -> ChatResponse {
     }
 }
 
-/// Put the report into the call's outcome, and the trace into its context when the caller
-/// asked for it.
-fn finish_report(call: &mut Call, report: GuardrailReport, trace: &Trace, want: bool) {
-    if want {
-        call.ctx.set_guardrail_trace(trace.json());
-    }
-    call.recorder().outcome().guardrail = Some(report);
-}
-
 #[async_trait]
 impl Layer for GuardrailLayer {
     async fn call(&self, call: &mut Call, next: Next<'_>) -> Result<Answer, Error> {
         let asked = call.ctx.guardrail_request();
-        if !call.op.is_answer() {
-            return next.run(call).await;
-        }
-        if asked.is_none() && !self.guardrails.any_attached() {
+        if !call.op.is_answer() || (asked.is_none() && !self.guardrails.any_attached()) {
             return next.run(call).await;
         }
         let applied = self
@@ -316,147 +297,134 @@ impl Layer for GuardrailLayer {
             return next.run(call).await;
         }
         let want_trace = applied.iter().any(|a| a.trace != TraceMode::Disabled);
-        let mut report = GuardrailReport {
+        let mut report = Some(GuardrailReport {
             guardrails: applied
                 .iter()
                 .map(|a| format!("{}:{}", a.guardrail.id, a.guardrail.version))
                 .collect(),
             ..GuardrailReport::default()
-        };
+        });
         let mut trace = Trace::default();
+        let result = self
+            .guard(call, next, applied, &mut report, &mut trace, want_trace)
+            .await;
+        // One report per call, whatever happened — unless a stream guard took it along.
+        if let Some(report) = report {
+            if want_trace {
+                call.ctx.set_guardrail_trace(trace.json());
+            }
+            call.recorder().outcome().guardrail = Some(report);
+        }
+        result
+    }
+}
+
+impl GuardrailLayer {
+    /// Guard the prompt, run the rest of the pipeline, guard the answer (a stream: hand the
+    /// report and trace to the stream guard, taking them out of `report`).
+    async fn guard(
+        &self,
+        call: &mut Call,
+        next: Next<'_>,
+        applied: Vec<Applied>,
+        report: &mut Option<GuardrailReport>,
+        trace: &mut Trace,
+        want_trace: bool,
+    ) -> Result<Answer, Error> {
+        let r = report.get_or_insert_with(GuardrailReport::default);
         // Input.
-        let (located, model) = {
-            let Some(r) = call.op.chat() else {
-                return next.run(call).await;
-            };
-            let selected = applied.iter().find_map(|a| a.selected.clone());
-            (
-                match selected {
-                    Some(s) => s,
-                    None => request_texts(r),
-                },
-                r.model.clone(),
-            )
+        let (located, model) = match call.op.chat() {
+            Some(req) => (
+                applied
+                    .iter()
+                    .find_map(|a| a.selected.clone())
+                    .unwrap_or_else(|| message_texts(&req.messages)),
+                req.model.clone(),
+            ),
+            None => return next.run(call).await,
         };
         let (locs, mut texts): (Vec<Location>, Vec<GuardText>) = located.into_iter().unzip();
         let before: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
-        let blocked = self
-            .assess_all(&applied, &mut texts, Source::Input, &mut report, &mut trace)
-            .await;
-        let blocked = match blocked {
-            Ok(b) => b,
-            Err(e) => {
-                finish_report(call, report, &trace, want_trace);
-                return Err(e);
-            }
+        let refused = |message: String| {
+            Error::refusal(ErrorKind::Validation, message).with_code("content_filter")
         };
-        if let Some(message) = blocked {
-            let dialect = call.ctx.dialect();
-            finish_report(call, report, &trace, want_trace);
-            return match dialect {
+        if let Some(message) = self
+            .assess_all(&applied, &mut texts, Source::Input, r, trace)
+            .await?
+        {
+            return match call.ctx.dialect() {
                 Dialect::Bedrock | Dialect::Modelgate => Ok(Answer::from_response(
                     blocked_response(&model, &message),
                     &call.op,
                 )),
-                Dialect::OpenAi | Dialect::Anthropic => {
-                    Err(Error::refusal(ErrorKind::Validation, message).with_code("content_filter"))
-                }
+                Dialect::OpenAi | Dialect::Anthropic => Err(refused(message)),
             };
         }
-        if texts.iter().zip(&before).any(|(t, b)| &t.text != b) {
-            let r = match &mut call.op {
-                crate::pipeline::Operation::Converse(r)
-                | crate::pipeline::Operation::ConverseStream(r) => r,
-                _ => return Err(Error::internal("guarded a call that is not a chat")),
-            };
+        if let crate::pipeline::Operation::Converse(req)
+        | crate::pipeline::Operation::ConverseStream(req) = &mut call.op
+        {
             for ((loc, t), b) in locs.iter().zip(&texts).zip(&before) {
-                if &t.text != b && !write_back(&mut r.system, &mut r.messages, *loc, &t.text) {
-                    let message = applied[0]
-                        .guardrail
-                        .blocked_message(Source::Input)
-                        .to_string();
-                    finish_report(call, report, &trace, want_trace);
-                    return Err(
-                        Error::refusal(ErrorKind::Validation, message).with_code("content_filter")
-                    );
+                if &t.text != b && !write_back(&mut req.system, &mut req.messages, *loc, &t.text) {
+                    // A masked JSON argument that no longer parses: refuse rather than send
+                    // the unmasked value.
+                    return Err(refused(
+                        applied[0]
+                            .guardrail
+                            .blocked_message(Source::Input)
+                            .to_string(),
+                    ));
                 }
             }
         }
         // Output.
-        let answer = next.run(call).await;
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                finish_report(call, report, &trace, want_trace);
-                return Err(e);
-            }
-        };
-        match answer {
+        match next.run(call).await? {
             Answer::Response(mut response) => {
-                let located = response_texts(&response.message);
                 let (locs, mut texts): (Vec<Location>, Vec<GuardText>) =
-                    located.into_iter().unzip();
+                    message_texts(std::slice::from_ref(&response.message))
+                        .into_iter()
+                        .unzip();
                 if trace_full(&applied) {
                     trace.model_output = texts.iter().map(|t| t.text.clone()).collect();
                 }
                 // The grounding source and query (guardContent qualifiers) go along.
-                let extra: Vec<GuardText> = applied
-                    .iter()
-                    .flat_map(|a| a.selected.iter().flatten())
-                    .filter(|(_, t)| {
-                        !t.qualifiers.is_empty()
-                            && !t.qualifiers.contains(&super::Qualifier::GuardContent)
-                    })
-                    .map(|(_, t)| t.clone())
-                    .collect();
                 let n = texts.len();
-                texts.extend(extra);
+                texts.extend(
+                    applied
+                        .iter()
+                        .flat_map(|a| a.selected.iter().flatten())
+                        .filter(|(_, t)| {
+                            !t.qualifiers.is_empty()
+                                && !t.qualifiers.contains(&super::Qualifier::GuardContent)
+                        })
+                        .map(|(_, t)| t.clone()),
+                );
                 let before: Vec<String> = texts.iter().map(|t| t.text.clone()).collect();
                 let blocked = self
-                    .assess_all(
-                        &applied,
-                        &mut texts,
-                        Source::Output,
-                        &mut report,
-                        &mut trace,
-                    )
-                    .await;
-                let blocked = match blocked {
-                    Ok(b) => b,
-                    Err(e) => {
-                        finish_report(call, report, &trace, want_trace);
-                        return Err(e);
-                    }
-                };
-                if let Some(message) = blocked {
-                    response.message.content = vec![ContentBlock::Text(message)];
+                    .assess_all(&applied, &mut texts, Source::Output, r, trace)
+                    .await?;
+                let masked = texts.iter().zip(&before).any(|(t, b)| t.text != *b);
+                if blocked.is_some() || masked {
                     response.stop_reason = StopReason::GuardrailIntervened;
-                } else if texts.iter().zip(&before).any(|(t, b)| &t.text != b) {
-                    let mut no_system: [SystemBlock; 0] = [];
-                    let mut messages = vec![response.message.clone()];
-                    let mut ok = true;
+                }
+                let mut ok = true;
+                if blocked.is_none() {
+                    let message = std::slice::from_mut(&mut response.message);
                     for ((loc, t), b) in locs.iter().zip(&texts[..n]).zip(&before) {
-                        if &t.text != b {
-                            ok &= write_back(&mut no_system, &mut messages, *loc, &t.text);
+                        if t.text != *b {
+                            ok &= write_back(&mut [], message, *loc, &t.text);
                         }
-                    }
-                    match (ok, messages.pop()) {
-                        (true, Some(m)) => response.message = m,
-                        _ => {
-                            response.message.content = vec![ContentBlock::Text(
-                                applied[0]
-                                    .guardrail
-                                    .blocked_message(Source::Output)
-                                    .to_string(),
-                            )];
-                            response.stop_reason = StopReason::GuardrailIntervened;
-                        }
-                    }
-                    if response.stop_reason != StopReason::GuardrailIntervened {
-                        response.stop_reason = StopReason::GuardrailIntervened;
                     }
                 }
-                finish_report(call, report, &trace, want_trace);
+                if let Some(message) = blocked.or_else(|| {
+                    (!ok).then(|| {
+                        applied[0]
+                            .guardrail
+                            .blocked_message(Source::Output)
+                            .to_string()
+                    })
+                }) {
+                    response.message.content = vec![ContentBlock::Text(message)];
+                }
                 Ok(Answer::Response(response))
             }
             Answer::Stream(stream) => {
@@ -466,17 +434,14 @@ impl Layer for GuardrailLayer {
                     config.stream_window_chars,
                     config.stream_overlap_chars,
                     config.fail_open,
-                    report,
-                    trace,
+                    report.take().unwrap_or_default(),
+                    std::mem::take(trace),
                     want_trace,
                     call.ctx.clone(),
                 )));
                 Ok(Answer::Stream(stream))
             }
-            other => {
-                finish_report(call, report, &trace, want_trace);
-                Ok(other)
-            }
+            other => Ok(other),
         }
     }
 }

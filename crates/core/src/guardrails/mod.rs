@@ -18,7 +18,7 @@ pub mod words;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use modelgate_store::{GuardrailRecord, GuardrailStore, StoreError};
 use modelgate_types::{Error, ErrorKind};
@@ -339,7 +339,11 @@ impl Guardrails {
                 }
             }
         }
-        pii::warm();
+        // Compile the PII patterns now when the file declares guardrails, so the first call does
+        // not pay for it; a gateway without any compiles them on first use.
+        if !config.define.is_empty() {
+            pii::warm();
+        }
         Ok(Self {
             config,
             store,
@@ -645,12 +649,6 @@ impl Guardrails {
         Value::Object(out)
     }
 
-    fn started_ms() -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    }
-
     /// `GetGuardrail` (the draft unless `version` names one).
     pub async fn get(&self, identifier: &str, version: Option<&str>) -> Result<Value, Error> {
         let id = Self::id_of(identifier);
@@ -659,7 +657,7 @@ impl Guardrails {
             if v > 1 {
                 return Err(not_found(identifier, version));
             }
-            let now = Self::started_ms();
+            let now = crate::keys::now_ms();
             return Ok(self.get_json(id, &version_name(v), &d.def(), now, now));
         }
         let Some(store) = &self.store else {
@@ -709,7 +707,7 @@ impl Guardrails {
             None => 0,
         };
         let id = identifier.map(Self::id_of);
-        let now = Self::started_ms();
+        let now = crate::keys::now_ms();
         let mut all: Vec<Value> = Vec::new();
         for d in &self.config.define {
             if id.is_none_or(|i| i == d.id) {

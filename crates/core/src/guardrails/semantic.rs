@@ -17,6 +17,7 @@ use modelgate_types::Error;
 use tokio::sync::OnceCell;
 
 use super::def::{FilterType, Strength};
+use crate::semantic::{dot, normalise};
 
 /// The shipped prompt-attack corpus (one prompt per line).
 const ATTACKS: &str = include_str!("attacks.txt");
@@ -99,10 +100,6 @@ impl Default for Thresholds {
             },
         }
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn best(chunks: &[Vec<f32>], prototypes: &[Vec<f32>]) -> f32 {
@@ -198,8 +195,6 @@ impl std::fmt::Debug for Semantic {
 pub struct Embedded {
     /// One vector per chunk (the whole text last, when it has more than one chunk).
     pub chunks: Vec<Vec<f32>>,
-    /// The chunks' text.
-    pub texts: Vec<String>,
 }
 
 fn content_examples() -> HashMap<FilterType, Vec<String>> {
@@ -281,8 +276,9 @@ impl Semantic {
             let whole: String = text.chars().take(2 * CHUNK).collect();
             texts.push(whole);
         }
-        let chunks = self.embed.embed(texts.clone()).await?;
-        Ok(Embedded { chunks, texts })
+        Ok(Embedded {
+            chunks: self.embed.embed(texts).await?,
+        })
     }
 
     /// How close `text` is to `topic` (0–1).
@@ -387,14 +383,6 @@ pub(crate) async fn embed_with(
         out.extend(r.vectors.into_iter().map(normalise));
     }
     Ok(out)
-}
-
-fn normalise(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
-    }
-    v
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 
 use super::config::ClassifierConfig;
 use crate::registry::Registry;
+use crate::semantic::{dot, normalise};
 
 /// Characters of the request's text that are embedded (the embedding model truncates at its
 /// own limit in tokens too).
@@ -27,18 +28,6 @@ pub(crate) struct Classified {
     pub(crate) score: f32,
     pub(crate) tokens: u32,
     pub(crate) embedding_model: String,
-}
-
-fn normalise(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
-    }
-    v
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 impl Classifier {

@@ -299,6 +299,17 @@ fn invalid_body(e: &impl std::fmt::Display) -> Error {
     ))
 }
 
+/// Parse an AWS JSON body (an empty one is `{}`, as AWS treats it); a failure is a
+/// `ValidationException` naming the member.
+pub(crate) fn parse_aws_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    crate::errors::parse_body(body).map_err(|e| invalid_body(&e))
+}
+
 /// Parse a Converse body.
 #[cfg(test)]
 fn parse_converse(model_id: String, body: &[u8]) -> Result<ChatRequest, Error> {
@@ -332,7 +343,7 @@ fn parse_converse_full(
         body
     };
     let (body, selected) = take_guard_content(body)?;
-    let wire: ConverseBody = crate::errors::parse_body(&body).map_err(|e| invalid_body(&e))?;
+    let wire: ConverseBody = parse_aws_body(&body)?;
     let metadata = wire.request_metadata;
     let guardrail = match wire.guardrail_config {
         Some(g) => Some(g.request(streaming, selected)?),
@@ -517,8 +528,7 @@ pub async fn count_tokens(
 ) -> Response {
     let result = async {
         let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-        let wire: CountTokensBody =
-            crate::errors::parse_body(&body).map_err(|e| invalid_body(&e))?;
+        let wire: CountTokensBody = parse_aws_body(&body)?;
         let request = match (wire.input.converse, wire.input.invoke_model) {
             (Some(converse), None) => ChatRequest {
                 model: model_id,
