@@ -462,7 +462,11 @@ enabled = false
         assert after[busiest] >= 5, f"the recovered upstream got {after} of 60"
         print(f"least latency: baseline {baseline}, slowed {during}, recovered {after}")
         stats = admin_stats(server)
-        assert stats[busiest]["calls"] >= 100 and stats[busiest]["in_flight"] == 0
+        # The router's statistics count every call the model served: the five warm-up calls
+        # plus its share of each round (not a fixed number: how the shares fall varies).
+        served = 5 + baseline[busiest] + during[busiest] + after[busiest]
+        assert stats[busiest]["calls"] == served, (stats[busiest], served)
+        assert stats[busiest]["in_flight"] == 0
     finally:
         server.stop()
         fast_mock.stop()
