@@ -56,6 +56,8 @@ pub struct Config {
     /// `[guardrails]`: settings, guardrails declared in the file (`[[guardrails.define]]`)
     /// and the calls they attach to (`[[guardrails.attach]]`).
     pub guardrails: crate::guardrails::GuardrailsConfig,
+    /// `[jobs]`: asynchronous invocation, batches, the queue's workers and webhooks.
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 impl Config {
@@ -835,6 +837,7 @@ impl Config {
             .map_err(|e| format!("[alerts]: {e}"))?;
         self.traces.validate()?;
         self.cache.validate()?;
+        self.jobs.validate()?;
         self.routing.validate()?;
         if self.cache.backend == crate::cache::CacheBackend::Redis && self.store.redis_url.is_none()
         {

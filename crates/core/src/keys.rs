@@ -668,10 +668,16 @@ impl KeyService {
         self.lookup(access_key_id, Lookup::AccessKey).await
     }
 
+    /// The key with this id (a job runs as the key that submitted it).
+    pub async fn by_id(&self, id: &str) -> Result<Option<Arc<ResolvedKey>>, KeyError> {
+        self.lookup(id, Lookup::Id).await
+    }
+
     async fn lookup(&self, id: &str, how: Lookup) -> Result<Option<Arc<ResolvedKey>>, KeyError> {
         let cache_key = match how {
             Lookup::Prefix => id.to_string(),
             Lookup::AccessKey => format!("ak:{id}"),
+            Lookup::Id => format!("id:{id}"),
         };
         if let Some((hit, at)) = self.lock().get(&cache_key) {
             if at.elapsed() < self.ttl {
@@ -681,6 +687,7 @@ impl KeyService {
         let record = match how {
             Lookup::Prefix => self.store.key_by_prefix(id).await?,
             Lookup::AccessKey => self.store.key_by_access_key(id).await?,
+            Lookup::Id => self.store.key(id).await?,
         };
         let resolved = match record {
             Some(record) => Some(Arc::new(self.resolve(record).await?)),
@@ -722,6 +729,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum Lookup {
     Prefix,
     AccessKey,
+    Id,
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -14,6 +14,7 @@ mod degraded;
 pub mod gateway;
 pub mod guardrails;
 pub mod invocations;
+pub mod jobs;
 pub mod keys;
 pub mod local;
 pub mod metrics;

@@ -21,7 +21,7 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::errors::{BedrockError, OpenAiError};
-use crate::{admin, anthropic, bedrock, openai};
+use crate::{admin, anthropic, bedrock, jobs, openai};
 
 /// State every handler shares.
 #[derive(Clone)]
@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics_protected: bool,
     /// The share of new traces sampled (`traces.sample_ratio`).
     pub trace_sample_ratio: f64,
+    /// Jobs, batches and asynchronous invocation (none without a store).
+    pub jobs: Option<Arc<crate::jobs::Jobs>>,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
             metrics: None,
             metrics_protected: false,
             trace_sample_ratio: 1.0,
+            jobs: None,
         }
     }
 }
@@ -118,6 +121,16 @@ fn served_headers(response: &mut Response, served: &ServedBy) {
 
 /// Build the router with every front door.
 pub fn router(state: AppState) -> Router {
+    let jobs = state.jobs.clone();
+    let router = routes(state);
+    // The job workers send their calls through this same router.
+    if let Some(j) = jobs {
+        j.set_router(router.clone());
+    }
+    router
+}
+
+fn routes(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         // Health.
@@ -152,6 +165,30 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/routing/rollout", post(admin::rollout_routing))
         .route("/admin/routing/stats", get(admin::routing_stats))
         .route("/admin/invocations/{request_id}", get(admin::invocation))
+        .route("/admin/jobs", get(jobs::api::admin_list))
+        .route("/admin/jobs/redrive", post(jobs::api::admin_redrive))
+        .route("/admin/jobs/{id}", get(jobs::api::admin_get))
+        // Jobs (any door's model call, later), files and batches.
+        .route("/v1/jobs", post(jobs::api::submit).get(jobs::api::list))
+        .route("/v1/jobs/{id}", get(jobs::api::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::api::cancel))
+        .route("/v1/jobs/{id}/events", get(jobs::api::events))
+        .route("/v1/jobs/{id}/deliveries", get(jobs::api::deliveries))
+        .route(
+            "/v1/files",
+            post(jobs::batches::upload).get(jobs::batches::list_files),
+        )
+        .route(
+            "/v1/files/{id}",
+            get(jobs::batches::get_file).delete(jobs::batches::delete_file),
+        )
+        .route("/v1/files/{id}/content", get(jobs::batches::file_content))
+        .route(
+            "/v1/batches",
+            post(jobs::batches::create_batch).get(jobs::batches::list_batches),
+        )
+        .route("/v1/batches/{id}", get(jobs::batches::get_batch))
+        .route("/v1/batches/{id}/cancel", post(jobs::batches::cancel_batch))
         // OpenAI dialect.
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(crate::completions::completions))
@@ -161,9 +198,31 @@ pub fn router(state: AppState) -> Router {
         // Anthropic dialect.
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route(
+            "/v1/messages/batches",
+            post(jobs::batches::anthropic_create).get(jobs::batches::anthropic_list),
+        )
+        .route(
+            "/v1/messages/batches/{id}",
+            get(jobs::batches::anthropic_get),
+        )
+        .route(
+            "/v1/messages/batches/{id}/cancel",
+            post(jobs::batches::anthropic_cancel),
+        )
+        .route(
+            "/v1/messages/batches/{id}/results",
+            get(jobs::batches::anthropic_results),
+        )
         .merge(bedrock_routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        // Large synchronous calls become jobs by rule (`jobs.async_over_chars`), as the
+        // authenticated caller.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            jobs::api::async_rule,
+        ))
         // Authentication runs inside the call context (it fills the principal).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -189,6 +248,12 @@ fn bedrock_routes() -> Router<AppState> {
             post(bedrock::count_tokens),
         )
         .route("/model/{model_id}/invoke", post(bedrock::invoke))
+        // Asynchronous invocation.
+        .route(
+            "/async-invoke",
+            post(jobs::bedrock::start).get(jobs::bedrock::list),
+        )
+        .route("/async-invoke/{invocation_arn}", get(jobs::bedrock::get))
         .route(
             "/model/{model_id}/invoke-with-response-stream",
             post(bedrock::invoke_stream),

@@ -137,6 +137,11 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     let Some(ctx) = request.extensions().get::<CallContext>().cloned() else {
         return next.run(request).await;
     };
+    // A job's call, sent by the workers: it runs as the principal that submitted it.
+    if let Some(run) = request.extensions().get::<crate::jobs::JobRun>() {
+        ctx.set_principal(run.principal.clone());
+        return next.run(request).await;
+    }
     let dialect = ctx.dialect();
     let auth = Arc::clone(&state.auth);
     let is_sigv4 = request

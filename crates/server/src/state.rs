@@ -32,6 +32,10 @@ pub struct Stores {
     pub config_versions: Arc<dyn modelgate_store::ConfigVersions>,
     /// Guardrails created through the API.
     pub guardrails: Arc<dyn modelgate_store::GuardrailStore>,
+    /// The job queue.
+    pub jobs: Arc<dyn modelgate_store::JobQueue>,
+    /// Batch and file metadata.
+    pub batches: Arc<dyn modelgate_store::BatchStore>,
     /// Whether the SQL store answers.
     pub ping: Ping,
     /// Where the state is, for messages.
@@ -112,7 +116,9 @@ fn sql<
         + AuditStore
         + InvocationStore
         + modelgate_store::ConfigVersions
-        + modelgate_store::GuardrailStore,
+        + modelgate_store::GuardrailStore
+        + modelgate_store::JobQueue
+        + modelgate_store::BatchStore,
 >(
     s: Arc<S>,
     ping: Ping,
@@ -125,11 +131,54 @@ fn sql<
         audit: s.clone(),
         invocations: s.clone(),
         config_versions: s.clone(),
-        guardrails: s,
+        guardrails: s.clone(),
+        jobs: s.clone(),
+        batches: s,
         counters,
         ping,
         location,
     }
+}
+
+/// The job service `[jobs]` describes, over the stores' queue (its workers not started yet).
+pub fn jobs(
+    config: &Config,
+    stores: &Stores,
+    keys: Option<Arc<modelgate_core::keys::KeyService>>,
+    site: modelgate_core::access::Site,
+) -> anyhow::Result<Arc<crate::jobs::Jobs>> {
+    let c = &config.jobs;
+    let objects_dir = c.objects_dir.clone().unwrap_or_else(|| {
+        sqlite_path(config)
+            .parent()
+            .map_or_else(data_dir, PathBuf::from)
+            .join("objects")
+    });
+    let webhooks = match &c.webhook_secret_env {
+        None => None,
+        Some(var) => {
+            let secret = std::env::var(var)
+                .ok()
+                .filter(|s| !s.is_empty())
+                .with_context(|| format!("jobs.webhook_secret_env: {var} is not set"))?;
+            Some(crate::jobs::webhook::Deliverer::new(
+                secret.into_bytes(),
+                c.webhook_allow.clone(),
+                c.webhook_timeout,
+                c.webhook_max_attempts,
+                c.webhook_backoff,
+            )?)
+        }
+    };
+    Ok(Arc::new(crate::jobs::Jobs::new(
+        Arc::clone(&stores.jobs),
+        Arc::clone(&stores.batches),
+        crate::jobs::objects::Objects::new(objects_dir),
+        c.clone(),
+        webhooks,
+        site,
+        keys,
+    )))
 }
 
 /// The server secret: from `auth.secret_env`, else a random one made once in

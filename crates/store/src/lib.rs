@@ -10,6 +10,9 @@
 //! | response cache entries | [`CacheStore`] | in-process (LRU by bytes) | Redis |
 //! | semantic cache vectors shared by replicas | [`VectorLog`] | (the in-process index) | Redis |
 //! | versions of live configuration (routing) | [`ConfigVersions`] | SQLite file | PostgreSQL |
+//! | guardrails | [`GuardrailStore`] | SQLite file | PostgreSQL |
+//! | the job queue, results, callback deliveries | [`JobQueue`] | SQLite file (WAL) | PostgreSQL (`SKIP LOCKED`) |
+//! | batches and uploaded files' metadata | [`BatchStore`] | SQLite file | PostgreSQL |
 //!
 //! Every implementation passes the one conformance suite in `tests/conformance.rs`. Times are
 //! Unix milliseconds; money is nano-dollars (10⁻⁹ USD) so that a few tokens of a cheap model
@@ -17,6 +20,8 @@
 
 mod cache;
 mod counters;
+mod jobs;
+mod jobs_sql;
 mod records;
 mod redis_counters;
 mod sql;
@@ -29,6 +34,7 @@ pub use cache::{
     CacheEntryInfo, CacheFilter, CacheKey, CacheStore, MemoryCache, RedisCache, VectorLog,
 };
 pub use counters::MemoryCounters;
+pub use jobs::*;
 pub use records::*;
 pub use redis_counters::RedisCounters;
 pub use sql::{PostgresStore, SqliteStore};

@@ -106,6 +106,11 @@ CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
         sqlite: GUARDRAILS,
         postgres: GUARDRAILS,
     },
+    Migration {
+        version: 6,
+        sqlite: crate::jobs_sql::JOBS,
+        postgres: crate::jobs_sql::JOBS,
+    },
 ];
 
 /// Version 5: guardrails, their draft (version 0) and numbered versions; names are unique
@@ -880,8 +885,8 @@ macro_rules! sql_store {
     };
 }
 
-/// The row type of a pool, for the macro.
-trait PoolRow {
+/// The row type of a pool, for the macros.
+pub(crate) trait PoolRow {
     type Row;
 }
 impl PoolRow for SqlitePool {
@@ -894,7 +899,7 @@ impl PoolRow for PgPool {
 /// The embedded store: one SQLite file in WAL mode.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -926,7 +931,7 @@ sql_store!(SqliteStore, SqlitePool, sqlite, None::<&str>);
 /// The scale-out store: PostgreSQL, shared by every replica.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresStore {

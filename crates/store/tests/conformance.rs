@@ -1054,3 +1054,402 @@ async fn postgres_guardrails() {
         guardrails_behave(Arc::new(s)).await;
     }
 }
+
+/// A PostgreSQL database of its own (dropped at the end), for the queue suite: receiving is
+/// global, so jobs left by another run must not be received by this one.
+async fn fresh_postgres() -> Option<(PostgresStore, String, String)> {
+    let url = server_url("MODELGATE_TEST_POSTGRES_URL")?;
+    let admin = PostgresStore::connect(&url).await.unwrap();
+    let db = unique("mgq").replace('-', "_");
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let store = PostgresStore::connect(&format!("{base}/{db}"))
+        .await
+        .unwrap();
+    Some((store, url, db))
+}
+
+async fn drop_postgres(url: &str, db: &str) {
+    let admin = PostgresStore::connect(url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(admin.pool())
+        .await
+        .unwrap();
+}
+
+fn new_job(id: &str, priority: i64) -> NewJob {
+    NewJob {
+        id: id.into(),
+        kind: "job".into(),
+        owner: "alice".into(),
+        priority,
+        max_receives: 3,
+        request: json!({"path": "/v1/chat/completions", "n": id}),
+        meta: json!({}),
+        ..NewJob::default()
+    }
+}
+
+const VIS: Duration = Duration::from_secs(600);
+
+/// The queue: idempotent enqueue, urgency order, leases that make result recording exactly
+/// once, visibility timeouts, the dead-letter queue and redrive, cancellation, skipped models,
+/// batch counts, callback deliveries, paging — and concurrent receivers never sharing a job.
+async fn queue_behaves(q: Arc<dyn JobQueue>) {
+    // Enqueue, idempotently.
+    let mut a = new_job("a", 5);
+    a.idem_key = Some("key-a".into());
+    let made = q
+        .enqueue(&[a.clone(), new_job("b", 0), new_job("c", 9)])
+        .await
+        .unwrap();
+    assert!(made.iter().all(|(_, created)| *created));
+    assert_eq!(made[0].0.state, JobState::Queued);
+    let mut again = a.clone();
+    again.id = "a2".into();
+    let repeat = q.enqueue(&[again]).await.unwrap();
+    assert_eq!((repeat[0].0.id.as_str(), repeat[0].1), ("a", false));
+    assert!(q.job("a2").await.unwrap().is_none());
+
+    // Most urgent first (all three waited the same time).
+    let got = q.receive(2, VIS, &[]).await.unwrap();
+    assert_eq!(
+        got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+    assert!(got
+        .iter()
+        .all(|j| j.state == JobState::Running && j.receives == 1));
+    let b = &got[0];
+    assert!(q.heartbeat("b", b.lease(), VIS).await.unwrap());
+    assert!(!q.heartbeat("b", b.lease() + 1, VIS).await.unwrap());
+    // Exactly once: the second recording with the same lease finds nothing to record.
+    let end = JobEnd::Succeeded(json!({"status": 200, "body": {"ok": "b"}}));
+    assert!(q.complete("b", b.lease(), &end).await.unwrap());
+    assert!(!q.complete("b", b.lease(), &end).await.unwrap());
+    let b = q.job("b").await.unwrap().unwrap();
+    assert_eq!(b.state, JobState::Succeeded);
+    assert_eq!(b.result.unwrap()["body"]["ok"], "b");
+    assert!(b.ended_ms.is_some() && b.hook_state.is_none());
+
+    // A lease that runs out: the job is received again, and the first worker cannot record.
+    let c = q.receive(1, Duration::from_millis(1), &[]).await.unwrap();
+    assert_eq!(c[0].id, "c");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(q.requeue_expired().await.unwrap() >= 1);
+    let c2 = q.receive(1, VIS, &[]).await.unwrap();
+    assert_eq!((c2[0].id.as_str(), c2[0].receives), ("c", 2));
+    assert!(c2[0].last_error.as_deref().unwrap().contains("visibility"));
+    assert!(!q.complete("c", c[0].lease(), &end).await.unwrap());
+    assert!(q.complete("c", c2[0].lease(), &end).await.unwrap());
+
+    // Failed attempts: queued again with backoff, then dead-lettered with the last error.
+    let a = &got[1];
+    assert_eq!(
+        q.retry("a", a.lease(), "boom 1", Duration::ZERO, false)
+            .await
+            .unwrap(),
+        Requeued::Queued
+    );
+    // A busy model's refusal does not use up a receive.
+    let a = q.receive(1, VIS, &[]).await.unwrap().remove(0);
+    assert_eq!(
+        q.retry("a", a.lease(), "busy", Duration::ZERO, true)
+            .await
+            .unwrap(),
+        Requeued::Queued
+    );
+    let a = q.receive(1, VIS, &[]).await.unwrap().remove(0);
+    assert_eq!(
+        q.retry("a", a.lease(), "boom 3", Duration::from_secs(3600), false)
+            .await
+            .unwrap(),
+        Requeued::Queued
+    );
+    // Backoff: not visible yet.
+    assert!(q.receive(1, VIS, &[]).await.unwrap().is_empty());
+    assert_eq!(
+        q.retry("a", a.lease(), "late", Duration::ZERO, false)
+            .await
+            .unwrap(),
+        Requeued::LeaseLost
+    );
+    let mut d = new_job("d", 0);
+    d.max_receives = 1;
+    d.callback = Some("https://example.com/hook".into());
+    q.enqueue(&[d]).await.unwrap();
+    let d = q.receive(1, VIS, &[]).await.unwrap().remove(0);
+    assert_eq!(
+        q.retry("d", d.lease(), "the model failed", Duration::ZERO, false)
+            .await
+            .unwrap(),
+        Requeued::Dead
+    );
+    let d = q.job("d").await.unwrap().unwrap();
+    assert_eq!(d.state, JobState::Dead);
+    assert_eq!(d.last_error.as_deref(), Some("the model failed"));
+    assert_eq!(d.hook_state.as_deref(), Some("pending"));
+    // Redrive: runs again with fresh receives, its count still growing.
+    assert_eq!(q.redrive(Some("d")).await.unwrap(), 1);
+    assert_eq!(q.redrive(Some("d")).await.unwrap(), 0);
+    let d = q.receive(1, VIS, &[]).await.unwrap().remove(0);
+    assert_eq!((d.id.as_str(), d.receives, d.max_receives), ("d", 2, 2));
+    assert!(d.hook_state.is_none());
+
+    // Cancelling: a running job's worker then cannot record.
+    let cancelled = q.cancel("d", Some("alice")).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert!(!q.complete("d", d.lease(), &end).await.unwrap());
+    assert!(q.cancel("d", Some("mallory")).await.unwrap().is_none());
+    assert_eq!(
+        q.cancel("d", None).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+
+    // Skipped models wait.
+    let mut e = new_job("e", 0);
+    e.model = Some("busy-model".into());
+    q.enqueue(&[e]).await.unwrap();
+    assert!(q
+        .receive(5, VIS, &["busy-model".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(q.receive(5, VIS, &[]).await.unwrap()[0].id, "e");
+
+    // Batches: counts by state, cancelling what has not ended.
+    let batch: Vec<NewJob> = (0..5)
+        .map(|i| {
+            let mut j = new_job(&format!("batch-{i}"), 4);
+            j.kind = "batch".into();
+            j.batch_id = Some("b1".into());
+            j
+        })
+        .collect();
+    q.enqueue(&batch).await.unwrap();
+    let first = q.receive(2, VIS, &[]).await.unwrap();
+    q.complete(&first[0].id, first[0].lease(), &end)
+        .await
+        .unwrap();
+    let counts = q.batch_counts("b1").await.unwrap();
+    assert_eq!(
+        (
+            counts.succeeded,
+            counts.running,
+            counts.queued,
+            counts.total()
+        ),
+        (1, 1, 3, 5)
+    );
+    assert_eq!(q.cancel_batch("b1").await.unwrap(), 4);
+    assert_eq!(q.batch_counts("b1").await.unwrap().cancelled, 4);
+
+    // Listing: by owner and state, pages in both directions.
+    let page = q
+        .jobs(&JobQuery {
+            owner: Some("alice".into()),
+            kind: Some("batch".into()),
+            limit: 2,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["batch-0", "batch-1"]
+    );
+    let last = page.last().unwrap();
+    let next = q
+        .jobs(&JobQuery {
+            owner: Some("alice".into()),
+            kind: Some("batch".into()),
+            after: Some((last.created_ms, last.id.clone())),
+            limit: 10,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 3);
+    let done = q
+        .jobs(&JobQuery {
+            states: vec![JobState::Succeeded, JobState::Dead],
+            descending: true,
+            limit: 100,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(done
+        .iter()
+        .all(|j| matches!(j.state, JobState::Succeeded | JobState::Dead)));
+    assert!(done.iter().any(|j| j.id == "b") && done.iter().any(|j| j.id == "c"));
+    assert!(q
+        .jobs(&JobQuery {
+            owner: Some("mallory".into()),
+            limit: 10,
+            ..JobQuery::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Callback deliveries: claimed once per lease, retried, then delivered.
+    let mut h = new_job("h", 0);
+    h.callback = Some("https://example.com/hook".into());
+    q.enqueue(&[h]).await.unwrap();
+    let h = q.receive(1, VIS, &[]).await.unwrap().remove(0);
+    assert!(q.complete("h", h.lease(), &end).await.unwrap());
+    let due = q.due_hooks(10, Duration::from_secs(60)).await.unwrap();
+    assert!(due.iter().any(|j| j.id == "h"));
+    assert!(q
+        .due_hooks(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .iter()
+        .all(|j| j.id != "h"));
+    let attempt = |n: i64, status: Option<i64>| Delivery {
+        job_id: "h".into(),
+        attempt: n,
+        ts_ms: 1,
+        status,
+        error: None,
+        latency_ms: 3,
+    };
+    q.record_delivery(&attempt(1, Some(500)), HookNext::RetryAt(0))
+        .await
+        .unwrap();
+    assert!(q
+        .due_hooks(10, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .iter()
+        .any(|j| j.id == "h" && j.hook_attempts == 1));
+    q.record_delivery(&attempt(2, Some(200)), HookNext::Delivered)
+        .await
+        .unwrap();
+    let h = q.job("h").await.unwrap().unwrap();
+    assert_eq!(
+        (h.hook_state.as_deref(), h.hook_attempts),
+        (Some("delivered"), 2)
+    );
+    let log = q.deliveries("h").await.unwrap();
+    assert_eq!(
+        log.iter().map(|d| d.status).collect::<Vec<_>>(),
+        [Some(500), Some(200)]
+    );
+
+    // Concurrent receivers: 200 jobs, four workers, every job received exactly once.
+    let many: Vec<NewJob> = (0..200)
+        .map(|i| new_job(&format!("m-{i}"), i % 10))
+        .collect();
+    q.enqueue(&many).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (q, end) = (Arc::clone(&q), end.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                match q.receive(7, VIS, &[]).await {
+                    Ok(jobs) if jobs.is_empty() => return mine,
+                    Ok(jobs) => {
+                        for j in jobs {
+                            assert!(q.complete(&j.id, j.lease(), &end).await.unwrap());
+                            mine.push(j.id);
+                        }
+                    }
+                    Err(StoreError::Unavailable(e))
+                        if e.contains("locked") || e.contains("busy") => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!((before, all.len()), (200, 200));
+}
+
+/// Batches and files: metadata round trips, guarded state changes, paging.
+async fn batches_behave(s: Arc<dyn BatchStore>) {
+    let owner = unique("owner");
+    let mk = |id: &str, ms: i64| BatchRecord {
+        id: id.into(),
+        kind: "openai".into(),
+        owner: owner.clone(),
+        state: "in_progress".into(),
+        created_ms: ms,
+        updated_ms: ms,
+        ended_ms: None,
+        body: json!({"endpoint": "/v1/chat/completions"}),
+    };
+    let (b1, b2) = (unique("batch"), unique("batch"));
+    s.insert_batch(&mk(&b1, 1)).await.unwrap();
+    s.insert_batch(&mk(&b2, 2)).await.unwrap();
+    assert!(s.open_batches().await.unwrap().iter().any(|b| b.id == b1));
+    let mut done = mk(&b1, 1);
+    done.state = "completed".into();
+    done.ended_ms = Some(5);
+    assert!(s.update_batch(&done, &["in_progress"]).await.unwrap());
+    // A finished batch is not reopened.
+    assert!(!s.update_batch(&mk(&b1, 1), &["in_progress"]).await.unwrap());
+    assert_eq!(s.batch(&b1).await.unwrap().unwrap().state, "completed");
+    let page = s.batches(Some(&owner), "openai", None, 1).await.unwrap();
+    assert_eq!(page[0].id, b2);
+    let next = s
+        .batches(Some(&owner), "openai", Some(&b2), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        [b1.as_str()]
+    );
+    assert!(s
+        .batches(Some(&owner), "anthropic", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let f = FileRecord {
+        id: unique("file"),
+        owner: owner.clone(),
+        purpose: "batch".into(),
+        filename: "in.jsonl".into(),
+        bytes: 42,
+        created_ms: 7,
+    };
+    s.insert_file(&f).await.unwrap();
+    assert_eq!(s.file(&f.id).await.unwrap().unwrap(), f);
+    assert_eq!(
+        s.files(Some(&owner), Some("batch")).await.unwrap(),
+        vec![f.clone()]
+    );
+    assert!(s.delete_file(&f.id).await.unwrap());
+    assert!(!s.delete_file(&f.id).await.unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_queue() {
+    let (s, _d) = sqlite().await;
+    let s = Arc::new(s);
+    queue_behaves(s.clone()).await;
+    batches_behave(s).await;
+}
+
+#[tokio::test]
+async fn postgres_queue() {
+    if let Some((s, url, db)) = fresh_postgres().await {
+        let s = Arc::new(s);
+        queue_behaves(s.clone()).await;
+        batches_behave(s.clone()).await;
+        s.pool().close().await;
+        drop_postgres(&url, &db).await;
+    }
+}

@@ -76,7 +76,7 @@ fn json_body(body: &[u8]) -> Result<Value, Error> {
 }
 
 /// Parse a native body for `requested`: the format and what it asks for.
-fn invocation(
+pub(crate) fn invocation(
     state: &AppState,
     requested: &str,
     body: &[u8],

@@ -18,6 +18,7 @@
 mod eventstream;
 mod invoke;
 
+pub(crate) use invoke::invocation as invoke_invocation;
 pub use invoke::{invoke, invoke_stream};
 
 use axum::body::Bytes;
