@@ -81,7 +81,7 @@ def mock():
 @pytest.fixture(scope="module")
 def gw(mock, tmp_path_factory):
     text = config(mock, 'webhook_allow = ["127.0.0.1/32"]\nasync_over_chars = 2000\n'
-                        'async_routes = ["/v1/chat/completions"]')
+                        'async_routes = ["/v1/chat/completions"]\nmax_file_bytes = 100000')
     server = Server(config_text=text, tmp_path=str(tmp_path_factory.mktemp("jobs")), env=ENV)
     yield server
     server.stop()
@@ -274,6 +274,13 @@ def test_a_batch_with_a_bad_endpoint_or_file_is_refused(gw, tmp_path):
     with pytest.raises(openai.BadRequestError, match="purpose"):
         with open(path, "rb") as f:
             client.files.create(file=f, purpose="fine-tune-nonsense")
+    big = tmp_path / "big.jsonl"
+    big.write_text((json.dumps({"custom_id": "a", "url": "/v1/chat/completions",
+                                "body": chat_body("x" * 1000)}) + "\n") * 120)
+    with pytest.raises(openai.BadRequestError, match="over the limit"):
+        with open(big, "rb") as f:
+            client.files.create(file=f, purpose="batch")
+    assert all(f.filename != "big.jsonl" for f in client.files.list())
 
 
 # ----- Anthropic message batches -----
@@ -408,6 +415,50 @@ def test_a_job_that_always_fails_is_dead_lettered_then_redriven(gw, mock):
                   timeout=5).raise_for_status()
     bad = finished(gw, submit(gw, body=chat_body("x")).json()["id"])
     assert bad["status"] == "failed" and bad["attempts"] == 1 and bad["result"]["status"] == 400
+    metrics = requests.get(gw.url + "/metrics", timeout=10).text
+    for outcome in ("dead", "retried", "succeeded", "failed"):
+        assert f'modelgate_job_attempts_total{{kind="job",outcome="{outcome}"}}' in metrics, outcome
+    assert "modelgate_job_seconds_bucket" in metrics and "modelgate_jobs_running" in metrics
+
+
+def test_cli_batch_run_and_the_operator_commands(gw, tmp_path):
+    lines = [json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+                         "body": chat_body(f"cli {i}")}) for i in range(4)]
+    path = tmp_path / "requests.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "MODELGATE_STATE_DB": gw.state_db, **ENV}
+
+    def run(*args):
+        return subprocess.run([binary(), *args], capture_output=True, text=True, env=env, timeout=120)
+
+    out = tmp_path / "out.jsonl"
+    first = run("batch", "run", str(path), "--url", gw.url, "--output", str(out))
+    assert first.returncode == 0, first.stderr
+    assert "done 4  failed 0  input tokens 40  output tokens 20" in first.stdout, first.stdout
+    results = [json.loads(l) for l in out.read_text().splitlines()]
+    assert sorted(r["custom_id"] for r in results) == ["c0", "c1", "c2", "c3"]
+    for r in results:
+        assert f"cli {r['custom_id'][1:]}" in r["response"]["body"]["choices"][0]["message"]["content"]
+    # Running the same file again picks up the same jobs.
+    again = run("batch", "run", str(path), "--url", gw.url, "--output", str(out))
+    assert again.returncode == 0, again.stderr
+    assert sorted(r["job_id"] for r in results) == \
+        sorted(json.loads(l)["job_id"] for l in out.read_text().splitlines())
+    listed = run("jobs", "list", "--status", "succeeded", "--limit", "1000")
+    assert listed.returncode == 0, listed.stderr
+    assert all(r["job_id"] in listed.stdout for r in results)
+    got = run("jobs", "get", results[0]["job_id"])
+    assert json.loads(got.stdout)["status"] == "succeeded"
+    assert run("jobs", "get", "job_nope").returncode != 0
+    # A job submitted from the command line.
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps(chat_body("from the cli")))
+    sub = run("jobs", "submit", "/v1/chat/completions", str(body), "--url", gw.url, "--priority", "0")
+    assert sub.returncode == 0, sub.stderr
+    done = finished(gw, json.loads(sub.stdout)["id"])
+    assert done["priority"] == 0 and done["status"] == "succeeded"
+    red = run("jobs", "redrive", "--all")
+    assert red.returncode == 0 and red.stdout.startswith("redriven "), red.stderr
 
 
 # ----- Webhooks -----
@@ -462,6 +513,9 @@ def test_webhooks_are_signed_and_retried_until_accepted_once(gw):
         assert [d["status"] for d in log] == [500, 500, 200]
         time.sleep(1)
         assert len(receiver.deliveries) == 3  # exactly one accepted delivery, none after it
+        metrics = requests.get(gw.url + "/metrics", timeout=10).text
+        assert 'modelgate_webhook_deliveries_total{result="retry"}' in metrics
+        assert 'modelgate_webhook_deliveries_total{result="delivered"}' in metrics
     finally:
         receiver.stop()
 
@@ -482,6 +536,22 @@ def test_callbacks_to_internal_addresses_are_refused(gw, mock, tmp_path):
         receiver.stop()
     finally:
         plain.stop()
+
+
+def test_heartbeats_keep_a_long_job_with_its_worker(mock, tmp_path):
+    # A 1.5 s visibility timeout and a 4 s model call: without heartbeats the job would be
+    # received again (and the model called again) while the first call runs.
+    server = Server(config_text=config(mock, 'visibility_timeout = "1500ms"'),
+                    tmp_path=str(tmp_path), env=ENV)
+    try:
+        mock.push({"blocks": [{"text": "took a while"}], "first_byte_delay_ms": 4000})
+        j = submit(server, body=chat_body("long")).json()
+        done = finished(server, j["id"])
+        assert done["status"] == "succeeded" and done["attempts"] == 1, done
+        assert done["result"]["body"]["choices"][0]["message"]["content"] == "took a while"
+        assert mock.calls() == 1
+    finally:
+        server.stop()
 
 
 # ----- Crash safety -----

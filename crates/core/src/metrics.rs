@@ -112,9 +112,24 @@ struct BreakerLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    kind: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    result: &'static str,
+}
+
 /// The gateway's metrics.
 pub struct Metrics {
     registry: Registry,
+    jobs: Family<JobLabels, Counter>,
+    job_seconds: Family<JobLabels, Histogram>,
+    jobs_running: Gauge,
+    webhooks: Family<WebhookLabels, Counter>,
     prices: PriceCatalog,
     requests: Family<CallLabels, Counter>,
     duration: Family<ModelLabels, Histogram>,
@@ -329,8 +344,37 @@ impl Metrics {
         );
         let slots = Family::<EndpointLabels, Gauge>::default();
         registry.register("local_slots", "Embedded model slots in all", slots.clone());
+        let jobs = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "job_attempts",
+            "Job attempts by kind (job, async_invoke, batch) and outcome (succeeded, failed, retried, dead, lease_lost)",
+            jobs.clone(),
+        );
+        let job_seconds =
+            Family::<JobLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "job_seconds",
+            "Time from a job's submission to its end, by kind and outcome",
+            job_seconds.clone(),
+        );
+        let jobs_running = Gauge::default();
+        registry.register(
+            "jobs_running",
+            "Jobs this process is running",
+            jobs_running.clone(),
+        );
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by result (delivered, retry, given_up)",
+            webhooks.clone(),
+        );
         Self {
             registry,
+            jobs,
+            job_seconds,
+            jobs_running,
+            webhooks,
             prices,
             requests,
             duration,
@@ -359,6 +403,31 @@ impl Metrics {
             slots,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// A job attempt ended with `outcome`; `age` is the time since the job was submitted
+    /// (observed when the job ended).
+    pub fn job_attempt(&self, kind: &str, outcome: &'static str, age: Option<std::time::Duration>) {
+        let labels = JobLabels {
+            kind: kind.to_string(),
+            outcome,
+        };
+        if let Some(age) = age {
+            self.job_seconds
+                .get_or_create(&labels)
+                .observe(age.as_secs_f64());
+        }
+        self.jobs.get_or_create(&labels).inc();
+    }
+
+    /// A job started (`+1`) or ended (`-1`) in this process.
+    pub fn job_running(&self, delta: i64) {
+        self.jobs_running.inc_by(delta);
+    }
+
+    /// A webhook delivery attempt ended with `result`.
+    pub fn webhook(&self, result: &'static str) {
+        self.webhooks.get_or_create(&WebhookLabels { result }).inc();
     }
 
     /// A request started (every request ends in exactly one outcome, which ends it here).

@@ -651,6 +651,7 @@ fn serve(
         state.audit_store = Some(Arc::clone(&stores.audit));
         state.invocations = Some(Arc::clone(&stores.invocations));
         state.store_ready = Some(Arc::clone(&stores.ping));
+        jobs.set_metrics(Arc::clone(&metrics));
         state.metrics = Some(metrics);
         state.metrics_protected = config.metrics.protected;
         state.trace_sample_ratio = config.traces.sample_ratio;

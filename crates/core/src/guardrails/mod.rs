@@ -18,7 +18,7 @@ pub mod words;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use modelgate_store::{GuardrailRecord, GuardrailStore, StoreError};
 use modelgate_types::{Error, ErrorKind};
@@ -282,10 +282,7 @@ fn version_name(v: i64) -> String {
     }
 }
 
-fn iso(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or_default());
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use crate::keys::rfc3339_ms as iso;
 
 impl Guardrails {
     /// The guardrails of `config`, stored in `store` when there is one. Declared guardrails

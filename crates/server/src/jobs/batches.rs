@@ -708,11 +708,7 @@ struct AnthropicCreate {
     requests: Vec<AnthropicRequest>,
 }
 
-fn iso(ms: i64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use modelgate_core::keys::rfc3339_ms as iso;
 
 async fn anthropic_view(jobs: &Jobs, b: &BatchRecord, base: &str) -> Result<Value, Error> {
     let c = jobs.queue.batch_counts(&b.id).await.map_err(store_error)?;

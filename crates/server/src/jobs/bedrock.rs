@@ -30,11 +30,7 @@ fn respond(result: Result<Response, Error>) -> Response {
     crate::errors::respond::<BedrockError>(result)
 }
 
-fn iso(ms: i64) -> String {
-    let t =
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use modelgate_core::keys::rfc3339_ms as iso;
 
 /// AWS's message for a member that fails its constraint.
 fn constraint(value: &str, member: &str, rule: &str) -> Error {

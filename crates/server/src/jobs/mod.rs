@@ -65,6 +65,7 @@ pub struct Jobs {
     pub site: modelgate_core::access::Site,
     keys: Option<Arc<KeyService>>,
     router: OnceLock<Router>,
+    metrics: OnceLock<Arc<modelgate_core::metrics::Metrics>>,
     wake: tokio::sync::Notify,
     running: Mutex<HashMap<String, usize>>,
 }
@@ -109,6 +110,7 @@ impl Jobs {
             site,
             keys,
             router: OnceLock::new(),
+            metrics: OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             running: Mutex::new(HashMap::new()),
         }
@@ -117,6 +119,21 @@ impl Jobs {
     /// Give the workers the router they send jobs through (once, after it is built).
     pub fn set_router(&self, router: Router) {
         let _ = self.router.set(router);
+    }
+
+    /// Count job attempts and webhook deliveries in these metrics.
+    pub fn set_metrics(&self, metrics: Arc<modelgate_core::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn count(&self, job: &JobRecord, outcome: &'static str, ended: bool) {
+        if let Some(m) = self.metrics.get() {
+            let age = ended.then(|| {
+                let ms = modelgate_core::keys::now_ms().saturating_sub(job.created_ms);
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+            });
+            m.job_attempt(&job.kind, outcome, age);
+        }
     }
 
     /// The stored request of a job: what to send, as whom.
@@ -242,6 +259,17 @@ impl Jobs {
 
     /// Run one received job to its end (or its next attempt).
     async fn run(self: &Arc<Self>, job: JobRecord) {
+        if let Some(m) = self.metrics.get() {
+            m.job_running(1);
+        }
+        self.attempt(&job).await;
+        if let Some(m) = self.metrics.get() {
+            m.job_running(-1);
+        }
+    }
+
+    async fn attempt(self: &Arc<Self>, job: &JobRecord) {
+        let job = job.clone();
         let lease = job.lease();
         // Heartbeats keep the lease while the call runs; a lost lease (cancelled, or the
         // job given to another worker after a stall) stops the call.
@@ -271,6 +299,7 @@ impl Jobs {
         beat.abort();
         let Some(outcome) = outcome else {
             tracing::info!(job = %job.id, "job lease lost (cancelled or taken over); its call was stopped");
+            self.count(&job, "lease_lost", false);
             return;
         };
         let attempt = match outcome {
@@ -284,18 +313,31 @@ impl Jobs {
             },
             other => other,
         };
+        let record = |end: JobEnd, outcome: &'static str| {
+            let this = Arc::clone(self);
+            let job = job.clone();
+            async move {
+                let recorded = this.queue.complete(&job.id, lease, &end).await?;
+                this.count(
+                    &job,
+                    if recorded { outcome } else { "lease_lost" },
+                    recorded,
+                );
+                Ok(())
+            }
+        };
         let result = match attempt {
             Attempt::Done(status, body) => {
                 let end = JobEnd::Succeeded(json!({"status": status, "body": body}));
-                self.queue.complete(&job.id, lease, &end).await.map(|_| ())
+                record(end, "succeeded").await
             }
             Attempt::Rejected(status, body, message) => {
                 let end = JobEnd::Failed(json!({"status": status, "body": body}), message);
-                self.queue.complete(&job.id, lease, &end).await.map(|_| ())
+                record(end, "failed").await
             }
             Attempt::Fail(message) => {
                 let end = JobEnd::Failed(json!({"status": 0, "body": null}), message);
-                self.queue.complete(&job.id, lease, &end).await.map(|_| ())
+                record(end, "failed").await
             }
             Attempt::Retry(message) => {
                 let refund = message.starts_with(BUSY);
@@ -314,9 +356,17 @@ impl Jobs {
                 {
                     Ok(Requeued::Dead) => {
                         tracing::warn!(job = %job.id, error = %message, "job dead-lettered after its last attempt");
+                        self.count(&job, "dead", true);
                         Ok(())
                     }
-                    Ok(_) => Ok(()),
+                    Ok(Requeued::Queued) => {
+                        self.count(&job, "retried", false);
+                        Ok(())
+                    }
+                    Ok(Requeued::LeaseLost) => {
+                        self.count(&job, "lease_lost", false);
+                        Ok(())
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -452,9 +502,17 @@ impl Jobs {
                 continue;
             }
             let queue = &self.queue;
+            let metrics = self.metrics.get();
             let sends = due.into_iter().map(|job| async move {
                 let payload = serde_json::to_vec(&api::view(&job)).unwrap_or_default();
                 let (delivery, next) = d.deliver(&job, &payload).await;
+                if let Some(m) = metrics {
+                    m.webhook(match next {
+                        modelgate_store::HookNext::Delivered => "delivered",
+                        modelgate_store::HookNext::RetryAt(_) => "retry",
+                        modelgate_store::HookNext::GiveUp => "given_up",
+                    });
+                }
                 if let Err(e) = queue.record_delivery(&delivery, next).await {
                     tracing::warn!(job = %job.id, error = %e, "cannot record a webhook delivery");
                 }
