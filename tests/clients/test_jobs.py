@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,7 +28,7 @@ import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import Server, binary
+from conftest import Server, binary, free_port
 from test_upstreams import Mock
 
 HAIKU = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -256,6 +257,32 @@ def test_openai_sdk_runs_a_batch_with_an_error_file_for_bad_lines(gw, tmp_path):
     messages = " | ".join(e["error"]["message"] for e in errors)
     assert "not JSON" in messages and "more than once" in messages and "no-such-model" in messages
     assert batch.id in [b.id for b in client.batches.list()]
+
+
+def test_a_batch_expires_at_the_end_of_its_window(mock, tmp_path):
+    extra = 'batch_window = "2s"\nconcurrency = 1\nper_model_concurrency = 1'
+    server = Server(config_text=config(mock, extra), tmp_path=str(tmp_path), env=ENV)
+    try:
+        requests.post(mock.url + "/_mock/default", timeout=5, json={
+            "blocks": [{"text": "slow"}], "first_byte_delay_ms": 800}).raise_for_status()
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        path = tmp_path / "slow.jsonl"
+        path.write_text("".join(json.dumps({"custom_id": f"s{i}", "url": "/v1/chat/completions",
+                                            "body": chat_body(f"slow {i}")}) + "\n" for i in range(6)))
+        with open(path, "rb") as f:
+            uploaded = client.files.create(file=f, purpose="batch")
+        batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        batch = wait_for(lambda: client.batches.retrieve(batch.id),
+                         lambda b: b.status in ("completed", "expired", "cancelled"))
+        assert batch.status == "expired" and batch.expired_at is not None, batch
+        counts = batch.request_counts
+        assert counts.total == 6 and 1 <= counts.completed < 6
+        assert counts.completed + counts.failed == 6
+        errors = [json.loads(l) for l in client.files.content(batch.error_file_id).text.splitlines()]
+        assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    finally:
+        server.stop()
 
 
 def test_a_batch_with_a_bad_endpoint_or_file_is_refused(gw, tmp_path):
@@ -643,3 +670,73 @@ def test_killed_servers_lose_and_duplicate_nothing_on_postgres(mock, tmp_path):
         print(f"postgres crash run: {extra} repeated model calls")
     finally:
         drop_postgres(db)
+
+
+# ----- An S3-compatible object store -----
+
+@pytest.fixture
+def s3_server():
+    """moto's S3-compatible server (from PyPI), on loopback."""
+    port = free_port()
+    moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_outputs_and_files_go_to_an_s3_compatible_store(mock, tmp_path, s3_server):
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                      aws_access_key_id="minio", aws_secret_access_key="minio-secret")
+    for bucket in ("results", "modelgate-files"):
+        s3.create_bucket(Bucket=bucket)
+    store = f"""
+[jobs.object_store]
+type = "s3"
+endpoint = "{s3_server}"
+allow_http = true
+access_key_id_env = "MG_TEST_S3_KEY"
+secret_access_key_env = "MG_TEST_S3_SECRET"
+"""
+    env = {**ENV, "MG_TEST_S3_KEY": "minio", "MG_TEST_S3_SECRET": "minio-secret"}
+    server = Server(config_text=config(mock) + store, tmp_path=str(tmp_path), env=env)
+    try:
+        client = runtime(server)
+        arn = client.start_async_invoke(
+            modelId=HAIKU, modelInput=anthropic_input("to the bucket"),
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://results/runs"}})["invocationArn"]
+        got = wait_for(lambda: client.get_async_invoke(invocationArn=arn),
+                       lambda g: g["status"] != "InProgress")
+        assert got["status"] == "Completed", got
+        key = f"runs/{arn.rsplit('/', 1)[1]}/output.json"
+        output = json.loads(s3.get_object(Bucket="results", Key=key)["Body"].read())
+        assert "to the bucket" in output["content"][0]["text"]
+        # Nothing written locally.
+        assert not os.path.exists(os.path.join(str(tmp_path), "objects"))
+        # Uploaded files and batch outputs live in the files bucket.
+        oai = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        path = tmp_path / "in.jsonl"
+        path.write_text(json.dumps({"custom_id": "a", "url": "/v1/chat/completions",
+                                    "body": chat_body("s3 batch")}) + "\n")
+        with open(path, "rb") as f:
+            uploaded = oai.files.create(file=f, purpose="batch")
+        stored = s3.get_object(Bucket="modelgate-files", Key=uploaded.id)["Body"].read()
+        assert stored == path.read_bytes()
+        batch = oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                   completion_window="24h")
+        batch = wait_for(lambda: oai.batches.retrieve(batch.id), lambda b: b.status == "completed")
+        assert "s3 batch" in oai.files.content(batch.output_file_id).text
+        oai.files.delete(uploaded.id)
+        with pytest.raises(ClientError):
+            s3.head_object(Bucket="modelgate-files", Key=uploaded.id)
+    finally:
+        server.stop()

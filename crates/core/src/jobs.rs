@@ -37,10 +37,18 @@ pub struct JobsConfig {
     /// Where the built-in object store keeps `s3://bucket/key` objects (default:
     /// `<data dir>/objects`).
     pub objects_dir: Option<std::path::PathBuf>,
+    /// `[jobs.object_store]`: the built-in store, or an S3-compatible service.
+    pub object_store: ObjectStoreConfig,
+    /// The bucket uploaded files (`/v1/files`) and batch output files are kept in.
+    pub files_bucket: String,
     /// Largest file `POST /v1/files` accepts.
     pub max_file_bytes: u64,
     /// Most requests in one batch.
     pub max_batch_requests: usize,
+    /// A batch's completion window: requests that have not run when it ends are not run
+    /// (the batch `expired`). OpenAI and Anthropic both promise 24 hours.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Duration,
     /// Synchronous requests whose input is longer than this many characters become jobs
     /// (`202` with the job id) on the routes in `async_routes`; 0: never.
     pub async_over_chars: usize,
@@ -74,8 +82,11 @@ impl Default for JobsConfig {
             backoff_max: Duration::from_secs(300),
             call_timeout: Duration::from_secs(300),
             objects_dir: None,
+            object_store: ObjectStoreConfig::default(),
+            files_bucket: "modelgate-files".into(),
             max_file_bytes: 200 * 1024 * 1024,
             max_batch_requests: 50_000,
+            batch_window: Duration::from_secs(24 * 3600),
             async_over_chars: 0,
             async_routes: Vec::new(),
             webhook_secret_env: None,
@@ -87,9 +98,61 @@ impl Default for JobsConfig {
     }
 }
 
+/// Which object store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectStoreKind {
+    /// Files under `jobs.objects_dir`.
+    #[default]
+    Local,
+    /// An S3-compatible service.
+    S3,
+}
+
+/// `[jobs.object_store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// `local` (default) or `s3`.
+    #[serde(rename = "type")]
+    pub kind: ObjectStoreKind,
+    /// The service's URL (MinIO, Ceph…); AWS S3 itself without one.
+    pub endpoint: Option<String>,
+    /// The signing region.
+    pub region: String,
+    /// Environment variable holding the access key id.
+    pub access_key_id_env: Option<String>,
+    /// Environment variable holding the secret access key.
+    pub secret_access_key_env: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: bool,
+    /// Address buckets as `bucket.host` rather than `host/bucket`.
+    pub virtual_hosted_style: bool,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: ObjectStoreKind::Local,
+            endpoint: None,
+            region: "us-east-1".into(),
+            access_key_id_env: None,
+            secret_access_key_env: None,
+            allow_http: false,
+            virtual_hosted_style: false,
+        }
+    }
+}
+
 impl JobsConfig {
     /// Check the settings, naming the key at fault.
     pub fn validate(&self) -> Result<(), String> {
+        if self.object_store.kind == ObjectStoreKind::S3
+            && (self.object_store.access_key_id_env.is_none()
+                || self.object_store.secret_access_key_env.is_none())
+        {
+            return Err("jobs.object_store: type = \"s3\" needs access_key_id_env and secret_access_key_env".into());
+        }
         if self.concurrency == 0 || self.per_model_concurrency == 0 {
             return Err(
                 "jobs.concurrency and jobs.per_model_concurrency must be at least 1".into(),

@@ -173,7 +173,7 @@ pub fn jobs(
     Ok(Arc::new(crate::jobs::Jobs::new(
         Arc::clone(&stores.jobs),
         Arc::clone(&stores.batches),
-        crate::jobs::objects::Objects::new(objects_dir),
+        crate::jobs::objects::Objects::from_config(&c.object_store, objects_dir)?,
         c.clone(),
         webhooks,
         site,

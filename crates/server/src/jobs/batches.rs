@@ -29,13 +29,12 @@ use super::{store_error, Jobs};
 use crate::app::AppState;
 use crate::errors::{body_rejection, json_error, parse_body, AnthropicError, OpenAiError};
 
-const FILES_BUCKET: &str = "s3://modelgate-files";
 const DAY_S: i64 = 86_400;
 /// Batch requests wait behind interactive jobs (5).
 const BATCH_PRIORITY: i64 = 7;
 
-fn file_uri(id: &str) -> String {
-    format!("{FILES_BUCKET}/{id}")
+fn file_uri(jobs: &Jobs, id: &str) -> String {
+    format!("s3://{}/{id}", jobs.config.files_bucket)
 }
 
 fn file_view(f: &FileRecord) -> Value {
@@ -76,7 +75,7 @@ async fn put_file(
         created_ms: now_ms(),
     };
     jobs.objects
-        .put(&file_uri(&record.id), bytes)
+        .put(&file_uri(jobs, &record.id), bytes)
         .await
         .map_err(|e| Error::internal(format!("cannot store the file: {e}")))?;
     jobs.batches
@@ -171,7 +170,7 @@ pub async fn file_content(
         let f = own_file(jobs, &ctx, &id).await?;
         let bytes = jobs
             .objects
-            .get(&file_uri(&f.id))
+            .get(&file_uri(jobs, &f.id))
             .await
             .map_err(|e| Error::internal(format!("cannot read the file: {e}")))?;
         Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -213,7 +212,7 @@ pub async fn delete_file(
         let f = own_file(jobs, &ctx, &id).await?;
         jobs.batches.delete_file(&f.id).await.map_err(store_error)?;
         jobs.objects
-            .delete(&file_uri(&f.id))
+            .delete(&file_uri(jobs, &f.id))
             .await
             .map_err(|e| Error::internal(format!("cannot delete the file: {e}")))?;
         Ok(Json(json!({"id": f.id, "object": "file", "deleted": true})).into_response())
@@ -257,7 +256,10 @@ fn openai_view(b: &BatchRecord) -> Value {
         }
     }
     v["expires_at"] = json!(b.created_ms / 1000 + DAY_S);
-    v.as_object_mut().map(|o| o.remove("line_errors"));
+    if let Some(o) = v.as_object_mut() {
+        o.remove("line_errors");
+        o.remove("expired");
+    }
     v
 }
 
@@ -294,7 +296,7 @@ pub async fn create_batch(
         }
         let bytes = jobs
             .objects
-            .get(&file_uri(&file.id))
+            .get(&file_uri(jobs, &file.id))
             .await
             .map_err(|e| Error::internal(format!("cannot read the input file: {e}")))?;
         let text = String::from_utf8_lossy(&bytes);
@@ -545,8 +547,12 @@ async fn batch_jobs(jobs: &Jobs, batch_id: &str) -> Result<Vec<JobRecord>, Error
     Ok(all)
 }
 
-fn error_of(j: &JobRecord) -> (String, String) {
+fn error_of(j: &JobRecord, expired: bool) -> (String, String) {
     match j.state {
+        JobState::Cancelled if expired => (
+            "batch_expired".into(),
+            "The batch's 24-hour completion window ended before this request ran.".into(),
+        ),
         JobState::Cancelled => (
             "batch_cancelled".into(),
             "The batch was cancelled before this request ran.".into(),
@@ -577,7 +583,7 @@ async fn write_openai_files(jobs: &Jobs, b: &BatchRecord) -> Result<Value, Error
             out.push('\n');
         } else {
             failed += 1;
-            let (code, message) = error_of(j);
+            let (code, message) = error_of(j, b.body["expired"].as_bool() == Some(true));
             err.push_str(
                 &json!({"id": request_id, "custom_id": custom_id, "response": response,
                 "error": {"code": code, "message": message}})
@@ -645,11 +651,28 @@ pub async fn finalise(jobs: &Arc<Jobs>) {
 }
 
 async fn finalise_one(jobs: &Arc<Jobs>, mut b: BatchRecord) -> Result<(), Error> {
+    let now = now_ms();
+    // The completion window (24 hours) is over: what has not run is not run.
+    let window = i64::try_from(jobs.config.batch_window.as_millis()).unwrap_or(i64::MAX);
+    let expired = b.created_ms.saturating_add(window) <= now && b.state == "in_progress";
+    if expired {
+        b.body["expired"] = json!(true);
+        b.updated_ms = now;
+        if !jobs
+            .batches
+            .update_batch(&b, &["in_progress"])
+            .await
+            .map_err(store_error)?
+        {
+            return Ok(());
+        }
+        jobs.queue.cancel_batch(&b.id).await.map_err(store_error)?;
+    }
     let counts = jobs.queue.batch_counts(&b.id).await.map_err(store_error)?;
     if counts.queued + counts.running > 0 {
         return Ok(());
     }
-    let now = now_ms();
+    let expired = b.body["expired"].as_bool() == Some(true);
     let cancelled = matches!(b.state.as_str(), "cancelling" | "canceling");
     let from = b.state.clone();
     if b.kind == "anthropic" {
@@ -678,12 +701,15 @@ async fn finalise_one(jobs: &Arc<Jobs>, mut b: BatchRecord) -> Result<(), Error>
         b.body[key] = files[key].clone();
     }
     let end = now_ms();
-    b.state = if cancelled { "cancelled" } else { "completed" }.into();
-    b.body[if cancelled {
-        "cancelled_at"
+    let (state, at) = if expired {
+        ("expired", "expired_at")
+    } else if cancelled {
+        ("cancelled", "cancelled_at")
     } else {
-        "completed_at"
-    }] = json!(end / 1000);
+        ("completed", "completed_at")
+    };
+    b.state = state.into();
+    b.body[at] = json!(end / 1000);
     b.ended_ms = Some(end);
     b.updated_ms = end;
     jobs.batches
@@ -712,6 +738,7 @@ use modelgate_core::keys::rfc3339_ms as iso;
 
 async fn anthropic_view(jobs: &Jobs, b: &BatchRecord, base: &str) -> Result<Value, Error> {
     let c = jobs.queue.batch_counts(&b.id).await.map_err(store_error)?;
+    let expired = b.body["expired"].as_bool() == Some(true);
     let processing = if b.ended_ms.is_some() {
         0
     } else {
@@ -721,7 +748,9 @@ async fn anthropic_view(jobs: &Jobs, b: &BatchRecord, base: &str) -> Result<Valu
         "id": b.id, "type": "message_batch",
         "processing_status": if b.ended_ms.is_some() { "ended" } else if b.state == "canceling" { "canceling" } else { "in_progress" },
         "request_counts": {"processing": processing, "succeeded": c.succeeded,
-            "errored": c.failed + c.dead, "canceled": c.cancelled, "expired": 0},
+            "errored": c.failed + c.dead,
+            "canceled": if expired { 0 } else { c.cancelled },
+            "expired": if expired { c.cancelled } else { 0 }},
         "ended_at": b.ended_ms.map(iso),
         "created_at": iso(b.created_ms),
         "expires_at": iso(b.created_ms + DAY_S * 1000),
@@ -926,6 +955,9 @@ pub async fn anthropic_results(
             let result = match j.state {
                 JobState::Succeeded => {
                     json!({"type": "succeeded", "message": j.result.as_ref().map(|r| r["body"].clone())})
+                }
+                JobState::Cancelled if b.body["expired"].as_bool() == Some(true) => {
+                    json!({"type": "expired"})
                 }
                 JobState::Cancelled => json!({"type": "canceled"}),
                 _ => {
