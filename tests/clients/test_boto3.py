@@ -128,16 +128,20 @@ def test_count_tokens_matches_converse_usage(client):
 
 
 def test_operations_not_served_yet_raise_unknown_operation(client):
-    """The asynchronous invocations are Bedrock Runtime operations this gateway does not serve
-    yet: boto3 gets AWS's named error, not a bare 404. (ApplyGuardrail is served: an unknown
-    guardrail is AWS's ResourceNotFoundException.)"""
+    """InvokeGuardrailChecks is a Bedrock Runtime operation this gateway does not serve yet:
+    boto3 gets AWS's named error, not a bare 404. (ApplyGuardrail is served: an unknown
+    guardrail is AWS's ResourceNotFoundException; so are the asynchronous invocations: an
+    unknown invocation is a ValidationException, as in AWS.)"""
     from botocore.exceptions import ClientError
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.apply_guardrail(guardrailIdentifier="g1", guardrailVersion="1",
                                source="INPUT", content=[{"text": {"text": "hi"}}])
+    with pytest.raises(client.exceptions.ValidationException):
+        client.get_async_invoke(
+            invocationArn="arn:aws:bedrock:us-east-1:000000000000:async-invoke/abcdefghijkl")
     calls = [
-        lambda: client.get_async_invoke(invocationArn="arn:aws:bedrock:us-east-1:1:async-invoke/x"),
-        lambda: client.list_async_invokes(),
+        lambda: client.invoke_guardrail_checks(
+            messages=[{"role": "user", "content": [{"text": "hi"}]}], checks={}),
     ]
     for call in calls:
         with pytest.raises(ClientError) as e:

@@ -82,7 +82,8 @@ def mock():
 @pytest.fixture(scope="module")
 def gw(mock, tmp_path_factory):
     text = config(mock, 'webhook_allow = ["127.0.0.1/32"]\nasync_over_chars = 2000\n'
-                        'async_routes = ["/v1/chat/completions"]\nmax_file_bytes = 100000')
+                        'async_routes = ["/v1/chat/completions"]\nmax_file_bytes = 100000\n'
+                        f'async_models = ["{HAIKU}"]')
     server = Server(config_text=text, tmp_path=str(tmp_path_factory.mktemp("jobs")), env=ENV)
     yield server
     server.stop()
@@ -389,6 +390,17 @@ def test_a_large_synchronous_call_becomes_a_job(gw):
     stream = requests.post(gw.url + "/v1/chat/completions", timeout=10,
                            json={**chat_body(document), "stream": True})
     assert stream.status_code == 200 and "data: [DONE]" in stream.text
+    # A model named in async_models: its large calls become jobs on the other doors too.
+    msg = requests.post(gw.url + "/v1/messages", timeout=10, headers={"anthropic-version": "2023-06-01"},
+                        json={"model": HAIKU, "max_tokens": 32,
+                              "messages": [{"role": "user", "content": document}]})
+    assert msg.status_code == 202, msg.text
+    done = finished(gw, msg.json()["id"])
+    assert done["status"] == "succeeded" and done["result"]["body"]["type"] == "message"
+    short = requests.post(gw.url + "/v1/messages", timeout=10, headers={"anthropic-version": "2023-06-01"},
+                          json={"model": HAIKU, "max_tokens": 32,
+                                "messages": [{"role": "user", "content": "short"}]})
+    assert short.status_code == 200 and short.json()["type"] == "message"
     # An unknown model is refused in the caller's dialect, nothing queued.
     bad = requests.post(gw.url + "/v1/chat/completions", json=chat_body(document, model="nope"),
                         timeout=10)

@@ -32,11 +32,13 @@ impl Dialect {
     /// The dialect a request path belongs to.
     pub fn for_path(path: &str) -> Self {
         // Every Bedrock Runtime operation's path: InvokeModel and Converse (`/model/…`),
-        // ApplyGuardrail (`/guardrail/…`), the guardrail control plane (`/guardrails…`, the
-        // `bedrock` service's), the asynchronous invocations (`/async-invoke…`).
+        // ApplyGuardrail (`/guardrail/…`) and InvokeGuardrailChecks (`/guardrail-checks/…`),
+        // the guardrail control plane (`/guardrails…`, the `bedrock` service's), the
+        // asynchronous invocations (`/async-invoke…`).
         if path.starts_with("/model/")
             || path.starts_with("/guardrail/")
             || path.starts_with("/guardrails")
+            || path.starts_with("/guardrail-checks")
             || path.starts_with("/async-invoke")
         {
             Dialect::Bedrock
@@ -635,6 +637,10 @@ mod tests {
             Dialect::Bedrock
         );
         assert_eq!(Dialect::for_path("/async-invoke"), Dialect::Bedrock);
+        assert_eq!(
+            Dialect::for_path("/guardrail-checks/invoke"),
+            Dialect::Bedrock
+        );
         assert_eq!(Dialect::for_path("/v1/messages"), Dialect::Anthropic);
         assert_eq!(
             Dialect::for_path("/v1/messages/count_tokens"),

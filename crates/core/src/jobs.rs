@@ -54,6 +54,8 @@ pub struct JobsConfig {
     pub async_over_chars: usize,
     /// Routes (`POST /v1/chat/completions`…, the path) where `async_over_chars` applies.
     pub async_routes: Vec<String>,
+    /// Models whose large calls become jobs on any model route.
+    pub async_models: Vec<String>,
     /// Webhooks: the environment variable holding the signing secret (callbacks are refused
     /// without one).
     pub webhook_secret_env: Option<String>,
@@ -89,6 +91,7 @@ impl Default for JobsConfig {
             batch_window: Duration::from_secs(24 * 3600),
             async_over_chars: 0,
             async_routes: Vec::new(),
+            async_models: Vec::new(),
             webhook_secret_env: None,
             webhook_max_attempts: 8,
             webhook_backoff: Duration::from_secs(1),

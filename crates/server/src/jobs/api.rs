@@ -249,7 +249,8 @@ pub(crate) async fn enqueue_call(
 }
 
 /// The rule that turns large synchronous calls into jobs: a `POST` to one of
-/// `jobs.async_routes` whose body is longer than `jobs.async_over_chars` characters is queued
+/// `jobs.async_routes` (or any model call of one of `jobs.async_models`) whose body is longer
+/// than `jobs.async_over_chars` characters is queued
 /// and answered `202` with the job (its `status_url` to poll), as the seeds' document
 /// pipeline does for documents over 10,000 characters. Streams are left alone.
 pub async fn async_rule(
@@ -262,10 +263,11 @@ pub async fn async_rule(
     };
     let c = &jobs.config;
     let path = request.uri().path().to_string();
+    let by_route = c.async_routes.iter().any(|r| r == &path);
     if c.async_over_chars == 0
         || request.method() != axum::http::Method::POST
         || request.extensions().get::<super::JobRun>().is_some()
-        || !c.async_routes.iter().any(|r| r == &path)
+        || !(by_route || (!c.async_models.is_empty() && runnable_path(&path)))
     {
         return next.run(request).await;
     }
@@ -285,10 +287,17 @@ pub async fn async_rule(
     };
     let chars = String::from_utf8_lossy(&bytes).chars().count();
     let value: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let by_model = || {
+        value
+            .as_ref()
+            .and_then(|v| model_of(&path, v))
+            .is_some_and(|m| c.async_models.contains(&m))
+    };
     let queue = chars > c.async_over_chars
         && value
             .as_ref()
-            .is_some_and(|v| v["stream"].as_bool() != Some(true));
+            .is_some_and(|v| v["stream"].as_bool() != Some(true))
+        && (by_route || by_model());
     if !queue {
         let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
         return next.run(request).await;
