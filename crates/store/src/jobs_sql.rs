@@ -84,6 +84,31 @@ fn picked_update(pick: &str, set: &str, skip_locked: &str) -> String {
     }
 }
 
+/// Jobs per `INSERT` (12 parameters each, well under both engines' limits).
+const ENQUEUE_CHUNK: usize = 250;
+
+/// A many-row `INSERT` of `n` jobs: `$1` is the time, then 12 parameters per job; rows whose
+/// (owner, kind, idempotency key) exists are left out of what it returns.
+fn enqueue_sql(n: usize) -> String {
+    let rows: Vec<String> =
+        (0..n)
+            .map(|i| {
+                let p = |k: usize| format!("${}", 2 + i * 12 + k);
+                format!(
+                "({}, {}, {}, {}, {}, {}, {}, {}, 'queued', 0, {}, {}, $1, $1, $1, {}, {}, 0, {})",
+                p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(8), p(9), p(10), p(11)
+            )
+            })
+            .collect();
+    format!(
+        "INSERT INTO mg_jobs (id, kind, owner, team, batch_id, idem_key, model, priority, state, \
+         receives, max_attempts, max_receives, visible_ms, created_ms, updated_ms, request, \
+         callback, hook_attempts, meta) VALUES {} ON CONFLICT (owner, kind, idem_key) DO NOTHING \
+         RETURNING {JOB_COLUMNS}",
+        rows.join(", ")
+    )
+}
+
 macro_rules! sql_jobs {
     ($store:ident, $pool:ty, $skip_locked:literal) => {
         impl $store {
@@ -150,46 +175,50 @@ macro_rules! sql_jobs {
         #[async_trait]
         impl JobQueue for $store {
             async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<(JobRecord, bool)>> {
-                let insert = format!(
-                    "INSERT INTO mg_jobs (id, kind, owner, team, batch_id, idem_key, model, \
-                     priority, state, receives, max_attempts, max_receives, visible_ms, \
-                     created_ms, updated_ms, request, callback, hook_attempts, meta) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $9, $10, $10, $10, \
-                     $11, $12, 0, $13) ON CONFLICT (owner, kind, idem_key) DO NOTHING \
-                     RETURNING {JOB_COLUMNS}"
+                let existing = format!(
+                    "SELECT {JOB_COLUMNS} FROM mg_jobs WHERE owner = $1 AND kind = $2 AND idem_key = $3"
                 );
-                let existing =
-                    format!("SELECT {JOB_COLUMNS} FROM mg_jobs WHERE owner = $1 AND kind = $2 AND idem_key = $3");
                 let now = now_ms();
                 let mut out = Vec::with_capacity(jobs.len());
                 let mut tx = self.pool.begin().await?;
-                for j in jobs {
-                    let row = sqlx::query(&insert)
-                        .bind(&j.id)
-                        .bind(&j.kind)
-                        .bind(&j.owner)
-                        .bind(&j.team)
-                        .bind(&j.batch_id)
-                        .bind(&j.idem_key)
-                        .bind(&j.model)
-                        .bind(j.priority.clamp(0, 9))
-                        .bind(j.max_receives.max(1))
-                        .bind(now)
-                        .bind(j.request.to_string())
-                        .bind(&j.callback)
-                        .bind(j.meta.to_string())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    match row {
-                        Some(row) => out.push((Self::job_from_row(&row)?, true)),
-                        None => {
-                            let row = sqlx::query(&existing)
-                                .bind(&j.owner)
-                                .bind(&j.kind)
-                                .bind(&j.idem_key)
-                                .fetch_one(&mut *tx)
-                                .await?;
-                            out.push((Self::job_from_row(&row)?, false));
+                // Many rows per statement: one round trip per chunk, not per job.
+                for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+                    let sql = enqueue_sql(chunk.len());
+                    let mut q = sqlx::query(&sql).bind(now);
+                    for j in chunk {
+                        q = q
+                            .bind(&j.id)
+                            .bind(&j.kind)
+                            .bind(&j.owner)
+                            .bind(&j.team)
+                            .bind(&j.batch_id)
+                            .bind(&j.idem_key)
+                            .bind(&j.model)
+                            .bind(j.priority.clamp(0, 9))
+                            .bind(j.max_receives.max(1))
+                            .bind(j.request.to_string())
+                            .bind(&j.callback)
+                            .bind(j.meta.to_string());
+                    }
+                    let rows = q.fetch_all(&mut *tx).await?;
+                    let mut made = std::collections::HashMap::with_capacity(rows.len());
+                    for row in &rows {
+                        let job = Self::job_from_row(row)?;
+                        made.insert(job.id.clone(), job);
+                    }
+                    for j in chunk {
+                        match made.remove(&j.id) {
+                            Some(job) => out.push((job, true)),
+                            // Its (owner, kind, idempotency key) was taken: the job there.
+                            None => {
+                                let row = sqlx::query(&existing)
+                                    .bind(&j.owner)
+                                    .bind(&j.kind)
+                                    .bind(&j.idem_key)
+                                    .fetch_one(&mut *tx)
+                                    .await?;
+                                out.push((Self::job_from_row(&row)?, false));
+                            }
                         }
                     }
                 }

@@ -1113,6 +1113,22 @@ async fn queue_behaves(q: Arc<dyn JobQueue>) {
     let repeat = q.enqueue(&[again]).await.unwrap();
     assert_eq!((repeat[0].0.id.as_str(), repeat[0].1), ("a", false));
     assert!(q.job("a2").await.unwrap().is_none());
+    // Twice in one call: the first is made, the second is it.
+    let mut x1 = new_job("x1", 5);
+    x1.idem_key = Some("key-x".into());
+    let mut x2 = x1.clone();
+    x2.id = "x2".into();
+    let both = q.enqueue(&[x1, x2]).await.unwrap();
+    assert_eq!(
+        both.iter()
+            .map(|(j, c)| (j.id.as_str(), *c))
+            .collect::<Vec<_>>(),
+        [("x1", true), ("x1", false)]
+    );
+    assert_eq!(
+        q.cancel("x1", None).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
 
     // Most urgent first (all three waited the same time).
     let got = q.receive(2, VIS, &[]).await.unwrap();
