@@ -288,6 +288,9 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn heartbeat(&self, id: &str, lease: i64, visibility: Duration) -> Result<bool>;
     /// Record how a job ended; false (nothing recorded) when the lease is no longer current.
     async fn complete(&self, id: &str, lease: i64, end: &JobEnd) -> Result<bool>;
+    /// Record how many jobs ended, in one transaction (group commit); for each, whether it
+    /// was recorded (its lease was current).
+    async fn complete_many(&self, ends: &[(String, i64, JobEnd)]) -> Result<Vec<bool>>;
     /// A failed attempt: queue the job again after `delay`, or dead-letter it when it has
     /// used its receives. With `refund`, the attempt does not count (the model was busy).
     async fn retry(

@@ -84,6 +84,29 @@ fn picked_update(pick: &str, set: &str, skip_locked: &str) -> String {
     }
 }
 
+/// Results per `UPDATE` (5 parameters each).
+const COMPLETE_CHUNK: usize = 200;
+
+/// Record `n` results in one statement: `$1` is the time, then (id, lease, state, result,
+/// error) per job; only rows whose lease is current (`receives = lease`, still running) change,
+/// and their ids come back.
+fn complete_sql(n: usize) -> String {
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let b = 2 + i * 5;
+            format!("(${b}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4)
+        })
+        .collect();
+    format!(
+        "UPDATE mg_jobs SET state = v.column3, result = v.column4, \
+         last_error = COALESCE(v.column5, last_error), ended_ms = $1, updated_ms = $1, \
+         {HOOK_ON_END}, hook_due_ms = $1 FROM (VALUES {}) AS v \
+         WHERE mg_jobs.id = v.column1 AND mg_jobs.receives = v.column2 \
+         AND mg_jobs.state = 'running' RETURNING id",
+        rows.join(", ")
+    )
+}
+
 /// Jobs per `INSERT` (12 parameters each, well under both engines' limits).
 const ENQUEUE_CHUNK: usize = 250;
 
@@ -274,25 +297,35 @@ macro_rules! sql_jobs {
             }
 
             async fn complete(&self, id: &str, lease: i64, end: &JobEnd) -> Result<bool> {
-                let (state, result, error) = match end {
-                    JobEnd::Succeeded(r) => (JobState::Succeeded, r, None),
-                    JobEnd::Failed(r, e) => (JobState::Failed, r, Some(e.as_str())),
-                };
-                let sql = format!(
-                    "UPDATE mg_jobs SET state = $1, result = $2, last_error = COALESCE($3, last_error), \
-                     ended_ms = $4, updated_ms = $4, {HOOK_ON_END}, hook_due_ms = $4 \
-                     WHERE id = $5 AND receives = $6 AND state = 'running'"
-                );
-                let done = sqlx::query(&sql)
-                    .bind(state.as_str())
-                    .bind(result.to_string())
-                    .bind(error)
-                    .bind(now_ms())
-                    .bind(id)
-                    .bind(lease)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
+                let done = self.complete_many(&[(id.to_string(), lease, end.clone())]).await?;
+                Ok(done.first().copied().unwrap_or(false))
+            }
+
+            async fn complete_many(&self, ends: &[(String, i64, JobEnd)]) -> Result<Vec<bool>> {
+                if ends.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.pool.begin().await?;
+                let mut recorded = std::collections::HashSet::new();
+                for chunk in ends.chunks(COMPLETE_CHUNK) {
+                    let sql = complete_sql(chunk.len());
+                    let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now_ms());
+                    for (id, lease, end) in chunk {
+                        let (state, result, error) = match end {
+                            JobEnd::Succeeded(r) => (JobState::Succeeded, r, None),
+                            JobEnd::Failed(r, e) => (JobState::Failed, r, Some(e.clone())),
+                        };
+                        q = q
+                            .bind(id.clone())
+                            .bind(*lease)
+                            .bind(state.as_str())
+                            .bind(result.to_string())
+                            .bind(error);
+                    }
+                    recorded.extend(q.fetch_all(&mut *tx).await?);
+                }
+                tx.commit().await?;
+                Ok(ends.iter().map(|(id, _, _)| recorded.contains(id)).collect())
             }
 
             async fn retry(

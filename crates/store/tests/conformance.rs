@@ -1162,6 +1162,54 @@ async fn queue_behaves(q: Arc<dyn JobQueue>) {
     assert!(!q.complete("c", c[0].lease(), &end).await.unwrap());
     assert!(q.complete("c", c2[0].lease(), &end).await.unwrap());
 
+    // Many results in one transaction: only current leases are recorded.
+    let mut g1 = new_job("g1", 0);
+    g1.callback = Some("https://example.com/hook".into());
+    q.enqueue(&[g1, new_job("g2", 0)]).await.unwrap();
+    let g = q.receive(2, VIS, &[]).await.unwrap();
+    assert_eq!(g.len(), 2);
+    let failed = JobEnd::Failed(json!({"status": 400}), "bad input".into());
+    let done = q
+        .complete_many(&[
+            ("g1".into(), g[0].lease(), end.clone()),
+            ("g2".into(), g[1].lease() + 7, failed.clone()),
+            ("nope".into(), 1, end.clone()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(done, [true, false, false]);
+    let g1 = q.job("g1").await.unwrap().unwrap();
+    assert_eq!(
+        (g1.state, g1.hook_state.as_deref()),
+        (JobState::Succeeded, Some("pending"))
+    );
+    assert_eq!(q.job("g2").await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        q.complete_many(&[("g2".into(), g[1].lease(), failed)])
+            .await
+            .unwrap(),
+        [true]
+    );
+    let g2 = q.job("g2").await.unwrap().unwrap();
+    assert_eq!(
+        (g2.state, g2.last_error.as_deref()),
+        (JobState::Failed, Some("bad input"))
+    );
+    // (g1's webhook is delivered below with the others'.)
+    q.record_delivery(
+        &Delivery {
+            job_id: "g1".into(),
+            attempt: 1,
+            ts_ms: 1,
+            status: Some(200),
+            error: None,
+            latency_ms: 1,
+        },
+        HookNext::Delivered,
+    )
+    .await
+    .unwrap();
+
     // Failed attempts: queued again with backoff, then dead-lettered with the last error.
     let a = &got[1];
     assert_eq!(

@@ -66,6 +66,7 @@ pub struct Jobs {
     keys: Option<Arc<KeyService>>,
     router: OnceLock<Router>,
     metrics: OnceLock<Arc<modelgate_core::metrics::Metrics>>,
+    recorder: OnceLock<tokio::sync::mpsc::Sender<Completion>>,
     wake: tokio::sync::Notify,
     running: Mutex<HashMap<String, usize>>,
 }
@@ -111,6 +112,7 @@ impl Jobs {
             keys,
             router: OnceLock::new(),
             metrics: OnceLock::new(),
+            recorder: OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             running: Mutex::new(HashMap::new()),
         }
@@ -317,7 +319,7 @@ impl Jobs {
             let this = Arc::clone(self);
             let job = job.clone();
             async move {
-                let recorded = this.queue.complete(&job.id, lease, &end).await?;
+                let recorded = this.complete(&job.id, lease, end).await?;
                 this.count(
                     &job,
                     if recorded { outcome } else { "lease_lost" },
@@ -392,8 +394,74 @@ impl Jobs {
         Ok(())
     }
 
+    /// Record a job's end: through the recorder (group commit) when it runs, else directly.
+    async fn complete(
+        &self,
+        id: &str,
+        lease: i64,
+        end: JobEnd,
+    ) -> Result<bool, modelgate_store::StoreError> {
+        let Some(tx) = self.recorder.get() else {
+            return self.queue.complete(id, lease, &end).await;
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let c = Completion {
+            id: id.to_string(),
+            lease,
+            end,
+            reply,
+        };
+        if tx.send(c).await.is_err() {
+            return Err(modelgate_store::StoreError::Unavailable(
+                "the result recorder stopped".into(),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(modelgate_store::StoreError::Unavailable(
+                "the result recorder stopped".into(),
+            ))
+        })
+    }
+
+    /// Group commit: results that arrive while one write runs are written together, in one
+    /// transaction, by the next (nothing waits when the queue is quiet).
+    async fn record_loop(self: Arc<Self>, mut rx: tokio::sync::mpsc::Receiver<Completion>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 500 {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let ends: Vec<(String, i64, JobEnd)> = batch
+                .iter()
+                .map(|c| (c.id.clone(), c.lease, c.end.clone()))
+                .collect();
+            match self.queue.complete_many(&ends).await {
+                Ok(done) => {
+                    for (c, recorded) in batch.into_iter().zip(done) {
+                        let _ = c.reply.send(Ok(recorded));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for c in batch {
+                        let _ = c.reply.send(Err(modelgate_store::StoreError::Unavailable(
+                            message.clone(),
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
     /// Start the workers, the lease sweeper, the webhook sender and the batch finaliser.
     pub fn start(self: &Arc<Self>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        if self.recorder.set(tx).is_ok() {
+            tokio::spawn(Arc::clone(self).record_loop(rx));
+        }
         if self.config.workers {
             tokio::spawn(Arc::clone(self).receive_loop());
         }
@@ -525,6 +593,14 @@ impl Jobs {
 /// The prefix of a retry message that does not use up an attempt (the caller's or model's
 /// rate limit: the job waits its turn).
 const BUSY: &str = "busy: ";
+
+/// A result on its way to the recorder.
+struct Completion {
+    id: String,
+    lease: i64,
+    end: JobEnd,
+    reply: tokio::sync::oneshot::Sender<Result<bool, modelgate_store::StoreError>>,
+}
 
 /// How one attempt ended.
 enum Attempt {
