@@ -278,10 +278,14 @@ pub async fn async_rule(
     let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
         Ok(b) => b,
         Err(_) => {
-            let e = Error::validation(format!(
-                "The request body is larger than the limit of {} bytes.",
-                state.max_body_bytes
-            ));
+            let e = Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "The request body exceeds the limit of {} bytes.",
+                    state.max_body_bytes
+                ),
+            )
+            .with_code("request_too_large");
             return crate::auth::render(ctx.dialect(), e);
         }
     };
