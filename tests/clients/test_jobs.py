@@ -593,6 +593,28 @@ def test_heartbeats_keep_a_long_job_with_its_worker(mock, tmp_path):
         server.stop()
 
 
+def test_a_model_runs_at_most_its_share_of_jobs_at_once(mock, tmp_path):
+    extra = 'concurrency = 8\nper_model_concurrency = 2'
+    server = Server(config_text=config(mock, extra), tmp_path=str(tmp_path), env=ENV)
+    try:
+        requests.post(mock.url + "/_mock/default", timeout=5, json={
+            "blocks": [{"text": "slow"}], "first_byte_delay_ms": 400}).raise_for_status()
+        ids = [submit(server, body=chat_body(f"m {i}")).json()["id"] for i in range(8)]
+        seen = []
+
+        def running():
+            text = requests.get(server.url + "/metrics", timeout=5).text
+            line = next(l for l in text.splitlines() if l.startswith("modelgate_jobs_running "))
+            seen.append(float(line.split()[1]))
+            return [job(server, i)["status"] for i in ids]
+
+        wait_for(running, lambda states: all(s == "succeeded" for s in states), timeout=60)
+        assert max(seen) == 2, seen  # reached, never exceeded
+        assert mock.calls() == 8
+    finally:
+        server.stop()
+
+
 # ----- Crash safety -----
 
 def fresh_postgres():

@@ -301,6 +301,9 @@ pub trait JobQueue: Send + Sync + 'static {
         delay: Duration,
         refund: bool,
     ) -> Result<Requeued>;
+    /// Put a received job back, untouched (the worker has no room for it now): queued again
+    /// at once, the receive not counted. False when the lease is no longer current.
+    async fn release(&self, id: &str, lease: i64) -> Result<bool>;
     /// Jobs whose lease ran out (their worker died): queued again, or dead-lettered when they
     /// have used their receives. Returns how many.
     async fn requeue_expired(&self) -> Result<u64>;

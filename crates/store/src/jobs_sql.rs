@@ -365,6 +365,21 @@ macro_rules! sql_jobs {
                 })
             }
 
+            async fn release(&self, id: &str, lease: i64) -> Result<bool> {
+                let now = now_ms();
+                let done = sqlx::query(
+                    "UPDATE mg_jobs SET state = 'queued', max_receives = max_receives + 1, \
+                     visible_ms = $1, updated_ms = $1 \
+                     WHERE id = $2 AND receives = $3 AND state = 'running'",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(lease)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn requeue_expired(&self) -> Result<u64> {
                 let now = now_ms();
                 let done = sqlx::query(

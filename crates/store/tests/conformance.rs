@@ -1273,6 +1273,17 @@ async fn queue_behaves(q: Arc<dyn JobQueue>) {
         JobState::Cancelled
     );
 
+    // A released job goes back untouched, its receive not counted against it.
+    let mut r = new_job("r", 0);
+    r.max_receives = 1;
+    q.enqueue(&[r]).await.unwrap();
+    let r = q.receive(1, VIS, &[]).await.unwrap().remove(0);
+    assert!(q.release("r", r.lease()).await.unwrap());
+    assert!(!q.release("r", r.lease()).await.unwrap());
+    let r = q.receive(1, VIS, &[]).await.unwrap().remove(0);
+    assert_eq!((r.id.as_str(), r.receives, r.max_receives), ("r", 2, 2));
+    assert!(q.complete("r", r.lease(), &end).await.unwrap());
+
     // Skipped models wait.
     let mut e = new_job("e", 0);
     e.model = Some("busy-model".into());

@@ -498,7 +498,8 @@ impl Jobs {
                         .collect()
                 })
                 .unwrap_or_default();
-            let max = free.min(self.config.per_model_concurrency * 8).max(1);
+            // At most one model's room per receive, so few jobs ever go back.
+            let max = free.min(self.config.per_model_concurrency).max(1);
             let received = self
                 .queue
                 .receive(
@@ -526,6 +527,23 @@ impl Jobs {
             }
             let mut permit = Some(first);
             for job in jobs {
+                let model = job.model.clone().unwrap_or_default();
+                // A receive may bring more of one model than it has room for: those go back.
+                let room = self.running.lock().is_ok_and(|mut r| {
+                    let n = r.entry(model.clone()).or_default();
+                    if *n >= self.config.per_model_concurrency {
+                        false
+                    } else {
+                        *n += 1;
+                        true
+                    }
+                });
+                if !room {
+                    if let Err(e) = self.queue.release(&job.id, job.lease()).await {
+                        tracing::warn!(job = %job.id, error = %e, "cannot put a job back; its lease will run out");
+                    }
+                    continue;
+                }
                 let p = match permit.take() {
                     Some(p) => p,
                     None => match Arc::clone(&slots).acquire_owned().await {
@@ -533,10 +551,6 @@ impl Jobs {
                         Err(_) => return,
                     },
                 };
-                let model = job.model.clone().unwrap_or_default();
-                if let Ok(mut r) = self.running.lock() {
-                    *r.entry(model.clone()).or_default() += 1;
-                }
                 let this = Arc::clone(&self);
                 tokio::spawn(async move {
                     this.run(job).await;
