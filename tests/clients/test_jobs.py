@@ -615,6 +615,66 @@ def test_a_model_runs_at_most_its_share_of_jobs_at_once(mock, tmp_path):
         server.stop()
 
 
+def test_jobs_batches_and_files_belong_to_their_caller(mock, tmp_path):
+    admin_key = "mg-test-admin-credential"
+    extra = '\n[auth]\nadmin_key_env = "MG_TEST_ADMIN_KEY"\n'
+    server = Server(config_text=config(mock) + extra, tmp_path=str(tmp_path),
+                    env={**ENV, "MG_TEST_ADMIN_KEY": admin_key})
+    try:
+        def new_key():
+            r = requests.post(server.url + "/admin/keys", json={}, timeout=10,
+                              headers={"Authorization": f"Bearer {admin_key}"})
+            assert r.status_code == 201, r.text
+            return r.json()
+        alice, bob = new_key(), new_key()
+        auth = lambda k: {"Authorization": f"Bearer {k['key']}"}  # noqa: E731
+        r = requests.post(server.url + "/v1/jobs", headers=auth(alice), timeout=10,
+                          json={"path": "/v1/chat/completions", "body": chat_body("mine")})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        assert requests.get(f"{server.url}/v1/jobs/{job_id}", headers=auth(bob), timeout=10).status_code == 404
+        assert requests.post(f"{server.url}/v1/jobs/{job_id}/cancel", headers=auth(bob), timeout=10).status_code == 404
+        assert job_id not in [j["id"] for j in requests.get(
+            server.url + "/v1/jobs", headers=auth(bob), timeout=10).json()["data"]]
+        mine = wait_for(lambda: requests.get(f"{server.url}/v1/jobs/{job_id}", headers=auth(alice),
+                                             timeout=10).json(), lambda j: j["status"] == "succeeded")
+        assert "mine" in mine["result"]["body"]["choices"][0]["message"]["content"]
+        # Without credentials: refused.
+        assert requests.get(server.url + "/v1/jobs", timeout=10).status_code == 401
+        # Async invocations with each key's SigV4 pair.
+        def rt(k):
+            return boto3.client("bedrock-runtime", endpoint_url=server.url, region_name="us-east-1",
+                                aws_access_key_id=k["access_key_id"],
+                                aws_secret_access_key=k["secret_access_key"],
+                                config=Config(retries={"total_max_attempts": 1}))
+        arn = rt(alice).start_async_invoke(
+            modelId=HAIKU, modelInput=anthropic_input("sigv4"),
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://bkt/x"}})["invocationArn"]
+        assert rt(alice).get_async_invoke(invocationArn=arn)["invocationArn"] == arn
+        with pytest.raises(ClientError):
+            rt(bob).get_async_invoke(invocationArn=arn)
+        assert rt(bob).list_async_invokes()["asyncInvokeSummaries"] == []
+        # Files too.
+        oai_a = openai.OpenAI(base_url=server.url + "/v1", api_key=alice["key"], max_retries=0)
+        oai_b = openai.OpenAI(base_url=server.url + "/v1", api_key=bob["key"], max_retries=0)
+        path = tmp_path / "f.jsonl"
+        path.write_text(json.dumps({"custom_id": "a", "url": "/v1/chat/completions",
+                                    "body": chat_body("x")}) + "\n")
+        with open(path, "rb") as f:
+            uploaded = oai_a.files.create(file=f, purpose="batch")
+        with pytest.raises(openai.NotFoundError):
+            oai_b.files.content(uploaded.id)
+        with pytest.raises(openai.NotFoundError):
+            oai_b.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                 completion_window="24h")
+        # The admin sees every caller's jobs.
+        every = requests.get(server.url + "/admin/jobs?limit=100", timeout=10,
+                             headers={"Authorization": f"Bearer {admin_key}"}).json()["data"]
+        assert job_id in [j["id"] for j in every]
+    finally:
+        server.stop()
+
+
 # ----- Crash safety -----
 
 def fresh_postgres():
