@@ -286,6 +286,9 @@ pub async fn start_routing(
     Ok(())
 }
 
+/// How long a changed config file must stay unchanged before it is read.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Keep routing live: check the config file for edits every `[routing] watch_interval` (an
 /// edit that does not validate is logged and changes nothing), and the store for versions
 /// another replica stored every `sync_interval`.
@@ -305,6 +308,13 @@ pub fn spawn_routing_watch(routing: Arc<modelgate_core::routing::Routing>, path:
                 tokio::time::sleep(settings.watch_interval).await;
                 let now = stamp(&path);
                 if now == last {
+                    continue;
+                }
+                // A file being written (truncated, then filled) must not be read half-way:
+                // it is read once it has looked the same for a moment. (An editor that
+                // truncates first leaves an empty file, a valid config with no routers.)
+                tokio::time::sleep(settings.watch_interval.min(SETTLE)).await;
+                if stamp(&path) != now {
                     continue;
                 }
                 last = now;
