@@ -132,7 +132,7 @@ pub fn router(state: AppState) -> Router {
 
 fn routes(state: AppState) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         // Health.
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -216,13 +216,22 @@ fn routes(state: AppState) -> Router {
         )
         .merge(bedrock_routes())
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        // Large synchronous calls become jobs by rule (`jobs.async_over_chars`), as the
-        // authenticated caller.
-        .layer(axum::middleware::from_fn_with_state(
+        .layer(DefaultBodyLimit::max(limit));
+    // Large synchronous calls become jobs by rule (`jobs.async_over_chars`), as the
+    // authenticated caller; without the rule, calls do not pass through it at all.
+    let rule_on = state
+        .jobs
+        .as_ref()
+        .is_some_and(|j| j.config.async_over_chars > 0);
+    let router = if rule_on {
+        router.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             jobs::api::async_rule,
         ))
+    } else {
+        router
+    };
+    router
         // Authentication runs inside the call context (it fills the principal).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -195,6 +195,25 @@ pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection, limit
     }
 }
 
+/// AWS's `ValidationException` message for a member that fails its constraint.
+pub fn aws_constraint(value: &str, member: &str, rule: &str) -> Error {
+    Error::validation(format!(
+        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {rule}"
+    ))
+}
+
+/// [`aws_constraint`] for a member outside its enum.
+pub fn aws_enum(value: &str, member: &str, allowed: &[&str]) -> Error {
+    aws_constraint(
+        value,
+        member,
+        &format!(
+            "Member must satisfy enum value set: [{}]",
+            allowed.join(", ")
+        ),
+    )
+}
+
 /// Map a JSON parse failure to a canonical validation error naming the problem.
 pub fn json_error(e: &impl std::fmt::Display) -> Error {
     Error::validation(format!("The request body is not valid: {e}")).with_code("invalid_json")

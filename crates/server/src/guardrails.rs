@@ -258,9 +258,11 @@ pub async fn apply(
                 None | Some("INTERVENTIONS") => Scope::Interventions,
                 Some("FULL") => Scope::Full,
                 Some(other) => {
-                    return Err(Error::validation(format!(
-                        "1 validation error detected: Value '{other}' at 'outputScope' failed to satisfy constraint: Member must satisfy enum value set: [INTERVENTIONS, FULL]"
-                    )))
+                    return Err(crate::errors::aws_enum(
+                        other,
+                        "outputScope",
+                        &["INTERVENTIONS", "FULL"],
+                    ))
                 }
             };
             let mut texts = Vec::new();
@@ -271,13 +273,17 @@ pub async fn apply(
                         let mut qualifiers = Vec::new();
                         for q in &t.qualifiers {
                             qualifiers.push(Qualifier::parse(q).ok_or_else(|| {
-                                Error::validation(format!(
-                                    "1 validation error detected: Value '{q}' at 'content.{}.member.text.qualifiers' failed to satisfy constraint: Member must satisfy enum value set: [grounding_source, query, guard_content]",
-                                    i + 1
-                                ))
+                                crate::errors::aws_enum(
+                                    q,
+                                    &format!("content.{}.member.text.qualifiers", i + 1),
+                                    &["grounding_source", "query", "guard_content"],
+                                )
                             })?);
                         }
-                        texts.push(GuardText { text: t.text, qualifiers });
+                        texts.push(GuardText {
+                            text: t.text,
+                            qualifiers,
+                        });
                     }
                     (None, Some(_)) => images += 1,
                     _ => {
@@ -299,13 +305,20 @@ pub async fn apply(
                 Verdict::Masked => texts
                     .iter()
                     .zip(&a.masked)
-                    .filter(|(t, _)| t.qualifiers.is_empty() || t.qualifiers.contains(&Qualifier::GuardContent))
+                    .filter(|(t, _)| {
+                        t.qualifiers.is_empty() || t.qualifiers.contains(&Qualifier::GuardContent)
+                    })
                     .map(|(_, m)| json!({"text": m}))
                     .collect(),
                 Verdict::Pass => Vec::new(),
             };
-            let action = if a.intervened() { "GUARDRAIL_INTERVENED" } else { "NONE" };
-            let mut coverage = json!({"textCharacters": {"guarded": a.chars.0, "total": a.chars.1}});
+            let action = if a.intervened() {
+                "GUARDRAIL_INTERVENED"
+            } else {
+                "NONE"
+            };
+            let mut coverage =
+                json!({"textCharacters": {"guarded": a.chars.0, "total": a.chars.1}});
             if images > 0 {
                 // Images are not classified on the box; the coverage says so.
                 coverage["images"] = json!({"guarded": 0, "total": images});

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS mg_batches (
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, owner TEXT NOT NULL, state TEXT NOT NULL,
   created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL, ended_ms BIGINT, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS mg_batches_owner ON mg_batches (kind, owner, created_ms);
+CREATE INDEX IF NOT EXISTS mg_batches_open ON mg_batches (created_ms) WHERE ended_ms IS NULL;
 CREATE TABLE IF NOT EXISTS mg_files (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, purpose TEXT NOT NULL, filename TEXT NOT NULL,
   bytes BIGINT NOT NULL, created_ms BIGINT NOT NULL);";

@@ -135,9 +135,7 @@ fn guardrail_headers(
     let trace = match get("x-amzn-bedrock-trace") {
         None => TraceMode::Disabled,
         Some(t) => TraceMode::parse(t).ok_or_else(|| {
-            Error::validation(format!(
-                "1 validation error detected: Value '{t}' at 'trace' failed to satisfy constraint: Member must satisfy enum value set: [ENABLED, DISABLED, ENABLED_FULL]"
-            ))
+            crate::errors::aws_enum(t, "trace", &["ENABLED", "DISABLED", "ENABLED_FULL"])
         })?,
     };
     ctx.set_guardrail(GuardrailRequest {

@@ -96,9 +96,11 @@ impl GuardrailConfigBody {
                 TraceMode::parse(t).unwrap_or_default()
             }
             Some(other) => {
-                return Err(Error::validation(format!(
-                    "1 validation error detected: Value '{other}' at 'guardrailConfig.trace' failed to satisfy constraint: Member must satisfy enum value set: [enabled, disabled, enabled_full]"
-                )))
+                return Err(crate::errors::aws_enum(
+                    other,
+                    "guardrailConfig.trace",
+                    &["enabled", "disabled", "enabled_full"],
+                ))
             }
         };
         let stream_mode = match (self.stream_processing_mode.as_deref(), streaming) {
@@ -110,9 +112,11 @@ impl GuardrailConfigBody {
                 )))
             }
             (Some(other), _) => {
-                return Err(Error::validation(format!(
-                    "1 validation error detected: Value '{other}' at 'guardrailConfig.streamProcessingMode' failed to satisfy constraint: Member must satisfy enum value set: [sync, async]"
-                )))
+                return Err(crate::errors::aws_enum(
+                    other,
+                    "guardrailConfig.streamProcessingMode",
+                    &["sync", "async"],
+                ))
             }
         };
         if self.guardrail_identifier.is_empty() {
@@ -163,9 +167,11 @@ fn take_guard_content(
         {
             let name = q.as_str().unwrap_or_default();
             qualifiers.push(Qualifier::parse(name).ok_or_else(|| {
-                Error::validation(format!(
-                    "1 validation error detected: Value '{name}' at '{field}.guardContent.text.qualifiers' failed to satisfy constraint: Member must satisfy enum value set: [grounding_source, query, guard_content]"
-                ))
+                crate::errors::aws_enum(
+                    name,
+                    &format!("{field}.guardContent.text.qualifiers"),
+                    &["grounding_source", "query", "guard_content"],
+                )
             })?);
         }
         found.push((
@@ -242,10 +248,11 @@ impl OutputConfig {
             return Ok(None);
         };
         if format.r#type != "json_schema" {
-            return Err(Error::validation(format!(
-                "1 validation error detected: Value '{}' at 'outputConfig.textFormat.type' failed to satisfy constraint: Member must satisfy enum value set: [json_schema]",
-                format.r#type
-            )));
+            return Err(crate::errors::aws_enum(
+                &format.r#type,
+                "outputConfig.textFormat.type",
+                &["json_schema"],
+            ));
         }
         let def = format.structure.json_schema;
         let schema = serde_json::from_str(&def.schema).map_err(|e| {

@@ -264,8 +264,7 @@ pub async fn async_rule(
     let c = &jobs.config;
     let path = request.uri().path().to_string();
     let by_route = c.async_routes.iter().any(|r| r == &path);
-    if c.async_over_chars == 0
-        || request.method() != axum::http::Method::POST
+    if request.method() != axum::http::Method::POST
         || request.extensions().get::<super::JobRun>().is_some()
         || !(by_route || (!c.async_models.is_empty() && runnable_path(&path)))
     {

@@ -263,6 +263,58 @@ fn openai_view(b: &BatchRecord) -> Value {
     v
 }
 
+/// One request of a batch as a job of the caller's: its line (1-based) and `custom_id`.
+fn batch_job(
+    jobs: &Jobs,
+    ctx: &CallContext,
+    batch_id: &str,
+    line: usize,
+    custom_id: &str,
+    model: String,
+    request: Value,
+) -> NewJob {
+    NewJob {
+        id: format!("{batch_id}-{line}"),
+        kind: "batch".into(),
+        owner: owner(ctx),
+        team: ctx.principal().and_then(|p| p.team.clone()),
+        batch_id: Some(batch_id.into()),
+        model: Some(model),
+        priority: BATCH_PRIORITY,
+        max_receives: i64::from(jobs.config.max_attempts),
+        request,
+        meta: json!({"custom_id": custom_id, "line": line}),
+        ..NewJob::default()
+    }
+}
+
+/// A new batch record, `in_progress` from now.
+fn new_batch(id: String, kind: &str, owner: String, body: Value) -> BatchRecord {
+    let now = now_ms();
+    BatchRecord {
+        id,
+        kind: kind.into(),
+        owner,
+        state: "in_progress".into(),
+        created_ms: now,
+        updated_ms: now,
+        ended_ms: None,
+        body,
+    }
+}
+
+/// Store a new batch, then its jobs. The batch first: its jobs are found through it, and a
+/// crash between the two leaves a batch with fewer jobs, which the finaliser ends (never jobs
+/// without a batch).
+async fn store_batch(jobs: &Jobs, record: &BatchRecord, new_jobs: &[NewJob]) -> Result<(), Error> {
+    jobs.batches
+        .insert_batch(record)
+        .await
+        .map_err(store_error)?;
+    jobs.enqueue(new_jobs).await?;
+    Ok(())
+}
+
 /// `POST /v1/batches`
 pub async fn create_batch(
     State(state): State<AppState>,
@@ -301,7 +353,6 @@ pub async fn create_batch(
             .map_err(|e| Error::internal(format!("cannot read the input file: {e}")))?;
         let text = String::from_utf8_lossy(&bytes);
         let id = super::new_id("batch_");
-        let me = owner(&ctx);
         let mut seen = HashSet::new();
         let (mut new_jobs, mut errors) = (Vec::new(), Vec::new());
         for (i, raw) in text
@@ -354,19 +405,7 @@ pub async fn create_batch(
                 }
             };
             let request = Jobs::request(ctx.principal(), &c.endpoint, &v["body"], &[])?;
-            new_jobs.push(NewJob {
-                id: format!("{id}-{line}"),
-                kind: "batch".into(),
-                owner: me.clone(),
-                team: ctx.principal().and_then(|p| p.team.clone()),
-                batch_id: Some(id.clone()),
-                model: Some(model),
-                priority: BATCH_PRIORITY,
-                max_receives: i64::from(jobs.config.max_attempts),
-                request,
-                meta: json!({"custom_id": custom_id, "line": line}),
-                ..NewJob::default()
-            });
+            new_jobs.push(batch_job(jobs, &ctx, &id, line, custom_id, model, request));
         }
         let total = new_jobs.len() + errors.len();
         if total == 0 {
@@ -378,32 +417,15 @@ pub async fn create_batch(
                 jobs.config.max_batch_requests
             )));
         }
-        let now = now_ms();
-        let record = BatchRecord {
-            id: id.clone(),
-            kind: "openai".into(),
-            owner: me,
-            state: "in_progress".into(),
-            created_ms: now,
-            updated_ms: now,
-            ended_ms: None,
-            body: json!({
-                "endpoint": c.endpoint, "errors": null, "input_file_id": c.input_file_id,
-                "completion_window": c.completion_window, "output_file_id": null,
-                "error_file_id": null, "in_progress_at": now / 1000,
-                "request_counts": {"total": total, "completed": 0, "failed": errors.len()},
-                "metadata": c.metadata, "line_errors": errors,
-            }),
-        };
-        // The batch first: its jobs are found through it; a crash between the two leaves a
-        // batch with fewer jobs, which the finaliser ends (never jobs without a batch).
-        jobs.batches
-            .insert_batch(&record)
-            .await
-            .map_err(store_error)?;
-        for chunk in new_jobs.chunks(500) {
-            jobs.enqueue(chunk).await?;
-        }
+        let mut record = new_batch(id, "openai", owner(&ctx), Value::Null);
+        record.body = json!({
+            "endpoint": c.endpoint, "errors": null, "input_file_id": c.input_file_id,
+            "completion_window": c.completion_window, "output_file_id": null,
+            "error_file_id": null, "in_progress_at": record.created_ms / 1000,
+            "request_counts": {"total": total, "completed": 0, "failed": errors.len()},
+            "metadata": c.metadata, "line_errors": errors,
+        });
+        store_batch(jobs, &record, &new_jobs).await?;
         Ok(Json(openai_view(&record)).into_response())
     };
     crate::errors::respond::<OpenAiError>(result.await)
@@ -787,7 +809,6 @@ pub async fn anthropic_create(
             )));
         }
         let id = format!("msgbatch_{}", super::new_id(""));
-        let me = owner(&ctx);
         let version = headers
             .get("anthropic-version")
             .and_then(|v| v.to_str().ok())
@@ -820,38 +841,18 @@ pub async fn anthropic_create(
                 &r.params,
                 &[("anthropic-version", version.as_str())],
             )?;
-            new_jobs.push(NewJob {
-                id: format!("{id}-{}", i + 1),
-                kind: "batch".into(),
-                owner: me.clone(),
-                team: ctx.principal().and_then(|p| p.team.clone()),
-                batch_id: Some(id.clone()),
-                model: Some(model),
-                priority: BATCH_PRIORITY,
-                max_receives: i64::from(jobs.config.max_attempts),
+            new_jobs.push(batch_job(
+                jobs,
+                &ctx,
+                &id,
+                i + 1,
+                &r.custom_id,
+                model,
                 request,
-                meta: json!({"custom_id": r.custom_id, "line": i + 1}),
-                ..NewJob::default()
-            });
+            ));
         }
-        let now = now_ms();
-        let record = BatchRecord {
-            id: id.clone(),
-            kind: "anthropic".into(),
-            owner: me,
-            state: "in_progress".into(),
-            created_ms: now,
-            updated_ms: now,
-            ended_ms: None,
-            body: json!({}),
-        };
-        jobs.batches
-            .insert_batch(&record)
-            .await
-            .map_err(store_error)?;
-        for chunk in new_jobs.chunks(500) {
-            jobs.enqueue(chunk).await?;
-        }
+        let record = new_batch(id, "anthropic", owner(&ctx), json!({}));
+        store_batch(jobs, &record, &new_jobs).await?;
         Ok(Json(anthropic_view(jobs, &record, &base_url(&headers)).await?).into_response())
     };
     crate::errors::respond::<AnthropicError>(result.await)

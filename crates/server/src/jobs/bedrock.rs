@@ -32,12 +32,7 @@ fn respond(result: Result<Response, Error>) -> Response {
 
 use modelgate_core::keys::rfc3339_ms as iso;
 
-/// AWS's message for a member that fails its constraint.
-fn constraint(value: &str, member: &str, rule: &str) -> Error {
-    Error::validation(format!(
-        "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {rule}"
-    ))
-}
+use crate::errors::{aws_constraint as constraint, aws_enum};
 
 /// A 12-character lowercase alphanumeric invocation id.
 fn invocation_id() -> String {
@@ -319,31 +314,23 @@ pub async fn list(
                 Some("Completed") => vec![JobState::Succeeded],
                 Some("Failed") => vec![JobState::Failed, JobState::Dead, JobState::Cancelled],
                 Some(other) => {
-                    return Err(constraint(
+                    return Err(aws_enum(
                         other,
                         "statusEquals",
-                        "Member must satisfy enum value set: [InProgress, Completed, Failed]",
+                        &["InProgress", "Completed", "Failed"],
                     ))
                 }
             };
             if let Some(by) = p.sort_by.as_deref() {
                 if by != "SubmissionTime" {
-                    return Err(constraint(
-                        by,
-                        "sortBy",
-                        "Member must satisfy enum value set: [SubmissionTime]",
-                    ));
+                    return Err(aws_enum(by, "sortBy", &["SubmissionTime"]));
                 }
             }
             let descending = match p.sort_order.as_deref() {
                 None | Some("Descending") => true,
                 Some("Ascending") => false,
                 Some(other) => {
-                    return Err(constraint(
-                        other,
-                        "sortOrder",
-                        "Member must satisfy enum value set: [Ascending, Descending]",
-                    ))
+                    return Err(aws_enum(other, "sortOrder", &["Ascending", "Descending"]))
                 }
             };
             let max = match p.max_results.as_deref() {

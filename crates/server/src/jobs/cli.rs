@@ -27,20 +27,25 @@ pub struct Remote {
 }
 
 impl Remote {
-    fn post(&self, client: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
-        let r = client.post(format!("{}{path}", self.url.trim_end_matches('/')));
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let r = client.request(method, format!("{}{path}", self.url.trim_end_matches('/')));
         match &self.api_key {
             Some(k) => r.bearer_auth(k),
             None => r,
         }
     }
 
+    fn post(&self, client: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
+        self.request(client, reqwest::Method::POST, path)
+    }
+
     fn get(&self, client: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
-        let r = client.get(format!("{}{path}", self.url.trim_end_matches('/')));
-        match &self.api_key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
-        }
+        self.request(client, reqwest::Method::GET, path)
     }
 }
 

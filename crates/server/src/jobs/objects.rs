@@ -18,9 +18,12 @@ use object_store::{ObjectStore as _, PutPayload};
 /// (`s3://[a-z0-9][.-a-z0-9]{1,61}[a-z0-9](/.*)?`, at most 1,024 characters).
 pub fn parse_s3_uri(uri: &str) -> Result<(&str, &str), String> {
     let bad = || {
-        format!(
-            "1 validation error detected: Value '{uri}' at 's3Uri' failed to satisfy constraint: Member must satisfy regular expression pattern: s3://[a-z0-9][\\.\\-a-z0-9]{{1,61}}[a-z0-9](/.*)?"
+        crate::errors::aws_constraint(
+            uri,
+            "s3Uri",
+            "Member must satisfy regular expression pattern: s3://[a-z0-9][\\.\\-a-z0-9]{1,61}[a-z0-9](/.*)?",
         )
+        .message
     };
     if uri.len() > 1024 {
         return Err(bad());

@@ -49,16 +49,24 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// The address a URL names literally (`http://10.0.0.1/`, `http://[::1]/`), if it does.
+fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 /// The guard at submit time too, so a caller hears at once that a callback cannot be
 /// delivered: the URL's form, and every address its host resolves to now.
 pub async fn check_target(url: &str, allow: &[ipnet::IpNet]) -> Result<(), String> {
     modelgate_core::jobs::check_callback_url(url)?;
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("callback URL: {e}"))?;
     let host = parsed.host_str().unwrap_or_default();
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host, 0))
+    let ips: Vec<IpAddr> = match literal_ip(&parsed) {
+        Some(ip) => vec![ip],
+        None => tokio::net::lookup_host((host, 0))
             .await
             .map_err(|e| format!("callback host '{host}' does not resolve: {e}"))?
             .map(|a| a.ip())
@@ -153,15 +161,9 @@ impl Deliverer {
     async fn post(&self, url: &str, id: &str, attempt: i64, payload: &[u8]) -> Result<u16, String> {
         // IP literals never reach the resolver: check them here.
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("callback URL: {e}"))?;
-        if let Some(host) = parsed.host_str() {
-            if let Ok(ip) = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-            {
-                if let Some(why) = forbidden_target(ip, &self.allow) {
-                    return Err(format!("callback target refused: {ip} is {why}"));
-                }
+        if let Some(ip) = literal_ip(&parsed) {
+            if let Some(why) = forbidden_target(ip, &self.allow) {
+                return Err(format!("callback target refused: {ip} is {why}"));
             }
         }
         let now = std::time::SystemTime::now()
