@@ -20,6 +20,8 @@
 
 mod cache;
 mod counters;
+mod flows;
+mod flows_sql;
 mod jobs;
 mod jobs_sql;
 mod records;
@@ -34,6 +36,7 @@ pub use cache::{
     CacheEntryInfo, CacheFilter, CacheKey, CacheStore, MemoryCache, RedisCache, VectorLog,
 };
 pub use counters::MemoryCounters;
+pub use flows::*;
 pub use jobs::*;
 pub use records::*;
 pub use redis_counters::RedisCounters;

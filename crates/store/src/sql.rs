@@ -111,6 +111,11 @@ CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
         sqlite: crate::jobs_sql::JOBS,
         postgres: crate::jobs_sql::JOBS,
     },
+    Migration {
+        version: 7,
+        sqlite: crate::flows_sql::FLOWS,
+        postgres: crate::flows_sql::FLOWS,
+    },
 ];
 
 /// Version 5: guardrails, their draft (version 0) and numbered versions; names are unique

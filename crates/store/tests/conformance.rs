@@ -1528,3 +1528,309 @@ async fn postgres_queue() {
         drop_postgres(&url, &db).await;
     }
 }
+
+fn machine(arn: &str, owner: &str, name: &str) -> MachineRecord {
+    MachineRecord {
+        arn: arn.into(),
+        owner: owner.into(),
+        name: name.into(),
+        kind: "STANDARD".into(),
+        definition: r#"{"StartAt":"A","States":{"A":{"Type":"Succeed"}}}"#.into(),
+        role_arn: "arn:aws:iam::000000000000:role/r".into(),
+        created_ms: 10,
+        updated_ms: 10,
+        revision: "r1".into(),
+        body: json!({"tags": []}),
+    }
+}
+
+fn execution(arn: &str, machine: &str, name: &str, start_ms: i64) -> ExecutionRecord {
+    ExecutionRecord {
+        arn: arn.into(),
+        machine_arn: machine.into(),
+        owner: "alice".into(),
+        name: name.into(),
+        status: "RUNNING".into(),
+        input: "{}".into(),
+        output: None,
+        error: None,
+        cause: None,
+        start_ms,
+        stop_ms: None,
+        version: 0,
+        wake_ms: None,
+        lease_owner: None,
+        lease_until_ms: None,
+        definition: "{}".into(),
+        run: json!({"threads": {}}),
+        meta: json!({"principal": {"kind": "key", "id": "k1"}}),
+    }
+}
+
+fn event(id: i64, kind: &str) -> EventRecord {
+    EventRecord {
+        id,
+        previous_id: id - 1,
+        ts_ms: 100 + id,
+        kind: kind.into(),
+        field: "stateEnteredEventDetails".into(),
+        details: json!({"name": kind}),
+    }
+}
+
+/// The execution store's contract: machines, executions with versioned saves and their
+/// history, wake-ups, task leases, documents.
+async fn executions_behave(s: Arc<dyn ExecutionStore>) {
+    let tag = unique("sm");
+    let m_arn = format!("arn:aws:states:us-east-1:000000000000:stateMachine:{tag}");
+    let m = machine(&m_arn, "alice", &tag);
+    s.create_machine(&m).await.unwrap();
+    assert!(matches!(
+        s.create_machine(&m).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.machine(&m_arn).await.unwrap().unwrap(), m);
+    let mut m2 = m.clone();
+    m2.definition = r#"{"StartAt":"B","States":{"B":{"Type":"Succeed"}}}"#.into();
+    m2.revision = "r2".into();
+    m2.updated_ms = 20;
+    assert!(s.update_machine(&m2).await.unwrap());
+    assert_eq!(s.machine(&m_arn).await.unwrap().unwrap().revision, "r2");
+    assert!(s
+        .machines(Some("alice"))
+        .await
+        .unwrap()
+        .iter()
+        .any(|x| x.arn == m_arn));
+    assert!(!s
+        .machines(Some("bob"))
+        .await
+        .unwrap()
+        .iter()
+        .any(|x| x.arn == m_arn));
+
+    // Executions: unique names per machine, versioned saves, history in order.
+    let e_arn = format!("arn:aws:states:us-east-1:000000000000:execution:{tag}:one");
+    let e = execution(&e_arn, &m_arn, "one", 1000);
+    s.create_execution(
+        &e,
+        &[event(1, "ExecutionStarted"), event(2, "PassStateEntered")],
+    )
+    .await
+    .unwrap();
+    let dup = execution(&format!("{e_arn}-x"), &m_arn, "one", 1001);
+    assert!(matches!(
+        s.create_execution(&dup, &[]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let got = s.execution(&e_arn).await.unwrap().unwrap();
+    assert_eq!(got, e);
+    let change = ExecutionChange {
+        status: "RUNNING".into(),
+        output: None,
+        error: None,
+        cause: None,
+        stop_ms: None,
+        run: json!({"threads": {"0": "waiting"}}),
+        wake_ms: Some(5000),
+        lease: Some(("replica-a".into(), 9000)),
+    };
+    let more: Vec<EventRecord> = (3..=1203).map(|i| event(i, "PassStateExited")).collect();
+    assert!(s.save_execution(&e_arn, 0, &change, &more).await.unwrap());
+    // A stale version loses, and its events are not written.
+    assert!(!s
+        .save_execution(&e_arn, 0, &change, &[event(1204, "Stale")])
+        .await
+        .unwrap());
+    let got = s.execution(&e_arn).await.unwrap().unwrap();
+    assert_eq!(
+        (got.version, got.wake_ms, got.run.clone()),
+        (1, Some(5000), change.run.clone())
+    );
+    assert_eq!(got.lease_owner.as_deref(), Some("replica-a"));
+    let first = s.history(&e_arn, 0, false, 100).await.unwrap();
+    assert_eq!(first.len(), 100);
+    assert_eq!(first[0], event(1, "ExecutionStarted"));
+    let page2 = s.history(&e_arn, 100, false, 2000).await.unwrap();
+    assert_eq!(page2.len(), 1103);
+    assert_eq!(page2.last().unwrap().id, 1203);
+    let last = s.history(&e_arn, 0, true, 3).await.unwrap();
+    assert_eq!(
+        last.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![1203, 1202, 1201]
+    );
+    let before = s.history(&e_arn, 3, true, 10).await.unwrap();
+    assert_eq!(before.iter().map(|e| e.id).collect::<Vec<_>>(), vec![2, 1]);
+
+    // Wake-ups and leases.
+    assert!(s
+        .due_executions(4999, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|a| a != &e_arn));
+    assert!(s.due_executions(5000, 100).await.unwrap().contains(&e_arn));
+    assert!(s
+        .claim_orphans("replica-b", 8999, 1000, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|a| a != &e_arn));
+    assert_eq!(s.renew_leases("replica-a", 20_000).await.unwrap(), 1);
+    assert!(s
+        .claim_orphans("replica-b", 19_999, 1000, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|a| a != &e_arn));
+    let claimed = s
+        .claim_orphans("replica-b", 20_001, 1000, 100)
+        .await
+        .unwrap();
+    assert!(claimed.contains(&e_arn));
+    let got = s.execution(&e_arn).await.unwrap().unwrap();
+    assert_eq!(
+        (got.lease_owner.as_deref(), got.lease_until_ms),
+        (Some("replica-b"), Some(21_001))
+    );
+    // A claim is taken once.
+    assert!(s
+        .claim_orphans("replica-c", 20_001, 1000, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|a| a != &e_arn));
+
+    // Ending it: no more wake-ups.
+    let end = ExecutionChange {
+        status: "SUCCEEDED".into(),
+        output: Some("{\"ok\":true}".into()),
+        stop_ms: Some(6000),
+        wake_ms: None,
+        lease: None,
+        ..change.clone()
+    };
+    assert!(s
+        .save_execution(&e_arn, 1, &end, &[event(1204, "ExecutionSucceeded")])
+        .await
+        .unwrap());
+    assert!(s
+        .due_executions(i64::MAX, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|a| a != &e_arn));
+    let got = s.execution(&e_arn).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status.as_str(), got.output.as_deref(), got.stop_ms),
+        ("SUCCEEDED", Some("{\"ok\":true}"), Some(6000))
+    );
+
+    // Listing: newest first, filters, cursor.
+    for i in 0..5 {
+        let x = execution(&format!("{e_arn}-{i}"), &m_arn, &format!("n{i}"), 2000 + i);
+        s.create_execution(&x, &[event(1, "ExecutionStarted")])
+            .await
+            .unwrap();
+    }
+    let q = ExecutionQuery {
+        machine_arn: Some(m_arn.clone()),
+        limit: 3,
+        ..Default::default()
+    };
+    let page = s.executions(&q).await.unwrap();
+    assert_eq!(
+        page.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(),
+        vec!["n4", "n3", "n2"]
+    );
+    assert!(page[0].run.is_null());
+    let q2 = ExecutionQuery {
+        before: Some((page[2].start_ms, page[2].arn.clone())),
+        ..q.clone()
+    };
+    let page = s.executions(&q2).await.unwrap();
+    assert_eq!(
+        page.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(),
+        vec!["n1", "n0", "one"]
+    );
+    let q3 = ExecutionQuery {
+        status: Some("SUCCEEDED".into()),
+        limit: 10,
+        ..q.clone()
+    };
+    assert_eq!(s.executions(&q3).await.unwrap().len(), 1);
+    let q4 = ExecutionQuery {
+        owner: Some("bob".into()),
+        limit: 10,
+        ..q
+    };
+    assert!(s.executions(&q4).await.unwrap().is_empty());
+    assert!(s.delete_machine(&m_arn).await.unwrap());
+    assert!(!s.delete_machine(&m_arn).await.unwrap());
+
+    // Documents: scoped to their owner; put replaces; query by partition and prefix.
+    let table = unique("tbl");
+    let doc = |pk: &str, sk: &str, v: i64| Document {
+        table: table.clone(),
+        pk: pk.into(),
+        sk: sk.into(),
+        item: json!({"v": v}),
+        updated_ms: v,
+    };
+    s.put_document("alice", &doc("p1", "2026-01", 1))
+        .await
+        .unwrap();
+    s.put_document("alice", &doc("p1", "2026-02", 2))
+        .await
+        .unwrap();
+    s.put_document("alice", &doc("p1", "2025-12", 3))
+        .await
+        .unwrap();
+    s.put_document("alice", &doc("p1", "2026-01", 4))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.document("alice", &table, "p1", "2026-01").await.unwrap(),
+        Some(doc("p1", "2026-01", 4))
+    );
+    assert_eq!(
+        s.document("bob", &table, "p1", "2026-01").await.unwrap(),
+        None
+    );
+    let q = s
+        .query_documents("alice", &table, "p1", "2026", 10)
+        .await
+        .unwrap();
+    assert_eq!(q, vec![doc("p1", "2026-01", 4), doc("p1", "2026-02", 2)]);
+    assert_eq!(
+        s.query_documents("alice", &table, "p1", "", 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(s
+        .delete_document("alice", &table, "p1", "2026-01")
+        .await
+        .unwrap());
+    assert!(!s
+        .delete_document("alice", &table, "p1", "2026-01")
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn sqlite_executions() {
+    let (s, _d) = sqlite().await;
+    executions_behave(Arc::new(s)).await;
+}
+
+#[tokio::test]
+async fn postgres_executions() {
+    if let Some((s, url, db)) = fresh_postgres().await {
+        let s = Arc::new(s);
+        executions_behave(s.clone()).await;
+        s.pool().close().await;
+        drop_postgres(&url, &db).await;
+    }
+}
