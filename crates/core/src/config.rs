@@ -58,6 +58,8 @@ pub struct Config {
     pub guardrails: crate::guardrails::GuardrailsConfig,
     /// `[jobs]`: asynchronous invocation, batches, the queue's workers and webhooks.
     pub jobs: crate::jobs::JobsConfig,
+    /// `[workflows]`: Step Functions-compatible state machines.
+    pub workflows: crate::workflows::WorkflowsConfig,
 }
 
 impl Config {
@@ -838,6 +840,7 @@ impl Config {
         self.traces.validate()?;
         self.cache.validate()?;
         self.jobs.validate()?;
+        self.workflows.validate()?;
         self.routing.validate()?;
         if self.cache.backend == crate::cache::CacheBackend::Redis && self.store.redis_url.is_none()
         {

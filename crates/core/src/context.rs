@@ -24,6 +24,8 @@ pub enum Dialect {
     Anthropic,
     /// The AWS Bedrock Runtime API (`/model/{id}/…`).
     Bedrock,
+    /// AWS JSON-protocol services (`POST /` with `X-Amz-Target`): Step Functions.
+    AwsJson,
     /// Modelgate's own endpoints (health, admin) and calls made from inside (the CLI, tests).
     Modelgate,
 }
@@ -57,6 +59,7 @@ impl Dialect {
             Dialect::OpenAi => "openai",
             Dialect::Anthropic => "anthropic",
             Dialect::Bedrock => "bedrock",
+            Dialect::AwsJson => "awsjson",
             Dialect::Modelgate => "modelgate",
         }
     }

@@ -32,6 +32,7 @@ pub mod traces;
 pub mod upstream;
 pub mod usage;
 mod validate;
+pub mod workflows;
 
 pub use config::{Config, ConfigError};
 pub use context::{CallContext, Dialect, Principal};

@@ -119,6 +119,17 @@ struct JobLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowLabels {
+    state_machine: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MachineLabels {
+    state_machine: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
     result: &'static str,
 }
@@ -130,6 +141,9 @@ pub struct Metrics {
     job_seconds: Family<JobLabels, Histogram>,
     jobs_running: Gauge,
     webhooks: Family<WebhookLabels, Counter>,
+    executions: Family<FlowLabels, Counter>,
+    execution_seconds: Family<FlowLabels, Histogram>,
+    transitions: Family<MachineLabels, Counter>,
     prices: PriceCatalog,
     requests: Family<CallLabels, Counter>,
     duration: Family<ModelLabels, Histogram>,
@@ -369,8 +383,30 @@ impl Metrics {
             "Webhook delivery attempts by result (delivered, retry, given_up)",
             webhooks.clone(),
         );
+        let executions = Family::<FlowLabels, Counter>::default();
+        registry.register(
+            "workflow_executions",
+            "Workflow executions by state machine and status (started, succeeded, failed, timed_out, aborted)",
+            executions.clone(),
+        );
+        let execution_seconds =
+            Family::<FlowLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        registry.register(
+            "workflow_execution_seconds",
+            "Duration of ended workflow executions by state machine and status",
+            execution_seconds.clone(),
+        );
+        let transitions = Family::<MachineLabels, Counter>::default();
+        registry.register(
+            "workflow_state_transitions",
+            "States entered by workflow executions, by state machine",
+            transitions.clone(),
+        );
         Self {
             registry,
+            executions,
+            execution_seconds,
+            transitions,
             jobs,
             job_seconds,
             jobs_running,
@@ -418,6 +454,36 @@ impl Metrics {
                 .observe(age.as_secs_f64());
         }
         self.jobs.get_or_create(&labels).inc();
+    }
+
+    /// A workflow execution started (`status` "started") or ended after `took`.
+    pub fn execution(
+        &self,
+        machine: &str,
+        status: &'static str,
+        took: Option<std::time::Duration>,
+    ) {
+        let labels = FlowLabels {
+            state_machine: machine.to_string(),
+            status,
+        };
+        if let Some(t) = took {
+            self.execution_seconds
+                .get_or_create(&labels)
+                .observe(t.as_secs_f64());
+        }
+        self.executions.get_or_create(&labels).inc();
+    }
+
+    /// A workflow execution entered `n` states.
+    pub fn transitions(&self, machine: &str, n: u64) {
+        if n > 0 {
+            self.transitions
+                .get_or_create(&MachineLabels {
+                    state_machine: machine.to_string(),
+                })
+                .inc_by(n);
+        }
     }
 
     /// A job started (`+1`) or ended (`-1`) in this process.

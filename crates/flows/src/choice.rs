@@ -110,7 +110,11 @@ pub fn parse(v: &Value, at: &str) -> Result<Rule, String> {
                 .enumerate()
                 .map(|(i, r)| parse(r, &format!("{at}.{key}[{i}]")))
                 .collect::<Result<Vec<_>, _>>()?;
-            return Ok(if kind == 0 { Rule::And(rules) } else { Rule::Or(rules) });
+            return Ok(if kind == 0 {
+                Rule::And(rules)
+            } else {
+                Rule::Or(rules)
+            });
         }
     }
     if let Some(inner) = m.get("Not") {
@@ -132,10 +136,14 @@ pub fn parse(v: &Value, at: &str) -> Result<Rule, String> {
             None => (k.as_str(), false),
         };
         let Some((_, op)) = OPS.iter().find(|(n, _)| *n == base) else {
-            return Err(format!("{at}: '{k}' is not a choice rule field or comparison operator"));
+            return Err(format!(
+                "{at}: '{k}' is not a choice rule field or comparison operator"
+            ));
         };
         if found.is_some() {
-            return Err(format!("{at}: a choice rule has exactly one comparison operator"));
+            return Err(format!(
+                "{at}: a choice rule has exactly one comparison operator"
+            ));
         }
         let operand = if is_path {
             let Some(p) = val.as_str() else {
@@ -166,14 +174,18 @@ pub fn parse(v: &Value, at: &str) -> Result<Rule, String> {
                 _ => val.is_boolean(),
             };
             if !ok {
-                return Err(format!("{at}.{k}: the value {val} has the wrong type for {base}"));
+                return Err(format!(
+                    "{at}.{k}: the value {val} has the wrong type for {base}"
+                ));
             }
             Operand::Lit(val.clone())
         };
         found = Some((*op, operand));
     }
     let Some((op, operand)) = found else {
-        return Err(format!("{at}: a choice rule with a Variable needs a comparison operator"));
+        return Err(format!(
+            "{at}: a choice rule with a Variable needs a comparison operator"
+        ));
     };
     Ok(Rule::Test {
         variable: variable.to_string(),
@@ -294,7 +306,9 @@ fn operand_lit(o: &Operand) -> Option<&Value> {
 fn test(op: Op, v: &Value, rhs: &Value) -> bool {
     use std::cmp::Ordering::{Equal, Greater, Less};
     let want = rhs.as_bool() == Some(true);
-    let ord = |o: Option<std::cmp::Ordering>, accept: &[std::cmp::Ordering]| o.is_some_and(|o| accept.contains(&o));
+    let ord = |o: Option<std::cmp::Ordering>, accept: &[std::cmp::Ordering]| {
+        o.is_some_and(|o| accept.contains(&o))
+    };
     let strs = || match (v, rhs) {
         (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
         _ => None,
@@ -303,7 +317,10 @@ fn test(op: Op, v: &Value, rhs: &Value) -> bool {
         (Some(a), Some(b)) if v.is_number() && rhs.is_number() => a.partial_cmp(&b),
         _ => None,
     };
-    let times = || match (v.as_str().and_then(timestamp), rhs.as_str().and_then(timestamp)) {
+    let times = || match (
+        v.as_str().and_then(timestamp),
+        rhs.as_str().and_then(timestamp),
+    ) {
         (Some(a), Some(b)) => Some(a.cmp(&b)),
         _ => None,
     };
@@ -346,7 +363,14 @@ mod tests {
         let r = parse(&rule, "Choices[0]").map_err(Failure::runtime)?;
         let ctx = json!({});
         let vars = Map::new();
-        eval(&r, &Scope { input: &input, context: &ctx, vars: &vars })
+        eval(
+            &r,
+            &Scope {
+                input: &input,
+                context: &ctx,
+                vars: &vars,
+            },
+        )
     }
 
     #[test]
@@ -354,26 +378,56 @@ mod tests {
         let i = json!({"s": "b", "n": 5, "t": true, "ts": "2026-01-01T00:00:00Z", "z": null, "other": "b", "m": 5.0});
         let cases = [
             (json!({"Variable": "$.s", "StringEquals": "b"}), true),
-            (json!({"Variable": "$.s", "StringEqualsPath": "$.other"}), true),
+            (
+                json!({"Variable": "$.s", "StringEqualsPath": "$.other"}),
+                true,
+            ),
             (json!({"Variable": "$.s", "StringLessThan": "c"}), true),
             (json!({"Variable": "$.s", "StringGreaterThan": "a"}), true),
-            (json!({"Variable": "$.s", "StringLessThanEquals": "b"}), true),
-            (json!({"Variable": "$.s", "StringGreaterThanEquals": "c"}), false),
+            (
+                json!({"Variable": "$.s", "StringLessThanEquals": "b"}),
+                true,
+            ),
+            (
+                json!({"Variable": "$.s", "StringGreaterThanEquals": "c"}),
+                false,
+            ),
             (json!({"Variable": "$.s", "StringMatches": "*"}), true),
-            (json!({"Variable": "$.ts", "StringMatches": "2026-*Z"}), true),
+            (
+                json!({"Variable": "$.ts", "StringMatches": "2026-*Z"}),
+                true,
+            ),
             (json!({"Variable": "$.ts", "StringMatches": "2025*"}), false),
             (json!({"Variable": "$.n", "NumericEquals": 5}), true),
             (json!({"Variable": "$.n", "NumericEqualsPath": "$.m"}), true),
             (json!({"Variable": "$.n", "NumericLessThan": 5}), false),
             (json!({"Variable": "$.n", "NumericGreaterThan": 4.5}), true),
             (json!({"Variable": "$.n", "NumericLessThanEquals": 5}), true),
-            (json!({"Variable": "$.n", "NumericGreaterThanEquals": 6}), false),
+            (
+                json!({"Variable": "$.n", "NumericGreaterThanEquals": 6}),
+                false,
+            ),
             (json!({"Variable": "$.t", "BooleanEquals": true}), true),
-            (json!({"Variable": "$.ts", "TimestampEquals": "2026-01-01T01:00:00+01:00"}), true),
-            (json!({"Variable": "$.ts", "TimestampLessThan": "2026-01-02T00:00:00Z"}), true),
-            (json!({"Variable": "$.ts", "TimestampGreaterThan": "2026-01-02T00:00:00Z"}), false),
-            (json!({"Variable": "$.ts", "TimestampLessThanEquals": "2026-01-01T00:00:00Z"}), true),
-            (json!({"Variable": "$.ts", "TimestampGreaterThanEquals": "2027-01-01T00:00:00Z"}), false),
+            (
+                json!({"Variable": "$.ts", "TimestampEquals": "2026-01-01T01:00:00+01:00"}),
+                true,
+            ),
+            (
+                json!({"Variable": "$.ts", "TimestampLessThan": "2026-01-02T00:00:00Z"}),
+                true,
+            ),
+            (
+                json!({"Variable": "$.ts", "TimestampGreaterThan": "2026-01-02T00:00:00Z"}),
+                false,
+            ),
+            (
+                json!({"Variable": "$.ts", "TimestampLessThanEquals": "2026-01-01T00:00:00Z"}),
+                true,
+            ),
+            (
+                json!({"Variable": "$.ts", "TimestampGreaterThanEquals": "2027-01-01T00:00:00Z"}),
+                false,
+            ),
             (json!({"Variable": "$.z", "IsNull": true}), true),
             (json!({"Variable": "$.nope", "IsPresent": false}), true),
             (json!({"Variable": "$.n", "IsPresent": true}), true),
@@ -385,9 +439,18 @@ mod tests {
             // A type mismatch is false, not an error.
             (json!({"Variable": "$.s", "NumericEquals": 5}), false),
             (json!({"Variable": "$.n", "StringEquals": "5"}), false),
-            (json!({"And": [{"Variable": "$.n", "NumericGreaterThan": 1}, {"Variable": "$.s", "StringEquals": "b"}]}), true),
-            (json!({"Or": [{"Variable": "$.n", "NumericGreaterThan": 10}, {"Variable": "$.s", "StringEquals": "x"}]}), false),
-            (json!({"Not": {"Variable": "$.s", "StringEquals": "x"}}), true),
+            (
+                json!({"And": [{"Variable": "$.n", "NumericGreaterThan": 1}, {"Variable": "$.s", "StringEquals": "b"}]}),
+                true,
+            ),
+            (
+                json!({"Or": [{"Variable": "$.n", "NumericGreaterThan": 10}, {"Variable": "$.s", "StringEquals": "x"}]}),
+                false,
+            ),
+            (
+                json!({"Not": {"Variable": "$.s", "StringEquals": "x"}}),
+                true,
+            ),
         ];
         for (rule, want) in cases {
             assert_eq!(check(rule.clone(), i.clone()), Ok(want), "{rule}");
@@ -401,9 +464,17 @@ mod tests {
         assert!(string_matches("a\\*b", "a*b"));
         assert!(!string_matches("a\\*b", "axb"));
         assert!(string_matches("*a*b*", "xxaxxbxx"));
-        let e = check(json!({"Variable": "$.nope", "StringEquals": "x"}), json!({})).unwrap_err();
+        let e = check(
+            json!({"Variable": "$.nope", "StringEquals": "x"}),
+            json!({}),
+        )
+        .unwrap_err();
         assert_eq!(e.error, "States.Runtime");
-        assert!(parse(&json!({"Variable": "$.x", "NumericEquals": "5"}), "Choices[0]").is_err());
+        assert!(parse(
+            &json!({"Variable": "$.x", "NumericEquals": "5"}),
+            "Choices[0]"
+        )
+        .is_err());
         assert!(parse(&json!({"Variable": "$.x", "Bogus": 1}), "Choices[0]").is_err());
     }
 }

@@ -230,26 +230,87 @@ const COMMON: &[&str] = &["Type", "Comment", "QueryLanguage"];
 
 fn allowed(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
-        "Pass" => &["Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "Result", "Assign"],
+        "Pass" => &[
+            "Next",
+            "End",
+            "InputPath",
+            "OutputPath",
+            "ResultPath",
+            "Parameters",
+            "Result",
+            "Assign",
+        ],
         "Task" => &[
-            "Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Retry",
-            "Catch", "Resource", "TimeoutSeconds", "TimeoutSecondsPath", "HeartbeatSeconds",
-            "HeartbeatSecondsPath", "Credentials", "Assign",
+            "Next",
+            "End",
+            "InputPath",
+            "OutputPath",
+            "ResultPath",
+            "Parameters",
+            "ResultSelector",
+            "Retry",
+            "Catch",
+            "Resource",
+            "TimeoutSeconds",
+            "TimeoutSecondsPath",
+            "HeartbeatSeconds",
+            "HeartbeatSecondsPath",
+            "Credentials",
+            "Assign",
         ],
         "Choice" => &["InputPath", "OutputPath", "Choices", "Default", "Assign"],
-        "Wait" => &["Next", "End", "InputPath", "OutputPath", "Seconds", "SecondsPath", "Timestamp", "TimestampPath", "Assign"],
+        "Wait" => &[
+            "Next",
+            "End",
+            "InputPath",
+            "OutputPath",
+            "Seconds",
+            "SecondsPath",
+            "Timestamp",
+            "TimestampPath",
+            "Assign",
+        ],
         "Succeed" => &["InputPath", "OutputPath"],
         "Fail" => &["Error", "ErrorPath", "Cause", "CausePath"],
         "Parallel" => &[
-            "Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Retry",
-            "Catch", "Branches", "Assign",
+            "Next",
+            "End",
+            "InputPath",
+            "OutputPath",
+            "ResultPath",
+            "Parameters",
+            "ResultSelector",
+            "Retry",
+            "Catch",
+            "Branches",
+            "Assign",
         ],
         "Map" => &[
-            "Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Retry",
-            "Catch", "ItemsPath", "Items", "ItemSelector", "ItemProcessor", "Iterator", "MaxConcurrency",
-            "MaxConcurrencyPath", "ToleratedFailureCount", "ToleratedFailureCountPath",
-            "ToleratedFailurePercentage", "ToleratedFailurePercentagePath", "ItemReader", "ResultWriter",
-            "ItemBatcher", "Label", "Assign",
+            "Next",
+            "End",
+            "InputPath",
+            "OutputPath",
+            "ResultPath",
+            "Parameters",
+            "ResultSelector",
+            "Retry",
+            "Catch",
+            "ItemsPath",
+            "Items",
+            "ItemSelector",
+            "ItemProcessor",
+            "Iterator",
+            "MaxConcurrency",
+            "MaxConcurrencyPath",
+            "ToleratedFailureCount",
+            "ToleratedFailureCountPath",
+            "ToleratedFailurePercentage",
+            "ToleratedFailurePercentagePath",
+            "ItemReader",
+            "ResultWriter",
+            "ItemBatcher",
+            "Label",
+            "Assign",
         ],
         _ => return None,
     })
@@ -272,8 +333,20 @@ impl Definition {
             return Err(schema("/", "The definition must be a JSON object"));
         };
         for k in m.keys() {
-            if !["StartAt", "States", "Comment", "Version", "TimeoutSeconds", "QueryLanguage"].contains(&k.as_str()) {
-                return Err(schema(format!("/{k}"), format!("Field '{k}' is not supported at the top level")));
+            if ![
+                "StartAt",
+                "States",
+                "Comment",
+                "Version",
+                "TimeoutSeconds",
+                "QueryLanguage",
+            ]
+            .contains(&k.as_str())
+            {
+                return Err(schema(
+                    format!("/{k}"),
+                    format!("Field '{k}' is not supported at the top level"),
+                ));
             }
         }
         check_language(m, "")?;
@@ -281,7 +354,10 @@ impl Definition {
         let timeout_seconds = match m.get("TimeoutSeconds") {
             None => None,
             Some(t) => Some(t.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                schema("/TimeoutSeconds", "TimeoutSeconds must be a positive integer")
+                schema(
+                    "/TimeoutSeconds",
+                    "TimeoutSeconds must be a positive integer",
+                )
             })?),
         };
         if let Some(ver) = m.get("Version") {
@@ -318,21 +394,37 @@ fn check_language(m: &Map<String, Value>, at: &str) -> Result<(), DefinitionErro
             format!("{at}/QueryLanguage"),
             "The JSONata query language is not supported by this gateway yet; use JSONPath",
         )),
-        Some(_) => Err(schema(format!("{at}/QueryLanguage"), "QueryLanguage must be JSONPath or JSONata")),
+        Some(_) => Err(schema(
+            format!("{at}/QueryLanguage"),
+            "QueryLanguage must be JSONPath or JSONata",
+        )),
     }
 }
 
 fn state_list(m: &Map<String, Value>, at: &str) -> Result<StateList, DefinitionError> {
     let Some(start_at) = m.get("StartAt").and_then(Value::as_str) else {
-        return Err(schema(format!("{at}/StartAt"), "StartAt is required and must be a string"));
+        return Err(schema(
+            format!("{at}/StartAt"),
+            "StartAt is required and must be a string",
+        ));
     };
-    let Some(raw) = m.get("States").and_then(Value::as_object).filter(|s| !s.is_empty()) else {
-        return Err(schema(format!("{at}/States"), "States is required and must be a non-empty object"));
+    let Some(raw) = m
+        .get("States")
+        .and_then(Value::as_object)
+        .filter(|s| !s.is_empty())
+    else {
+        return Err(schema(
+            format!("{at}/States"),
+            "States is required and must be a non-empty object",
+        ));
     };
     let mut states = BTreeMap::new();
     for (name, s) in raw {
         if name.is_empty() || name.chars().count() > 80 {
-            return Err(schema(format!("{at}/States/{name}"), "A state name must have 1 to 80 characters"));
+            return Err(schema(
+                format!("{at}/States/{name}"),
+                "A state name must have 1 to 80 characters",
+            ));
         }
         states.insert(name.clone(), state(s, &format!("{at}/States/{name}"))?);
     }
@@ -378,7 +470,10 @@ fn state_list(m: &Map<String, Value>, at: &str) -> Result<StateList, DefinitionE
         }
     }
     if let Some(lost) = states.keys().find(|k| !seen.contains(*k)) {
-        return Err(schema(format!("{at}/States/{lost}"), format!("State '{lost}' is not reachable")));
+        return Err(schema(
+            format!("{at}/States/{lost}"),
+            format!("State '{lost}' is not reachable"),
+        ));
     }
     Ok(StateList {
         start_at: start_at.to_string(),
@@ -386,7 +481,11 @@ fn state_list(m: &Map<String, Value>, at: &str) -> Result<StateList, DefinitionE
     })
 }
 
-fn opt_path(m: &Map<String, Value>, key: &str, at: &str) -> Result<Option<Option<String>>, DefinitionError> {
+fn opt_path(
+    m: &Map<String, Value>,
+    key: &str,
+    at: &str,
+) -> Result<Option<Option<String>>, DefinitionError> {
     match m.get(key) {
         None => Ok(None),
         Some(Value::Null) => Ok(Some(None)),
@@ -397,7 +496,10 @@ fn opt_path(m: &Map<String, Value>, key: &str, at: &str) -> Result<Option<Option
             }
             Ok(Some(Some(s.clone())))
         }
-        Some(_) => Err(schema(format!("{at}/{key}"), format!("{key} must be a path string or null"))),
+        Some(_) => Err(schema(
+            format!("{at}/{key}"),
+            format!("{key} must be a path string or null"),
+        )),
     }
 }
 
@@ -411,18 +513,43 @@ fn template(m: &Map<String, Value>, key: &str, at: &str) -> Result<Option<Value>
     }
 }
 
-fn secs(m: &Map<String, Value>, key: &str, at: &str, allow_zero: bool) -> Result<Option<Secs>, DefinitionError> {
+fn secs(
+    m: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    allow_zero: bool,
+) -> Result<Option<Secs>, DefinitionError> {
     let path_key = format!("{key}Path");
     match (m.get(key), m.get(&path_key)) {
-        (Some(_), Some(_)) => Err(schema(format!("{at}/{key}"), format!("{key} and {path_key} cannot both be set"))),
+        (Some(_), Some(_)) => Err(schema(
+            format!("{at}/{key}"),
+            format!("{key} and {path_key} cannot both be set"),
+        )),
         (Some(v), None) => {
-            let n = v.as_f64().filter(|n| *n >= 0.0 && (allow_zero || *n > 0.0) && n.fract() == 0.0);
+            let n = v
+                .as_f64()
+                .filter(|n| *n >= 0.0 && (allow_zero || *n > 0.0) && n.fract() == 0.0);
             n.map(|n| Some(Secs::Fixed(n))).ok_or_else(|| {
-                schema(format!("{at}/{key}"), format!("{key} must be a {} integer", if allow_zero { "non-negative" } else { "positive" }))
+                schema(
+                    format!("{at}/{key}"),
+                    format!(
+                        "{key} must be a {} integer",
+                        if allow_zero {
+                            "non-negative"
+                        } else {
+                            "positive"
+                        }
+                    ),
+                )
             })
         }
         (None, Some(v)) => {
-            let s = v.as_str().ok_or_else(|| schema(format!("{at}/{path_key}"), format!("{path_key} must be a path")))?;
+            let s = v.as_str().ok_or_else(|| {
+                schema(
+                    format!("{at}/{path_key}"),
+                    format!("{path_key} must be a path"),
+                )
+            })?;
             Path::parse(s).map_err(|e| schema(format!("{at}/{path_key}"), e))?;
             Ok(Some(Secs::Path(s.to_string())))
         }
@@ -433,13 +560,23 @@ fn secs(m: &Map<String, Value>, key: &str, at: &str, allow_zero: bool) -> Result
 fn error_list(v: Option<&Value>, at: &str) -> Result<Vec<String>, DefinitionError> {
     let list: Vec<String> = v
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     if list.is_empty() || v.and_then(Value::as_array).map(Vec::len) != Some(list.len()) {
-        return Err(schema(format!("{at}/ErrorEquals"), "ErrorEquals must be a non-empty array of error names"));
+        return Err(schema(
+            format!("{at}/ErrorEquals"),
+            "ErrorEquals must be a non-empty array of error names",
+        ));
     }
     if list.iter().any(|e| e == crate::errors::ALL) && list.len() > 1 {
-        return Err(schema(format!("{at}/ErrorEquals"), "States.ALL must appear alone in its ErrorEquals"));
+        return Err(schema(
+            format!("{at}/ErrorEquals"),
+            "States.ALL must appear alone in its ErrorEquals",
+        ));
     }
     Ok(list)
 }
@@ -456,11 +593,21 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
     };
     for k in m.keys() {
         if !COMMON.contains(&k.as_str()) && !fields.contains(&k.as_str()) {
-            return Err(schema(format!("{at}/{k}"), format!("Field '{k}' is not supported by {kind} states")));
+            return Err(schema(
+                format!("{at}/{k}"),
+                format!("Field '{k}' is not supported by {kind} states"),
+            ));
         }
     }
     check_language(m, at)?;
-    let next = m.get("Next").map(|n| n.as_str().map(String::from).ok_or_else(|| schema(format!("{at}/Next"), "Next must be a state name"))).transpose()?;
+    let next = m
+        .get("Next")
+        .map(|n| {
+            n.as_str()
+                .map(String::from)
+                .ok_or_else(|| schema(format!("{at}/Next"), "Next must be a state name"))
+        })
+        .transpose()?;
     let end = match m.get("End") {
         None => false,
         Some(Value::Bool(b)) => *b,
@@ -485,27 +632,61 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                 return Err(schema(at, "A retrier must be an object"));
             };
             for k in r.keys() {
-                if !["ErrorEquals", "IntervalSeconds", "MaxAttempts", "BackoffRate", "MaxDelaySeconds", "JitterStrategy", "Comment"].contains(&k.as_str()) {
-                    return Err(schema(format!("{at}/{k}"), format!("Field '{k}' is not supported in a retrier")));
+                if ![
+                    "ErrorEquals",
+                    "IntervalSeconds",
+                    "MaxAttempts",
+                    "BackoffRate",
+                    "MaxDelaySeconds",
+                    "JitterStrategy",
+                    "Comment",
+                ]
+                .contains(&k.as_str())
+                {
+                    return Err(schema(
+                        format!("{at}/{k}"),
+                        format!("Field '{k}' is not supported in a retrier"),
+                    ));
                 }
             }
             let num = |k: &str, d: f64, min: f64| -> Result<f64, DefinitionError> {
                 match r.get(k) {
                     None => Ok(d),
-                    Some(v) => v.as_f64().filter(|n| *n >= min).ok_or_else(|| schema(format!("{at}/{k}"), format!("{k} must be a number of at least {min}"))),
+                    Some(v) => v.as_f64().filter(|n| *n >= min).ok_or_else(|| {
+                        schema(
+                            format!("{at}/{k}"),
+                            format!("{k} must be a number of at least {min}"),
+                        )
+                    }),
                 }
             };
             let interval = num("IntervalSeconds", 1.0, 1.0)?;
             let max_attempts = num("MaxAttempts", 3.0, 0.0)?;
             let backoff = num("BackoffRate", 2.0, 1.0)?;
-            let max_delay = r.get("MaxDelaySeconds").map(|_| num("MaxDelaySeconds", 0.0, 1.0)).transpose()?;
+            let max_delay = r
+                .get("MaxDelaySeconds")
+                .map(|_| num("MaxDelaySeconds", 0.0, 1.0))
+                .transpose()?;
             let jitter = match r.get("JitterStrategy").map(Value::as_str) {
                 None | Some(Some("NONE")) => false,
                 Some(Some("FULL")) => true,
-                _ => return Err(schema(format!("{at}/JitterStrategy"), "JitterStrategy must be FULL or NONE")),
+                _ => {
+                    return Err(schema(
+                        format!("{at}/JitterStrategy"),
+                        "JitterStrategy must be FULL or NONE",
+                    ))
+                }
             };
-            if list.len() > 1 && i + 1 < list.len() && error_list(r.get("ErrorEquals"), &at)?.iter().any(|e| e == crate::errors::ALL) {
-                return Err(schema(format!("{at}/ErrorEquals"), "A retrier with States.ALL must be the last one"));
+            if list.len() > 1
+                && i + 1 < list.len()
+                && error_list(r.get("ErrorEquals"), &at)?
+                    .iter()
+                    .any(|e| e == crate::errors::ALL)
+            {
+                return Err(schema(
+                    format!("{at}/ErrorEquals"),
+                    "A retrier with States.ALL must be the last one",
+                ));
             }
             retry.push(Retrier {
                 error_equals: error_list(r.get("ErrorEquals"), &at)?,
@@ -528,27 +709,55 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                 return Err(schema(at, "A catcher must be an object"));
             };
             for k in c.keys() {
-                if !["ErrorEquals", "Next", "ResultPath", "Comment", "Assign", "Output"].contains(&k.as_str()) {
-                    return Err(schema(format!("{at}/{k}"), format!("Field '{k}' is not supported in a catcher")));
+                if ![
+                    "ErrorEquals",
+                    "Next",
+                    "ResultPath",
+                    "Comment",
+                    "Assign",
+                    "Output",
+                ]
+                .contains(&k.as_str())
+                {
+                    return Err(schema(
+                        format!("{at}/{k}"),
+                        format!("Field '{k}' is not supported in a catcher"),
+                    ));
                 }
             }
             let errors = error_list(c.get("ErrorEquals"), &at)?;
             if errors.iter().any(|e| e == crate::errors::ALL) && i + 1 < list.len() {
-                return Err(schema(format!("{at}/ErrorEquals"), "A catcher with States.ALL must be the last one"));
+                return Err(schema(
+                    format!("{at}/ErrorEquals"),
+                    "A catcher with States.ALL must be the last one",
+                ));
             }
             catch.push(Catcher {
                 error_equals: errors,
-                next: c.get("Next").and_then(Value::as_str).map(String::from).ok_or_else(|| schema(format!("{at}/Next"), "Next is required in a catcher"))?,
+                next: c
+                    .get("Next")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .ok_or_else(|| schema(format!("{at}/Next"), "Next is required in a catcher"))?,
                 result_path: opt_path(c, "ResultPath", &at)?,
                 assign: template(c, "Assign", &at)?,
             });
         }
     }
     let kind_data = match kind {
-        "Pass" => Kind::Pass { result: m.get("Result").cloned() },
+        "Pass" => Kind::Pass {
+            result: m.get("Result").cloned(),
+        },
         "Task" => {
-            let Some(resource) = m.get("Resource").and_then(Value::as_str).filter(|r| !r.is_empty()) else {
-                return Err(schema(format!("{at}/Resource"), "Resource is required and must be a URI string"));
+            let Some(resource) = m
+                .get("Resource")
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+            else {
+                return Err(schema(
+                    format!("{at}/Resource"),
+                    "Resource is required and must be a URI string",
+                ));
             };
             Kind::Task {
                 resource: resource.to_string(),
@@ -557,8 +766,15 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
             }
         }
         "Choice" => {
-            let Some(list) = m.get("Choices").and_then(Value::as_array).filter(|l| !l.is_empty()) else {
-                return Err(schema(format!("{at}/Choices"), "Choices is required and must be a non-empty array"));
+            let Some(list) = m
+                .get("Choices")
+                .and_then(Value::as_array)
+                .filter(|l| !l.is_empty())
+            else {
+                return Err(schema(
+                    format!("{at}/Choices"),
+                    "Choices is required and must be a non-empty array",
+                ));
             };
             let mut choices = Vec::new();
             for (i, c) in list.iter().enumerate() {
@@ -570,22 +786,48 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                 if let Some(a) = c.get("Assign") {
                     check_template(a).map_err(|e| schema(format!("{loc}/Assign"), e))?;
                 }
-                choices.push(Branch { rule, next: next.to_string(), assign: c.get("Assign").cloned() });
+                choices.push(Branch {
+                    rule,
+                    next: next.to_string(),
+                    assign: c.get("Assign").cloned(),
+                });
             }
-            Kind::Choice { choices, default: m.get("Default").and_then(Value::as_str).map(String::from) }
+            Kind::Choice {
+                choices,
+                default: m.get("Default").and_then(Value::as_str).map(String::from),
+            }
         }
         "Wait" => {
-            let ways = ["Seconds", "SecondsPath", "Timestamp", "TimestampPath"].iter().filter(|k| m.contains_key(**k)).count();
+            let ways = ["Seconds", "SecondsPath", "Timestamp", "TimestampPath"]
+                .iter()
+                .filter(|k| m.contains_key(**k))
+                .count();
             if ways != 1 {
                 return Err(schema(at, "A Wait state needs exactly one of Seconds, SecondsPath, Timestamp and TimestampPath"));
             }
             if let Some(s) = secs(m, "Seconds", at, true)? {
                 Kind::Wait(WaitFor::Seconds(s))
             } else if let Some(t) = m.get("Timestamp") {
-                let t = t.as_str().filter(|t| choice::timestamp(t).is_some()).ok_or_else(|| schema(format!("{at}/Timestamp"), "Timestamp must be an RFC 3339 timestamp (2026-01-01T00:00:00Z)"))?;
+                let t = t
+                    .as_str()
+                    .filter(|t| choice::timestamp(t).is_some())
+                    .ok_or_else(|| {
+                        schema(
+                            format!("{at}/Timestamp"),
+                            "Timestamp must be an RFC 3339 timestamp (2026-01-01T00:00:00Z)",
+                        )
+                    })?;
                 Kind::Wait(WaitFor::Timestamp(t.to_string()))
             } else {
-                let p = m.get("TimestampPath").and_then(Value::as_str).ok_or_else(|| schema(format!("{at}/TimestampPath"), "TimestampPath must be a path"))?;
+                let p = m
+                    .get("TimestampPath")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        schema(
+                            format!("{at}/TimestampPath"),
+                            "TimestampPath must be a path",
+                        )
+                    })?;
                 Path::parse(p).map_err(|e| schema(format!("{at}/TimestampPath"), e))?;
                 Kind::Wait(WaitFor::TimestampPath(p.to_string()))
             }
@@ -595,10 +837,20 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
             let pair = |k: &str| -> Result<Option<Text>, DefinitionError> {
                 let pk = format!("{k}Path");
                 match (m.get(k), m.get(&pk)) {
-                    (Some(_), Some(_)) => Err(schema(format!("{at}/{k}"), format!("{k} and {pk} cannot both be set"))),
-                    (Some(v), None) => v.as_str().map(|s| Some(Text::Lit(s.to_string()))).ok_or_else(|| schema(format!("{at}/{k}"), format!("{k} must be a string"))),
+                    (Some(_), Some(_)) => Err(schema(
+                        format!("{at}/{k}"),
+                        format!("{k} and {pk} cannot both be set"),
+                    )),
+                    (Some(v), None) => v
+                        .as_str()
+                        .map(|s| Some(Text::Lit(s.to_string())))
+                        .ok_or_else(|| {
+                            schema(format!("{at}/{k}"), format!("{k} must be a string"))
+                        }),
                     (None, Some(v)) => {
-                        let p = v.as_str().ok_or_else(|| schema(format!("{at}/{pk}"), format!("{pk} must be a path")))?;
+                        let p = v.as_str().ok_or_else(|| {
+                            schema(format!("{at}/{pk}"), format!("{pk} must be a path"))
+                        })?;
                         if !p.starts_with("States.") {
                             Path::parse(p).map_err(|e| schema(format!("{at}/{pk}"), e))?;
                         }
@@ -607,16 +859,31 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                     (None, None) => Ok(None),
                 }
             };
-            Kind::Fail { error: pair("Error")?, cause: pair("Cause")? }
+            Kind::Fail {
+                error: pair("Error")?,
+                cause: pair("Cause")?,
+            }
         }
         "Parallel" => {
-            let Some(list) = m.get("Branches").and_then(Value::as_array).filter(|l| !l.is_empty()) else {
-                return Err(schema(format!("{at}/Branches"), "Branches is required and must be a non-empty array"));
+            let Some(list) = m
+                .get("Branches")
+                .and_then(Value::as_array)
+                .filter(|l| !l.is_empty())
+            else {
+                return Err(schema(
+                    format!("{at}/Branches"),
+                    "Branches is required and must be a non-empty array",
+                ));
             };
             let mut branches = Vec::new();
             for (i, b) in list.iter().enumerate() {
                 let loc = format!("{at}/Branches[{i}]");
-                let bm = b.as_object().ok_or_else(|| schema(loc.clone(), "A branch must be an object with StartAt and States"))?;
+                let bm = b.as_object().ok_or_else(|| {
+                    schema(
+                        loc.clone(),
+                        "A branch must be an object with StartAt and States",
+                    )
+                })?;
                 branches.push(state_list(bm, &loc)?);
             }
             Kind::Parallel { branches }
@@ -625,12 +892,26 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
             let (key, proc) = match (m.get("ItemProcessor"), m.get("Iterator")) {
                 (Some(p), None) => ("ItemProcessor", p),
                 (None, Some(p)) => ("Iterator", p),
-                _ => return Err(schema(at, "A Map state needs exactly one of ItemProcessor and Iterator")),
+                _ => {
+                    return Err(schema(
+                        at,
+                        "A Map state needs exactly one of ItemProcessor and Iterator",
+                    ))
+                }
             };
             let loc = format!("{at}/{key}");
-            let pm = proc.as_object().ok_or_else(|| schema(loc.clone(), "The item processor must be an object with StartAt and States"))?;
+            let pm = proc.as_object().ok_or_else(|| {
+                schema(
+                    loc.clone(),
+                    "The item processor must be an object with StartAt and States",
+                )
+            })?;
             if let Some(cfg) = pm.get("ProcessorConfig") {
-                if cfg.get("Mode").and_then(Value::as_str).is_some_and(|mode| mode != "INLINE") {
+                if cfg
+                    .get("Mode")
+                    .and_then(Value::as_str)
+                    .is_some_and(|mode| mode != "INLINE")
+                {
                     return Err(schema(format!("{loc}/ProcessorConfig/Mode"), "Only INLINE Map states run here; DISTRIBUTED mode (S3 item readers, child executions) is not supported"));
                 }
             }
@@ -638,16 +919,24 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
             inner.remove("ProcessorConfig");
             for k in ["ItemReader", "ResultWriter", "ItemBatcher"] {
                 if m.contains_key(k) {
-                    return Err(schema(format!("{at}/{k}"), format!("{k} belongs to DISTRIBUTED Map states, which are not supported")));
+                    return Err(schema(
+                        format!("{at}/{k}"),
+                        format!("{k} belongs to DISTRIBUTED Map states, which are not supported"),
+                    ));
                 }
             }
             if m.contains_key("ItemSelector") && m.contains_key("Parameters") {
-                return Err(schema(format!("{at}/Parameters"), "A Map state takes ItemSelector or Parameters, not both"));
+                return Err(schema(
+                    format!("{at}/Parameters"),
+                    "A Map state takes ItemSelector or Parameters, not both",
+                ));
             }
             let items_path = match m.get("ItemsPath") {
                 None => None,
                 Some(v) => {
-                    let p = v.as_str().ok_or_else(|| schema(format!("{at}/ItemsPath"), "ItemsPath must be a path"))?;
+                    let p = v.as_str().ok_or_else(|| {
+                        schema(format!("{at}/ItemsPath"), "ItemsPath must be a path")
+                    })?;
                     Path::parse(p).map_err(|e| schema(format!("{at}/ItemsPath"), e))?;
                     Some(p.to_string())
                 }
@@ -665,7 +954,12 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                 tolerated_percentage: secs(m, "ToleratedFailurePercentage", at, true)?,
             }))
         }
-        _ => return Err(schema(format!("{at}/Type"), format!("'{kind}' is not a state type"))),
+        _ => {
+            return Err(schema(
+                format!("{at}/Type"),
+                format!("'{kind}' is not a state type"),
+            ))
+        }
     };
     let is_map = matches!(kind_data, Kind::Map(_));
     Ok(State {
@@ -674,7 +968,11 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
         input_path: opt_path(m, "InputPath", at)?,
         output_path: opt_path(m, "OutputPath", at)?,
         result_path: opt_path(m, "ResultPath", at)?,
-        parameters: if is_map { None } else { template(m, "Parameters", at)? },
+        parameters: if is_map {
+            None
+        } else {
+            template(m, "Parameters", at)?
+        },
         result_selector: template(m, "ResultSelector", at)?,
         retry,
         catch,
@@ -688,7 +986,11 @@ mod tests {
 
     fn err(def: &str) -> DefinitionError {
         match Definition::parse(def) {
-            Ok(_) => DefinitionError { code: "OK", message: String::new(), location: String::new() },
+            Ok(_) => DefinitionError {
+                code: "OK",
+                message: String::new(),
+                location: String::new(),
+            },
             Err(e) => e,
         }
     }
@@ -696,20 +998,33 @@ mod tests {
     #[test]
     fn errors_name_the_state_and_field() {
         let e = err(r#"{"StartAt":"A","States":{"A":{"Type":"Pass","Next":"B"}}}"#);
-        assert_eq!((e.code, e.location.as_str()), ("MISSING_TRANSITION_TARGET", "/States/A/Next"));
+        assert_eq!(
+            (e.code, e.location.as_str()),
+            ("MISSING_TRANSITION_TARGET", "/States/A/Next")
+        );
         let e = err(r#"{"StartAt":"A","States":{"A":{"Type":"Pass"}}}"#);
-        assert_eq!((e.code, e.location.as_str()), ("SCHEMA_VALIDATION_FAILED", "/States/A"));
+        assert_eq!(
+            (e.code, e.location.as_str()),
+            ("SCHEMA_VALIDATION_FAILED", "/States/A")
+        );
         let e = err(r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true,"Seconds":3}}}"#);
         assert_eq!(e.location, "/States/A/Seconds");
         let e = err(r#"{"StartAt":"A","States":{"A":{"Type":"Task","End":true}}}"#);
         assert_eq!(e.location, "/States/A/Resource");
-        let e = err(r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true},"B":{"Type":"Succeed"}}}"#);
+        let e = err(
+            r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true},"B":{"Type":"Succeed"}}}"#,
+        );
         assert!(e.message.contains("not reachable"), "{e}");
-        let e = err(r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true,"ResultPath":"$[*]"}}}"#);
+        let e =
+            err(r#"{"StartAt":"A","States":{"A":{"Type":"Pass","End":true,"ResultPath":"$[*]"}}}"#);
         assert_eq!(e.location, "/States/A/ResultPath");
-        let e = err(r#"{"StartAt":"A","States":{"A":{"Type":"Task","Resource":"x","End":true,"Retry":[{"ErrorEquals":["States.ALL"]},{"ErrorEquals":["X"]}]}}}"#);
+        let e = err(
+            r#"{"StartAt":"A","States":{"A":{"Type":"Task","Resource":"x","End":true,"Retry":[{"ErrorEquals":["States.ALL"]},{"ErrorEquals":["X"]}]}}}"#,
+        );
         assert_eq!(e.location, "/States/A/Retry[0]/ErrorEquals");
-        let e = err(r#"{"StartAt":"P","States":{"P":{"Type":"Parallel","End":true,"Branches":[{"StartAt":"X","States":{"X":{"Type":"Pass","Next":"Y"}}}]}}}"#);
+        let e = err(
+            r#"{"StartAt":"P","States":{"P":{"Type":"Parallel","End":true,"Branches":[{"StartAt":"X","States":{"X":{"Type":"Pass","Next":"Y"}}}]}}}"#,
+        );
         assert_eq!(e.location, "/States/P/Branches[0]/States/X/Next");
         let e = err("{not json");
         assert_eq!(e.code, "INVALID_JSON_DESCRIPTION");

@@ -207,7 +207,10 @@ fn details_field(kind: &str) -> String {
         return format!("{base}EventDetails");
     }
     let mut c = kind.chars();
-    let first = c.next().map(|f| f.to_ascii_lowercase().to_string()).unwrap_or_default();
+    let first = c
+        .next()
+        .map(|f| f.to_ascii_lowercase().to_string())
+        .unwrap_or_default();
     format!("{first}{}EventDetails", c.as_str())
 }
 
@@ -228,7 +231,12 @@ fn secs_of(s: &Secs, scope: &Scope<'_>, field: &str) -> Result<f64, Failure> {
 
 impl Run {
     /// A new execution of `def` with `input`: `ExecutionStarted`, then the first state.
-    pub fn start(def: &Definition, info: &ExecutionInfo, input: Value, now_ms: i64) -> (Self, Vec<Action>) {
+    pub fn start(
+        def: &Definition,
+        info: &ExecutionInfo,
+        input: Value,
+        now_ms: i64,
+    ) -> (Self, Vec<Action>) {
         let context = json!({
             "Execution": {
                 "Id": info.id,
@@ -249,9 +257,9 @@ impl Run {
             threads: BTreeMap::new(),
             next_id: 1,
             last_event: 0,
-            deadline_ms: def
-                .timeout_seconds
-                .map(|s| now_ms.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))),
+            deadline_ms: def.timeout_seconds.map(|s| {
+                now_ms.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))
+            }),
             seed: info.seed,
             token_prefix: info.token_prefix.clone(),
             events: Vec::new(),
@@ -299,7 +307,9 @@ impl Run {
             .values()
             .filter_map(|t| match &t.step {
                 Step::Task {
-                    call, submitted: false, ..
+                    call,
+                    submitted: false,
+                    ..
                 } => Some(call.clone()),
                 _ => None,
             })
@@ -362,7 +372,10 @@ impl Run {
     }
 
     fn thread_event(&mut self, tid: u64, now_ms: i64, kind: &str, details: Value) {
-        let prev = self.threads.get(&tid).map_or(self.last_event, |t| t.prev_event);
+        let prev = self
+            .threads
+            .get(&tid)
+            .map_or(self.last_event, |t| t.prev_event);
         let id = self.event(prev, now_ms, kind, details);
         if let Some(t) = self.threads.get_mut(&tid) {
             t.prev_event = id;
@@ -371,7 +384,10 @@ impl Run {
 
     fn rng(&mut self) -> fastrand::Rng {
         let rng = fastrand::Rng::with_seed(self.seed);
-        self.seed = self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.seed = self
+            .seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         rng
     }
 
@@ -383,8 +399,16 @@ impl Run {
         }
         if self.deadline_ms.is_some_and(|d| d <= now_ms) {
             self.end_all(&mut actions);
-            let f = Failure::new(errors::TIMEOUT, "The execution ran longer than the TimeoutSeconds of its definition.");
-            self.event(self.last_event, now_ms, "ExecutionTimedOut", json!({"error": f.error, "cause": f.cause}));
+            let f = Failure::new(
+                errors::TIMEOUT,
+                "The execution ran longer than the TimeoutSeconds of its definition.",
+            );
+            self.event(
+                self.last_event,
+                now_ms,
+                "ExecutionTimedOut",
+                json!({"error": f.error, "cause": f.cause}),
+            );
             self.status = RunStatus::TimedOut;
             self.error = Some(f);
             return actions;
@@ -400,7 +424,10 @@ impl Run {
                         deadline_ms,
                         heartbeat_due_ms,
                         ..
-                    } => deadline_ms.is_some_and(|d| d <= now_ms) || heartbeat_due_ms.is_some_and(|h| h <= now_ms),
+                    } => {
+                        deadline_ms.is_some_and(|d| d <= now_ms)
+                            || heartbeat_due_ms.is_some_and(|h| h <= now_ms)
+                    }
                     Step::Join(_) => false,
                 })
                 .map(|(id, _)| *id)
@@ -412,7 +439,9 @@ impl Run {
                 if self.done() {
                     return actions;
                 }
-                let Some(t) = self.threads.get(&tid) else { continue };
+                let Some(t) = self.threads.get(&tid) else {
+                    continue;
+                };
                 match t.step.clone() {
                     Step::Enter { again } => self.enter(def, tid, again, now_ms, &mut actions),
                     Step::Wait { output, .. } => {
@@ -448,7 +477,13 @@ impl Run {
     }
 
     /// A task's answer: its output, or its error.
-    pub fn task_done(&mut self, def: &Definition, task: u64, result: Result<Value, Failure>, now_ms: i64) -> Vec<Action> {
+    pub fn task_done(
+        &mut self,
+        def: &Definition,
+        task: u64,
+        result: Result<Value, Failure>,
+        now_ms: i64,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         let Some((tid, call)) = self.threads.iter().find_map(|(id, t)| match &t.step {
             Step::Task { call, .. } if call.task == task => Some((*id, call.clone())),
@@ -470,7 +505,12 @@ impl Run {
                 }
             }
             Err(f) => {
-                self.thread_event(tid, now_ms, "TaskFailed", json!({"resourceType": rt, "resource": rn, "error": f.error, "cause": f.cause}));
+                self.thread_event(
+                    tid,
+                    now_ms,
+                    "TaskFailed",
+                    json!({"resourceType": rt, "resource": rn, "error": f.error, "cause": f.cause}),
+                );
                 self.fail_state(def, tid, f, now_ms, &mut actions);
             }
         }
@@ -481,13 +521,18 @@ impl Run {
     /// A `.waitForTaskToken` task's request is out: from now on it only waits for its token
     /// (a restart does not send it again).
     pub fn task_submitted(&mut self, task: u64, output: Value, now_ms: i64) {
-        let found = self.threads.iter_mut().find_map(|(id, t)| match &mut t.step {
-            Step::Task { call, submitted, .. } if call.task == task && !*submitted => {
-                *submitted = true;
-                Some((*id, call.resource.clone()))
-            }
-            _ => None,
-        });
+        let found = self
+            .threads
+            .iter_mut()
+            .find_map(|(id, t)| match &mut t.step {
+                Step::Task {
+                    call, submitted, ..
+                } if call.task == task && !*submitted => {
+                    *submitted = true;
+                    Some((*id, call.resource.clone()))
+                }
+                _ => None,
+            });
         if let Some((tid, resource)) = found {
             self.thread_event(tid, now_ms, "TaskSubmitted", json!({"resourceType": resource_type(&resource), "resource": resource_name(&resource), "output": output.to_string(), "outputDetails": {"truncated": false}}));
         }
@@ -497,10 +542,16 @@ impl Run {
     /// not waiting.
     pub fn heartbeat(&mut self, task: u64, now_ms: i64) -> bool {
         for t in self.threads.values_mut() {
-            if let Step::Task { call, heartbeat_due_ms, .. } = &mut t.step {
+            if let Step::Task {
+                call,
+                heartbeat_due_ms,
+                ..
+            } = &mut t.step
+            {
                 if call.task == task {
                     if let Some(h) = call.heartbeat_seconds {
-                        *heartbeat_due_ms = Some(now_ms + i64::try_from(h * 1000).unwrap_or(i64::MAX));
+                        *heartbeat_due_ms =
+                            Some(now_ms + i64::try_from(h * 1000).unwrap_or(i64::MAX));
                     }
                     return true;
                 }
@@ -510,7 +561,12 @@ impl Run {
     }
 
     /// `StopExecution`.
-    pub fn stop(&mut self, error: Option<String>, cause: Option<String>, now_ms: i64) -> Vec<Action> {
+    pub fn stop(
+        &mut self,
+        error: Option<String>,
+        cause: Option<String>,
+        now_ms: i64,
+    ) -> Vec<Action> {
         let mut actions = Vec::new();
         if self.done() {
             return actions;
@@ -523,15 +579,27 @@ impl Run {
         if let Some(c) = &cause {
             d.insert("cause".into(), Value::from(c.as_str()));
         }
-        self.event(self.last_event, now_ms, "ExecutionAborted", Value::Object(d));
+        self.event(
+            self.last_event,
+            now_ms,
+            "ExecutionAborted",
+            Value::Object(d),
+        );
         self.status = RunStatus::Aborted;
-        self.error = Some(Failure::new(error.unwrap_or_default(), cause.unwrap_or_default()));
+        self.error = Some(Failure::new(
+            error.unwrap_or_default(),
+            cause.unwrap_or_default(),
+        ));
         actions
     }
 
     fn region(&self) -> String {
         let id = self.context["Execution"]["Id"].as_str().unwrap_or_default();
-        id.split(':').nth(3).filter(|r| !r.is_empty()).unwrap_or("us-east-1").to_string()
+        id.split(':')
+            .nth(3)
+            .filter(|r| !r.is_empty())
+            .unwrap_or("us-east-1")
+            .to_string()
     }
 
     fn end_all(&mut self, actions: &mut Vec<Action>) {
@@ -562,10 +630,22 @@ impl Run {
         ctx
     }
 
-    fn enter(&mut self, def: &Definition, tid: u64, again: bool, now_ms: i64, actions: &mut Vec<Action>) {
-        let Some(t) = self.threads.get(&tid) else { return };
+    fn enter(
+        &mut self,
+        def: &Definition,
+        tid: u64,
+        again: bool,
+        now_ms: i64,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.threads.get(&tid) else {
+            return;
+        };
         let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else {
-            let f = Failure::runtime(format!("The state '{}' does not exist in the definition.", t.state));
+            let f = Failure::runtime(format!(
+                "The state '{}' does not exist in the definition.",
+                t.state
+            ));
             self.finish_thread(def, tid, Err(f), now_ms, actions);
             return;
         };
@@ -585,12 +665,32 @@ impl Run {
         }
     }
 
-    fn run_state(&mut self, def: &Definition, tid: u64, state: &State, raw: &Value, now_ms: i64, actions: &mut Vec<Action>) -> Result<(), Failure> {
-        let vars = self.threads.get(&tid).map(|t| t.vars.clone()).unwrap_or_default();
+    fn run_state(
+        &mut self,
+        def: &Definition,
+        tid: u64,
+        state: &State,
+        raw: &Value,
+        now_ms: i64,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Failure> {
+        let vars = self
+            .threads
+            .get(&tid)
+            .map(|t| t.vars.clone())
+            .unwrap_or_default();
         let ctx = self.context_for(tid, None);
-        let scope = Scope { input: raw, context: &ctx, vars: &vars };
+        let scope = Scope {
+            input: raw,
+            context: &ctx,
+            vars: &vars,
+        };
         let effective = apply_io_path(state.input_path.as_ref(), &scope)?;
-        let escope = Scope { input: &effective, context: &ctx, vars: &vars };
+        let escope = Scope {
+            input: &effective,
+            context: &ctx,
+            vars: &vars,
+        };
         match &state.kind {
             Kind::Pass { result } => {
                 let r = match (result, &state.parameters) {
@@ -603,25 +703,43 @@ impl Run {
                 let out = output_path(state, &out, &ctx, &vars)?;
                 self.leave(def, tid, out, now_ms, actions);
             }
-            Kind::Task { resource, timeout, heartbeat } => {
+            Kind::Task {
+                resource,
+                timeout,
+                heartbeat,
+            } => {
                 let token = resource.ends_with(".waitForTaskToken").then(|| {
                     let mut rng = self.rng();
                     let secret: String = (0..32).map(|_| rng.alphanumeric()).collect();
                     format!("{}{secret}", self.token_prefix)
                 });
                 let ctx = self.context_for(tid, token.as_deref());
-                let escope = Scope { input: &effective, context: &ctx, vars: &vars };
+                let escope = Scope {
+                    input: &effective,
+                    context: &ctx,
+                    vars: &vars,
+                };
                 let params = match &state.parameters {
                     Some(p) => paths::template(p, &escope)?,
                     None => effective.clone(),
                 };
-                let timeout = timeout.as_ref().map(|s| secs_of(s, &escope, "TimeoutSeconds")).transpose()?;
-                let heartbeat = heartbeat.as_ref().map(|s| secs_of(s, &escope, "HeartbeatSeconds")).transpose()?;
+                let timeout = timeout
+                    .as_ref()
+                    .map(|s| secs_of(s, &escope, "TimeoutSeconds"))
+                    .transpose()?;
+                let heartbeat = heartbeat
+                    .as_ref()
+                    .map(|s| secs_of(s, &escope, "HeartbeatSeconds"))
+                    .transpose()?;
                 let task = self.next_id;
                 self.next_id += 1;
                 let call = TaskCall {
                     task,
-                    state: self.threads.get(&tid).map(|t| t.state.clone()).unwrap_or_default(),
+                    state: self
+                        .threads
+                        .get(&tid)
+                        .map(|t| t.state.clone())
+                        .unwrap_or_default(),
                     resource: resource.clone(),
                     params,
                     token,
@@ -642,7 +760,9 @@ impl Run {
                 }
                 self.thread_event(tid, now_ms, "TaskScheduled", d);
                 self.thread_event(tid, now_ms, "TaskStarted", json!({"resourceType": resource_type(resource), "resource": resource_name(resource)}));
-                let ms = |s: u64| now_ms.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX));
+                let ms = |s: u64| {
+                    now_ms.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))
+                };
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.step = Step::Task {
                         deadline_ms: call.timeout_seconds.map(ms),
@@ -702,7 +822,10 @@ impl Run {
                 self.assign(tid, state.assign.as_ref(), &effective, &ctx, &vars)?;
                 let out = output_path(state, &effective, &ctx, &vars)?;
                 if let Some(t) = self.threads.get_mut(&tid) {
-                    t.step = Step::Wait { until_ms: until, output: out };
+                    t.step = Step::Wait {
+                        until_ms: until,
+                        output: out,
+                    };
                 }
             }
             Kind::Succeed => {
@@ -717,7 +840,12 @@ impl Run {
                         Some(Text::Lit(s)) => Ok(s.clone()),
                         Some(Text::Path(p)) => {
                             let v = paths::dynamic(&format!("{what}Path"), p, &scope)?;
-                            v.as_str().map(String::from).ok_or_else(|| Failure::runtime(format!("The {what}Path '{p}' must resolve to a string, but it was {}", paths::shorten(&v))))
+                            v.as_str().map(String::from).ok_or_else(|| {
+                                Failure::runtime(format!(
+                                    "The {what}Path '{p}' must resolve to a string, but it was {}",
+                                    paths::shorten(&v)
+                                ))
+                            })
                         }
                     }
                 };
@@ -731,11 +859,24 @@ impl Run {
                 };
                 self.thread_event(tid, now_ms, "ParallelStateStarted", json!({}));
                 let mut running = Vec::new();
-                let scope_base = self.threads.get(&tid).map(|t| t.scope.clone()).unwrap_or_default();
+                let scope_base = self
+                    .threads
+                    .get(&tid)
+                    .map(|t| t.scope.clone())
+                    .unwrap_or_default();
                 for (i, b) in branches.iter().enumerate() {
                     let mut sc = scope_base.clone();
                     sc.push((state_name(self, tid), i));
-                    running.push(self.spawn(tid, i, sc, b.start_at.clone(), input.clone(), vars.clone(), None, now_ms));
+                    running.push(self.spawn(
+                        tid,
+                        i,
+                        sc,
+                        b.start_at.clone(),
+                        input.clone(),
+                        vars.clone(),
+                        None,
+                        now_ms,
+                    ));
                 }
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.step = Step::Join(Box::new(Join {
@@ -761,8 +902,22 @@ impl Run {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn start_map(&mut self, def: &Definition, tid: u64, spec: &MapSpec, effective: &Value, ctx: &Value, vars: &Map<String, Value>, now_ms: i64, actions: &mut Vec<Action>) -> Result<(), Failure> {
-        let escope = Scope { input: effective, context: ctx, vars };
+    fn start_map(
+        &mut self,
+        def: &Definition,
+        tid: u64,
+        spec: &MapSpec,
+        effective: &Value,
+        ctx: &Value,
+        vars: &Map<String, Value>,
+        now_ms: i64,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Failure> {
+        let escope = Scope {
+            input: effective,
+            context: ctx,
+            vars,
+        };
         let items = match (&spec.items, &spec.items_path) {
             (Some(t), _) => paths::template(t, &escope)?,
             (None, Some(p)) => select_or_fail(p, &escope)?,
@@ -775,24 +930,37 @@ impl Run {
                 spec.items_path.as_deref().unwrap_or("$")
             )));
         };
-        let num = |s: &Option<Secs>, f: &str| s.as_ref().map(|s| secs_of(s, &escope, f)).transpose();
+        let num =
+            |s: &Option<Secs>, f: &str| s.as_ref().map(|s| secs_of(s, &escope, f)).transpose();
         let max = num(&spec.max_concurrency, "MaxConcurrency")?.map_or(0, |n| n as usize);
-        let tolerated_count = num(&spec.tolerated_count, "ToleratedFailureCount")?.map(|n| n as usize);
+        let tolerated_count =
+            num(&spec.tolerated_count, "ToleratedFailureCount")?.map(|n| n as usize);
         let tolerated_pct = num(&spec.tolerated_percentage, "ToleratedFailurePercentage")?;
         if tolerated_pct.is_some_and(|p| p > 100.0) {
-            return Err(Failure::runtime("ToleratedFailurePercentage must be between 0 and 100"));
+            return Err(Failure::runtime(
+                "ToleratedFailurePercentage must be between 0 and 100",
+            ));
         }
         let mut inputs = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let mut c = ctx.clone();
             c["Map"] = json!({"Item": {"Index": i, "Value": item}});
-            let s = Scope { input: effective, context: &c, vars };
+            let s = Scope {
+                input: effective,
+                context: &c,
+                vars,
+            };
             inputs.push(match &spec.item_selector {
                 Some(sel) => paths::template(sel, &s)?,
                 None => item.clone(),
             });
         }
-        self.thread_event(tid, now_ms, "MapStateStarted", json!({"length": items.len()}));
+        self.thread_event(
+            tid,
+            now_ms,
+            "MapStateStarted",
+            json!({"length": items.len()}),
+        );
         let n = items.len();
         if let Some(t) = self.threads.get_mut(&tid) {
             t.step = Step::Join(Box::new(Join {
@@ -820,7 +988,9 @@ impl Run {
     /// Start Map iterations up to MaxConcurrency.
     fn fill_map(&mut self, def: &Definition, tid: u64, now_ms: i64) {
         loop {
-            let Some(t) = self.threads.get(&tid) else { return };
+            let Some(t) = self.threads.get(&tid) else {
+                return;
+            };
             let Step::Join(j) = &t.step else { return };
             if j.next >= j.inputs.len() || (j.max > 0 && j.running.len() >= j.max) {
                 return;
@@ -832,8 +1002,15 @@ impl Run {
             let mut sc = t.scope.clone();
             let name = t.state.clone();
             sc.push((name.clone(), 0));
-            let Some(start) = def.list(&sc).map(|l| l.start_at.clone()) else { return };
-            self.thread_event(tid, now_ms, "MapIterationStarted", json!({"name": name, "index": i}));
+            let Some(start) = def.list(&sc).map(|l| l.start_at.clone()) else {
+                return;
+            };
+            self.thread_event(
+                tid,
+                now_ms,
+                "MapIterationStarted",
+                json!({"name": name, "index": i}),
+            );
             let child = self.spawn(tid, i, sc, start, input, vars, Some(item), now_ms);
             if let Some(Step::Join(j)) = self.threads.get_mut(&tid).map(|t| &mut t.step) {
                 j.next += 1;
@@ -843,10 +1020,23 @@ impl Run {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn spawn(&mut self, parent: u64, index: usize, scope: Vec<(String, usize)>, state: String, input: Value, vars: Map<String, Value>, item: Option<Value>, now_ms: i64) -> u64 {
+    fn spawn(
+        &mut self,
+        parent: u64,
+        index: usize,
+        scope: Vec<(String, usize)>,
+        state: String,
+        input: Value,
+        vars: Map<String, Value>,
+        item: Option<Value>,
+        now_ms: i64,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let prev = self.threads.get(&parent).map_or(self.last_event, |t| t.prev_event);
+        let prev = self
+            .threads
+            .get(&parent)
+            .map_or(self.last_event, |t| t.prev_event);
         self.threads.insert(
             id,
             Thread {
@@ -866,9 +1056,20 @@ impl Run {
         id
     }
 
-    fn assign(&mut self, tid: u64, assign: Option<&Value>, result: &Value, ctx: &Value, vars: &Map<String, Value>) -> Result<(), Failure> {
+    fn assign(
+        &mut self,
+        tid: u64,
+        assign: Option<&Value>,
+        result: &Value,
+        ctx: &Value,
+        vars: &Map<String, Value>,
+    ) -> Result<(), Failure> {
         let Some(a) = assign else { return Ok(()) };
-        let scope = Scope { input: result, context: ctx, vars };
+        let scope = Scope {
+            input: result,
+            context: ctx,
+            vars,
+        };
         let Value::Object(values) = paths::template(a, &scope)? else {
             return Err(Failure::runtime("Assign must be a JSON object"));
         };
@@ -882,15 +1083,33 @@ impl Run {
 
     /// A Task, Parallel or Map state has its result: ResultSelector, ResultPath,
     /// OutputPath, Assign, then on.
-    fn result(&mut self, def: &Definition, tid: u64, result: Value, now_ms: i64, actions: &mut Vec<Action>) {
-        let Some(t) = self.threads.get(&tid) else { return };
-        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else { return };
+    fn result(
+        &mut self,
+        def: &Definition,
+        tid: u64,
+        result: Value,
+        now_ms: i64,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.threads.get(&tid) else {
+            return;
+        };
+        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else {
+            return;
+        };
         let raw = t.input.clone();
         let vars = t.vars.clone();
         let ctx = self.context_for(tid, None);
         let r = (|| {
             let r = match &state.result_selector {
-                Some(sel) => paths::template(sel, &Scope { input: &result, context: &ctx, vars: &vars })?,
+                Some(sel) => paths::template(
+                    sel,
+                    &Scope {
+                        input: &result,
+                        context: &ctx,
+                        vars: &vars,
+                    },
+                )?,
                 None => result,
             };
             self.assign(tid, state.assign.as_ref(), &r, &ctx, &vars)?;
@@ -905,9 +1124,20 @@ impl Run {
 
     /// The state is done with `output`: `…StateExited`, then the next state or the end of
     /// the thread.
-    fn leave(&mut self, def: &Definition, tid: u64, output: Value, now_ms: i64, actions: &mut Vec<Action>) {
-        let Some(t) = self.threads.get(&tid) else { return };
-        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else { return };
+    fn leave(
+        &mut self,
+        def: &Definition,
+        tid: u64,
+        output: Value,
+        now_ms: i64,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.threads.get(&tid) else {
+            return;
+        };
+        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else {
+            return;
+        };
         let kind = format!("{}StateExited", state.type_name());
         let name = t.state.clone();
         self.thread_event(tid, now_ms, &kind, json!({"name": name, "output": output.to_string(), "outputDetails": {"truncated": false}}));
@@ -926,13 +1156,30 @@ impl Run {
     }
 
     /// The state raised `f`: retry, catch, or end the thread with it.
-    fn fail_state(&mut self, def: &Definition, tid: u64, f: Failure, now_ms: i64, actions: &mut Vec<Action>) {
-        let Some(t) = self.threads.get(&tid) else { return };
-        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else { return };
-        if let Some((i, r)) = state.retry.iter().enumerate().find(|(_, r)| f.matches(&r.error_equals)) {
+    fn fail_state(
+        &mut self,
+        def: &Definition,
+        tid: u64,
+        f: Failure,
+        now_ms: i64,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.threads.get(&tid) else {
+            return;
+        };
+        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else {
+            return;
+        };
+        if let Some((i, r)) = state
+            .retry
+            .iter()
+            .enumerate()
+            .find(|(_, r)| f.matches(&r.error_equals))
+        {
             let done = t.retries.get(i).copied().unwrap_or(0);
             if done < r.max_attempts {
-                let mut delay = r.interval_seconds * r.backoff_rate.powi(i32::try_from(done).unwrap_or(i32::MAX));
+                let mut delay = r.interval_seconds
+                    * r.backoff_rate.powi(i32::try_from(done).unwrap_or(i32::MAX));
                 if let Some(max) = r.max_delay_seconds {
                     delay = delay.min(max);
                 }
@@ -974,25 +1221,46 @@ impl Run {
     }
 
     /// A thread reached its end (a terminal state, or an error nobody caught).
-    fn finish_thread(&mut self, def: &Definition, tid: u64, result: Result<Value, Failure>, now_ms: i64, actions: &mut Vec<Action>) {
-        let Some(t) = self.threads.remove(&tid) else { return };
+    fn finish_thread(
+        &mut self,
+        def: &Definition,
+        tid: u64,
+        result: Result<Value, Failure>,
+        now_ms: i64,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.threads.remove(&tid) else {
+            return;
+        };
         let Some(parent) = t.parent else {
             self.end_all(actions);
             match result {
                 Ok(out) => {
-                    self.event(t.prev_event, now_ms, "ExecutionSucceeded", json!({"output": out.to_string(), "outputDetails": {"truncated": false}}));
+                    self.event(
+                        t.prev_event,
+                        now_ms,
+                        "ExecutionSucceeded",
+                        json!({"output": out.to_string(), "outputDetails": {"truncated": false}}),
+                    );
                     self.status = RunStatus::Succeeded;
                     self.output = Some(out);
                 }
                 Err(f) => {
-                    self.event(t.prev_event, now_ms, "ExecutionFailed", json!({"error": f.error, "cause": f.cause}));
+                    self.event(
+                        t.prev_event,
+                        now_ms,
+                        "ExecutionFailed",
+                        json!({"error": f.error, "cause": f.cause}),
+                    );
                     self.status = RunStatus::Failed;
                     self.error = Some(f);
                 }
             }
             return;
         };
-        let Some(Step::Join(j)) = self.threads.get_mut(&parent).map(|p| &mut p.step) else { return };
+        let Some(Step::Join(j)) = self.threads.get_mut(&parent).map(|p| &mut p.step) else {
+            return;
+        };
         j.running.retain(|c| *c != tid);
         let map = j.map;
         match result {
@@ -1009,13 +1277,17 @@ impl Run {
                     j.failures += 1;
                     let total = j.results.len().max(1);
                     let by_count = j.tolerated_count.is_some_and(|c| j.failures <= c);
-                    let by_pct = j.tolerated_pct.is_some_and(|p| (j.failures as f64) * 100.0 / (total as f64) <= p);
+                    let by_pct = j
+                        .tolerated_pct
+                        .is_some_and(|p| (j.failures as f64) * 100.0 / (total as f64) <= p);
                     f.catchable() && (by_count || by_pct)
                 };
                 if map {
                     self.thread_event(parent, now_ms, "MapIterationFailed", json!({"name": t.scope.last().map(|s| s.0.clone()).unwrap_or_default(), "index": t.index}));
                 }
-                let Some(Step::Join(j)) = self.threads.get_mut(&parent).map(|p| &mut p.step) else { return };
+                let Some(Step::Join(j)) = self.threads.get_mut(&parent).map(|p| &mut p.step) else {
+                    return;
+                };
                 if tolerated {
                     if let Some(slot) = j.results.get_mut(t.index) {
                         *slot = Some(f.output());
@@ -1023,13 +1295,26 @@ impl Run {
                     j.last_failure = Some(f);
                 } else {
                     // The state fails: stop the other branches / iterations.
-                    let f = if map && f.catchable() && (j.tolerated_count.is_some() || j.tolerated_pct.is_some()) {
-                        Failure::new(errors::TOLERATED_FAILURE, format!("The specified tolerated failure threshold was exceeded: {}", f.cause))
+                    let f = if map
+                        && f.catchable()
+                        && (j.tolerated_count.is_some() || j.tolerated_pct.is_some())
+                    {
+                        Failure::new(
+                            errors::TOLERATED_FAILURE,
+                            format!(
+                                "The specified tolerated failure threshold was exceeded: {}",
+                                f.cause
+                            ),
+                        )
                     } else {
                         f
                     };
                     self.abort_children(parent, actions);
-                    let kind = if map { "MapStateFailed" } else { "ParallelStateFailed" };
+                    let kind = if map {
+                        "MapStateFailed"
+                    } else {
+                        "ParallelStateFailed"
+                    };
                     self.thread_event(parent, now_ms, kind, json!({}));
                     self.fail_state(def, parent, f, now_ms, actions);
                     return;
@@ -1049,15 +1334,30 @@ impl Run {
     }
 
     fn join_done(&mut self, def: &Definition, tid: u64, now_ms: i64, actions: &mut Vec<Action>) {
-        let Some(Step::Join(j)) = self.threads.get(&tid).map(|t| &t.step) else { return };
-        let results: Vec<Value> = j.results.iter().map(|r| r.clone().unwrap_or(Value::Null)).collect();
-        let kind = if j.map { "MapStateSucceeded" } else { "ParallelStateSucceeded" };
+        let Some(Step::Join(j)) = self.threads.get(&tid).map(|t| &t.step) else {
+            return;
+        };
+        let results: Vec<Value> = j
+            .results
+            .iter()
+            .map(|r| r.clone().unwrap_or(Value::Null))
+            .collect();
+        let kind = if j.map {
+            "MapStateSucceeded"
+        } else {
+            "ParallelStateSucceeded"
+        };
         self.thread_event(tid, now_ms, kind, json!({}));
         self.result(def, tid, Value::Array(results), now_ms, actions);
     }
 
     fn abort_children(&mut self, tid: u64, actions: &mut Vec<Action>) {
-        let kids: Vec<u64> = self.threads.iter().filter(|(_, t)| t.parent == Some(tid)).map(|(id, _)| *id).collect();
+        let kids: Vec<u64> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| t.parent == Some(tid))
+            .map(|(id, _)| *id)
+            .collect();
         for k in kids {
             self.abort_children(k, actions);
             if let Some(t) = self.threads.remove(&k) {
@@ -1070,17 +1370,34 @@ impl Run {
 }
 
 fn state_name(run: &Run, tid: u64) -> String {
-    run.threads.get(&tid).map(|t| t.state.clone()).unwrap_or_default()
+    run.threads
+        .get(&tid)
+        .map(|t| t.state.clone())
+        .unwrap_or_default()
 }
 
-fn output_path(state: &State, out: &Value, ctx: &Value, vars: &Map<String, Value>) -> Result<Value, Failure> {
-    apply_io_path(state.output_path.as_ref(), &Scope { input: out, context: ctx, vars })
+fn output_path(
+    state: &State,
+    out: &Value,
+    ctx: &Value,
+    vars: &Map<String, Value>,
+) -> Result<Value, Failure> {
+    apply_io_path(
+        state.output_path.as_ref(),
+        &Scope {
+            input: out,
+            context: ctx,
+            vars,
+        },
+    )
 }
 
 /// The `resourceType` of a task resource in history events (`bedrock`, `aws-sdk:sesv2`).
 pub fn resource_type(resource: &str) -> String {
     if let Some(rest) = resource.split(":::").nth(1) {
-        return rest.rsplit_once(':').map_or_else(|| rest.to_string(), |(t, _)| t.to_string());
+        return rest
+            .rsplit_once(':')
+            .map_or_else(|| rest.to_string(), |(t, _)| t.to_string());
     }
     resource.split(':').nth(2).unwrap_or(resource).to_string()
 }
@@ -1088,7 +1405,9 @@ pub fn resource_type(resource: &str) -> String {
 /// The `resource` of a task resource in history events (`invokeModel.waitForTaskToken`).
 pub fn resource_name(resource: &str) -> String {
     if let Some(rest) = resource.split(":::").nth(1) {
-        return rest.rsplit_once(':').map_or_else(|| rest.to_string(), |(_, r)| r.to_string());
+        return rest
+            .rsplit_once(':')
+            .map_or_else(|| rest.to_string(), |(_, r)| r.to_string());
     }
     resource.rsplit(':').next().unwrap_or(resource).to_string()
 }

@@ -65,11 +65,9 @@ impl Failure {
         if !self.catchable() {
             return false;
         }
-        names.iter().any(|n| {
-            n == &self.error
-                || n == ALL
-                || (n == TASK_FAILED && self.error != TIMEOUT)
-        })
+        names
+            .iter()
+            .any(|n| n == &self.error || n == ALL || (n == TASK_FAILED && self.error != TIMEOUT))
     }
 
     /// The error output a Catch passes on: `{"Error": …, "Cause": …}`.

@@ -62,7 +62,10 @@ pub fn parse(text: &str) -> Result<Call, String> {
     let call = p.call()?;
     p.ws();
     if p.i != p.s.len() {
-        return Err(format!("unexpected text after the call at position {}", p.i));
+        return Err(format!(
+            "unexpected text after the call at position {}",
+            p.i
+        ));
     }
     Ok(call)
 }
@@ -83,7 +86,9 @@ impl Parser<'_> {
     fn call(&mut self) -> Result<Call, String> {
         self.ws();
         let start = self.i;
-        while self.i < self.s.len() && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'.') {
+        while self.i < self.s.len()
+            && (self.s[self.i].is_ascii_alphanumeric() || self.s[self.i] == b'.')
+        {
             self.i += 1;
         }
         let name = &self.text[start..self.i];
@@ -99,7 +104,10 @@ impl Parser<'_> {
         self.ws();
         if self.s.get(self.i) == Some(&b')') {
             self.i += 1;
-            return Ok(Call { name: name.into(), args });
+            return Ok(Call {
+                name: name.into(),
+                args,
+            });
         }
         loop {
             args.push(self.arg()?);
@@ -108,7 +116,10 @@ impl Parser<'_> {
                 Some(b',') => self.i += 1,
                 Some(b')') => {
                     self.i += 1;
-                    return Ok(Call { name: name.into(), args });
+                    return Ok(Call {
+                        name: name.into(),
+                        args,
+                    });
                 }
                 _ => return Err(format!("expected ',' or ')' in the arguments of {name}")),
             }
@@ -192,7 +203,8 @@ impl Parser<'_> {
 
 /// Parse and evaluate an intrinsic call.
 pub fn evaluate(text: &str, scope: &Scope<'_>) -> Result<Value, Failure> {
-    let call = parse(text).map_err(|e| Failure::intrinsic(format!("Invalid intrinsic function '{text}': {e}")))?;
+    let call = parse(text)
+        .map_err(|e| Failure::intrinsic(format!("Invalid intrinsic function '{text}': {e}")))?;
     eval(&call, scope)
 }
 
@@ -206,7 +218,10 @@ fn int(v: &Value, name: &str) -> Result<i64, Failure> {
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
             .ok_or_else(|| fail(name, format!("{n} is not an integer"))),
-        other => Err(fail(name, format!("expected an integer, got {}", shorten(other)))),
+        other => Err(fail(
+            name,
+            format!("expected an integer, got {}", shorten(other)),
+        )),
     }
 }
 
@@ -226,7 +241,15 @@ fn arity(name: &str, args: &[Value], n: std::ops::RangeInclusive<usize>) -> Resu
     } else {
         Err(fail(
             name,
-            format!("expected {} argument(s), got {}", if n.start() == n.end() { n.start().to_string() } else { format!("{} to {}", n.start(), n.end()) }, args.len()),
+            format!(
+                "expected {} argument(s), got {}",
+                if n.start() == n.end() {
+                    n.start().to_string()
+                } else {
+                    format!("{} to {}", n.start(), n.end())
+                },
+                args.len()
+            ),
         ))
     }
 }
@@ -315,7 +338,11 @@ fn eval(call: &Call, scope: &Scope<'_>) -> Result<Value, Failure> {
         }
         "States.ArrayRange" => {
             arity(name, &args, 3..=3)?;
-            let (start, end, step) = (int(&args[0], name)?, int(&args[1], name)?, int(&args[2], name)?);
+            let (start, end, step) = (
+                int(&args[0], name)?,
+                int(&args[1], name)?,
+                int(&args[2], name)?,
+            );
             if step == 0 {
                 return Err(fail(name, "the step must not be 0"));
             }
@@ -338,7 +365,12 @@ fn eval(call: &Call, scope: &Scope<'_>) -> Result<Value, Failure> {
                 .ok()
                 .and_then(|i| a.get(i))
                 .cloned()
-                .ok_or_else(|| fail(name, format!("index {i} is out of bounds for an array of {}", a.len())))
+                .ok_or_else(|| {
+                    fail(
+                        name,
+                        format!("index {i} is out of bounds for an array of {}", a.len()),
+                    )
+                })
         }
         "States.ArrayLength" => {
             arity(name, &args, 1..=1)?;
@@ -360,7 +392,9 @@ fn eval(call: &Call, scope: &Scope<'_>) -> Result<Value, Failure> {
             if s.len() > 10_000 {
                 return Err(fail(name, "the input is longer than 10000 characters"));
             }
-            Ok(Value::String(base64::engine::general_purpose::STANDARD.encode(s)))
+            Ok(Value::String(
+                base64::engine::general_purpose::STANDARD.encode(s),
+            ))
         }
         "States.Base64Decode" => {
             arity(name, &args, 1..=1)?;
@@ -384,7 +418,9 @@ fn eval(call: &Call, scope: &Scope<'_>) -> Result<Value, Failure> {
             };
             let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
             let algo = string(&args[1], name)?;
-            let digest = |a: &'static ring::digest::Algorithm| hex(ring::digest::digest(a, data.as_bytes()).as_ref());
+            let digest = |a: &'static ring::digest::Algorithm| {
+                hex(ring::digest::digest(a, data.as_bytes()).as_ref())
+            };
             let out = match algo {
                 "MD5" => {
                     use md5::Digest as _;
@@ -397,7 +433,9 @@ fn eval(call: &Call, scope: &Scope<'_>) -> Result<Value, Failure> {
                 other => {
                     return Err(fail(
                         name,
-                        format!("'{other}' is not a hash algorithm (MD5, SHA-1, SHA-256, SHA-384, SHA-512)"),
+                        format!(
+                        "'{other}' is not a hash algorithm (MD5, SHA-1, SHA-256, SHA-384, SHA-512)"
+                    ),
                     ))
                 }
             };
@@ -406,7 +444,10 @@ fn eval(call: &Call, scope: &Scope<'_>) -> Result<Value, Failure> {
         "States.JsonMerge" => {
             arity(name, &args, 3..=3)?;
             if args[2] != Value::Bool(false) {
-                return Err(fail(name, "only a shallow merge is supported: the third argument must be false"));
+                return Err(fail(
+                    name,
+                    "only a shallow merge is supported: the third argument must be false",
+                ));
             }
             let (Value::Object(a), Value::Object(b)) = (&args[0], &args[1]) else {
                 return Err(fail(name, "both values to merge must be JSON objects"));
@@ -424,7 +465,9 @@ fn eval(call: &Call, scope: &Scope<'_>) -> Result<Value, Failure> {
                 return Err(fail(name, "the start must be less than the end"));
             }
             let mut rng = match args.get(2) {
-                Some(s) => fastrand::Rng::with_seed(u64::from_ne_bytes(int(s, name)?.to_ne_bytes())),
+                Some(s) => {
+                    fastrand::Rng::with_seed(u64::from_ne_bytes(int(s, name)?.to_ne_bytes()))
+                }
                 None => fastrand::Rng::new(),
             };
             Ok(Value::from(rng.i64(start..end)))
@@ -465,7 +508,9 @@ fn eval(call: &Call, scope: &Scope<'_>) -> Result<Value, Failure> {
                 &h[20..32]
             )))
         }
-        other => Err(Failure::intrinsic(format!("'{other}' is not an intrinsic function"))),
+        other => Err(Failure::intrinsic(format!(
+            "'{other}' is not an intrinsic function"
+        ))),
     }
 }
 
@@ -477,15 +522,28 @@ mod tests {
     fn run(expr: &str, input: Value) -> Result<Value, Failure> {
         let ctx = json!({});
         let vars = Map::new();
-        evaluate(expr, &Scope { input: &input, context: &ctx, vars: &vars })
+        evaluate(
+            expr,
+            &Scope {
+                input: &input,
+                context: &ctx,
+                vars: &vars,
+            },
+        )
     }
 
     #[test]
     fn each_function() {
         let i = json!({"name": "Ann", "a": [1, 2, 2, 3], "o": {"x": 1}, "p": {"y": 2}, "s": "{\"k\":1}"});
         let ok = |e: &str| run(e, i.clone()).unwrap_or_else(|f| json!(format!("ERR {f}")));
-        assert_eq!(ok("States.Format('Hello, {} \\{x\\}', $.name)"), json!("Hello, Ann {x}"));
-        assert_eq!(ok("States.Format('{} {} {}', 1, true, null)"), json!("1 true null"));
+        assert_eq!(
+            ok("States.Format('Hello, {} \\{x\\}', $.name)"),
+            json!("Hello, Ann {x}")
+        );
+        assert_eq!(
+            ok("States.Format('{} {} {}', 1, true, null)"),
+            json!("1 true null")
+        );
         assert_eq!(ok("States.StringToJson($.s)"), json!({"k": 1}));
         assert_eq!(ok("States.JsonToString($.o)"), json!("{\"x\":1}"));
         assert_eq!(ok("States.Array('a', 1, $.o)"), json!(["a", 1, {"x": 1}]));
@@ -495,18 +553,42 @@ mod tests {
         assert_eq!(ok("States.ArrayGetItem($.a, 3)"), json!(3));
         assert_eq!(ok("States.ArrayLength($.a)"), json!(4));
         assert_eq!(ok("States.ArrayUnique($.a)"), json!([1, 2, 3]));
-        assert_eq!(ok("States.Base64Encode('Data to encode')"), json!("RGF0YSB0byBlbmNvZGU="));
-        assert_eq!(ok("States.Base64Decode('RGF0YSB0byBlbmNvZGU=')"), json!("Data to encode"));
-        assert_eq!(ok("States.Hash('input data', 'SHA-1')"), json!("aaff4a450a104cd177d28d18d74485e8cae074b7"));
-        assert_eq!(ok("States.Hash('input data', 'MD5')"), json!("812f45842bc6d66ee14572ce20db8e86"));
-        assert_eq!(ok("States.JsonMerge($.o, $.p, false)"), json!({"x": 1, "y": 2}));
+        assert_eq!(
+            ok("States.Base64Encode('Data to encode')"),
+            json!("RGF0YSB0byBlbmNvZGU=")
+        );
+        assert_eq!(
+            ok("States.Base64Decode('RGF0YSB0byBlbmNvZGU=')"),
+            json!("Data to encode")
+        );
+        assert_eq!(
+            ok("States.Hash('input data', 'SHA-1')"),
+            json!("aaff4a450a104cd177d28d18d74485e8cae074b7")
+        );
+        assert_eq!(
+            ok("States.Hash('input data', 'MD5')"),
+            json!("812f45842bc6d66ee14572ce20db8e86")
+        );
+        assert_eq!(
+            ok("States.JsonMerge($.o, $.p, false)"),
+            json!({"x": 1, "y": 2})
+        );
         assert_eq!(ok("States.MathAdd(111, -1)"), json!(110));
-        assert_eq!(ok("States.StringSplit('1,2,3,4,5', ',')"), json!(["1", "2", "3", "4", "5"]));
-        assert_eq!(ok("States.StringSplit('This.is+a,test=string', '.+,=')"), json!(["This", "is", "a", "test", "string"]));
+        assert_eq!(
+            ok("States.StringSplit('1,2,3,4,5', ',')"),
+            json!(["1", "2", "3", "4", "5"])
+        );
+        assert_eq!(
+            ok("States.StringSplit('This.is+a,test=string', '.+,=')"),
+            json!(["This", "is", "a", "test", "string"])
+        );
         assert_eq!(ok("States.ArrayLength(States.Array(1, 2))"), json!(2));
         let r = ok("States.MathRandom(1, 999)");
         assert!(r.as_i64().is_some_and(|n| (1..999).contains(&n)), "{r}");
-        assert_eq!(ok("States.MathRandom(1, 999, 7)"), ok("States.MathRandom(1, 999, 7)"));
+        assert_eq!(
+            ok("States.MathRandom(1, 999, 7)"),
+            ok("States.MathRandom(1, 999, 7)")
+        );
         let u = ok("States.UUID()");
         assert_eq!(u.as_str().map(str::len), Some(36));
         assert_eq!(u.as_str().and_then(|s| s.chars().nth(14)), Some('4'));

@@ -198,8 +198,13 @@ pub fn apply_io_path(path: Option<&Option<String>>, scope: &Scope<'_>) -> Result
 pub fn select_or_fail(text: &str, scope: &Scope<'_>) -> Result<Value, Failure> {
     let path = Path::parse(text).map_err(Failure::runtime)?;
     path.eval(scope).ok_or_else(|| {
-        let shown = path.segs.as_deref().map_or_else(|| text.to_string(), bracketed);
-        Failure::runtime(format!("Invalid path '{text}' : No results for path: {shown}"))
+        let shown = path
+            .segs
+            .as_deref()
+            .map_or_else(|| text.to_string(), bracketed);
+        Failure::runtime(format!(
+            "Invalid path '{text}' : No results for path: {shown}"
+        ))
     })
 }
 
@@ -220,8 +225,8 @@ pub fn apply_result_path(
         (Root::Input, Some(segs)) => segs,
         _ => {
             return Err(Failure::runtime(format!(
-                "Invalid ResultPath '{text}': a ResultPath must be a reference path on the input ($)"
-            )))
+            "Invalid ResultPath '{text}': a ResultPath must be a reference path on the input ($)"
+        )))
         }
     };
     if segs.is_empty() {
@@ -304,7 +309,9 @@ pub fn template(t: &Value, scope: &Scope<'_>) -> Result<Value, Failure> {
             Ok(Value::Object(out))
         }
         Value::Array(a) => Ok(Value::Array(
-            a.iter().map(|v| template(v, scope)).collect::<Result<_, _>>()?,
+            a.iter()
+                .map(|v| template(v, scope))
+                .collect::<Result<_, _>>()?,
         )),
         other => Ok(other.clone()),
     }
@@ -410,7 +417,10 @@ mod tests {
     fn result_path_rules() {
         let input = json!({"a": 1});
         assert_eq!(apply_result_path(None, &input, json!(2)), Ok(json!(2)));
-        assert_eq!(apply_result_path(Some(&None), &input, json!(2)), Ok(input.clone()));
+        assert_eq!(
+            apply_result_path(Some(&None), &input, json!(2)),
+            Ok(input.clone())
+        );
         let p = Some("$.r.s".to_string());
         assert_eq!(
             apply_result_path(Some(&p), &input, json!(2)),
@@ -419,7 +429,11 @@ mod tests {
         let bad = Some("$.a.b".to_string());
         let e = apply_result_path(Some(&bad), &input, json!(2)).unwrap_err();
         assert_eq!(e.error, "States.Runtime");
-        assert!(e.cause.contains("Unable to apply ReferencePath $.a.b"), "{}", e.cause);
+        assert!(
+            e.cause.contains("Unable to apply ReferencePath $.a.b"),
+            "{}",
+            e.cause
+        );
     }
 
     #[test]

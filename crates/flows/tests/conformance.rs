@@ -2,6 +2,8 @@
 //! result, history and (on a paused clock) elapsed time. Cases are JSON files in `tests/asl/`,
 //! written from the examples and rules of the Step Functions documentation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, VecDeque};
 
 use modelgate_flows::engine::ExecutionInfo;
@@ -51,7 +53,10 @@ fn execute(def: &Definition, input: Value, script: &BTreeMap<String, Vec<Value>>
         }
         if let Some(call) = pending.pop_front() {
             let n = used.entry(call.state.clone()).or_default();
-            let answer = script.get(&call.state).and_then(|s| s.get(*n).or(s.last())).cloned();
+            let answer = script
+                .get(&call.state)
+                .and_then(|s| s.get(*n).or(s.last()))
+                .cloned();
             *n += 1;
             let result = match answer {
                 None => Ok(call.params.clone()),
@@ -69,7 +74,9 @@ fn execute(def: &Definition, input: Value, script: &BTreeMap<String, Vec<Value>>
             events.extend(run.take_events());
             continue;
         }
-        let wake = run.next_wake().expect("a running execution with nothing to do never wakes");
+        let wake = run
+            .next_wake()
+            .expect("a running execution with nothing to do never wakes");
         now = now.max(wake);
         actions = run.advance(def, now);
         events.extend(run.take_events());
@@ -88,36 +95,74 @@ fn check_case(file: &str, case: &Value) {
         Ok(d) => d,
         Err(e) => {
             let want = case["expect"]["invalid"].as_str();
-            assert_eq!(Some(e.location.as_str()), want, "{name}: the definition was refused: {e}");
+            assert_eq!(
+                Some(e.location.as_str()),
+                want,
+                "{name}: the definition was refused: {e}"
+            );
             return;
         }
     };
-    assert!(case["expect"].get("invalid").is_none(), "{name}: the definition should have been refused");
-    let script: BTreeMap<String, Vec<Value>> = serde_json::from_value(case.get("tasks").cloned().unwrap_or(json!({}))).expect("tasks");
+    assert!(
+        case["expect"].get("invalid").is_none(),
+        "{name}: the definition should have been refused"
+    );
+    let script: BTreeMap<String, Vec<Value>> =
+        serde_json::from_value(case.get("tasks").cloned().unwrap_or(json!({}))).expect("tasks");
     let o = execute(&def, case["input"].clone(), &script);
     let expect = &case["expect"];
-    assert_eq!(o.run.status.as_str(), expect["status"].as_str().unwrap_or("SUCCEEDED"), "{name}: status (error {:?})", o.run.error);
+    assert_eq!(
+        o.run.status.as_str(),
+        expect["status"].as_str().unwrap_or("SUCCEEDED"),
+        "{name}: status (error {:?})",
+        o.run.error
+    );
     if let Some(out) = expect.get("output") {
         assert_eq!(o.run.output.as_ref(), Some(out), "{name}: output");
     }
     if let Some(e) = expect.get("error") {
-        assert_eq!(o.run.error.as_ref().map(|f| f.error.as_str()), e.as_str(), "{name}: error ({:?})", o.run.error);
+        assert_eq!(
+            o.run.error.as_ref().map(|f| f.error.as_str()),
+            e.as_str(),
+            "{name}: error ({:?})",
+            o.run.error
+        );
     }
     if let Some(c) = expect.get("cause") {
-        assert_eq!(o.run.error.as_ref().map(|f| f.cause.as_str()), c.as_str(), "{name}: cause");
+        assert_eq!(
+            o.run.error.as_ref().map(|f| f.cause.as_str()),
+            c.as_str(),
+            "{name}: cause"
+        );
     }
     if let Some(c) = expect.get("cause_contains").and_then(Value::as_str) {
-        let cause = o.run.error.as_ref().map(|f| f.cause.clone()).unwrap_or_default();
-        assert!(cause.contains(c), "{name}: cause {cause:?} should contain {c:?}");
+        let cause = o
+            .run
+            .error
+            .as_ref()
+            .map(|f| f.cause.clone())
+            .unwrap_or_default();
+        assert!(
+            cause.contains(c),
+            "{name}: cause {cause:?} should contain {c:?}"
+        );
     }
     if let Some(ms) = expect.get("elapsed_ms") {
-        assert_eq!(Some(o.elapsed_ms), ms.as_i64(), "{name}: elapsed time on the paused clock");
+        assert_eq!(
+            Some(o.elapsed_ms),
+            ms.as_i64(),
+            "{name}: elapsed time on the paused clock"
+        );
     }
     if let Some(n) = expect.get("task_calls") {
         assert_eq!(Some(o.calls.len() as u64), n.as_u64(), "{name}: task calls");
     }
     if let Some(p) = expect.get("first_params") {
-        assert_eq!(o.calls.first().map(|c| &c.params), Some(p), "{name}: parameters of the first task");
+        assert_eq!(
+            o.calls.first().map(|c| &c.params),
+            Some(p),
+            "{name}: parameters of the first task"
+        );
     }
     // Event ids count up from 1 and every event points back to an earlier one.
     for (i, e) in o.events.iter().enumerate() {
@@ -139,14 +184,24 @@ fn check_case(file: &str, case: &Value) {
 #[test]
 fn asl_conformance_set() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/asl");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("tests/asl").filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/asl")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
     files.sort();
     let mut n = 0;
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read");
-        let cases: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let cases: Vec<Value> =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for c in &cases {
-            check_case(&f.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(), c);
+            check_case(
+                &f.file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                c,
+            );
             n += 1;
         }
     }

@@ -54,6 +54,8 @@ pub struct AppState {
     pub trace_sample_ratio: f64,
     /// Jobs, batches and asynchronous invocation (none without a store).
     pub jobs: Option<Arc<crate::jobs::Jobs>>,
+    /// Workflows (none without a store, or when turned off).
+    pub flows: Option<Arc<crate::flows::Flows>>,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
             metrics_protected: false,
             trace_sample_ratio: 1.0,
             jobs: None,
+            flows: None,
         }
     }
 }
@@ -122,10 +125,14 @@ fn served_headers(response: &mut Response, served: &ServedBy) {
 /// Build the router with every front door.
 pub fn router(state: AppState) -> Router {
     let jobs = state.jobs.clone();
+    let flows = state.flows.clone();
     let router = routes(state);
-    // The job workers send their calls through this same router.
+    // The job workers and workflow model tasks send their calls through this same router.
     if let Some(j) = jobs {
         j.set_router(router.clone());
+    }
+    if let Some(f) = flows {
+        f.set_router(router.clone());
     }
     router
 }
@@ -133,6 +140,8 @@ pub fn router(state: AppState) -> Router {
 fn routes(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     let router = Router::new()
+        // AWS JSON-protocol services (`X-Amz-Target`): Step Functions.
+        .route("/", post(crate::flows::api::handle))
         // Health.
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -379,6 +388,9 @@ async fn not_found(request: Request) -> Response {
         // A Bedrock Runtime operation this gateway does not serve (yet): AWS's own code, so
         // AWS SDKs raise a named error rather than a bare 404.
         Dialect::Bedrock => BedrockError(e.with_code("UnknownOperationException")).into_response(),
+        Dialect::AwsJson => {
+            crate::errors::AwsJsonError(e.with_code("UnknownOperationException")).into_response()
+        }
         Dialect::Anthropic => crate::errors::AnthropicError(e).into_response(),
         Dialect::OpenAi | Dialect::Modelgate => OpenAiError(e).into_response(),
     }
@@ -410,7 +422,14 @@ async fn request_context(
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok());
-    let mut ctx = CallContext::builder(Dialect::for_path(request.uri().path()))
+    // `POST /` with `X-Amz-Target` is an AWS JSON-protocol call: its errors (authentication
+    // included) are AWS's.
+    let dialect = if request.uri().path() == "/" && request.headers().contains_key("x-amz-target") {
+        Dialect::AwsJson
+    } else {
+        Dialect::for_path(request.uri().path())
+    };
+    let mut ctx = CallContext::builder(dialect)
         .route(request.method().as_str(), route)
         .source(source)
         .traceparent(traceparent)

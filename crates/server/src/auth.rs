@@ -92,6 +92,7 @@ pub fn principal_of(key: &ResolvedKey) -> Principal {
 pub fn render(dialect: Dialect, e: Error) -> Response {
     match dialect {
         Dialect::Bedrock => BedrockError(e).into_response(),
+        Dialect::AwsJson => crate::errors::AwsJsonError(e).into_response(),
         Dialect::Anthropic => AnthropicError(e).into_response(),
         Dialect::OpenAi | Dialect::Modelgate => OpenAiError(e).into_response(),
     }
@@ -100,7 +101,7 @@ pub fn render(dialect: Dialect, e: Error) -> Response {
 fn unauthenticated(dialect: Dialect, message: &str) -> Error {
     let e = Error::refusal(ErrorKind::Unauthenticated, message);
     match dialect {
-        Dialect::Bedrock => e.with_code("UnrecognizedClientException"),
+        Dialect::Bedrock | Dialect::AwsJson => e.with_code("UnrecognizedClientException"),
         _ => e.with_code("invalid_api_key"),
     }
 }
@@ -189,13 +190,15 @@ async fn identify(auth: &Auth, headers: &HeaderMap, dialect: Dialect) -> Result<
             return Ok(Principal::unrestricted("anonymous", true));
         }
         let message = match dialect {
-            Dialect::Bedrock => "Missing Authentication Token",
+            Dialect::Bedrock | Dialect::AwsJson => "Missing Authentication Token",
             Dialect::Anthropic => "x-api-key header is required",
             _ => "You didn't provide an API key. Provide it in the Authorization header (Bearer) or x-api-key.",
         };
         let e = Error::refusal(ErrorKind::Unauthenticated, message);
         return Err(match dialect {
-            Dialect::Bedrock => e.with_code("MissingAuthenticationTokenException"),
+            Dialect::Bedrock | Dialect::AwsJson => {
+                e.with_code("MissingAuthenticationTokenException")
+            }
             _ => e.with_code("missing_api_key"),
         });
     };

@@ -136,6 +136,52 @@ impl IntoResponse for BedrockError {
     }
 }
 
+/// An error answered in the AWS JSON protocol (`POST /` with `X-Amz-Target`): the exception
+/// name in `__type` and in `x-amzn-ErrorType`, `{"message"}`, 400 for the caller's errors.
+#[derive(Debug)]
+pub struct AwsJsonError(pub Error);
+
+impl From<Error> for AwsJsonError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+/// An AWS JSON-protocol error response: `code` in `__type` and `x-amzn-ErrorType`.
+pub fn aws_json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(json!({"__type": code, "message": message})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(code) {
+        r.headers_mut().insert("x-amzn-ErrorType", v);
+    }
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    r
+}
+
+impl IntoResponse for AwsJsonError {
+    fn into_response(self) -> Response {
+        let code = self.0.code.unwrap_or(match self.0.kind {
+            ErrorKind::Unauthenticated => "UnrecognizedClientException",
+            ErrorKind::NotFound => "UnknownOperationException",
+            kind => bedrock_exception(kind),
+        });
+        let status = match self.0.kind {
+            ErrorKind::AccessDenied => StatusCode::FORBIDDEN,
+            ErrorKind::Throttling => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Internal | ErrorKind::ModelError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        finish(aws_json_error(status, code, &self.0.message), &self.0)
+    }
+}
+
 /// Anthropic's error `type` and status for a kind.
 fn anthropic_kind(kind: ErrorKind) -> (&'static str, u16) {
     match kind {

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bedrock;
 pub mod completions;
 pub mod errors;
+pub mod flows;
 pub mod guardrails;
 pub mod jobs;
 pub mod jwt;

@@ -118,6 +118,12 @@ enum Command {
         #[command(subcommand)]
         command: BatchCommand,
     },
+    /// Workflows (Step Functions state machines) on a running gateway: deploy, start, follow,
+    /// approve.
+    Flows {
+        #[command(subcommand)]
+        command: FlowsCommand,
+    },
     /// Ask the embedded chat model one question and stream the answer to the terminal.
     Chat {
         /// The prompt.
@@ -256,6 +262,87 @@ enum JobsCommand {
     },
 }
 
+/// `modelgate flows …`
+#[derive(Subcommand)]
+enum FlowsCommand {
+    /// Create the state machine NAME from the ASL definition in FILE (or update it).
+    Deploy {
+        /// The definition (Amazon States Language JSON).
+        file: PathBuf,
+        /// The state machine's name.
+        #[arg(long)]
+        name: String,
+        /// The role ARN recorded with it.
+        #[arg(
+            long,
+            default_value = "arn:aws:iam::000000000000:role/modelgate-workflows"
+        )]
+        role_arn: String,
+        /// An EXPRESS state machine (StartSyncExecution).
+        #[arg(long)]
+        express: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Start an execution of MACHINE (a name or ARN) and print its ARN.
+    Start {
+        /// The state machine.
+        machine: String,
+        /// The input: JSON, or @FILE.
+        #[arg(long)]
+        input: Option<String>,
+        /// The execution's name (default: a UUID).
+        #[arg(long)]
+        name: Option<String>,
+        /// Wait for the end and print the output.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// An execution's status, input and output.
+    Describe {
+        /// The execution ARN.
+        execution: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// An execution's history as a timeline.
+    History {
+        /// The execution ARN.
+        execution: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Answer a task waiting for its token (human approval): success with OUTPUT, or
+    /// `--reject`.
+    Approve {
+        /// The task token.
+        token: String,
+        /// The task's output (JSON; default `{"approved": true}`).
+        #[arg(long)]
+        output: Option<String>,
+        /// Fail the task instead.
+        #[arg(long)]
+        reject: bool,
+        /// The error name of a rejection.
+        #[arg(long, default_value = "Rejected")]
+        error: String,
+        /// The cause of a rejection.
+        #[arg(long, default_value = "")]
+        cause: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// State machines, or the executions of one.
+    List {
+        /// The state machine (name or ARN).
+        machine: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
 /// `modelgate batch …`
 #[derive(Subcommand)]
 enum BatchCommand {
@@ -324,6 +411,7 @@ fn main() -> ExitCode {
             json,
         } => logs_command(config, since, filters, follow, json),
         Command::Jobs { command, config } => jobs_command(command, config),
+        Command::Flows { command } => flows_command(command),
         Command::Batch {
             command:
                 BatchCommand::Run {
@@ -358,6 +446,57 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn flows_command(command: FlowsCommand) -> anyhow::Result<()> {
+    use modelgate_server::flows::cli;
+    runtime()?.block_on(async move {
+        match command {
+            FlowsCommand::Deploy {
+                file,
+                name,
+                role_arn,
+                express,
+                remote,
+            } => cli::deploy(&remote.remote(), &file, &name, &role_arn, express).await,
+            FlowsCommand::Start {
+                machine,
+                input,
+                name,
+                wait,
+                remote,
+            } => {
+                cli::start(
+                    &remote.remote(),
+                    &machine,
+                    input.as_deref(),
+                    name.as_deref(),
+                    wait,
+                )
+                .await
+            }
+            FlowsCommand::Describe { execution, remote } => {
+                cli::describe(&remote.remote(), &execution).await
+            }
+            FlowsCommand::History { execution, remote } => {
+                cli::history(&remote.remote(), &execution).await
+            }
+            FlowsCommand::Approve {
+                token,
+                output,
+                reject,
+                error,
+                cause,
+                remote,
+            } => {
+                let reject = reject.then_some((error.as_str(), cause.as_str()));
+                cli::approve(&remote.remote(), &token, output.as_deref(), reject).await
+            }
+            FlowsCommand::List { machine, remote } => {
+                cli::list(&remote.remote(), machine.as_deref()).await
+            }
+        }
+    })
 }
 
 fn jobs_command(command: JobsCommand, config_path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -613,6 +752,13 @@ fn serve(
                 .map_err(|e| anyhow::anyhow!("configuration error in [auth.roles]: {e}"))?,
         );
         let jobs = state::jobs(&config, &stores, Some(Arc::clone(&keys)), site.clone())?;
+        let flows = state::flows(
+            &config,
+            &stores,
+            Some(Arc::clone(&keys)),
+            site.clone(),
+            &addr.to_string(),
+        )?;
         let auth = Auth {
             keys: Some(keys),
             admin_key,
@@ -652,6 +798,10 @@ fn serve(
         state.invocations = Some(Arc::clone(&stores.invocations));
         state.store_ready = Some(Arc::clone(&stores.ping));
         jobs.set_metrics(Arc::clone(&metrics));
+        if let Some(f) = &flows {
+            f.set_metrics(Arc::clone(&metrics));
+        }
+        state.flows = flows.clone();
         state.metrics = Some(metrics);
         state.metrics_protected = config.metrics.protected;
         state.trace_sample_ratio = config.traces.sample_ratio;
@@ -674,6 +824,9 @@ fn serve(
                 tracing::info!(models = ?ids, routing_version = routing.status().version, "models loaded; ready");
                 // Jobs run once the models are there (a job received earlier would only wait).
                 jobs.start();
+                if let Some(f) = &flows {
+                    f.spawn_runner();
+                }
             }
             Ok(Err(e)) => {
                 serve_task.abort();

@@ -195,10 +195,16 @@ pub fn verify_with(
             "The security token included in the request is invalid.",
         ));
     };
-    if auth.service != SERVICE {
+    // Bedrock's operations are signed for `bedrock`, Step Functions' (an AWS JSON call to
+    // `/` naming its target) for `states`.
+    let service = match headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        Some(t) if t.starts_with("AWSStepFunctions.") => "states",
+        _ => SERVICE,
+    };
+    if auth.service != service {
         return Err(denied(
             "InvalidSignatureException",
-            format!("Credential should be scoped to correct service: '{SERVICE}'."),
+            format!("Credential should be scoped to correct service: '{service}'."),
         ));
     }
     let amz_date = headers
@@ -275,7 +281,7 @@ pub fn verify_with(
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(auth.region)
-        .name(SERVICE)
+        .name(service)
         .time(signed_at)
         .settings(settings)
         .build()

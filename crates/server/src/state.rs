@@ -36,6 +36,8 @@ pub struct Stores {
     pub jobs: Arc<dyn modelgate_store::JobQueue>,
     /// Batch and file metadata.
     pub batches: Arc<dyn modelgate_store::BatchStore>,
+    /// Workflow state machines, executions and documents.
+    pub flows: Arc<dyn modelgate_store::ExecutionStore>,
     /// Whether the SQL store answers.
     pub ping: Ping,
     /// Where the state is, for messages.
@@ -118,7 +120,8 @@ fn sql<
         + modelgate_store::ConfigVersions
         + modelgate_store::GuardrailStore
         + modelgate_store::JobQueue
-        + modelgate_store::BatchStore,
+        + modelgate_store::BatchStore
+        + modelgate_store::ExecutionStore,
 >(
     s: Arc<S>,
     ping: Ping,
@@ -133,6 +136,7 @@ fn sql<
         config_versions: s.clone(),
         guardrails: s.clone(),
         jobs: s.clone(),
+        flows: s.clone(),
         batches: s,
         counters,
         ping,
@@ -179,6 +183,30 @@ pub fn jobs(
         site,
         keys,
     )))
+}
+
+/// The workflow service `[workflows]` describes (its runner not started yet); none when
+/// workflows are turned off. `listen` makes the replica id, so a restarted server takes its
+/// executions back at once.
+pub fn flows(
+    config: &Config,
+    stores: &Stores,
+    keys: Option<Arc<modelgate_core::keys::KeyService>>,
+    site: modelgate_core::access::Site,
+    listen: &str,
+) -> anyhow::Result<Option<Arc<crate::flows::Flows>>> {
+    if !config.workflows.enabled {
+        return Ok(None);
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    let me = format!("{host}:{listen}");
+    Ok(Some(Arc::new(crate::flows::Flows::new(
+        Arc::clone(&stores.flows),
+        config.workflows.clone(),
+        site,
+        keys,
+        me,
+    )?)))
 }
 
 /// The server secret: from `auth.secret_env`, else a random one made once in

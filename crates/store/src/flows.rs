@@ -198,6 +198,9 @@ pub trait ExecutionStore: Send + Sync {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<String>>;
+    /// The running executions leased to `me` (a restarted replica with the same id takes
+    /// them back at once).
+    async fn leased_to(&self, me: &str) -> Result<Vec<String>>;
     /// Extend `me`'s leases to `until_ms`; how many.
     async fn renew_leases(&self, me: &str, until_ms: i64) -> Result<u64>;
 

@@ -348,6 +348,16 @@ macro_rules! sql_flows {
                 rows.iter().map(|r| r.try_get("arn").map_err(StoreError::from)).collect()
             }
 
+            async fn leased_to(&self, me: &str) -> Result<Vec<String>> {
+                let rows = sqlx::query(
+                    "SELECT arn FROM mg_executions WHERE lease_owner = $1 AND status = 'RUNNING'",
+                )
+                .bind(me)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| r.try_get("arn").map_err(StoreError::from)).collect()
+            }
+
             async fn renew_leases(&self, me: &str, until_ms: i64) -> Result<u64> {
                 let done = sqlx::query(
                     "UPDATE mg_executions SET lease_until_ms = $2 WHERE lease_owner = $1 AND status = 'RUNNING'",

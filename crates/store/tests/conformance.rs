@@ -1676,6 +1676,8 @@ async fn executions_behave(s: Arc<dyn ExecutionStore>) {
         .unwrap()
         .iter()
         .all(|a| a != &e_arn));
+    assert_eq!(s.leased_to("replica-a").await.unwrap(), vec![e_arn.clone()]);
+    assert!(s.leased_to("replica-b").await.unwrap().is_empty());
     assert_eq!(s.renew_leases("replica-a", 20_000).await.unwrap(), 1);
     assert!(s
         .claim_orphans("replica-b", 19_999, 1000, 100)

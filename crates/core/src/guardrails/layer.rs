@@ -353,10 +353,9 @@ impl GuardrailLayer {
             .await?
         {
             return match call.ctx.dialect() {
-                Dialect::Bedrock | Dialect::Modelgate => Ok(Answer::from_response(
-                    blocked_response(&model, &message),
-                    &call.op,
-                )),
+                Dialect::Bedrock | Dialect::AwsJson | Dialect::Modelgate => Ok(
+                    Answer::from_response(blocked_response(&model, &message), &call.op),
+                ),
                 Dialect::OpenAi | Dialect::Anthropic => Err(refused(message)),
             };
         }

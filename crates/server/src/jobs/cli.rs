@@ -27,7 +27,8 @@ pub struct Remote {
 }
 
 impl Remote {
-    fn request(
+    /// A request to `path` on the gateway, with the API key.
+    pub fn request(
         &self,
         client: &reqwest::Client,
         method: reqwest::Method,

@@ -41,6 +41,52 @@ pub struct JobRun {
     pub job_id: String,
 }
 
+/// What an in-process call gave.
+pub(crate) enum InProcess {
+    /// The router answered: status, headers, body (JSON, or the text as a JSON string).
+    Answer(u16, axum::http::HeaderMap, Value),
+    /// The request could not be made (a bad stored header or path).
+    Unusable(String),
+}
+
+/// Send a POST through the gateway's own router, in process, as `principal` (the
+/// [`JobRun`] extension): every door and pipeline layer applies as to a call from outside.
+/// `Err` is a failure to get an answer at all (worth retrying).
+pub(crate) async fn call_router(
+    router: Router,
+    principal: Principal,
+    work_id: &str,
+    path: &str,
+    body: &Value,
+    headers: &[(String, String)],
+) -> Result<InProcess, String> {
+    let mut builder = axum::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut request = match builder.body(Body::from(bytes)) {
+        Ok(r) => r,
+        Err(e) => return Ok(InProcess::Unusable(format!("the request is unusable: {e}"))),
+    };
+    request.extensions_mut().insert(JobRun {
+        principal,
+        job_id: work_id.to_string(),
+    });
+    let response = router.oneshot(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 256 * 1024 * 1024)
+        .await
+        .map_err(|e| format!("reading the answer failed: {e}"))?;
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&bytes).into_owned()));
+    Ok(InProcess::Answer(status, headers, body))
+}
+
 /// Paths a job may call: the model operations of every door (no streams).
 pub fn runnable_path(path: &str) -> bool {
     matches!(
@@ -77,8 +123,36 @@ impl std::fmt::Debug for Jobs {
     }
 }
 
+/// Make a stored principal (see [`principal_ref`]) again: an API key is read again, so a
+/// revoked or expired key's work fails.
+pub(crate) async fn resolve_principal(
+    keys: Option<&Arc<KeyService>>,
+    p: &Value,
+) -> Result<Principal, String> {
+    let id = p["id"].as_str().unwrap_or_default();
+    match p["kind"].as_str() {
+        Some("unrestricted") => Ok(Principal::unrestricted(
+            id,
+            p["admin"].as_bool().unwrap_or(false),
+        )),
+        Some("key") => {
+            let keys = keys.ok_or("this gateway has no key store to find the caller's key in")?;
+            let key = keys
+                .by_id(id)
+                .await
+                .map_err(|e| format!("the key store is unavailable: {e}"))?
+                .ok_or_else(|| format!("the key {id} that submitted the work no longer exists"))?;
+            if let Some(why) = key.unusable(modelgate_core::keys::now_ms()) {
+                return Err(format!("the key {id} that submitted the work is {why}"));
+            }
+            Ok(crate::auth::principal_of(&key))
+        }
+        _ => Err("the stored principal is unreadable".into()),
+    }
+}
+
 /// A stored principal: enough to make the principal again when the job runs.
-fn principal_ref(p: &Principal) -> Result<Value, Error> {
+pub(crate) fn principal_ref(p: &Principal) -> Result<Value, Error> {
     if p.grants.unrestricted {
         return Ok(json!({"kind": "unrestricted", "id": p.id, "admin": p.admin}));
     }
@@ -179,32 +253,7 @@ impl Jobs {
 
     /// The principal a job runs as.
     async fn principal_of(&self, job: &JobRecord) -> Result<Principal, String> {
-        let p = &job.request["principal"];
-        let id = p["id"].as_str().unwrap_or_default();
-        match p["kind"].as_str() {
-            Some("unrestricted") => Ok(Principal::unrestricted(
-                id,
-                p["admin"].as_bool().unwrap_or(false),
-            )),
-            Some("key") => {
-                let keys = self
-                    .keys
-                    .as_ref()
-                    .ok_or("this gateway has no key store to find the job's key in")?;
-                let key = keys
-                    .by_id(id)
-                    .await
-                    .map_err(|e| format!("the key store is unavailable: {e}"))?
-                    .ok_or_else(|| {
-                        format!("the key {id} that submitted the job no longer exists")
-                    })?;
-                if let Some(why) = key.unusable(modelgate_core::keys::now_ms()) {
-                    return Err(format!("the key {id} that submitted the job is {why}"));
-                }
-                Ok(crate::auth::principal_of(&key))
-            }
-            _ => Err("the job's stored principal is unreadable".into()),
-        }
+        resolve_principal(self.keys.as_ref(), &job.request["principal"]).await
     }
 
     /// Send a job's request through the router as its principal: the answer's status and body.
@@ -217,41 +266,18 @@ impl Jobs {
         let principal = self.principal_of(job).await.map_err(Attempt::Fail)?;
         let r = &job.request;
         let path = r["path"].as_str().unwrap_or_default();
-        let body = serde_json::to_vec(&r["body"]).unwrap_or_default();
-        let mut builder = axum::http::Request::builder()
-            .method("POST")
-            .uri(path)
-            .header("content-type", "application/json")
-            .header("x-modelgate-job", job.id.as_str());
-        if let Some(headers) = r["headers"].as_object() {
-            for (k, v) in headers {
-                if let Some(v) = v.as_str() {
-                    builder = builder.header(k.as_str(), v);
-                }
-            }
+        let mut headers: Vec<(String, String)> = vec![("x-modelgate-job".into(), job.id.clone())];
+        if let Some(h) = r["headers"].as_object() {
+            headers.extend(
+                h.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))),
+            );
         }
-        let mut request = builder
-            .body(Body::from(body))
-            .map_err(|e| Attempt::Fail(format!("the stored request is unusable: {e}")))?;
-        request.extensions_mut().insert(JobRun {
-            principal,
-            job_id: job.id.clone(),
-        });
-        let call = async {
-            let response = router
-                .oneshot(request)
-                .await
-                .map_err(|e| Attempt::Retry(e.to_string()))?;
-            let status = response.status().as_u16();
-            let bytes = axum::body::to_bytes(response.into_body(), 256 * 1024 * 1024)
-                .await
-                .map_err(|e| Attempt::Retry(format!("reading the answer failed: {e}")))?;
-            let body = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&bytes).into_owned()));
-            Ok((status, body))
-        };
+        let call = call_router(router, principal, &job.id, path, &r["body"], &headers);
         match tokio::time::timeout(self.config.call_timeout, call).await {
-            Ok(r) => r,
+            Ok(Ok(InProcess::Answer(status, _, body))) => Ok((status, body)),
+            Ok(Ok(InProcess::Unusable(why))) => Err(Attempt::Fail(why)),
+            Ok(Err(why)) => Err(Attempt::Retry(why)),
             Err(_) => Err(Attempt::Retry(format!(
                 "the model call took longer than jobs.call_timeout ({}s)",
                 self.config.call_timeout.as_secs()

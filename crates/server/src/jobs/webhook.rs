@@ -50,7 +50,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 }
 
 /// The address a URL names literally (`http://10.0.0.1/`, `http://[::1]/`), if it does.
-fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+pub(crate) fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
     let host = url.host_str()?;
     host.trim_start_matches('[')
         .trim_end_matches(']')
@@ -82,6 +82,25 @@ pub async fn check_target(url: &str, allow: &[ipnet::IpNet]) -> Result<(), Strin
     Ok(())
 }
 
+fn guarded(allow: Allow, timeout: Duration, agent: &str) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedResolver { allow }))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .user_agent(agent)
+        .build()?)
+}
+
+/// An HTTP client that reaches no internal address outside `allow` (its resolver drops them)
+/// and follows no redirect: for any request whose target a caller chose.
+pub fn guarded_client(
+    allow: Vec<ipnet::IpNet>,
+    timeout: Duration,
+    agent: &str,
+) -> anyhow::Result<reqwest::Client> {
+    guarded(Arc::new(allow), timeout, agent)
+}
+
 /// Sends webhooks.
 pub struct Deliverer {
     client: reqwest::Client,
@@ -101,14 +120,11 @@ impl Deliverer {
         backoff: Duration,
     ) -> anyhow::Result<Self> {
         let allow: Allow = Arc::new(allow);
-        let client = reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow: Arc::clone(&allow),
-            }))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .user_agent(concat!("modelgate-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = guarded(
+            Arc::clone(&allow),
+            timeout,
+            concat!("modelgate-webhooks/", env!("CARGO_PKG_VERSION")),
+        )?;
         Ok(Self {
             client,
             allow,
