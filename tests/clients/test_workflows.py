@@ -460,6 +460,17 @@ def test_boto3_stepfunctions_api(gateway):
                                             "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Handle"}], "End": True}),
                      roleArn=ROLE, input='{}', mock={"errorOutput": {"error": "Boom", "cause": "mocked"}})
     assert t["status"] == "CAUGHT_ERROR" and t["error"] == "Boom" and t["nextState"] == "Handle"
+    # JSONata machines run too.
+    ata = c.create_state_machine(name="ata", roleArn=ROLE, definition=json.dumps({
+        "QueryLanguage": "JSONata", "StartAt": "Sum", "States": {"Sum": {
+            "Type": "Pass", "Output": {"total": "{% $sum($states.input.prices) %}",
+                                       "name": "{% $states.context.Execution.Name %}"}, "End": True}}}))["stateMachineArn"]
+    d = wait_done(c, c.start_execution(stateMachineArn=ata, name="ata-1", input='{"prices": [1, 2.5]}')["executionArn"])
+    assert json.loads(d["output"]) == {"total": 3.5, "name": "ata-1"}
+    with pytest.raises(ClientError) as e:
+        c.create_state_machine(name="ata-bad", roleArn=ROLE, definition=json.dumps({
+            "QueryLanguage": "JSONata", "StartAt": "P", "States": {"P": {"Type": "Pass", "InputPath": "$.x", "End": True}}}))
+    assert e.value.response["Error"]["Code"] == "InvalidDefinition" and "/States/P/InputPath" in e.value.response["Error"]["Message"]
     # An EXPRESS machine answers synchronously.
     express = c.create_state_machine(name="express", type="EXPRESS", roleArn=ROLE, definition=json.dumps(
         {"StartAt": "P", "States": {"P": {"Type": "Pass", "Result": {"fast": True}, "End": True}}}))["stateMachineArn"]

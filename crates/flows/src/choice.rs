@@ -17,6 +17,8 @@ pub enum Rule {
     Or(Vec<Rule>),
     /// Must not hold.
     Not(Box<Rule>),
+    /// A JSONata `Condition` (evaluated by the engine).
+    Condition(String),
     /// `Variable` compared by `op` with a literal or the value of a path.
     Test {
         /// The value tested.
@@ -265,6 +267,9 @@ pub fn eval(rule: &Rule, scope: &Scope<'_>) -> Result<bool, Failure> {
             Ok(false)
         }
         Rule::Not(r) => Ok(!eval(r, scope)?),
+        Rule::Condition(c) => Err(Failure::runtime(format!(
+            "The JSONata condition '{c}' cannot be evaluated by the JSONPath query language"
+        ))),
         Rule::Test {
             variable,
             op,

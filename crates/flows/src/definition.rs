@@ -39,6 +39,8 @@ pub enum Secs {
     Fixed(f64),
     /// From the state input.
     Path(String),
+    /// A JSONata expression.
+    Expr(String),
 }
 
 /// A string, fixed or from a path (or an intrinsic function).
@@ -78,6 +80,8 @@ pub struct Catcher {
     pub result_path: Option<Option<String>>,
     /// Variables to assign.
     pub assign: Option<Value>,
+    /// JSONata: the state's output (default: the error output).
+    pub output: Option<Value>,
 }
 
 /// How a Wait state waits.
@@ -100,6 +104,8 @@ pub struct Branch {
     pub next: String,
     /// Variables to assign when taken.
     pub assign: Option<Value>,
+    /// JSONata: the state's output when taken.
+    pub output: Option<Value>,
 }
 
 /// What a state does.
@@ -168,6 +174,12 @@ pub struct MapSpec {
 /// One state.
 #[derive(Debug, Clone)]
 pub struct State {
+    /// Whether it uses the JSONata query language.
+    pub jsonata: bool,
+    /// JSONata: what a Task or Parallel state sends (default: its input).
+    pub arguments: Option<Value>,
+    /// JSONata: the state's output.
+    pub output: Option<Value>,
     /// What it does.
     pub kind: Kind,
     /// The next state (none when it ends its list).
@@ -239,6 +251,7 @@ fn allowed(kind: &str) -> Option<&'static [&'static str]> {
             "Parameters",
             "Result",
             "Assign",
+            "Output",
         ],
         "Task" => &[
             "Next",
@@ -257,8 +270,17 @@ fn allowed(kind: &str) -> Option<&'static [&'static str]> {
             "HeartbeatSecondsPath",
             "Credentials",
             "Assign",
+            "Arguments",
+            "Output",
         ],
-        "Choice" => &["InputPath", "OutputPath", "Choices", "Default", "Assign"],
+        "Choice" => &[
+            "InputPath",
+            "OutputPath",
+            "Choices",
+            "Default",
+            "Assign",
+            "Output",
+        ],
         "Wait" => &[
             "Next",
             "End",
@@ -269,8 +291,9 @@ fn allowed(kind: &str) -> Option<&'static [&'static str]> {
             "Timestamp",
             "TimestampPath",
             "Assign",
+            "Output",
         ],
-        "Succeed" => &["InputPath", "OutputPath"],
+        "Succeed" => &["InputPath", "OutputPath", "Output"],
         "Fail" => &["Error", "ErrorPath", "Cause", "CausePath"],
         "Parallel" => &[
             "Next",
@@ -284,6 +307,8 @@ fn allowed(kind: &str) -> Option<&'static [&'static str]> {
             "Catch",
             "Branches",
             "Assign",
+            "Arguments",
+            "Output",
         ],
         "Map" => &[
             "Next",
@@ -311,6 +336,7 @@ fn allowed(kind: &str) -> Option<&'static [&'static str]> {
             "ItemBatcher",
             "Label",
             "Assign",
+            "Output",
         ],
         _ => return None,
     })
@@ -349,8 +375,8 @@ impl Definition {
                 ));
             }
         }
-        check_language(m, "")?;
-        let top = state_list(m, "")?;
+        let jsonata = language(m, "", false)?;
+        let top = state_list(m, "", jsonata)?;
         let timeout_seconds = match m.get("TimeoutSeconds") {
             None => None,
             Some(t) => Some(t.as_u64().filter(|n| *n > 0).ok_or_else(|| {
@@ -387,13 +413,17 @@ impl Definition {
     }
 }
 
-fn check_language(m: &Map<String, Value>, at: &str) -> Result<(), DefinitionError> {
+/// The query language of a state (or the machine): its own `QueryLanguage`, else `inherited`.
+/// A JSONata machine cannot hold JSONPath states.
+fn language(m: &Map<String, Value>, at: &str, inherited: bool) -> Result<bool, DefinitionError> {
     match m.get("QueryLanguage").map(|v| v.as_str()) {
-        None | Some(Some("JSONPath")) => Ok(()),
-        Some(Some("JSONata")) => Err(schema(
+        None => Ok(inherited),
+        Some(Some("JSONata")) => Ok(true),
+        Some(Some("JSONPath")) if inherited => Err(schema(
             format!("{at}/QueryLanguage"),
-            "The JSONata query language is not supported by this gateway yet; use JSONPath",
+            "A state of a JSONata state machine cannot use JSONPath",
         )),
+        Some(Some("JSONPath")) => Ok(false),
         Some(_) => Err(schema(
             format!("{at}/QueryLanguage"),
             "QueryLanguage must be JSONPath or JSONata",
@@ -401,7 +431,35 @@ fn check_language(m: &Map<String, Value>, at: &str) -> Result<(), DefinitionErro
     }
 }
 
-fn state_list(m: &Map<String, Value>, at: &str) -> Result<StateList, DefinitionError> {
+/// Fields of the JSONPath data flow, which JSONata states replace with `Arguments` and
+/// `Output`.
+const JSONPATH_ONLY: &[&str] = &[
+    "InputPath",
+    "OutputPath",
+    "ResultPath",
+    "Parameters",
+    "ResultSelector",
+    "Result",
+    "ItemsPath",
+    "SecondsPath",
+    "TimestampPath",
+    "TimeoutSecondsPath",
+    "HeartbeatSecondsPath",
+    "ErrorPath",
+    "CausePath",
+    "MaxConcurrencyPath",
+    "ToleratedFailureCountPath",
+    "ToleratedFailurePercentagePath",
+];
+
+/// Fields only JSONata states have.
+const JSONATA_ONLY: &[&str] = &["Arguments", "Output"];
+
+fn state_list(
+    m: &Map<String, Value>,
+    at: &str,
+    jsonata: bool,
+) -> Result<StateList, DefinitionError> {
     let Some(start_at) = m.get("StartAt").and_then(Value::as_str) else {
         return Err(schema(
             format!("{at}/StartAt"),
@@ -426,7 +484,10 @@ fn state_list(m: &Map<String, Value>, at: &str) -> Result<StateList, DefinitionE
                 "A state name must have 1 to 80 characters",
             ));
         }
-        states.insert(name.clone(), state(s, &format!("{at}/States/{name}"))?);
+        states.insert(
+            name.clone(),
+            state(s, &format!("{at}/States/{name}"), jsonata)?,
+        );
     }
     if !states.contains_key(start_at) {
         return Err(DefinitionError {
@@ -520,6 +581,19 @@ fn secs(
     allow_zero: bool,
 ) -> Result<Option<Secs>, DefinitionError> {
     let path_key = format!("{key}Path");
+    if let Some(e) = m
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(crate::jsonata::expression)
+    {
+        crate::jsonata::compile(e).map_err(|why| {
+            schema(
+                format!("{at}/{key}"),
+                format!("the JSONata expression '{e}' does not compile: {why}"),
+            )
+        })?;
+        return Ok(Some(Secs::Expr(e.to_string())));
+    }
     match (m.get(key), m.get(&path_key)) {
         (Some(_), Some(_)) => Err(schema(
             format!("{at}/{key}"),
@@ -581,7 +655,7 @@ fn error_list(v: Option<&Value>, at: &str) -> Result<Vec<String>, DefinitionErro
     Ok(list)
 }
 
-fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
+fn state(v: &Value, at: &str, inherited: bool) -> Result<State, DefinitionError> {
     let Some(m) = v.as_object() else {
         return Err(schema(at, "A state must be a JSON object"));
     };
@@ -599,7 +673,26 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
             ));
         }
     }
-    check_language(m, at)?;
+    let jsonata = language(m, at, inherited)?;
+    for k in m.keys() {
+        if jsonata && JSONPATH_ONLY.contains(&k.as_str()) {
+            return Err(schema(format!("{at}/{k}"), format!("Field '{k}' belongs to the JSONPath query language; a JSONata state uses Arguments, Output and {{% %}} expressions")));
+        }
+        if !jsonata && JSONATA_ONLY.contains(&k.as_str()) {
+            return Err(schema(format!("{at}/{k}"), format!("Field '{k}' belongs to the JSONata query language (set \"QueryLanguage\": \"JSONata\")")));
+        }
+    }
+    let tpl = |key: &str| -> Result<Option<Value>, DefinitionError> {
+        match m.get(key) {
+            None => Ok(None),
+            Some(t) if jsonata => {
+                crate::jsonata::check_template(t, &format!("{at}/{key}"))
+                    .map_err(|e| schema(format!("{at}/{key}"), e))?;
+                Ok(Some(t.clone()))
+            }
+            Some(_) => template(m, key, at),
+        }
+    };
     let next = m
         .get("Next")
         .map(|n| {
@@ -724,6 +817,12 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                         format!("Field '{k}' is not supported in a catcher"),
                     ));
                 }
+                if (jsonata && k == "ResultPath") || (!jsonata && k == "Output") {
+                    return Err(schema(
+                        format!("{at}/{k}"),
+                        format!("Field '{k}' of a catcher belongs to the other query language"),
+                    ));
+                }
             }
             let errors = error_list(c.get("ErrorEquals"), &at)?;
             if errors.iter().any(|e| e == crate::errors::ALL) && i + 1 < list.len() {
@@ -740,7 +839,23 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                     .map(String::from)
                     .ok_or_else(|| schema(format!("{at}/Next"), "Next is required in a catcher"))?,
                 result_path: opt_path(c, "ResultPath", &at)?,
-                assign: template(c, "Assign", &at)?,
+                assign: if jsonata {
+                    if let Some(a) = c.get("Assign") {
+                        crate::jsonata::check_template(a, &format!("{at}/Assign"))
+                            .map_err(|e| schema(format!("{at}/Assign"), e))?;
+                    }
+                    c.get("Assign").cloned()
+                } else {
+                    template(c, "Assign", &at)?
+                },
+                output: match c.get("Output") {
+                    Some(o) => {
+                        crate::jsonata::check_template(o, &format!("{at}/Output"))
+                            .map_err(|e| schema(format!("{at}/Output"), e))?;
+                        Some(o.clone())
+                    }
+                    None => None,
+                },
             });
         }
     }
@@ -779,17 +894,60 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
             let mut choices = Vec::new();
             for (i, c) in list.iter().enumerate() {
                 let loc = format!("{at}/Choices[{i}]");
-                let rule = choice::parse(c, &loc).map_err(|e| schema(loc.clone(), e))?;
+                let rule = if jsonata {
+                    let Some(cond) = c
+                        .get("Condition")
+                        .and_then(Value::as_str)
+                        .and_then(crate::jsonata::expression)
+                    else {
+                        return Err(schema(
+                            format!("{loc}/Condition"),
+                            "A JSONata choice rule needs a Condition, a {% %} expression",
+                        ));
+                    };
+                    crate::jsonata::compile(cond).map_err(|why| {
+                        schema(
+                            format!("{loc}/Condition"),
+                            format!("the JSONata expression '{cond}' does not compile: {why}"),
+                        )
+                    })?;
+                    if let Some(k) = c.as_object().and_then(|o| {
+                        o.keys().find(|k| {
+                            !["Condition", "Next", "Comment", "Assign", "Output"]
+                                .contains(&k.as_str())
+                        })
+                    }) {
+                        return Err(schema(
+                            format!("{loc}/{k}"),
+                            format!("Field '{k}' is not supported in a JSONata choice rule"),
+                        ));
+                    }
+                    Rule::Condition(cond.to_string())
+                } else {
+                    choice::parse(c, &loc).map_err(|e| schema(loc.clone(), e))?
+                };
                 let Some(next) = c.get("Next").and_then(Value::as_str) else {
                     return Err(schema(format!("{loc}/Next"), "A choice rule needs Next"));
                 };
-                if let Some(a) = c.get("Assign") {
-                    check_template(a).map_err(|e| schema(format!("{loc}/Assign"), e))?;
+                for key in ["Assign", "Output"] {
+                    let Some(a) = c.get(key) else { continue };
+                    if jsonata {
+                        crate::jsonata::check_template(a, &format!("{loc}/{key}"))
+                            .map_err(|e| schema(format!("{loc}/{key}"), e))?;
+                    } else if key == "Assign" {
+                        check_template(a).map_err(|e| schema(format!("{loc}/Assign"), e))?;
+                    } else {
+                        return Err(schema(
+                            format!("{loc}/Output"),
+                            "Output belongs to the JSONata query language",
+                        ));
+                    }
                 }
                 choices.push(Branch {
                     rule,
                     next: next.to_string(),
                     assign: c.get("Assign").cloned(),
+                    output: c.get("Output").cloned(),
                 });
             }
             Kind::Choice {
@@ -810,7 +968,10 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
             } else if let Some(t) = m.get("Timestamp") {
                 let t = t
                     .as_str()
-                    .filter(|t| choice::timestamp(t).is_some())
+                    .filter(|t| {
+                        choice::timestamp(t).is_some()
+                            || (jsonata && crate::jsonata::expression(t).is_some())
+                    })
                     .ok_or_else(|| {
                         schema(
                             format!("{at}/Timestamp"),
@@ -884,7 +1045,7 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                         "A branch must be an object with StartAt and States",
                     )
                 })?;
-                branches.push(state_list(bm, &loc)?);
+                branches.push(state_list(bm, &loc, jsonata)?);
             }
             Kind::Parallel { branches }
         }
@@ -942,11 +1103,12 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
                 }
             };
             Kind::Map(Box::new(MapSpec {
-                processor: state_list(&inner, &loc)?,
+                processor: state_list(&inner, &loc, jsonata)?,
                 items_path,
-                items: template(m, "Items", at)?,
-                item_selector: match template(m, "ItemSelector", at)? {
+                items: tpl("Items")?,
+                item_selector: match tpl("ItemSelector")? {
                     Some(s) => Some(s),
+                    None if jsonata => None,
                     None => template(m, "Parameters", at)?,
                 },
                 max_concurrency: secs(m, "MaxConcurrency", at, true)?,
@@ -963,6 +1125,9 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
     };
     let is_map = matches!(kind_data, Kind::Map(_));
     Ok(State {
+        jsonata,
+        arguments: tpl("Arguments")?,
+        output: tpl("Output")?,
         kind: kind_data,
         next,
         input_path: opt_path(m, "InputPath", at)?,
@@ -976,7 +1141,7 @@ fn state(v: &Value, at: &str) -> Result<State, DefinitionError> {
         result_selector: template(m, "ResultSelector", at)?,
         retry,
         catch,
-        assign: template(m, "Assign", at)?,
+        assign: tpl("Assign")?,
     })
 }
 

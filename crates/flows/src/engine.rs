@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::choice;
 use crate::definition::{Definition, Kind, MapSpec, Secs, State, Text, WaitFor};
 use crate::errors::{self, Failure};
+use crate::jsonata;
 use crate::paths::{self, apply_io_path, apply_result_path, select_or_fail, Scope};
 
 /// The largest state input or output (256 KiB), as in Step Functions.
@@ -217,6 +218,19 @@ fn details_field(kind: &str) -> String {
 fn secs_of(s: &Secs, scope: &Scope<'_>, field: &str) -> Result<f64, Failure> {
     match s {
         Secs::Fixed(n) => Ok(*n),
+        Secs::Expr(e) => {
+            let states = ata_states(scope.input, scope.context);
+            let v = jsonata::eval(e, &states, scope.vars)?;
+            v.as_f64().filter(|n| *n >= 0.0).ok_or_else(|| {
+                Failure::new(
+                    jsonata::QUERY_EVALUATION_ERROR,
+                    format!(
+                        "The JSONata expression '{e}' of {field} must give a non-negative number, but gave {}",
+                        paths::shorten(&v)
+                    ),
+                )
+            })
+        }
         Secs::Path(p) => {
             let v = select_or_fail(p, scope)?;
             v.as_f64().filter(|n| *n >= 0.0).ok_or_else(|| {
@@ -685,13 +699,24 @@ impl Run {
             context: &ctx,
             vars: &vars,
         };
-        let effective = apply_io_path(state.input_path.as_ref(), &scope)?;
+        // JSONata states take their input whole ($states.input); JSONPath ones apply InputPath.
+        let effective = if state.jsonata {
+            raw.clone()
+        } else {
+            apply_io_path(state.input_path.as_ref(), &scope)?
+        };
         let escope = Scope {
             input: &effective,
             context: &ctx,
             vars: &vars,
         };
         match &state.kind {
+            Kind::Pass { .. } if state.jsonata => {
+                let states = ata_states(raw, &ctx);
+                let out = ata_output(state.output.as_ref(), &states, &vars, raw.clone())?;
+                self.assign_ata(tid, state.assign.as_ref(), &states, &vars)?;
+                self.leave(def, tid, out, now_ms, actions);
+            }
             Kind::Pass { result } => {
                 let r = match (result, &state.parameters) {
                     (Some(r), _) => r.clone(),
@@ -719,9 +744,12 @@ impl Run {
                     context: &ctx,
                     vars: &vars,
                 };
-                let params = match &state.parameters {
-                    Some(p) => paths::template(p, &escope)?,
-                    None => effective.clone(),
+                let params = match (&state.parameters, &state.arguments) {
+                    (_, Some(a)) if state.jsonata => {
+                        jsonata::template(a, &ata_states(raw, &ctx), &vars)?
+                    }
+                    (Some(p), _) if !state.jsonata => paths::template(p, &escope)?,
+                    _ => effective.clone(),
                 };
                 let timeout = timeout
                     .as_ref()
@@ -774,16 +802,32 @@ impl Run {
                 actions.push(Action::Run(call));
             }
             Kind::Choice { choices, default } => {
+                let states = ata_states(raw, &ctx);
                 let mut next = None;
                 for b in choices {
-                    if choice::eval(&b.rule, &escope)? {
-                        next = Some((b.next.clone(), b.assign.clone()));
+                    let taken = match &b.rule {
+                        choice::Rule::Condition(c) => match jsonata::eval(c, &states, &vars)? {
+                            Value::Bool(t) => t,
+                            other => {
+                                return Err(Failure::new(
+                                    jsonata::QUERY_EVALUATION_ERROR,
+                                    format!(
+                                        "The Condition '{c}' must give a boolean, but gave {}",
+                                        paths::shorten(&other)
+                                    ),
+                                ))
+                            }
+                        },
+                        rule => choice::eval(rule, &escope)?,
+                    };
+                    if taken {
+                        next = Some((b.next.clone(), b.assign.clone(), b.output.clone()));
                         break;
                     }
                 }
-                let (next, branch_assign) = match (next, default) {
+                let (next, branch_assign, branch_output) = match (next, default) {
                     (Some(n), _) => n,
-                    (None, Some(d)) => (d.clone(), None),
+                    (None, Some(d)) => (d.clone(), None, None),
                     (None, None) => {
                         return Err(Failure::new(
                             "States.NoChoiceMatched",
@@ -800,8 +844,19 @@ impl Run {
                     m.extend(b);
                     assign = Some(Value::Object(m));
                 }
-                self.assign(tid, assign.as_ref(), &effective, &ctx, &vars)?;
-                let out = output_path(state, &effective, &ctx, &vars)?;
+                let out = if state.jsonata {
+                    let out = ata_output(
+                        branch_output.as_ref().or(state.output.as_ref()),
+                        &states,
+                        &vars,
+                        raw.clone(),
+                    )?;
+                    self.assign_ata(tid, assign.as_ref(), &states, &vars)?;
+                    out
+                } else {
+                    self.assign(tid, assign.as_ref(), &effective, &ctx, &vars)?;
+                    output_path(state, &effective, &ctx, &vars)?
+                };
                 self.thread_event(tid, now_ms, "ChoiceStateExited", json!({"name": state_name(self, tid), "output": out.to_string(), "outputDetails": {"truncated": false}}));
                 self.goto(tid, next, out);
             }
@@ -811,7 +866,18 @@ impl Run {
                         let n = secs_of(s, &escope, "Seconds")?;
                         now_ms.saturating_add((n * 1000.0) as i64)
                     }
-                    WaitFor::Timestamp(t) => ts_ms(t).unwrap_or(now_ms),
+                    WaitFor::Timestamp(t) => match jsonata::expression(t) {
+                        Some(e) => {
+                            let v = jsonata::eval(e, &ata_states(raw, &ctx), &vars)?;
+                            v.as_str().and_then(ts_ms).ok_or_else(|| {
+                                Failure::new(
+                                    jsonata::QUERY_EVALUATION_ERROR,
+                                    format!("The Timestamp expression '{e}' must give an ISO-8601 timestamp, but gave {}", paths::shorten(&v)),
+                                )
+                            })?
+                        }
+                        None => ts_ms(t).unwrap_or(now_ms),
+                    },
                     WaitFor::TimestampPath(p) => {
                         let v = select_or_fail(p, &escope)?;
                         v.as_str().and_then(ts_ms).ok_or_else(|| {
@@ -819,8 +885,7 @@ impl Run {
                         })?
                     }
                 };
-                self.assign(tid, state.assign.as_ref(), &effective, &ctx, &vars)?;
-                let out = output_path(state, &effective, &ctx, &vars)?;
+                let out = self.plain_output(tid, state, raw, &effective, &ctx, &vars)?;
                 if let Some(t) = self.threads.get_mut(&tid) {
                     t.step = Step::Wait {
                         until_ms: until,
@@ -829,7 +894,16 @@ impl Run {
                 }
             }
             Kind::Succeed => {
-                let out = output_path(state, &effective, &ctx, &vars)?;
+                let out = if state.jsonata {
+                    ata_output(
+                        state.output.as_ref(),
+                        &ata_states(raw, &ctx),
+                        &vars,
+                        raw.clone(),
+                    )?
+                } else {
+                    output_path(state, &effective, &ctx, &vars)?
+                };
                 self.thread_event(tid, now_ms, "SucceedStateExited", json!({"name": state_name(self, tid), "output": out.to_string(), "outputDetails": {"truncated": false}}));
                 self.finish_thread(def, tid, Ok(out), now_ms, actions);
             }
@@ -837,7 +911,15 @@ impl Run {
                 let text = |t: &Option<Text>, what: &str| -> Result<String, Failure> {
                     match t {
                         None => Ok(String::new()),
-                        Some(Text::Lit(s)) => Ok(s.clone()),
+                        Some(Text::Lit(s)) => {
+                            match jsonata::expression(s).filter(|_| state.jsonata) {
+                                Some(e) => {
+                                    let v = jsonata::eval(e, &ata_states(raw, &ctx), &vars)?;
+                                    Ok(v.as_str().map_or_else(|| v.to_string(), String::from))
+                                }
+                                None => Ok(s.clone()),
+                            }
+                        }
                         Some(Text::Path(p)) => {
                             let v = paths::dynamic(&format!("{what}Path"), p, &scope)?;
                             v.as_str().map(String::from).ok_or_else(|| {
@@ -853,9 +935,12 @@ impl Run {
                 self.finish_thread(def, tid, Err(f), now_ms, actions);
             }
             Kind::Parallel { branches } => {
-                let input = match &state.parameters {
-                    Some(p) => paths::template(p, &escope)?,
-                    None => effective.clone(),
+                let input = match (&state.parameters, &state.arguments) {
+                    (_, Some(a)) if state.jsonata => {
+                        jsonata::template(a, &ata_states(raw, &ctx), &vars)?
+                    }
+                    (Some(p), _) if !state.jsonata => paths::template(p, &escope)?,
+                    _ => effective.clone(),
                 };
                 self.thread_event(tid, now_ms, "ParallelStateStarted", json!({}));
                 let mut running = Vec::new();
@@ -918,7 +1003,13 @@ impl Run {
             context: ctx,
             vars,
         };
+        let ata = self
+            .threads
+            .get(&tid)
+            .and_then(|t| def.list(&t.scope).and_then(|l| l.states.get(&t.state)))
+            .is_some_and(|s| s.jsonata);
         let items = match (&spec.items, &spec.items_path) {
+            (Some(t), _) if ata => jsonata::template(t, &ata_states(effective, ctx), vars)?,
             (Some(t), _) => paths::template(t, &escope)?,
             (None, Some(p)) => select_or_fail(p, &escope)?,
             (None, None) => effective.clone(),
@@ -951,6 +1042,7 @@ impl Run {
                 vars,
             };
             inputs.push(match &spec.item_selector {
+                Some(sel) if ata => jsonata::template(sel, &ata_states(effective, &c), vars)?,
                 Some(sel) => paths::template(sel, &s)?,
                 None => item.clone(),
             });
@@ -1081,6 +1173,46 @@ impl Run {
         Ok(())
     }
 
+    /// JSONata `Assign`: every `{% %}` evaluated over `$states` and the old variables.
+    fn assign_ata(
+        &mut self,
+        tid: u64,
+        assign: Option<&Value>,
+        states: &Value,
+        vars: &Map<String, Value>,
+    ) -> Result<(), Failure> {
+        let Some(a) = assign else { return Ok(()) };
+        let Value::Object(values) = jsonata::template(a, states, vars)? else {
+            return Err(Failure::runtime("Assign must be a JSON object"));
+        };
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.vars.extend(values);
+        }
+        Ok(())
+    }
+
+    /// The output of a state that has no result of its own (Choice, Wait): JSONPath applies
+    /// `OutputPath` to the effective input, JSONata evaluates `Output` (default: the input);
+    /// `Assign` either way.
+    fn plain_output(
+        &mut self,
+        tid: u64,
+        state: &State,
+        raw: &Value,
+        effective: &Value,
+        ctx: &Value,
+        vars: &Map<String, Value>,
+    ) -> Result<Value, Failure> {
+        if state.jsonata {
+            let states = ata_states(raw, ctx);
+            let out = ata_output(state.output.as_ref(), &states, vars, raw.clone())?;
+            self.assign_ata(tid, state.assign.as_ref(), &states, vars)?;
+            return Ok(out);
+        }
+        self.assign(tid, state.assign.as_ref(), effective, ctx, vars)?;
+        output_path(state, effective, ctx, vars)
+    }
+
     /// A Task, Parallel or Map state has its result: ResultSelector, ResultPath,
     /// OutputPath, Assign, then on.
     fn result(
@@ -1101,6 +1233,13 @@ impl Run {
         let vars = t.vars.clone();
         let ctx = self.context_for(tid, None);
         let r = (|| {
+            if state.jsonata {
+                let mut states = ata_states(&raw, &ctx);
+                states["result"] = result.clone();
+                let out = ata_output(state.output.as_ref(), &states, &vars, result.clone())?;
+                self.assign_ata(tid, state.assign.as_ref(), &states, &vars)?;
+                return Ok(out);
+            }
             let r = match &state.result_selector {
                 Some(sel) => paths::template(
                     sel,
@@ -1203,6 +1342,13 @@ impl Run {
             let ctx = self.context_for(tid, None);
             let err = f.output();
             let r = (|| {
+                if state.jsonata {
+                    let mut states = ata_states(&raw, &ctx);
+                    states["errorOutput"] = err.clone();
+                    let out = ata_output(c.output.as_ref(), &states, &vars, err.clone())?;
+                    self.assign_ata(tid, c.assign.as_ref(), &states, &vars)?;
+                    return Ok(out);
+                }
                 self.assign(tid, c.assign.as_ref(), &err, &ctx, &vars)?;
                 apply_result_path(c.result_path.as_ref(), &raw, err.clone())
             })();
@@ -1421,4 +1567,22 @@ pub fn rfc3339(ms: i64) -> String {
 
 fn ts_ms(s: &str) -> Option<i64> {
     choice::timestamp(s).and_then(|n| i64::try_from(n / 1_000_000).ok())
+}
+
+/// `$states` of a JSONata expression: the state's input and the context object.
+fn ata_states(input: &Value, ctx: &Value) -> Value {
+    json!({"input": input, "context": ctx})
+}
+
+/// A JSONata `Output` (or `default` without one).
+fn ata_output(
+    output: Option<&Value>,
+    states: &Value,
+    vars: &Map<String, Value>,
+    default: Value,
+) -> Result<Value, Failure> {
+    match output {
+        Some(o) => jsonata::template(o, states, vars),
+        None => Ok(default),
+    }
 }

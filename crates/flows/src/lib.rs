@@ -6,6 +6,7 @@
 //!   ResultPath → OutputPath, payload templates (`"x.$"`), the context object (`$$`) and
 //!   variables (`$name`).
 //! - [`intrinsics`] evaluates the `States.*` intrinsic functions.
+//! - [`jsonata`] evaluates `{% %}` expressions of the JSONata query language (`seuil`).
 //! - [`choice`] evaluates Choice rules.
 //! - [`engine`] is the deterministic core: a [`engine::Run`] is the whole state of an
 //!   execution; applying an event (start, a task's result, the clock) changes it, appends
@@ -18,6 +19,7 @@ pub mod definition;
 pub mod engine;
 pub mod errors;
 pub mod intrinsics;
+pub mod jsonata;
 pub mod paths;
 
 pub use definition::{Definition, DefinitionError};
