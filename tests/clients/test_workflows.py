@@ -8,6 +8,8 @@ SQLite and on PostgreSQL.
 """
 import email
 import email.policy
+import hashlib
+import hmac
 import http.server
 import json
 import signal
@@ -73,13 +75,22 @@ class Receiver:
         self.log = []
         self.tokens = {}
         self.failed_once = set()
+        self.hooks = []
         self.lock = threading.Lock()
         rec = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 arrived = time.time()
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.path == "/hook":
+                    with rec.lock:
+                        rec.hooks.append((dict(self.headers), raw))
+                    self.send_response(204)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                body = json.loads(raw or b"{}")
                 parts = self.path.strip("/").split("/")
                 name, kind = (parts[1], parts[2]) if len(parts) == 3 else ("", parts[-1])
                 with rec.lock:
@@ -136,6 +147,10 @@ id = "broken-model"
 provider = "down"
 upstream_id = "nothing-listens-here"
 
+[jobs]
+webhook_secret_env = "MG_TEST_WEBHOOK_SECRET"
+webhook_allow = ["127.0.0.1/32"]
+
 [workflows]
 lease = "2s"
 poll = "100ms"
@@ -154,7 +169,7 @@ partition_key = "id"
 """
 
 
-ENV = {"MG_TEST_UPSTREAM_KEY": "unused"}
+ENV = {"MG_TEST_UPSTREAM_KEY": "unused", "MG_TEST_WEBHOOK_SECRET": "whsec-flows"}
 
 
 def sfn(url, **kw):
@@ -483,6 +498,38 @@ def test_boto3_stepfunctions_api(gateway):
     with pytest.raises(ClientError) as e:
         c.describe_state_machine(stateMachineArn=express)
     assert e.value.response["Error"]["Code"] == "StateMachineDoesNotExist"
+
+
+def test_signed_webhook_and_http_tasks(gateway):
+    receiver = Receiver()
+    try:
+        c = sfn(gateway.url)
+        arn = c.create_state_machine(name="hooks", roleArn=ROLE, definition=json.dumps({"StartAt": "Call", "States": {
+            "Call": {"Type": "Task", "Resource": "arn:aws:states:::http:invoke",
+                     "Parameters": {"ApiEndpoint.$": "States.Format('{}/work/h-{}/call', $.base, $.n)", "Method": "POST",
+                                    "RequestBody": {"n.$": "$.n"}},
+                     "ResultSelector": {"n.$": "$.ResponseBody.n", "status.$": "$.StatusCode"}, "ResultPath": "$.call", "Next": "Hook"},
+            "Hook": {"Type": "Task", "Resource": "arn:modelgate:states:::webhook:publish",
+                     "Parameters": {"Url.$": "States.Format('{}/hook', $.base)", "Body": {"done.$": "$.call"}},
+                     "ResultPath": "$.hook", "End": True}}}))["stateMachineArn"]
+        d = wait_done(c, c.start_execution(stateMachineArn=arn, input=json.dumps({"n": 4, "base": receiver.url}))["executionArn"])
+        assert d["status"] == "SUCCEEDED", d
+        out = json.loads(d["output"])
+        assert out["call"] == {"n": 4, "status": "200"} and out["hook"] == {"StatusCode": 204}
+        headers, body = receiver.hooks[0]
+        assert json.loads(body) == {"done": {"n": 4, "status": "200"}}
+        sig = {k.lower(): v for k, v in headers.items()}["modelgate-signature"]
+        t, v1 = (part.split("=", 1)[1] for part in sig.split(","))
+        expected = hmac.new(b"whsec-flows", f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(v1, expected)
+        # An internal address outside workflows.http_allow is refused.
+        guarded = c.create_state_machine(name="guarded", roleArn=ROLE, definition=json.dumps({"StartAt": "Call", "States": {
+            "Call": {"Type": "Task", "Resource": "arn:aws:states:::http:invoke",
+                     "Parameters": {"ApiEndpoint": "http://169.254.169.254/latest/meta-data", "Method": "GET"}, "End": True}}}))["stateMachineArn"]
+        d = wait_done(c, c.start_execution(stateMachineArn=guarded)["executionArn"])
+        assert d["status"] == "FAILED" and d["error"] == "States.Http.Forbidden", d
+    finally:
+        receiver.stop()
 
 
 def test_child_executions_and_the_cli(gateway, tmp_path):

@@ -123,6 +123,7 @@ fn main() {
                 modelgate_core::access::Site::default(),
                 None,
                 "bench".into(),
+                None,
             )
             .unwrap(),
         );

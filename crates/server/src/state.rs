@@ -200,12 +200,28 @@ pub fn flows(
     }
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
     let me = format!("{host}:{listen}");
+    // `webhook:publish` tasks sign with the jobs' webhook secret.
+    let c = &config.jobs;
+    let webhooks = match &c.webhook_secret_env {
+        Some(var) => match std::env::var(var).ok().filter(|s| !s.is_empty()) {
+            Some(secret) => Some(crate::jobs::webhook::Deliverer::new(
+                secret.into_bytes(),
+                c.webhook_allow.clone(),
+                c.webhook_timeout,
+                1,
+                c.webhook_backoff,
+            )?),
+            None => None,
+        },
+        None => None,
+    };
     Ok(Some(Arc::new(crate::flows::Flows::new(
         Arc::clone(&stores.flows),
         config.workflows.clone(),
         site,
         keys,
         me,
+        webhooks,
     )?)))
 }
 

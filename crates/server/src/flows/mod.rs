@@ -86,6 +86,7 @@ pub struct Flows {
     metrics: OnceLock<Arc<modelgate_core::metrics::Metrics>>,
     http: reqwest::Client,
     mailer: Option<email::Mailer>,
+    webhooks: Option<crate::jobs::webhook::Deliverer>,
     definitions: Mutex<HashMap<String, Arc<Definition>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     running: Mutex<HashMap<(String, u64), tokio::task::AbortHandle>>,
@@ -138,6 +139,7 @@ impl Flows {
         site: modelgate_core::access::Site,
         keys: Option<Arc<KeyService>>,
         me: String,
+        webhooks: Option<crate::jobs::webhook::Deliverer>,
     ) -> anyhow::Result<Self> {
         let http = crate::jobs::webhook::guarded_client(
             config.http_allow.clone(),
@@ -156,6 +158,7 @@ impl Flows {
             metrics: OnceLock::new(),
             http,
             mailer,
+            webhooks,
             definitions: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),

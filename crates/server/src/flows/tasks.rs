@@ -9,6 +9,7 @@
 //! | `arn:aws:states:::http:invoke` | an HTTP request (`ApiEndpoint`, `Method`, `Headers`, `QueryParameters`, `RequestBody`), internal addresses refused |
 //! | `arn:aws:states:::dynamodb:putItem` / `getItem` / `deleteItem`, `arn:aws:states:::aws-sdk:dynamodb:query` | the built-in document store, tables keyed as `[[workflows.tables]]` says |
 //! | `arn:aws:states:::aws-sdk:sesv2:sendEmail`, `arn:aws:states:::aws-sdk:ses:sendEmail`, `arn:modelgate:states:::email:send` | e-mail over `[workflows.smtp]` (the last with `minijinja` templates) |
+//! | `arn:modelgate:states:::webhook:publish` | a signed webhook (`Url`, `Body`), as job callbacks are signed |
 //! | `arn:aws:states:::states:startExecution` (`.sync`, `.sync:2`) | a child execution |
 //!
 //! Any of them ending in `.waitForTaskToken` sends its request and then waits for
@@ -91,7 +92,8 @@ pub fn supported(resource: &str) -> Result<(), String> {
         | "arn:aws:states:::http:invoke"
         | "arn:aws:states:::aws-sdk:sesv2:sendEmail"
         | "arn:aws:states:::aws-sdk:ses:sendEmail"
-        | "arn:modelgate:states:::email:send" => {
+        | "arn:modelgate:states:::email:send"
+        | "arn:modelgate:states:::webhook:publish" => {
             pattern.is_empty() || pattern == ".waitForTaskToken"
         }
         "arn:aws:states:::dynamodb:putItem"
@@ -105,7 +107,7 @@ pub fn supported(resource: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "The resource '{resource}' is not supported by this gateway (model calls, http:invoke, DynamoDB putItem/getItem/deleteItem/query, SES/SESv2 sendEmail, email:send, startExecution; .waitForTaskToken on calls and e-mail)"
+            "The resource '{resource}' is not supported by this gateway (model calls, http:invoke, webhook:publish, DynamoDB putItem/getItem/deleteItem/query, SES/SESv2 sendEmail, email:send, startExecution; .waitForTaskToken on calls, webhooks and e-mail)"
         ))
     }
 }
@@ -126,6 +128,7 @@ pub async fn run(flows: &Arc<Flows>, env: &TaskEnv, call: &TaskCall) -> Result<O
         "arn:aws:states:::aws-sdk:sesv2:sendEmail"
         | "arn:aws:states:::aws-sdk:ses:sendEmail"
         | "arn:modelgate:states:::email:send" => send_email(flows, base, p).await?,
+        "arn:modelgate:states:::webhook:publish" => publish(flows, env, call).await?,
         "arn:aws:states:::states:startExecution" => {
             return start_child(flows, env, call, pattern).await;
         }
@@ -654,6 +657,33 @@ async fn send_email(flows: &Arc<Flows>, base: &str, p: &Value) -> Result<Value, 
     };
     let id = mailer.send(mail).await?;
     Ok(json!({"MessageId": id}))
+}
+
+/// `webhook:publish`: POST `Body` to `Url`, signed like job callbacks (`modelgate-signature`,
+/// internal addresses refused unless `jobs.webhook_allow` lists them). A status other than
+/// 2xx fails the task with `Webhook.StatusCode.<n>`; the state's Retry retries it.
+async fn publish(flows: &Arc<Flows>, env: &TaskEnv, call: &TaskCall) -> Result<Value, Failure> {
+    const R: &str = "webhook:publish";
+    let url = str_param(&call.params, "Url", R)?;
+    let deliverer = flows.webhooks.as_ref().ok_or_else(|| {
+        Failure::new(
+            "Webhook.NotConfigured",
+            "This gateway cannot sign webhooks: set jobs.webhook_secret_env",
+        )
+    })?;
+    modelgate_core::jobs::check_callback_url(url)
+        .map_err(|e| Failure::new("Webhook.InvalidUrl", e))?;
+    let body =
+        serde_json::to_vec(call.params.get("Body").unwrap_or(&Value::Null)).unwrap_or_default();
+    let id = format!("{}:{}", env.arn, call.task);
+    match deliverer.post(url, &id, 1, &body).await {
+        Ok(status) if (200..300).contains(&status) => Ok(json!({"StatusCode": status})),
+        Ok(status) => Err(Failure::new(
+            format!("Webhook.StatusCode.{status}"),
+            format!("The receiver answered {status}"),
+        )),
+        Err(why) => Err(Failure::new("Webhook.DeliveryFailed", why)),
+    }
 }
 
 /// What a `startExecution.sync` task gets when its child ends (`.sync:2`: the output as

@@ -174,7 +174,15 @@ impl Deliverer {
         (delivery, next)
     }
 
-    async fn post(&self, url: &str, id: &str, attempt: i64, payload: &[u8]) -> Result<u16, String> {
+    /// POST `payload` to `url`, signed (`modelgate-signature`), with the delivery's id and
+    /// attempt number: the receiver's status, or why it could not be reached.
+    pub(crate) async fn post(
+        &self,
+        url: &str,
+        id: &str,
+        attempt: i64,
+        payload: &[u8],
+    ) -> Result<u16, String> {
         // IP literals never reach the resolver: check them here.
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("callback URL: {e}"))?;
         if let Some(ip) = literal_ip(&parsed) {
