@@ -574,6 +574,34 @@ fn template(m: &Map<String, Value>, key: &str, at: &str) -> Result<Option<Value>
     }
 }
 
+/// A JSONata template field: its `{% %}` expressions must compile.
+fn ata_template(
+    m: &Map<String, Value>,
+    key: &str,
+    at: &str,
+) -> Result<Option<Value>, DefinitionError> {
+    let Some(t) = m.get(key) else {
+        return Ok(None);
+    };
+    let loc = format!("{at}/{key}");
+    crate::jsonata::check_template(t, &loc).map_err(|e| schema(loc, e))?;
+    Ok(Some(t.clone()))
+}
+
+/// A template field in the state's query language.
+fn any_template(
+    m: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    jsonata: bool,
+) -> Result<Option<Value>, DefinitionError> {
+    if jsonata {
+        ata_template(m, key, at)
+    } else {
+        template(m, key, at)
+    }
+}
+
 fn secs(
     m: &Map<String, Value>,
     key: &str,
@@ -631,28 +659,73 @@ fn secs(
     }
 }
 
-fn error_list(v: Option<&Value>, at: &str) -> Result<Vec<String>, DefinitionError> {
-    let list: Vec<String> = v
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    if list.is_empty() || v.and_then(Value::as_array).map(Vec::len) != Some(list.len()) {
+/// One Retry or Catch rule: where it is, its fields, its error names.
+type ErrorRule<'a> = (String, &'a Map<String, Value>, Vec<String>);
+
+/// The rules of a `Retry` or `Catch` list (`what`: "retrier", "catcher"): each an object
+/// with only `fields`, and its `ErrorEquals` — non-empty, `States.ALL` alone in it and in the
+/// last rule only. Yields each rule's location, object and error names.
+fn rules<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+    what: &str,
+    fields: &[&str],
+    at: &str,
+) -> Result<Vec<ErrorRule<'a>>, DefinitionError> {
+    let Some(list) = m.get(key) else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = list.as_array() else {
         return Err(schema(
-            format!("{at}/ErrorEquals"),
-            "ErrorEquals must be a non-empty array of error names",
+            format!("{at}/{key}"),
+            format!("{key} must be an array"),
         ));
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (i, r) in list.iter().enumerate() {
+        let at = format!("{at}/{key}[{i}]");
+        let Some(r) = r.as_object() else {
+            return Err(schema(at, format!("A {what} must be an object")));
+        };
+        if let Some(k) = r.keys().find(|k| !fields.contains(&k.as_str())) {
+            return Err(schema(
+                format!("{at}/{k}"),
+                format!("Field '{k}' is not supported in a {what}"),
+            ));
+        }
+        let v = r.get("ErrorEquals");
+        let names: Vec<String> = v
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let loc = format!("{at}/ErrorEquals");
+        if names.is_empty() || v.and_then(Value::as_array).map(Vec::len) != Some(names.len()) {
+            return Err(schema(
+                loc,
+                "ErrorEquals must be a non-empty array of error names",
+            ));
+        }
+        if names.iter().any(|e| e == crate::errors::ALL) {
+            if names.len() > 1 {
+                return Err(schema(
+                    loc,
+                    "States.ALL must appear alone in its ErrorEquals",
+                ));
+            }
+            if i + 1 < list.len() {
+                return Err(schema(
+                    loc,
+                    format!("A {what} with States.ALL must be the last one"),
+                ));
+            }
+        }
+        out.push((at, r, names));
     }
-    if list.iter().any(|e| e == crate::errors::ALL) && list.len() > 1 {
-        return Err(schema(
-            format!("{at}/ErrorEquals"),
-            "States.ALL must appear alone in its ErrorEquals",
-        ));
-    }
-    Ok(list)
+    Ok(out)
 }
 
 fn state(v: &Value, at: &str, inherited: bool) -> Result<State, DefinitionError> {
@@ -682,17 +755,7 @@ fn state(v: &Value, at: &str, inherited: bool) -> Result<State, DefinitionError>
             return Err(schema(format!("{at}/{k}"), format!("Field '{k}' belongs to the JSONata query language (set \"QueryLanguage\": \"JSONata\")")));
         }
     }
-    let tpl = |key: &str| -> Result<Option<Value>, DefinitionError> {
-        match m.get(key) {
-            None => Ok(None),
-            Some(t) if jsonata => {
-                crate::jsonata::check_template(t, &format!("{at}/{key}"))
-                    .map_err(|e| schema(format!("{at}/{key}"), e))?;
-                Ok(Some(t.clone()))
-            }
-            Some(_) => template(m, key, at),
-        }
-    };
+    let tpl = |key: &str| any_template(m, key, at, jsonata);
     let next = m
         .get("Next")
         .map(|n| {
@@ -715,149 +778,82 @@ fn state(v: &Value, at: &str, inherited: bool) -> Result<State, DefinitionError>
         }
     }
     let mut retry = Vec::new();
-    if let Some(list) = m.get("Retry") {
-        let Some(list) = list.as_array() else {
-            return Err(schema(format!("{at}/Retry"), "Retry must be an array"));
-        };
-        for (i, r) in list.iter().enumerate() {
-            let at = format!("{at}/Retry[{i}]");
-            let Some(r) = r.as_object() else {
-                return Err(schema(at, "A retrier must be an object"));
-            };
-            for k in r.keys() {
-                if ![
-                    "ErrorEquals",
-                    "IntervalSeconds",
-                    "MaxAttempts",
-                    "BackoffRate",
-                    "MaxDelaySeconds",
-                    "JitterStrategy",
-                    "Comment",
-                ]
-                .contains(&k.as_str())
-                {
-                    return Err(schema(
+    let retry_fields = &[
+        "ErrorEquals",
+        "IntervalSeconds",
+        "MaxAttempts",
+        "BackoffRate",
+        "MaxDelaySeconds",
+        "JitterStrategy",
+        "Comment",
+    ];
+    for (at, r, error_equals) in rules(m, "Retry", "retrier", retry_fields, at)? {
+        let num = |k: &str, d: f64, min: f64| -> Result<f64, DefinitionError> {
+            match r.get(k) {
+                None => Ok(d),
+                Some(v) => v.as_f64().filter(|n| *n >= min).ok_or_else(|| {
+                    schema(
                         format!("{at}/{k}"),
-                        format!("Field '{k}' is not supported in a retrier"),
-                    ));
-                }
+                        format!("{k} must be a number of at least {min}"),
+                    )
+                }),
             }
-            let num = |k: &str, d: f64, min: f64| -> Result<f64, DefinitionError> {
-                match r.get(k) {
-                    None => Ok(d),
-                    Some(v) => v.as_f64().filter(|n| *n >= min).ok_or_else(|| {
-                        schema(
-                            format!("{at}/{k}"),
-                            format!("{k} must be a number of at least {min}"),
-                        )
-                    }),
-                }
-            };
-            let interval = num("IntervalSeconds", 1.0, 1.0)?;
-            let max_attempts = num("MaxAttempts", 3.0, 0.0)?;
-            let backoff = num("BackoffRate", 2.0, 1.0)?;
-            let max_delay = r
-                .get("MaxDelaySeconds")
-                .map(|_| num("MaxDelaySeconds", 0.0, 1.0))
-                .transpose()?;
-            let jitter = match r.get("JitterStrategy").map(Value::as_str) {
-                None | Some(Some("NONE")) => false,
-                Some(Some("FULL")) => true,
-                _ => {
-                    return Err(schema(
-                        format!("{at}/JitterStrategy"),
-                        "JitterStrategy must be FULL or NONE",
-                    ))
-                }
-            };
-            if list.len() > 1
-                && i + 1 < list.len()
-                && error_list(r.get("ErrorEquals"), &at)?
-                    .iter()
-                    .any(|e| e == crate::errors::ALL)
-            {
+        };
+        let interval = num("IntervalSeconds", 1.0, 1.0)?;
+        let max_attempts = num("MaxAttempts", 3.0, 0.0)?;
+        let backoff = num("BackoffRate", 2.0, 1.0)?;
+        let max_delay = r
+            .get("MaxDelaySeconds")
+            .map(|_| num("MaxDelaySeconds", 0.0, 1.0))
+            .transpose()?;
+        let jitter = match r.get("JitterStrategy").map(Value::as_str) {
+            None | Some(Some("NONE")) => false,
+            Some(Some("FULL")) => true,
+            _ => {
                 return Err(schema(
-                    format!("{at}/ErrorEquals"),
-                    "A retrier with States.ALL must be the last one",
-                ));
+                    format!("{at}/JitterStrategy"),
+                    "JitterStrategy must be FULL or NONE",
+                ))
             }
-            retry.push(Retrier {
-                error_equals: error_list(r.get("ErrorEquals"), &at)?,
-                interval_seconds: interval,
-                max_attempts: u32::try_from(max_attempts as u64).unwrap_or(99_999_999),
-                backoff_rate: backoff,
-                max_delay_seconds: max_delay,
-                full_jitter: jitter,
-            });
-        }
+        };
+        retry.push(Retrier {
+            error_equals,
+            interval_seconds: interval,
+            max_attempts: u32::try_from(max_attempts as u64).unwrap_or(99_999_999),
+            backoff_rate: backoff,
+            max_delay_seconds: max_delay,
+            full_jitter: jitter,
+        });
     }
     let mut catch = Vec::new();
-    if let Some(list) = m.get("Catch") {
-        let Some(list) = list.as_array() else {
-            return Err(schema(format!("{at}/Catch"), "Catch must be an array"));
-        };
-        for (i, c) in list.iter().enumerate() {
-            let at = format!("{at}/Catch[{i}]");
-            let Some(c) = c.as_object() else {
-                return Err(schema(at, "A catcher must be an object"));
-            };
-            for k in c.keys() {
-                if ![
-                    "ErrorEquals",
-                    "Next",
-                    "ResultPath",
-                    "Comment",
-                    "Assign",
-                    "Output",
-                ]
-                .contains(&k.as_str())
-                {
-                    return Err(schema(
-                        format!("{at}/{k}"),
-                        format!("Field '{k}' is not supported in a catcher"),
-                    ));
-                }
-                if (jsonata && k == "ResultPath") || (!jsonata && k == "Output") {
-                    return Err(schema(
-                        format!("{at}/{k}"),
-                        format!("Field '{k}' of a catcher belongs to the other query language"),
-                    ));
-                }
-            }
-            let errors = error_list(c.get("ErrorEquals"), &at)?;
-            if errors.iter().any(|e| e == crate::errors::ALL) && i + 1 < list.len() {
+    let catch_fields = &[
+        "ErrorEquals",
+        "Next",
+        "ResultPath",
+        "Comment",
+        "Assign",
+        "Output",
+    ];
+    for (at, c, errors) in rules(m, "Catch", "catcher", catch_fields, at)? {
+        for k in ["ResultPath", "Output"] {
+            if c.contains_key(k) && (jsonata == (k == "ResultPath")) {
                 return Err(schema(
-                    format!("{at}/ErrorEquals"),
-                    "A catcher with States.ALL must be the last one",
+                    format!("{at}/{k}"),
+                    format!("Field '{k}' of a catcher belongs to the other query language"),
                 ));
             }
-            catch.push(Catcher {
-                error_equals: errors,
-                next: c
-                    .get("Next")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-                    .ok_or_else(|| schema(format!("{at}/Next"), "Next is required in a catcher"))?,
-                result_path: opt_path(c, "ResultPath", &at)?,
-                assign: if jsonata {
-                    if let Some(a) = c.get("Assign") {
-                        crate::jsonata::check_template(a, &format!("{at}/Assign"))
-                            .map_err(|e| schema(format!("{at}/Assign"), e))?;
-                    }
-                    c.get("Assign").cloned()
-                } else {
-                    template(c, "Assign", &at)?
-                },
-                output: match c.get("Output") {
-                    Some(o) => {
-                        crate::jsonata::check_template(o, &format!("{at}/Output"))
-                            .map_err(|e| schema(format!("{at}/Output"), e))?;
-                        Some(o.clone())
-                    }
-                    None => None,
-                },
-            });
         }
+        catch.push(Catcher {
+            error_equals: errors,
+            next: c
+                .get("Next")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| schema(format!("{at}/Next"), "Next is required in a catcher"))?,
+            result_path: opt_path(c, "ResultPath", &at)?,
+            assign: any_template(c, "Assign", &at, jsonata)?,
+            output: ata_template(c, "Output", &at)?,
+        });
     }
     let kind_data = match kind {
         "Pass" => Kind::Pass {
@@ -929,25 +925,20 @@ fn state(v: &Value, at: &str, inherited: bool) -> Result<State, DefinitionError>
                 let Some(next) = c.get("Next").and_then(Value::as_str) else {
                     return Err(schema(format!("{loc}/Next"), "A choice rule needs Next"));
                 };
-                for key in ["Assign", "Output"] {
-                    let Some(a) = c.get(key) else { continue };
-                    if jsonata {
-                        crate::jsonata::check_template(a, &format!("{loc}/{key}"))
-                            .map_err(|e| schema(format!("{loc}/{key}"), e))?;
-                    } else if key == "Assign" {
-                        check_template(a).map_err(|e| schema(format!("{loc}/Assign"), e))?;
-                    } else {
-                        return Err(schema(
-                            format!("{loc}/Output"),
-                            "Output belongs to the JSONata query language",
-                        ));
-                    }
+                let Some(c) = c.as_object() else {
+                    return Err(schema(loc, "A choice rule must be an object"));
+                };
+                if !jsonata && c.contains_key("Output") {
+                    return Err(schema(
+                        format!("{loc}/Output"),
+                        "Output belongs to the JSONata query language",
+                    ));
                 }
                 choices.push(Branch {
                     rule,
                     next: next.to_string(),
-                    assign: c.get("Assign").cloned(),
-                    output: c.get("Output").cloned(),
+                    assign: any_template(c, "Assign", &loc, jsonata)?,
+                    output: ata_template(c, "Output", &loc)?,
                 });
             }
             Kind::Choice {

@@ -330,6 +330,20 @@ impl Run {
             .collect()
     }
 
+    /// Whether a task is out that is not only waiting for its token (the runtime holds a
+    /// lease on the execution while there is).
+    pub fn has_pending_tasks(&self) -> bool {
+        self.threads.values().any(|t| {
+            matches!(
+                t.step,
+                Step::Task {
+                    submitted: false,
+                    ..
+                }
+            )
+        })
+    }
+
     /// The task a token belongs to, if it is still waiting.
     pub fn task_of_token(&self, token: &str) -> Option<u64> {
         self.threads.values().find_map(|t| match &t.step {
@@ -712,9 +726,14 @@ impl Run {
         };
         match &state.kind {
             Kind::Pass { .. } if state.jsonata => {
-                let states = ata_states(raw, &ctx);
-                let out = ata_output(state.output.as_ref(), &states, &vars, raw.clone())?;
-                self.assign_ata(tid, state.assign.as_ref(), &states, &vars)?;
+                let out = self.ata_exit(
+                    tid,
+                    state.output.as_ref(),
+                    state.assign.as_ref(),
+                    &ata_states(raw, &ctx),
+                    &vars,
+                    raw.clone(),
+                )?;
                 self.leave(def, tid, out, now_ms, actions);
             }
             Kind::Pass { result } => {
@@ -744,13 +763,7 @@ impl Run {
                     context: &ctx,
                     vars: &vars,
                 };
-                let params = match (&state.parameters, &state.arguments) {
-                    (_, Some(a)) if state.jsonata => {
-                        jsonata::template(a, &ata_states(raw, &ctx), &vars)?
-                    }
-                    (Some(p), _) if !state.jsonata => paths::template(p, &escope)?,
-                    _ => effective.clone(),
-                };
+                let params = state_input(state, raw, &escope)?;
                 let timeout = timeout
                     .as_ref()
                     .map(|s| secs_of(s, &escope, "TimeoutSeconds"))
@@ -845,19 +858,19 @@ impl Run {
                     assign = Some(Value::Object(m));
                 }
                 let out = if state.jsonata {
-                    let out = ata_output(
+                    self.ata_exit(
+                        tid,
                         branch_output.as_ref().or(state.output.as_ref()),
+                        assign.as_ref(),
                         &states,
                         &vars,
                         raw.clone(),
-                    )?;
-                    self.assign_ata(tid, assign.as_ref(), &states, &vars)?;
-                    out
+                    )?
                 } else {
                     self.assign(tid, assign.as_ref(), &effective, &ctx, &vars)?;
                     output_path(state, &effective, &ctx, &vars)?
                 };
-                self.thread_event(tid, now_ms, "ChoiceStateExited", json!({"name": state_name(self, tid), "output": out.to_string(), "outputDetails": {"truncated": false}}));
+                self.exited(tid, state, &out, now_ms);
                 self.goto(tid, next, out);
             }
             Kind::Wait(how) => {
@@ -895,16 +908,19 @@ impl Run {
             }
             Kind::Succeed => {
                 let out = if state.jsonata {
-                    ata_output(
+                    let states = ata_states(raw, &ctx);
+                    self.ata_exit(
+                        tid,
                         state.output.as_ref(),
-                        &ata_states(raw, &ctx),
+                        None,
+                        &states,
                         &vars,
                         raw.clone(),
                     )?
                 } else {
                     output_path(state, &effective, &ctx, &vars)?
                 };
-                self.thread_event(tid, now_ms, "SucceedStateExited", json!({"name": state_name(self, tid), "output": out.to_string(), "outputDetails": {"truncated": false}}));
+                self.exited(tid, state, &out, now_ms);
                 self.finish_thread(def, tid, Ok(out), now_ms, actions);
             }
             Kind::Fail { error, cause } => {
@@ -935,13 +951,7 @@ impl Run {
                 self.finish_thread(def, tid, Err(f), now_ms, actions);
             }
             Kind::Parallel { branches } => {
-                let input = match (&state.parameters, &state.arguments) {
-                    (_, Some(a)) if state.jsonata => {
-                        jsonata::template(a, &ata_states(raw, &ctx), &vars)?
-                    }
-                    (Some(p), _) if !state.jsonata => paths::template(p, &escope)?,
-                    _ => effective.clone(),
-                };
+                let input = state_input(state, raw, &escope)?;
                 self.thread_event(tid, now_ms, "ParallelStateStarted", json!({}));
                 let mut running = Vec::new();
                 let scope_base = self
@@ -1003,11 +1013,7 @@ impl Run {
             context: ctx,
             vars,
         };
-        let ata = self
-            .threads
-            .get(&tid)
-            .and_then(|t| def.list(&t.scope).and_then(|l| l.states.get(&t.state)))
-            .is_some_and(|s| s.jsonata);
+        let ata = self.state_of(def, tid).is_some_and(|(_, s)| s.jsonata);
         let items = match (&spec.items, &spec.items_path) {
             (Some(t), _) if ata => jsonata::template(t, &ata_states(effective, ctx), vars)?,
             (Some(t), _) => paths::template(t, &escope)?,
@@ -1173,22 +1179,50 @@ impl Run {
         Ok(())
     }
 
-    /// JSONata `Assign`: every `{% %}` evaluated over `$states` and the old variables.
-    fn assign_ata(
+    /// How a JSONata state ends: its `Output` (or `default`) and its `Assign`, both evaluated
+    /// over `$states` and the old variables.
+    #[allow(clippy::too_many_arguments)]
+    fn ata_exit(
         &mut self,
         tid: u64,
+        output: Option<&Value>,
         assign: Option<&Value>,
         states: &Value,
         vars: &Map<String, Value>,
-    ) -> Result<(), Failure> {
-        let Some(a) = assign else { return Ok(()) };
-        let Value::Object(values) = jsonata::template(a, states, vars)? else {
-            return Err(Failure::runtime("Assign must be a JSON object"));
+        default: Value,
+    ) -> Result<Value, Failure> {
+        let out = match output {
+            Some(o) => jsonata::template(o, states, vars)?,
+            None => default,
         };
-        if let Some(t) = self.threads.get_mut(&tid) {
-            t.vars.extend(values);
+        if let Some(a) = assign {
+            let Value::Object(values) = jsonata::template(a, states, vars)? else {
+                return Err(Failure::runtime("Assign must be a JSON object"));
+            };
+            if let Some(t) = self.threads.get_mut(&tid) {
+                t.vars.extend(values);
+            }
         }
-        Ok(())
+        Ok(out)
+    }
+
+    /// `…StateExited` for the state a thread leaves with `output`.
+    fn exited(&mut self, tid: u64, state: &State, output: &Value, now_ms: i64) {
+        let kind = format!("{}StateExited", state.type_name());
+        let name = state_name(self, tid);
+        self.thread_event(
+            tid,
+            now_ms,
+            &kind,
+            json!({"name": name, "output": output.to_string(), "outputDetails": {"truncated": false}}),
+        );
+    }
+
+    /// The thread and the state it is at.
+    fn state_of<'d>(&self, def: &'d Definition, tid: u64) -> Option<(&Thread, &'d State)> {
+        let t = self.threads.get(&tid)?;
+        let state = def.list(&t.scope)?.states.get(&t.state)?;
+        Some((t, state))
     }
 
     /// The output of a state that has no result of its own (Choice, Wait): JSONPath applies
@@ -1205,9 +1239,14 @@ impl Run {
     ) -> Result<Value, Failure> {
         if state.jsonata {
             let states = ata_states(raw, ctx);
-            let out = ata_output(state.output.as_ref(), &states, vars, raw.clone())?;
-            self.assign_ata(tid, state.assign.as_ref(), &states, vars)?;
-            return Ok(out);
+            return self.ata_exit(
+                tid,
+                state.output.as_ref(),
+                state.assign.as_ref(),
+                &states,
+                vars,
+                raw.clone(),
+            );
         }
         self.assign(tid, state.assign.as_ref(), effective, ctx, vars)?;
         output_path(state, effective, ctx, vars)
@@ -1223,10 +1262,7 @@ impl Run {
         now_ms: i64,
         actions: &mut Vec<Action>,
     ) {
-        let Some(t) = self.threads.get(&tid) else {
-            return;
-        };
-        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else {
+        let Some((t, state)) = self.state_of(def, tid) else {
             return;
         };
         let raw = t.input.clone();
@@ -1236,9 +1272,14 @@ impl Run {
             if state.jsonata {
                 let mut states = ata_states(&raw, &ctx);
                 states["result"] = result.clone();
-                let out = ata_output(state.output.as_ref(), &states, &vars, result.clone())?;
-                self.assign_ata(tid, state.assign.as_ref(), &states, &vars)?;
-                return Ok(out);
+                return self.ata_exit(
+                    tid,
+                    state.output.as_ref(),
+                    state.assign.as_ref(),
+                    &states,
+                    &vars,
+                    result.clone(),
+                );
             }
             let r = match &state.result_selector {
                 Some(sel) => paths::template(
@@ -1271,15 +1312,10 @@ impl Run {
         now_ms: i64,
         actions: &mut Vec<Action>,
     ) {
-        let Some(t) = self.threads.get(&tid) else {
+        let Some((_, state)) = self.state_of(def, tid) else {
             return;
         };
-        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else {
-            return;
-        };
-        let kind = format!("{}StateExited", state.type_name());
-        let name = t.state.clone();
-        self.thread_event(tid, now_ms, &kind, json!({"name": name, "output": output.to_string(), "outputDetails": {"truncated": false}}));
+        self.exited(tid, state, &output, now_ms);
         match &state.next {
             Some(n) => self.goto(tid, n.clone(), output),
             None => self.finish_thread(def, tid, Ok(output), now_ms, actions),
@@ -1303,10 +1339,7 @@ impl Run {
         now_ms: i64,
         actions: &mut Vec<Action>,
     ) {
-        let Some(t) = self.threads.get(&tid) else {
-            return;
-        };
-        let Some(state) = def.list(&t.scope).and_then(|l| l.states.get(&t.state)) else {
+        let Some((t, state)) = self.state_of(def, tid) else {
             return;
         };
         if let Some((i, r)) = state
@@ -1345,18 +1378,21 @@ impl Run {
                 if state.jsonata {
                     let mut states = ata_states(&raw, &ctx);
                     states["errorOutput"] = err.clone();
-                    let out = ata_output(c.output.as_ref(), &states, &vars, err.clone())?;
-                    self.assign_ata(tid, c.assign.as_ref(), &states, &vars)?;
-                    return Ok(out);
+                    return self.ata_exit(
+                        tid,
+                        c.output.as_ref(),
+                        c.assign.as_ref(),
+                        &states,
+                        &vars,
+                        err.clone(),
+                    );
                 }
                 self.assign(tid, c.assign.as_ref(), &err, &ctx, &vars)?;
                 apply_result_path(c.result_path.as_ref(), &raw, err.clone())
             })();
             match r {
                 Ok(out) => {
-                    let kind = format!("{}StateExited", state.type_name());
-                    let name = state_name(self, tid);
-                    self.thread_event(tid, now_ms, &kind, json!({"name": name, "output": out.to_string(), "outputDetails": {"truncated": false}}));
+                    self.exited(tid, state, &out, now_ms);
                     self.goto(tid, c.next.clone(), out);
                 }
                 Err(e) => self.finish_thread(def, tid, Err(e), now_ms, actions),
@@ -1574,15 +1610,14 @@ fn ata_states(input: &Value, ctx: &Value) -> Value {
     json!({"input": input, "context": ctx})
 }
 
-/// A JSONata `Output` (or `default` without one).
-fn ata_output(
-    output: Option<&Value>,
-    states: &Value,
-    vars: &Map<String, Value>,
-    default: Value,
-) -> Result<Value, Failure> {
-    match output {
-        Some(o) => jsonata::template(o, states, vars),
-        None => Ok(default),
+/// What a Task sends or a Parallel state gives its branches: JSONata `Arguments`, JSONPath
+/// `Parameters` (over the effective input), or the effective input.
+fn state_input(state: &State, raw: &Value, scope: &Scope<'_>) -> Result<Value, Failure> {
+    match (&state.parameters, &state.arguments) {
+        (_, Some(a)) if state.jsonata => {
+            jsonata::template(a, &ata_states(raw, scope.context), scope.vars)
+        }
+        (Some(p), _) if !state.jsonata => paths::template(p, scope),
+        _ => Ok(scope.input.clone()),
     }
 }

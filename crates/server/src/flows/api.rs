@@ -246,17 +246,23 @@ fn revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A Step Functions ARN of the resource type `kind`, or `InvalidArn`.
+fn check_arn(arn: &str, kind: &str) -> Result<(), ApiError> {
+    if arn.starts_with("arn:aws:states:") && arn.contains(&format!(":{kind}:")) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        "InvalidArn",
+        format!("Invalid Arn: 'Resource type not valid in this context: {arn}'"),
+    ))
+}
+
 async fn machine_for(
     ctx: &CallContext,
     flows: &Flows,
     arn: &str,
 ) -> Result<MachineRecord, ApiError> {
-    if !arn.starts_with("arn:aws:states:") || !arn.contains(":stateMachine:") {
-        return Err(ApiError::new(
-            "InvalidArn",
-            format!("Invalid Arn: 'Resource type not valid in this context: {arn}'"),
-        ));
-    }
+    check_arn(arn, "stateMachine")?;
     flows
         .store
         .machine(arn)
@@ -275,12 +281,7 @@ async fn execution_for(
     flows: &Flows,
     arn: &str,
 ) -> Result<ExecutionRecord, ApiError> {
-    if !arn.starts_with("arn:aws:states:") || !arn.contains(":execution:") {
-        return Err(ApiError::new(
-            "InvalidArn",
-            format!("Invalid Arn: 'Resource type not valid in this context: {arn}'"),
-        ));
-    }
+    check_arn(arn, "execution")?;
     flows
         .store
         .execution(arn)
@@ -533,11 +534,8 @@ async fn start_execution(
         None => uuid::Uuid::new_v4().to_string(),
     };
     let input = opt_str(body, "input")?.unwrap_or("{}");
-    let principal = match ctx.principal() {
-        Some(p) => crate::jobs::principal_ref(p)
-            .map_err(|e| ApiError::new("AccessDeniedException", e.message))?,
-        None => json!({"kind": "unrestricted", "id": "anonymous", "admin": false}),
-    };
+    let principal = crate::jobs::caller_ref(ctx.principal())
+        .map_err(|e| ApiError::new("AccessDeniedException", e.message))?;
     let own = owner(ctx);
     let meta = Flows::meta(principal, &own, None, opt_str(body, "traceHeader")?);
     let (rec, _) = flows
@@ -564,33 +562,22 @@ async fn start_execution(
             rec = r;
         }
     }
-    let status = match rec.status.as_str() {
-        "RUNNING" => "TIMED_OUT",
+    // DescribeExecution's view, in StartSyncExecution's terms: SUCCEEDED, FAILED or TIMED_OUT
+    // (still running at the deadline), always a stop date, billing details.
+    let stop = rec.stop_ms.unwrap_or_else(now_ms);
+    let mut out = execution_view(&rec);
+    if let Some(o) = out.as_object_mut() {
+        o.remove("redriveCount");
+        o.remove("redriveStatus");
+    }
+    out["status"] = Value::from(match rec.status.as_str() {
+        "RUNNING" | "TIMED_OUT" => "TIMED_OUT",
         "SUCCEEDED" => "SUCCEEDED",
-        "TIMED_OUT" => "TIMED_OUT",
         _ => "FAILED",
-    };
-    let mut out = json!({
-        "executionArn": rec.arn,
-        "stateMachineArn": rec.machine_arn,
-        "name": rec.name,
-        "startDate": ts(rec.start_ms),
-        "stopDate": ts(rec.stop_ms.unwrap_or_else(now_ms)),
-        "status": status,
-        "input": rec.input,
-        "inputDetails": {"included": true},
-        "billingDetails": {"billedMemoryUsedInMB": 0, "billedDurationInMilliseconds": rec.stop_ms.unwrap_or_else(now_ms) - rec.start_ms},
     });
-    if let Some(o) = &rec.output {
-        out["output"] = Value::from(o.as_str());
-        out["outputDetails"] = json!({"included": true});
-    }
-    if let Some(e) = &rec.error {
-        out["error"] = Value::from(e.as_str());
-    }
-    if let Some(c) = &rec.cause {
-        out["cause"] = Value::from(c.as_str());
-    }
+    out["stopDate"] = ts(stop);
+    out["billingDetails"] =
+        json!({"billedMemoryUsedInMB": 0, "billedDurationInMilliseconds": stop - rec.start_ms});
     Ok(out)
 }
 
@@ -925,27 +912,17 @@ async fn test_state(
         })?,
         None => json!({}),
     };
-    let arn = format!(
-        "arn:aws:states:{}:{}:execution:TestState:{}",
-        flows.site.region,
-        flows.site.account,
-        uuid::Uuid::new_v4()
+    let execution_name = uuid::Uuid::new_v4().to_string();
+    let info = flows.execution_info(
+        &flows.machine_arn("TestState"),
+        "TestState",
+        &execution_name,
+        opt_str(body, "roleArn")?.unwrap_or_default(),
+        now_ms(),
     );
-    let info = modelgate_flows::engine::ExecutionInfo {
-        id: arn.clone(),
-        name: "TestState".into(),
-        role_arn: opt_str(body, "roleArn")?.unwrap_or_default().to_string(),
-        machine_id: flows.machine_arn("TestState"),
-        machine_name: "TestState".into(),
-        start_time: modelgate_core::keys::rfc3339_ms(now_ms()),
-        token_prefix: super::tasks::token_prefix(&arn),
-        seed: fastrand::u64(..),
-    };
-    let principal = match ctx.principal() {
-        Some(p) => crate::jobs::principal_ref(p)
-            .map_err(|e| ApiError::new("AccessDeniedException", e.message))?,
-        None => json!({"kind": "unrestricted", "id": "anonymous", "admin": false}),
-    };
+    let arn = info.id.clone();
+    let principal = crate::jobs::caller_ref(ctx.principal())
+        .map_err(|e| ApiError::new("AccessDeniedException", e.message))?;
     let env = super::tasks::TaskEnv {
         arn: arn.clone(),
         owner: owner(ctx),

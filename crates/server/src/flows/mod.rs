@@ -213,6 +213,37 @@ impl Flows {
         )
     }
 
+    /// An execution ARN.
+    pub fn execution_arn(&self, machine_name: &str, name: &str) -> String {
+        format!(
+            "arn:aws:states:{}:{}:execution:{machine_name}:{name}",
+            self.site.region, self.site.account
+        )
+    }
+
+    /// The identity a new execution starts with (its context object, task-token prefix and
+    /// random seed).
+    pub fn execution_info(
+        &self,
+        machine_arn: &str,
+        machine_name: &str,
+        name: &str,
+        role_arn: &str,
+        now: i64,
+    ) -> ExecutionInfo {
+        let arn = self.execution_arn(machine_name, name);
+        ExecutionInfo {
+            token_prefix: tasks::token_prefix(&arn),
+            id: arn,
+            name: name.to_string(),
+            role_arn: role_arn.to_string(),
+            machine_id: machine_arn.to_string(),
+            machine_name: machine_name.to_string(),
+            start_time: modelgate_core::keys::rfc3339_ms(now),
+            seed: fastrand::u64(..),
+        }
+    }
+
     fn lock_of(&self, arn: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self
             .locks
@@ -224,9 +255,24 @@ impl Flows {
         Arc::clone(m.entry(arn.to_string()).or_default())
     }
 
+    /// What an execution row becomes for `run` (`value`: the run as JSON) at `now`.
+    fn change(&self, run: &Run, value: Value, now: i64) -> ExecutionChange {
+        ExecutionChange {
+            status: run.status.as_str().to_string(),
+            output: run.output.as_ref().map(Value::to_string),
+            error: run.error.as_ref().map(|f| f.error.clone()),
+            cause: run.error.as_ref().map(|f| f.cause.clone()),
+            stop_ms: run.done().then_some(now),
+            run: value,
+            wake_ms: run.next_wake(),
+            lease: self.lease(run, now),
+        }
+    }
+
     fn lease(&self, run: &Run, now: i64) -> Option<(String, i64)> {
         let ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
-        has_tasks(run).then(|| (self.me.clone(), now + ms))
+        // Token waits keep no lease: nothing runs for them (their request was sent).
+        run.has_pending_tasks().then(|| (self.me.clone(), now + ms))
     }
 
     /// Start an execution of a state machine. `meta` carries the principal, owner and parent.
@@ -255,42 +301,31 @@ impl Flows {
                 "The execution input is larger than 262144 bytes",
             ));
         }
-        let arn = format!(
-            "arn:aws:states:{}:{}:execution:{machine_name}:{name}",
-            self.site.region, self.site.account
-        );
         let now = now_ms();
-        let info = ExecutionInfo {
-            id: arn.clone(),
-            name: name.to_string(),
-            role_arn: role_arn.to_string(),
-            machine_id: machine_arn.to_string(),
-            machine_name: machine_name.to_string(),
-            start_time: modelgate_core::keys::rfc3339_ms(now),
-            token_prefix: tasks::token_prefix(&arn),
-            seed: fastrand::u64(..),
-        };
+        let info = self.execution_info(machine_arn, machine_name, name, role_arn, now);
+        let arn = info.id.clone();
         let (mut run, actions) = Run::start(&def, &info, input, now);
         let events: Vec<EventRecord> = run.take_events().into_iter().map(record).collect();
-        let lease = self.lease(&run, now);
+        let c = self.change(&run, serde_json::to_value(&run).unwrap_or(Value::Null), now);
+        let (lease_owner, lease_until_ms) = c.lease.unzip();
         let e = ExecutionRecord {
             arn: arn.clone(),
             machine_arn: machine_arn.to_string(),
             owner: owner.to_string(),
             name: name.to_string(),
-            status: run.status.as_str().to_string(),
+            status: c.status,
             input: input_text.to_string(),
-            output: run.output.as_ref().map(Value::to_string),
-            error: run.error.as_ref().map(|f| f.error.clone()),
-            cause: run.error.as_ref().map(|f| f.cause.clone()),
+            output: c.output,
+            error: c.error,
+            cause: c.cause,
             start_ms: now,
-            stop_ms: run.done().then_some(now),
+            stop_ms: c.stop_ms,
             version: 0,
-            wake_ms: run.next_wake(),
-            lease_owner: lease.as_ref().map(|l| l.0.clone()),
-            lease_until_ms: lease.as_ref().map(|l| l.1),
+            wake_ms: c.wake_ms,
+            lease_owner,
+            lease_until_ms,
             definition: definition_text.to_string(),
-            run: serde_json::to_value(&run).unwrap_or(Value::Null),
+            run: c.run,
             meta,
         };
         match self.store.create_execution(&e, &events).await {
@@ -356,10 +391,8 @@ impl Flows {
             let now = now_ms();
             let mut actions = f(&def, &mut run, now);
             let mut events: Vec<EventRecord> = run.take_events().into_iter().map(record).collect();
-            if events.is_empty()
-                && actions.is_empty()
-                && serde_json::to_value(&run).ok().as_ref() == Some(&rec.run)
-            {
+            let mut value = serde_json::to_value(&run).unwrap_or(Value::Null);
+            if events.is_empty() && actions.is_empty() && value == rec.run {
                 return Ok(Applied::Saved(Box::new(rec)));
             }
             let last = events.last().map_or(0, |e| e.id);
@@ -373,17 +406,9 @@ impl Flows {
                     now,
                 ));
                 events.extend(run.take_events().into_iter().map(record));
+                value = serde_json::to_value(&run).unwrap_or(Value::Null);
             }
-            let change = ExecutionChange {
-                status: run.status.as_str().to_string(),
-                output: run.output.as_ref().map(Value::to_string),
-                error: run.error.as_ref().map(|f| f.error.clone()),
-                cause: run.error.as_ref().map(|f| f.cause.clone()),
-                stop_ms: run.done().then_some(now),
-                run: serde_json::to_value(&run).unwrap_or(Value::Null),
-                wake_ms: run.next_wake(),
-                lease: self.lease(&run, now),
-            };
+            let change = self.change(&run, value, now);
             if !self
                 .store
                 .save_execution(arn, rec.version, &change, &events)
@@ -392,13 +417,14 @@ impl Flows {
                 continue;
             }
             rec.version += 1;
-            rec.status = change.status.clone();
-            rec.output = change.output.clone();
-            rec.error = change.error.clone();
-            rec.cause = change.cause.clone();
+            rec.status = change.status;
+            rec.output = change.output;
+            rec.error = change.error;
+            rec.cause = change.cause;
             rec.stop_ms = change.stop_ms;
             rec.wake_ms = change.wake_ms;
-            rec.run = change.run.clone();
+            rec.run = change.run;
+            (rec.lease_owner, rec.lease_until_ms) = change.lease.unzip();
             let machine = machine_name_of(arn).to_string();
             if let Some(m) = self.metrics.get() {
                 m.transitions(&machine, run.transitions.saturating_sub(before));
@@ -674,9 +700,4 @@ impl Flows {
     pub async fn principal_of(&self, meta: &Value) -> Result<modelgate_core::Principal, String> {
         crate::jobs::resolve_principal(self.keys.as_ref(), &meta["principal"]).await
     }
-}
-
-fn has_tasks(run: &Run) -> bool {
-    // Token waits keep no lease: nothing runs for them (their side effect was sent).
-    !run.pending_tasks().is_empty()
 }

@@ -773,10 +773,7 @@ async fn start_child(
         Ok(r) => r,
         Err(e) if e.code == "ExecutionAlreadyExists" && sync => {
             // Run again after a crash: the child is there already.
-            let arn = format!(
-                "arn:aws:states:{}:{}:execution:{}:{name}",
-                flows.site.region, flows.site.account, machine.name
-            );
+            let arn = flows.execution_arn(&machine.name, &name);
             let rec = flows
                 .store
                 .execution(&arn)

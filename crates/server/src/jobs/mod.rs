@@ -151,6 +151,15 @@ pub(crate) async fn resolve_principal(
     }
 }
 
+/// The stored principal of a caller: its reference, or the anonymous caller of an open
+/// gateway.
+pub(crate) fn caller_ref(principal: Option<&Principal>) -> Result<Value, Error> {
+    match principal {
+        Some(p) => principal_ref(p),
+        None => Ok(json!({"kind": "unrestricted", "id": "anonymous", "admin": false})),
+    }
+}
+
 /// A stored principal: enough to make the principal again when the job runs.
 pub(crate) fn principal_ref(p: &Principal) -> Result<Value, Error> {
     if p.grants.unrestricted {
@@ -219,10 +228,7 @@ impl Jobs {
         body: &Value,
         headers: &[(&str, &str)],
     ) -> Result<Value, Error> {
-        let principal = match principal {
-            Some(p) => principal_ref(p)?,
-            None => json!({"kind": "unrestricted", "id": "anonymous", "admin": false}),
-        };
+        let principal = caller_ref(principal)?;
         let headers: serde_json::Map<String, Value> = headers
             .iter()
             .map(|(k, v)| ((*k).to_string(), Value::from(*v)))
