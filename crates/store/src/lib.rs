@@ -11,6 +11,7 @@
 //! | semantic cache vectors shared by replicas | [`VectorLog`] | (the in-process index) | Redis |
 //! | versions of live configuration (routing) | [`ConfigVersions`] | SQLite file | PostgreSQL |
 //! | guardrails | [`GuardrailStore`] | SQLite file | PostgreSQL |
+//! | prompts | [`PromptStore`] | SQLite file | PostgreSQL |
 //! | the job queue, results, callback deliveries | [`JobQueue`] | SQLite file (WAL) | PostgreSQL (`SKIP LOCKED`) |
 //! | batches and uploaded files' metadata | [`BatchStore`] | SQLite file | PostgreSQL |
 //!
@@ -184,23 +185,26 @@ pub trait ConfigVersions: Send + Sync + 'static {
     async fn versions(&self, kind: &str, limit: u32) -> Result<Vec<ConfigVersion>>;
 }
 
-/// One stored guardrail version: the working draft (`version` 0, shown as `DRAFT`) or an
-/// immutable numbered version.
+/// One stored version of a versioned resource (a guardrail, a prompt): the working draft
+/// (`version` 0, shown as `DRAFT`) or an immutable numbered version.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GuardrailRecord {
-    /// The guardrail id.
+pub struct VersionedRecord {
+    /// The resource id.
     pub id: String,
     /// 0 for the draft, 1… for versions.
     pub version: i64,
-    /// The guardrail's name (unique among drafts).
+    /// The resource's name (unique among drafts of its kind).
     pub name: String,
-    /// When the guardrail (or this version) was created.
+    /// When the resource (or this version) was created.
     pub created_ms: i64,
     /// When it last changed.
     pub updated_ms: i64,
-    /// The definition (`CreateGuardrail`'s shape).
+    /// The definition (`CreateGuardrail`'s or `CreatePrompt`'s shape).
     pub body: serde_json::Value,
 }
+
+/// A stored guardrail version.
+pub type GuardrailRecord = VersionedRecord;
 
 /// Guardrails and their versions.
 #[async_trait]
@@ -233,6 +237,95 @@ pub trait GuardrailStore: Send + Sync + 'static {
     /// Delete one numbered version, or (`None`) the guardrail with all its versions; false
     /// when nothing matched.
     async fn delete_guardrail(&self, id: &str, version: Option<i64>) -> Result<bool>;
+}
+
+/// One step of a prompt version's lifecycle (`submitted`, `approved`, `rejected`, `published`,
+/// `retired`), kept forever: the review trail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewRecord {
+    /// The prompt id.
+    pub prompt_id: String,
+    /// The version the step is about.
+    pub version: i64,
+    /// The state the version entered.
+    pub state: String,
+    /// Who took the step (a key id, `admin`, a JWT subject).
+    pub actor: String,
+    /// Why (a reviewer's comment, the comparison's summary).
+    pub note: String,
+    /// When.
+    pub ts_ms: i64,
+}
+
+/// One use of a prompt version: who rendered it, when, through what, and how the call went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderRecord {
+    /// When the render happened.
+    pub ts_ms: i64,
+    /// The prompt id.
+    pub prompt_id: String,
+    /// The version used (0: the draft).
+    pub version: i64,
+    /// Who called.
+    pub caller: String,
+    /// The call's request id (joins the invocation record).
+    pub request_id: String,
+    /// Through what: `converse`, `endpoint:<name>`, `render`, `test`.
+    pub source: String,
+    /// The call's HTTP status (0 when not known, e.g. a stream still running).
+    pub status: i64,
+    /// The call's duration.
+    pub latency_ms: i64,
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+}
+
+/// Prompt templates: versions (a draft and immutable numbered versions, stored like
+/// guardrails), their review trail and their render records.
+#[async_trait]
+pub trait PromptStore: Send + Sync + 'static {
+    /// Create a prompt's draft; [`StoreError::Conflict`] when the id or name is taken.
+    async fn create_prompt(
+        &self,
+        id: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<VersionedRecord>;
+    /// Replace a draft; `None` when there is no such prompt.
+    async fn update_prompt(
+        &self,
+        id: &str,
+        name: &str,
+        body: &serde_json::Value,
+    ) -> Result<Option<VersionedRecord>>;
+    /// Snapshot the draft as the next numbered version; `None` when there is no such prompt.
+    async fn create_prompt_version(
+        &self,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<Option<VersionedRecord>>;
+    /// One version (0: the draft).
+    async fn prompt(&self, id: &str, version: i64) -> Result<Option<VersionedRecord>>;
+    /// Every draft (with `id`: that prompt's draft and versions), by id then version.
+    async fn list_prompts(&self, id: Option<&str>) -> Result<Vec<VersionedRecord>>;
+    /// Delete one numbered version, or (`None`) the prompt with all its versions (its review
+    /// trail and render records stay); false when nothing matched.
+    async fn delete_prompt(&self, id: &str, version: Option<i64>) -> Result<bool>;
+    /// Append a lifecycle step.
+    async fn add_review(&self, review: &ReviewRecord) -> Result<()>;
+    /// A prompt's lifecycle steps, oldest first.
+    async fn reviews(&self, prompt_id: &str) -> Result<Vec<ReviewRecord>>;
+    /// Record renders (in one transaction).
+    async fn add_renders(&self, records: &[RenderRecord]) -> Result<()>;
+    /// A prompt's render records since `since_ms`, newest first, at most `limit`.
+    async fn renders(
+        &self,
+        prompt_id: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RenderRecord>>;
 }
 
 /// Shared counters: rate limits (GCRA), concurrency slots and spend totals.

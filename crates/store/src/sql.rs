@@ -14,8 +14,8 @@ use sqlx::Row as _;
 use crate::{
     now_ms, AuditEvent, AuditQuery, AuditStore, ConfigVersion, ConfigVersions, GroupBy,
     GuardrailRecord, GuardrailStore, InvocationQuery, InvocationRecord, InvocationStore, KeyRecord,
-    KeyStore, Result, SpendScope, StoreError, TeamRecord, UsageQuery, UsageRecord, UsageRow,
-    UsageStore,
+    KeyStore, PromptStore, RenderRecord, Result, ReviewRecord, SpendScope, StoreError, TeamRecord,
+    UsageQuery, UsageRecord, UsageRow, UsageStore, VersionedRecord,
 };
 
 /// One schema version: its number and the statements that make it.
@@ -23,6 +23,31 @@ struct Migration {
     version: i64,
     sqlite: &'static str,
     postgres: &'static str,
+}
+
+/// Version 8: prompts (a draft and immutable versions, like guardrails), their append-only
+/// lifecycle steps (who submitted, approved, published which version), and every render (who
+/// used which version when, and how the call went). `$id` is the engine's auto-increment key.
+macro_rules! prompts_ddl {
+    ($id:literal) => {
+        concat!(
+            "CREATE TABLE IF NOT EXISTS mg_prompts (
+  id TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (id, version));
+CREATE UNIQUE INDEX IF NOT EXISTS mg_prompts_name ON mg_prompts (name) WHERE version = 0;
+CREATE TABLE IF NOT EXISTS mg_prompt_reviews (id ",
+            $id,
+            ", prompt_id TEXT NOT NULL, version BIGINT NOT NULL, state TEXT NOT NULL,
+  actor TEXT NOT NULL, note TEXT NOT NULL, ts_ms BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_prompt_reviews_prompt ON mg_prompt_reviews (prompt_id);
+CREATE TABLE IF NOT EXISTS mg_prompt_renders (id ",
+            $id,
+            ", ts_ms BIGINT NOT NULL, prompt_id TEXT NOT NULL, version BIGINT NOT NULL,
+  caller TEXT NOT NULL, request_id TEXT NOT NULL, source TEXT NOT NULL, status BIGINT NOT NULL,
+  latency_ms BIGINT NOT NULL, input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_prompt_renders_ts ON mg_prompt_renders (prompt_id, ts_ms);"
+        )
+    };
 }
 
 /// The tables, the same in both engines but for the auto-increment id and the append-only
@@ -115,6 +140,11 @@ CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
         version: 7,
         sqlite: crate::flows_sql::FLOWS,
         postgres: crate::flows_sql::FLOWS,
+    },
+    Migration {
+        version: 8,
+        sqlite: prompts_ddl!("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        postgres: prompts_ddl!("BIGSERIAL PRIMARY KEY"),
     },
 ];
 
@@ -775,95 +805,230 @@ macro_rules! sql_store {
         #[async_trait]
         impl GuardrailStore for $store {
             async fn create_guardrail(&self, id: &str, name: &str, body: &serde_json::Value) -> Result<GuardrailRecord> {
-                let now = now_ms();
+                self.versioned_create("mg_guardrails", id, name, body).await
+            }
+            async fn update_guardrail(&self, id: &str, name: &str, body: &serde_json::Value) -> Result<Option<GuardrailRecord>> {
+                self.versioned_update("mg_guardrails", id, name, body).await
+            }
+            async fn create_guardrail_version(&self, id: &str, body: &serde_json::Value) -> Result<Option<GuardrailRecord>> {
+                self.versioned_snapshot("mg_guardrails", id, body).await
+            }
+            async fn guardrail(&self, id: &str, version: i64) -> Result<Option<GuardrailRecord>> {
+                self.versioned_get("mg_guardrails", id, version).await
+            }
+            async fn list_guardrails(&self, id: Option<&str>) -> Result<Vec<GuardrailRecord>> {
+                self.versioned_list("mg_guardrails", id).await
+            }
+            async fn delete_guardrail(&self, id: &str, version: Option<i64>) -> Result<bool> {
+                self.versioned_delete("mg_guardrails", id, version).await
+            }
+        }
+
+        #[async_trait]
+        impl PromptStore for $store {
+            async fn create_prompt(&self, id: &str, name: &str, body: &serde_json::Value) -> Result<VersionedRecord> {
+                self.versioned_create("mg_prompts", id, name, body).await
+            }
+            async fn update_prompt(&self, id: &str, name: &str, body: &serde_json::Value) -> Result<Option<VersionedRecord>> {
+                self.versioned_update("mg_prompts", id, name, body).await
+            }
+            async fn create_prompt_version(&self, id: &str, body: &serde_json::Value) -> Result<Option<VersionedRecord>> {
+                self.versioned_snapshot("mg_prompts", id, body).await
+            }
+            async fn prompt(&self, id: &str, version: i64) -> Result<Option<VersionedRecord>> {
+                self.versioned_get("mg_prompts", id, version).await
+            }
+            async fn list_prompts(&self, id: Option<&str>) -> Result<Vec<VersionedRecord>> {
+                self.versioned_list("mg_prompts", id).await
+            }
+            async fn delete_prompt(&self, id: &str, version: Option<i64>) -> Result<bool> {
+                self.versioned_delete("mg_prompts", id, version).await
+            }
+
+            async fn add_review(&self, r: &ReviewRecord) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO mg_guardrails (id, version, name, created_ms, updated_ms, body) \
-                     VALUES ($1, 0, $2, $3, $3, $4)",
+                    "INSERT INTO mg_prompt_reviews (prompt_id, version, state, actor, note, ts_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
+                .bind(&r.prompt_id)
+                .bind(r.version)
+                .bind(&r.state)
+                .bind(&r.actor)
+                .bind(&r.note)
+                .bind(r.ts_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn reviews(&self, prompt_id: &str) -> Result<Vec<ReviewRecord>> {
+                let rows = sqlx::query(
+                    "SELECT prompt_id, version, state, actor, note, ts_ms FROM mg_prompt_reviews \
+                     WHERE prompt_id = $1 ORDER BY id",
+                )
+                .bind(prompt_id)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(ReviewRecord {
+                            prompt_id: r.try_get("prompt_id")?,
+                            version: r.try_get("version")?,
+                            state: r.try_get("state")?,
+                            actor: r.try_get("actor")?,
+                            note: r.try_get("note")?,
+                            ts_ms: r.try_get("ts_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn add_renders(&self, records: &[RenderRecord]) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for r in records {
+                    sqlx::query(
+                        "INSERT INTO mg_prompt_renders (ts_ms, prompt_id, version, caller, request_id, \
+                         source, status, latency_ms, input_tokens, output_tokens) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(r.ts_ms)
+                    .bind(&r.prompt_id)
+                    .bind(r.version)
+                    .bind(&r.caller)
+                    .bind(&r.request_id)
+                    .bind(&r.source)
+                    .bind(r.status)
+                    .bind(r.latency_ms)
+                    .bind(r.input_tokens)
+                    .bind(r.output_tokens)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn renders(&self, prompt_id: &str, since_ms: i64, limit: u32) -> Result<Vec<RenderRecord>> {
+                let rows = sqlx::query(
+                    "SELECT ts_ms, prompt_id, version, caller, request_id, source, status, latency_ms, \
+                     input_tokens, output_tokens FROM mg_prompt_renders \
+                     WHERE prompt_id = $1 AND ts_ms >= $2 ORDER BY id DESC LIMIT $3",
+                )
+                .bind(prompt_id)
+                .bind(since_ms)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(RenderRecord {
+                            ts_ms: r.try_get("ts_ms")?,
+                            prompt_id: r.try_get("prompt_id")?,
+                            version: r.try_get("version")?,
+                            caller: r.try_get("caller")?,
+                            request_id: r.try_get("request_id")?,
+                            source: r.try_get("source")?,
+                            status: r.try_get("status")?,
+                            latency_ms: r.try_get("latency_ms")?,
+                            input_tokens: r.try_get("input_tokens")?,
+                            output_tokens: r.try_get("output_tokens")?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+
+        /// Versioned resources (guardrails, prompts): a draft (version 0) and immutable
+        /// numbered versions, each kind in its own table with the same columns.
+        impl $store {
+            async fn versioned_create(&self, table: &str, id: &str, name: &str, body: &serde_json::Value) -> Result<VersionedRecord> {
+                let now = now_ms();
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (id, version, name, created_ms, updated_ms, body) \
+                     VALUES ($1, 0, $2, $3, $3, $4)"
+                ))
                 .bind(id)
                 .bind(name)
                 .bind(now)
                 .bind(body.to_string())
                 .execute(&self.pool)
                 .await?;
-                Ok(GuardrailRecord { id: id.into(), version: 0, name: name.into(), created_ms: now, updated_ms: now, body: body.clone() })
+                Ok(VersionedRecord { id: id.into(), version: 0, name: name.into(), created_ms: now, updated_ms: now, body: body.clone() })
             }
 
-            async fn update_guardrail(&self, id: &str, name: &str, body: &serde_json::Value) -> Result<Option<GuardrailRecord>> {
-                let row = sqlx::query(
-                    "UPDATE mg_guardrails SET name = $2, updated_ms = $3, body = $4 \
+            async fn versioned_update(&self, table: &str, id: &str, name: &str, body: &serde_json::Value) -> Result<Option<VersionedRecord>> {
+                let row = sqlx::query(&format!(
+                    "UPDATE {table} SET name = $2, updated_ms = $3, body = $4 \
                      WHERE id = $1 AND version = 0 \
-                     RETURNING id, version, name, created_ms, updated_ms, body",
-                )
+                     RETURNING id, version, name, created_ms, updated_ms, body"
+                ))
                 .bind(id)
                 .bind(name)
                 .bind(now_ms())
                 .bind(body.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.as_ref().map(Self::guardrail_from_row).transpose()
+                row.as_ref().map(Self::versioned_from_row).transpose()
             }
 
-            async fn create_guardrail_version(&self, id: &str, body: &serde_json::Value) -> Result<Option<GuardrailRecord>> {
+            async fn versioned_snapshot(&self, table: &str, id: &str, body: &serde_json::Value) -> Result<Option<VersionedRecord>> {
                 // One statement: the next number is taken under the primary key, so two
                 // concurrent calls never make the same version.
-                let row = sqlx::query(
-                    "INSERT INTO mg_guardrails (id, version, name, created_ms, updated_ms, body) \
-                     SELECT d.id, (SELECT MAX(version) FROM mg_guardrails WHERE id = $1) + 1, \
-                     d.name, $2, $2, $3 FROM mg_guardrails d WHERE d.id = $1 AND d.version = 0 \
-                     RETURNING id, version, name, created_ms, updated_ms, body",
-                )
+                let row = sqlx::query(&format!(
+                    "INSERT INTO {table} (id, version, name, created_ms, updated_ms, body) \
+                     SELECT d.id, (SELECT MAX(version) FROM {table} WHERE id = $1) + 1, \
+                     d.name, $2, $2, $3 FROM {table} d WHERE d.id = $1 AND d.version = 0 \
+                     RETURNING id, version, name, created_ms, updated_ms, body"
+                ))
                 .bind(id)
                 .bind(now_ms())
                 .bind(body.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
-                row.as_ref().map(Self::guardrail_from_row).transpose()
+                row.as_ref().map(Self::versioned_from_row).transpose()
             }
 
-            async fn guardrail(&self, id: &str, version: i64) -> Result<Option<GuardrailRecord>> {
-                let row = sqlx::query(
-                    "SELECT id, version, name, created_ms, updated_ms, body FROM mg_guardrails \
-                     WHERE id = $1 AND version = $2",
-                )
+            async fn versioned_get(&self, table: &str, id: &str, version: i64) -> Result<Option<VersionedRecord>> {
+                let row = sqlx::query(&format!(
+                    "SELECT id, version, name, created_ms, updated_ms, body FROM {table} \
+                     WHERE id = $1 AND version = $2"
+                ))
                 .bind(id)
                 .bind(version)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.as_ref().map(Self::guardrail_from_row).transpose()
+                row.as_ref().map(Self::versioned_from_row).transpose()
             }
 
-            async fn list_guardrails(&self, id: Option<&str>) -> Result<Vec<GuardrailRecord>> {
-                let rows = sqlx::query(
-                    "SELECT id, version, name, created_ms, updated_ms, body FROM mg_guardrails \
-                     WHERE ($1 IS NULL AND version = 0) OR id = $1 ORDER BY id, version",
-                )
+            async fn versioned_list(&self, table: &str, id: Option<&str>) -> Result<Vec<VersionedRecord>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT id, version, name, created_ms, updated_ms, body FROM {table} \
+                     WHERE ($1 IS NULL AND version = 0) OR id = $1 ORDER BY id, version"
+                ))
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(Self::guardrail_from_row).collect()
+                rows.iter().map(Self::versioned_from_row).collect()
             }
 
-            async fn delete_guardrail(&self, id: &str, version: Option<i64>) -> Result<bool> {
+            async fn versioned_delete(&self, table: &str, id: &str, version: Option<i64>) -> Result<bool> {
                 let done = match version {
-                    Some(v) => sqlx::query("DELETE FROM mg_guardrails WHERE id = $1 AND version = $2 AND version > 0")
+                    Some(v) => sqlx::query(&format!("DELETE FROM {table} WHERE id = $1 AND version = $2 AND version > 0"))
                         .bind(id)
                         .bind(v)
                         .execute(&self.pool)
                         .await?,
-                    None => sqlx::query("DELETE FROM mg_guardrails WHERE id = $1")
+                    None => sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
                         .bind(id)
                         .execute(&self.pool)
                         .await?,
                 };
                 Ok(done.rows_affected() > 0)
             }
-        }
 
-        impl $store {
-            fn guardrail_from_row(r: &<$pool as PoolRow>::Row) -> Result<GuardrailRecord> {
+            fn versioned_from_row(r: &<$pool as PoolRow>::Row) -> Result<VersionedRecord> {
                 let body: String = r.try_get("body")?;
-                Ok(GuardrailRecord {
+                Ok(VersionedRecord {
                     id: r.try_get("id")?,
                     version: r.try_get("version")?,
                     name: r.try_get("name")?,

@@ -1055,6 +1055,113 @@ async fn postgres_guardrails() {
     }
 }
 
+/// Prompts: versions like guardrails but in their own namespace; the review trail and the
+/// render records keep their order and survive the prompt's deletion.
+async fn prompts_behave(s: Arc<dyn PromptStore>) {
+    let id = unique("p").replace('-', "");
+    let name = unique("prompt");
+    let body = json!({"name": name, "variants": []});
+    s.create_prompt(&id, &name, &body).await.unwrap();
+    assert!(matches!(
+        s.create_prompt(&format!("{id}x"), &name, &body).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let v1 = s.create_prompt_version(&id, &body).await.unwrap().unwrap();
+    assert_eq!(v1.version, 1);
+    let changed = json!({"name": name, "description": "two"});
+    s.update_prompt(&id, &name, &changed)
+        .await
+        .unwrap()
+        .unwrap();
+    let v2 = s
+        .create_prompt_version(&id, &changed)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(s.prompt(&id, 1).await.unwrap().unwrap().body, body);
+    assert_eq!(
+        s.list_prompts(Some(&id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    for (version, state, actor) in [
+        (1, "submitted", "alice"),
+        (1, "approved", "bob"),
+        (1, "published", "admin"),
+    ] {
+        s.add_review(&ReviewRecord {
+            prompt_id: id.clone(),
+            version,
+            state: state.into(),
+            actor: actor.into(),
+            note: String::new(),
+            ts_ms: 1,
+        })
+        .await
+        .unwrap();
+    }
+    let trail = s.reviews(&id).await.unwrap();
+    assert_eq!(
+        trail
+            .iter()
+            .map(|r| (r.state.as_str(), r.actor.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("submitted", "alice"),
+            ("approved", "bob"),
+            ("published", "admin")
+        ]
+    );
+    let render = |version: i64, ts_ms: i64| RenderRecord {
+        ts_ms,
+        prompt_id: id.clone(),
+        version,
+        caller: "key-1".into(),
+        request_id: format!("req-{ts_ms}"),
+        source: "endpoint:generate".into(),
+        status: 200,
+        latency_ms: 12,
+        input_tokens: 30,
+        output_tokens: 7,
+    };
+    s.add_renders(&[render(1, 100), render(2, 200), render(2, 300)])
+        .await
+        .unwrap();
+    let recent = s.renders(&id, 150, 10).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0], render(2, 300));
+    assert_eq!(s.renders(&id, 0, 1).await.unwrap().len(), 1);
+    assert!(s.delete_prompt(&id, None).await.unwrap());
+    assert!(s.prompt(&id, 1).await.unwrap().is_none());
+    assert_eq!(s.reviews(&id).await.unwrap().len(), 3);
+    assert_eq!(s.renders(&id, 0, 10).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn sqlite_prompts() {
+    let (s, _d) = sqlite().await;
+    let s = Arc::new(s);
+    prompts_behave(s.clone()).await;
+    // Prompts and guardrails are separate namespaces: one name in both.
+    s.create_guardrail("gsame", "same", &json!({}))
+        .await
+        .unwrap();
+    s.create_prompt("psame", "same", &json!({})).await.unwrap();
+    assert!(s.guardrail("psame", 0).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn postgres_prompts() {
+    if let Some(s) = postgres().await {
+        prompts_behave(Arc::new(s)).await;
+    }
+}
+
 /// A PostgreSQL database of its own (dropped at the end), for the queue suite: receiving is
 /// global, so jobs left by another run must not be received by this one.
 async fn fresh_postgres() -> Option<(PostgresStore, String, String)> {
