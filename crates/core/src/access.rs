@@ -448,8 +448,14 @@ impl Limits {
         if let Some(l) = self.shared.models.get(call.op.model()) {
             out.push((format!("model:{}", call.op.model()), *l));
         }
-        if let Some(l) = self.shared.routes.get(call.ctx.route()) {
-            out.push((format!("route:{}", call.ctx.route()), *l));
+        if let Some(l) = self
+            .shared
+            .routes
+            .get(call.ctx.route())
+            .copied()
+            .or_else(|| call.ctx.route_limit())
+        {
+            out.push((format!("route:{}", call.ctx.route()), l));
         }
         if let Some(p) = call.ctx.principal() {
             out.extend(p.grants.limits.iter().cloned());

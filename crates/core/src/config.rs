@@ -60,6 +60,10 @@ pub struct Config {
     pub jobs: crate::jobs::JobsConfig,
     /// `[workflows]`: Step Functions-compatible state machines.
     pub workflows: crate::workflows::WorkflowsConfig,
+    /// `[prompts]`: the review lifecycle of stored prompt templates.
+    pub prompts: crate::prompts::PromptsConfig,
+    /// `[[endpoints]]`: declarative HTTP endpoints in front of the models.
+    pub endpoints: Vec<crate::endpoints::EndpointConfig>,
 }
 
 impl Config {
@@ -842,6 +846,7 @@ impl Config {
         self.jobs.validate()?;
         self.workflows.validate()?;
         self.routing.validate()?;
+        crate::endpoints::Endpoints::build(&self.endpoints)?;
         if self.cache.backend == crate::cache::CacheBackend::Redis && self.store.redis_url.is_none()
         {
             return Err("key `cache.backend` is `redis` but `store.redis_url` is not set".into());

@@ -36,12 +36,14 @@ impl Dialect {
         // Every Bedrock Runtime operation's path: InvokeModel and Converse (`/model/…`),
         // ApplyGuardrail (`/guardrail/…`) and InvokeGuardrailChecks (`/guardrail-checks/…`),
         // the guardrail control plane (`/guardrails…`, the `bedrock` service's), the
-        // asynchronous invocations (`/async-invoke…`).
+        // asynchronous invocations (`/async-invoke…`), prompt management (`/prompts/…`, the
+        // `bedrock-agent` service's).
         if path.starts_with("/model/")
             || path.starts_with("/guardrail/")
             || path.starts_with("/guardrails")
             || path.starts_with("/guardrail-checks")
             || path.starts_with("/async-invoke")
+            || path.starts_with("/prompts/")
         {
             Dialect::Bedrock
         } else if path.starts_with("/v1/messages") {
@@ -113,6 +115,19 @@ struct Inner {
     routing: Mutex<crate::routing::RoutingHints>,
     guardrail: Mutex<Option<crate::guardrails::GuardrailRequest>>,
     guardrail_trace: Mutex<Option<serde_json::Value>>,
+    prompt: Mutex<Option<PromptUse>>,
+    route_limit: Mutex<Option<crate::keys::LimitSpec>>,
+}
+
+/// The prompt version a call was rendered from (its outcome becomes a render record).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptUse {
+    /// The prompt id.
+    pub prompt_id: String,
+    /// The version (0: the draft).
+    pub version: i64,
+    /// Through what: `converse`, `endpoint:<name>`, `test`.
+    pub source: String,
 }
 
 impl std::fmt::Debug for CallContext {
@@ -219,6 +234,8 @@ impl CallContextBuilder {
             routing: Mutex::new(self.routing),
             guardrail: Mutex::new(None),
             guardrail_trace: Mutex::new(None),
+            prompt: Mutex::new(None),
+            route_limit: Mutex::new(None),
         }))
     }
 }
@@ -375,6 +392,27 @@ impl CallContext {
     /// The guardrail trace (`trace.guardrail` of a Converse answer), when there is one.
     pub fn guardrail_trace(&self) -> Option<serde_json::Value> {
         crate::registry::lock(&self.0.guardrail_trace).clone()
+    }
+
+    /// Say which prompt version the call was rendered from.
+    pub fn set_prompt_use(&self, used: PromptUse) {
+        *crate::registry::lock(&self.0.prompt) = Some(used);
+    }
+
+    /// The prompt version the call was rendered from, when it was.
+    pub fn prompt_use(&self) -> Option<PromptUse> {
+        crate::registry::lock(&self.0.prompt).clone()
+    }
+
+    /// Give the call's route a limit of its own (a declarative endpoint's `rate_limit`); the
+    /// limits layer applies it as the route's.
+    pub fn set_route_limit(&self, limit: crate::keys::LimitSpec) {
+        *crate::registry::lock(&self.0.route_limit) = Some(limit);
+    }
+
+    /// The route's own limit, when the handler gave one.
+    pub fn route_limit(&self) -> Option<crate::keys::LimitSpec> {
+        *crate::registry::lock(&self.0.route_limit)
     }
 
     /// Whether the pipeline took the call's outcome.

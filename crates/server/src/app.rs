@@ -56,6 +56,10 @@ pub struct AppState {
     pub jobs: Option<Arc<crate::jobs::Jobs>>,
     /// Workflows (none without a store, or when turned off).
     pub flows: Option<Arc<crate::flows::Flows>>,
+    /// Stored prompt templates (none without a store).
+    pub prompts: Option<Arc<modelgate_core::prompts::Prompts>>,
+    /// The declarative endpoints in force (replaced when the config file changes).
+    pub endpoints: Arc<modelgate_core::endpoints::Endpoints>,
 }
 
 impl AppState {
@@ -76,6 +80,8 @@ impl AppState {
             metrics_protected: false,
             trace_sample_ratio: 1.0,
             jobs: None,
+            prompts: None,
+            endpoints: Arc::default(),
             flows: None,
         }
     }
@@ -224,7 +230,10 @@ fn routes(state: AppState) -> Router {
             get(jobs::batches::anthropic_results),
         )
         .merge(bedrock_routes())
-        .fallback(not_found)
+        .merge(prompt_routes())
+        .route("/openapi.json", get(crate::endpoints::openapi_json))
+        // Declarative endpoints, else the dialect's 404.
+        .fallback(crate::endpoints::fallback)
         .layer(DefaultBodyLimit::max(limit));
     // Large synchronous calls become jobs by rule (`jobs.async_over_chars`), as the
     // authenticated caller; without the rule, calls do not pass through it at all.
@@ -251,6 +260,32 @@ fn routes(state: AppState) -> Router {
             request_context,
         ))
         .with_state(state)
+}
+
+/// Prompt management: the `bedrock-agent` service's prompt operations and Modelgate's
+/// governance of them.
+fn prompt_routes() -> Router<AppState> {
+    use crate::prompts as p;
+    Router::new()
+        .route("/prompts/", post(p::create).get(p::list))
+        .route(
+            "/prompts/{id}/",
+            get(p::get).put(p::update).delete(p::delete),
+        )
+        .route("/prompts/{id}/versions", post(p::create_version))
+        .route(
+            "/admin/prompts/{id}/versions/{version}/{step}",
+            post(p::step),
+        )
+        .route("/admin/prompts/{id}/test", post(p::test))
+        .route("/admin/prompts/{id}/render", post(p::render))
+        .route("/admin/prompts/{id}/reviews", get(p::reviews))
+        .route("/admin/prompts/{id}/renders", get(p::renders))
+        .route("/admin/prompts/{id}/stats", get(p::stats))
+        .route(
+            "/admin/prompts/{id}/labels",
+            axum::routing::put(p::set_label),
+        )
 }
 
 /// The Bedrock Runtime dialect.
@@ -378,7 +413,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Unknown paths: answered in the dialect the path suggests.
-async fn not_found(request: Request) -> Response {
+pub(crate) async fn not_found(request: Request) -> Response {
     let path = request.uri().path().to_string();
     let e = Error::new(
         modelgate_types::ErrorKind::NotFound,

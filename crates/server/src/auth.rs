@@ -126,8 +126,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Paths that never need credentials (probes; `/metrics` unless protected).
+/// Probes, the API description (client generators fetch it before they have a key) and,
+/// unless protected, the metrics.
 fn is_public(path: &str, metrics_protected: bool) -> bool {
-    matches!(path, "/healthz" | "/readyz") || (path == "/metrics" && !metrics_protected)
+    matches!(path, "/healthz" | "/readyz" | "/openapi.json")
+        || (path == "/metrics" && !metrics_protected)
 }
 
 /// The middleware: find the caller and put it in the call context, or refuse.
@@ -300,6 +303,21 @@ async fn sigv4(
 }
 
 /// Whether the caller of `ctx` may do the admin `action` on `resource`; audited either way.
+/// An AWS control-plane action (guardrails, prompts): callers with full AWS-style credentials
+/// (static SigV4 keys, an open loopback gateway) may use it as they would AWS's; keys with
+/// policies need `action` allowed on `resource`.
+pub fn aws_allowed(
+    state: &AppState,
+    ctx: &CallContext,
+    action: &str,
+    resource: &str,
+) -> Result<(), Error> {
+    if ctx.principal().is_none_or(|p| p.grants.unrestricted) {
+        return Ok(());
+    }
+    admin_allowed(state, ctx, action, resource)
+}
+
 pub fn admin_allowed(
     state: &AppState,
     ctx: &CallContext,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::errors::{body_rejection, BedrockError};
+use crate::errors::BedrockError;
 
 fn respond(result: Result<Response, Error>) -> Response {
     crate::errors::respond::<BedrockError>(result)
@@ -34,31 +34,21 @@ fn guardrails(state: &AppState) -> Result<&std::sync::Arc<Guardrails>, Error> {
     })
 }
 
-/// Callers with full AWS-style credentials (static SigV4 keys, an open loopback gateway) may
-/// use the guardrail API as they would AWS's; keys with policies need the action allowed.
+/// The guardrail API as AWS's (`crate::auth::aws_allowed`), on the guardrail's ARN.
 fn allowed(
     state: &AppState,
     ctx: &CallContext,
     action: &str,
     id: Option<&str>,
 ) -> Result<(), Error> {
-    if ctx.principal().is_none_or(|p| p.grants.unrestricted) {
-        return Ok(());
-    }
     let resource = match (id, state.gateway.guardrails()) {
         (Some(id), Some(g)) => g.arn(Guardrails::id_of(id)),
         _ => "*".into(),
     };
-    crate::auth::admin_allowed(state, ctx, action, &resource)
+    crate::auth::aws_allowed(state, ctx, action, &resource)
 }
 
-fn body_of<T: serde::de::DeserializeOwned>(
-    state: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, Error> {
-    let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
-    crate::bedrock::parse_aws_body(&body)
-}
+use crate::bedrock::aws_body as body_of;
 
 fn accepted(v: Value) -> Response {
     (StatusCode::ACCEPTED, Json(v)).into_response()

@@ -124,6 +124,20 @@ enum Command {
         #[command(subcommand)]
         command: FlowsCommand,
     },
+    /// Prompt templates on a running gateway: create, look at, render, review, publish and
+    /// compare versions.
+    Prompts {
+        #[command(subcommand)]
+        command: PromptsCommand,
+    },
+    /// The declarative endpoints (`[[endpoints]]`) of a config file: list them, or validate.
+    Endpoints {
+        #[command(subcommand)]
+        command: EndpointsCommand,
+        /// Configuration file (TOML).
+        #[arg(long, env = "MODELGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Ask the embedded chat model one question and stream the answer to the terminal.
     Chat {
         /// The prompt.
@@ -183,6 +197,114 @@ enum KeysCommand {
         /// The key id.
         id: String,
     },
+}
+
+/// `modelgate prompts …`
+#[derive(Subcommand)]
+enum PromptsCommand {
+    /// Create a prompt from a file holding a CreatePrompt body (JSON); prints it.
+    Create {
+        /// The file.
+        file: PathBuf,
+        /// Also freeze the draft as a numbered version.
+        #[arg(long)]
+        version: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Freeze a prompt's draft as the next numbered version.
+    Version {
+        /// The prompt's name, id or ARN.
+        name: String,
+        /// What changed.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show a prompt version (the draft by default), its review trail and labels.
+    Show {
+        /// The prompt's name, id or ARN.
+        name: String,
+        /// DRAFT or a number.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List the prompts.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Render a version (or a label's) with variables: the request it makes.
+    Render {
+        /// The prompt's name, id or ARN.
+        name: String,
+        /// DRAFT or a number.
+        #[arg(long, conflicts_with = "label")]
+        version: Option<String>,
+        /// A label (`published`).
+        #[arg(long)]
+        label: Option<String>,
+        /// A variable, NAME=VALUE (repeat; VALUE is JSON when it parses, else text).
+        #[arg(long = "var")]
+        vars: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Submit a version for review.
+    Submit(StepArgs),
+    /// Approve a submitted version (not by who submitted it).
+    Approve(StepArgs),
+    /// Reject a submitted version.
+    Reject(StepArgs),
+    /// Publish an approved version: compares it with the published one first.
+    Publish {
+        #[command(flatten)]
+        step: StepArgs,
+        /// Publish even when the comparison fails the prompt's thresholds.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Compare a version with another (default: the published one) on the prompt's examples;
+    /// exits non-zero when it fails the prompt's thresholds.
+    Test {
+        /// The prompt's name, id or ARN.
+        name: String,
+        /// The version under test.
+        #[arg(long)]
+        version: String,
+        /// The version to compare with.
+        #[arg(long)]
+        against: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// A lifecycle step's arguments.
+#[derive(clap::Args)]
+struct StepArgs {
+    /// The prompt's name, id or ARN.
+    name: String,
+    /// The version.
+    #[arg(long)]
+    version: String,
+    /// A note for the review trail.
+    #[arg(long)]
+    note: Option<String>,
+    #[command(flatten)]
+    remote: RemoteArgs,
+}
+
+/// `modelgate endpoints …`
+#[derive(Subcommand)]
+enum EndpointsCommand {
+    /// List the endpoints the file declares.
+    List,
+    /// Check the file (endpoints included); exits non-zero with the reason when it is bad.
+    Validate,
 }
 
 /// Where `jobs submit` and `batch run` send their requests.
@@ -412,6 +534,8 @@ fn main() -> ExitCode {
         } => logs_command(config, since, filters, follow, json),
         Command::Jobs { command, config } => jobs_command(command, config),
         Command::Flows { command } => flows_command(command),
+        Command::Prompts { command } => prompts_command(command),
+        Command::Endpoints { command, config } => endpoints_command(command, config),
         Command::Batch {
             command:
                 BatchCommand::Run {
@@ -446,6 +570,218 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn prompts_command(command: PromptsCommand) -> anyhow::Result<()> {
+    use modelgate_server::prompts::cli::{call, id_of, print_report};
+    use reqwest::Method;
+    let print = |v: &serde_json::Value| {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    };
+    let step = |kind: &'static str, a: StepArgs, force: bool| async move {
+        let remote = a.remote.remote();
+        let id = id_of(&remote, &a.name).await?;
+        call(
+            &remote,
+            Method::POST,
+            &format!("/admin/prompts/{id}/versions/{}/{kind}", a.version),
+            Some(serde_json::json!({"note": a.note, "force": force})),
+        )
+        .await
+    };
+    runtime()?.block_on(async move {
+        match command {
+            PromptsCommand::Create {
+                file,
+                version,
+                remote,
+            } => {
+                let remote = remote.remote();
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let body: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", file.display()))?;
+                let created = call(&remote, Method::POST, "/prompts/", Some(body)).await?;
+                print(&created);
+                if version {
+                    let id = created["id"].as_str().unwrap_or_default();
+                    let v = call(
+                        &remote,
+                        Method::POST,
+                        &format!("/prompts/{id}/versions"),
+                        Some(serde_json::json!({})),
+                    )
+                    .await?;
+                    println!("version {} created: {}", v["version"], v["arn"]);
+                }
+            }
+            PromptsCommand::Version {
+                name,
+                description,
+                remote,
+            } => {
+                let remote = remote.remote();
+                let id = id_of(&remote, &name).await?;
+                let v = call(
+                    &remote,
+                    Method::POST,
+                    &format!("/prompts/{id}/versions"),
+                    Some(serde_json::json!({ "description": description })),
+                )
+                .await?;
+                print(&v);
+            }
+            PromptsCommand::Show {
+                name,
+                version,
+                remote,
+            } => {
+                let remote = remote.remote();
+                let id = id_of(&remote, &name).await?;
+                let q = version.map_or_else(String::new, |v| format!("?promptVersion={v}"));
+                print(&call(&remote, Method::GET, &format!("/prompts/{id}/{q}"), None).await?);
+                print(
+                    &call(
+                        &remote,
+                        Method::GET,
+                        &format!("/admin/prompts/{id}/reviews"),
+                        None,
+                    )
+                    .await?,
+                );
+            }
+            PromptsCommand::List { remote } => {
+                let remote = remote.remote();
+                let page = call(&remote, Method::GET, "/prompts/?maxResults=1000", None).await?;
+                println!("{:<12} {:<40} {:<8} UPDATED", "ID", "NAME", "VERSION");
+                for p in page["promptSummaries"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<12} {:<40} {:<8} {}",
+                        p["id"].as_str().unwrap_or_default(),
+                        p["name"].as_str().unwrap_or_default(),
+                        p["version"].as_str().unwrap_or_default(),
+                        p["updatedAt"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+            PromptsCommand::Render {
+                name,
+                version,
+                label,
+                vars,
+                remote,
+            } => {
+                let remote = remote.remote();
+                let id = id_of(&remote, &name).await?;
+                let mut variables = serde_json::Map::new();
+                for v in vars {
+                    let (k, value) = v
+                        .split_once('=')
+                        .ok_or_else(|| anyhow::anyhow!("--var '{v}': write NAME=VALUE"))?;
+                    let value = serde_json::from_str(value)
+                        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+                    variables.insert(k.to_string(), value);
+                }
+                let body =
+                    serde_json::json!({"version": version, "label": label, "variables": variables});
+                print(
+                    &call(
+                        &remote,
+                        Method::POST,
+                        &format!("/admin/prompts/{id}/render"),
+                        Some(body),
+                    )
+                    .await?,
+                );
+            }
+            PromptsCommand::Submit(a) => print(&step("submit", a, false).await?),
+            PromptsCommand::Approve(a) => print(&step("approve", a, false).await?),
+            PromptsCommand::Reject(a) => print(&step("reject", a, false).await?),
+            PromptsCommand::Publish { step: a, force } => {
+                let out = step("publish", a, force).await?;
+                if out["comparison"].is_object() {
+                    print_report(&out["comparison"]);
+                }
+                println!(
+                    "version {} published by {}",
+                    out["version"],
+                    out["actor"].as_str().unwrap_or_default()
+                );
+            }
+            PromptsCommand::Test {
+                name,
+                version,
+                against,
+                remote,
+            } => {
+                let remote = remote.remote();
+                let id = id_of(&remote, &name).await?;
+                let report = call(
+                    &remote,
+                    Method::POST,
+                    &format!("/admin/prompts/{id}/test"),
+                    Some(serde_json::json!({"version": version, "against": against})),
+                )
+                .await?;
+                if !print_report(&report) {
+                    anyhow::bail!("version {version} fails the comparison");
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn endpoints_command(command: EndpointsCommand, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load_config(config)?;
+    match command {
+        EndpointsCommand::Validate => {
+            println!(
+                "ok: {} endpoint(s), the file is valid",
+                config.endpoints.len()
+            );
+        }
+        EndpointsCommand::List => {
+            println!(
+                "{:<20} {:<6} {:<28} {:<36} {:<10} TIMEOUT",
+                "NAME", "METHOD", "PATH", "TEMPLATE", "ASYNC>"
+            );
+            for e in &config.endpoints {
+                let template = match (&e.prompt, &e.template) {
+                    (Some(p), _) => format!(
+                        "prompt {p}@{}",
+                        e.prompt_version
+                            .clone()
+                            .or_else(|| e.prompt_label.clone())
+                            .unwrap_or_else(|| "published".into())
+                    ),
+                    _ => "inline".into(),
+                };
+                println!(
+                    "{:<20} {:<6} {:<28} {:<36} {:<10} {}",
+                    e.name,
+                    e.method,
+                    e.path,
+                    template,
+                    e.async_over_chars
+                        .map_or_else(|| "-".to_string(), |n| n.to_string()),
+                    humantime::format_duration(e.timeout),
+                );
+                let mut models: Vec<String> = e
+                    .use_case_models
+                    .iter()
+                    .map(|(k, v)| format!("{k}→{v}"))
+                    .collect();
+                if let Some(m) = &e.model {
+                    models.push(format!("default→{m}"));
+                }
+                if !models.is_empty() {
+                    println!("{:<20} models: {}", "", models.join(", "));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn flows_command(command: FlowsCommand) -> anyhow::Result<()> {
@@ -730,6 +1066,16 @@ fn serve(
             builder = builder.sink(sink);
             traces_task = Some(task);
         }
+        let (prompts, prompts_task) = modelgate_core::prompts::Prompts::spawn(
+            Arc::clone(&stores.prompts),
+            Arc::clone(&stores.config_versions),
+            &config.auth.region,
+            &config.auth.account_id,
+            config.prompts.clone(),
+        );
+        builder = builder.sink(Arc::new(modelgate_core::prompts::RenderLog(Arc::clone(
+            &prompts,
+        ))));
         let alerts = (!config.alerts.rules.is_empty())
             .then(|| Alerts::new(&config.alerts, PriceCatalog::new(config.prices.clone())));
         if let Some(a) = &alerts {
@@ -806,6 +1152,12 @@ fn serve(
         state.metrics_protected = config.metrics.protected;
         state.trace_sample_ratio = config.traces.sample_ratio;
         state.jobs = Some(Arc::clone(&jobs));
+        state.prompts = Some(prompts);
+        state.endpoints = Arc::new(
+            modelgate_core::endpoints::Endpoints::new(&config.endpoints)
+                .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
+        );
+        let endpoints = Arc::clone(&state.endpoints);
         tracing::info!(state = %stores.location, open, "state store opened");
         // Bind first so /healthz answers while the models load; /readyz turns 200 once loaded.
         let load_config = config.clone();
@@ -820,7 +1172,11 @@ fn serve(
                     .as_ref()
                     .map_or_else(|| "<defaults>".to_string(), |p| p.display().to_string());
                 state::start_routing(&routing, config.routing_doc(), &file).await?;
-                state::spawn_routing_watch(Arc::clone(&routing), config_path.clone());
+                state::spawn_config_watch(
+                    Arc::clone(&routing),
+                    Arc::clone(&endpoints),
+                    config_path.clone(),
+                );
                 tracing::info!(models = ?ids, routing_version = routing.status().version, "models loaded; ready");
                 // Jobs run once the models are there (a job received earlier would only wait).
                 jobs.start();
@@ -843,6 +1199,7 @@ fn serve(
         let flush = async {
             let _ = usage_task.await;
             let _ = audit_task.await;
+            let _ = prompts_task.await;
             for task in [invocations_task, traces_task].into_iter().flatten() {
                 let _ = task.await;
             }

@@ -32,6 +32,8 @@ pub struct Stores {
     pub config_versions: Arc<dyn modelgate_store::ConfigVersions>,
     /// Guardrails created through the API.
     pub guardrails: Arc<dyn modelgate_store::GuardrailStore>,
+    /// Prompt templates, their reviews and renders.
+    pub prompts: Arc<dyn modelgate_store::PromptStore>,
     /// The job queue.
     pub jobs: Arc<dyn modelgate_store::JobQueue>,
     /// Batch and file metadata.
@@ -119,6 +121,7 @@ fn sql<
         + InvocationStore
         + modelgate_store::ConfigVersions
         + modelgate_store::GuardrailStore
+        + modelgate_store::PromptStore
         + modelgate_store::JobQueue
         + modelgate_store::BatchStore
         + modelgate_store::ExecutionStore,
@@ -135,6 +138,7 @@ fn sql<
         invocations: s.clone(),
         config_versions: s.clone(),
         guardrails: s.clone(),
+        prompts: s.clone(),
         jobs: s.clone(),
         flows: s.clone(),
         batches: s,
@@ -333,10 +337,14 @@ pub async fn start_routing(
 /// How long a changed config file must stay unchanged before it is read.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Keep routing live: check the config file for edits every `[routing] watch_interval` (an
-/// edit that does not validate is logged and changes nothing), and the store for versions
-/// another replica stored every `sync_interval`.
-pub fn spawn_routing_watch(routing: Arc<modelgate_core::routing::Routing>, path: Option<PathBuf>) {
+/// Keep routing and the declarative endpoints live: check the config file for edits every
+/// `[routing] watch_interval` (an edit that does not validate is logged and changes nothing),
+/// and the store for routing versions another replica stored every `sync_interval`.
+pub fn spawn_config_watch(
+    routing: Arc<modelgate_core::routing::Routing>,
+    endpoints: Arc<modelgate_core::endpoints::Endpoints>,
+    path: Option<PathBuf>,
+) {
     let settings = routing.settings().clone();
     if let Some(path) = path.filter(|_| !settings.watch_interval.is_zero()) {
         let routing = Arc::clone(&routing);
@@ -366,15 +374,28 @@ pub fn spawn_routing_watch(routing: Arc<modelgate_core::routing::Routing>, path:
                     Err(e) => {
                         tracing::error!(error = %e, "config file changed but does not validate; routing unchanged")
                     }
-                    Ok(c) => match routing.load_file(c.routing_doc(), &file).await {
-                        Ok(Some(v)) => {
-                            tracing::info!(version = v.version, "config file's routers in force")
+                    Ok(c) => {
+                        match endpoints.replace(&c.endpoints) {
+                            Ok(n) => {
+                                tracing::info!(endpoints = n, "config file's endpoints in force")
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "config file's endpoints refused; endpoints unchanged")
+                            }
                         }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::error!(error = %e, "config file's routers refused; routing unchanged")
+                        match routing.load_file(c.routing_doc(), &file).await {
+                            Ok(Some(v)) => {
+                                tracing::info!(
+                                    version = v.version,
+                                    "config file's routers in force"
+                                )
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::error!(error = %e, "config file's routers refused; routing unchanged")
+                            }
                         }
-                    },
+                    }
                 }
             }
         });

@@ -691,18 +691,7 @@ impl Guardrails {
         max: Option<usize>,
         next: Option<&str>,
     ) -> Result<Value, Error> {
-        let max = max.unwrap_or(100);
-        if !(1..=1000).contains(&max) {
-            return Err(Error::validation(format!(
-                "1 validation error detected: Value '{max}' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and 1000"
-            )));
-        }
-        let offset = match next {
-            Some(t) => t
-                .parse::<usize>()
-                .map_err(|_| Error::validation("The nextToken is not one this gateway gave."))?,
-            None => 0,
-        };
+        let paging = crate::paging::Paging::parse(max, next, 100)?;
         let id = identifier.map(Self::id_of);
         let now = crate::keys::now_ms();
         let mut all: Vec<Value> = Vec::new();
@@ -739,10 +728,10 @@ impl Guardrails {
         if let (Some(i), true) = (identifier, all.is_empty()) {
             return Err(not_found(i, None));
         }
-        let page: Vec<Value> = all.iter().skip(offset).take(max).cloned().collect();
+        let (page, next) = paging.apply(all);
         let mut out = json!({ "guardrails": page });
-        if offset + max < all.len() {
-            out["nextToken"] = json!((offset + max).to_string());
+        if let Some(t) = next {
+            out["nextToken"] = json!(t);
         }
         Ok(out)
     }

@@ -6,8 +6,9 @@
 //! The model id arrives percent-encoded (`%3A` for `:`, `%2F` inside ARNs); axum's `Path`
 //! decodes it. `additionalModelRequestFields.thinking` (Claude's extended thinking) and
 //! `additionalModelRequestFields.reasoningConfig` (Nova's `maxReasoningEffort`) become the
-//! canonical reasoning budget; other model-specific fields there are ignored. Members Modelgate
-//! does not act on yet (`promptVariables`, `requestMetadata`,
+//! canonical reasoning budget; other model-specific fields there are ignored. A prompt ARN as
+//! the model id runs that stored prompt with `promptVariables` (`crate::prompts`). Members
+//! Modelgate does not act on yet (`requestMetadata`,
 //! `performanceConfig`, `serviceTier`, `outputConfig.effort`,
 //! `additionalModelResponseFieldPaths`) are accepted and ignored, as `docs/front-doors.md`
 //! records; unknown members are a `ValidationException`.
@@ -57,8 +58,9 @@ struct ConverseBody {
     guardrail_config: Option<GuardrailConfigBody>,
     #[serde(default, rename = "additionalModelRequestFields")]
     additional_model_request_fields: Option<Value>,
-    #[serde(default, rename = "promptVariables")]
-    _prompt_variables: Option<IgnoredAny>,
+    /// The variables of a prompt run through its ARN as `modelId`.
+    #[serde(default)]
+    prompt_variables: Option<std::collections::BTreeMap<String, PromptVariable>>,
     #[serde(default, rename = "additionalModelResponseFieldPaths")]
     _additional_model_response_field_paths: Option<IgnoredAny>,
     /// Routing rules may match on it; `user` keeps sticky routing on one arm.
@@ -70,6 +72,13 @@ struct ConverseBody {
     _service_tier: Option<IgnoredAny>,
     #[serde(default)]
     output_config: Option<OutputConfig>,
+}
+
+/// `PromptVariableValues`: a union with one member, `text`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptVariable {
+    text: String,
 }
 
 /// `guardrailConfig`.
@@ -318,6 +327,15 @@ pub(crate) fn parse_aws_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Res
     crate::errors::parse_body(body).map_err(|e| invalid_body(&e))
 }
 
+/// Read and parse an AWS JSON request body (control-plane operations).
+pub(crate) fn aws_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Error> {
+    let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
+    parse_aws_body(&body)
+}
+
 /// Parse a Converse body.
 #[cfg(test)]
 fn parse_converse(model_id: String, body: &[u8]) -> Result<ChatRequest, Error> {
@@ -329,6 +347,10 @@ struct ParsedConverse {
     request: ChatRequest,
     metadata: Option<Value>,
     guardrail: Option<GuardrailRequest>,
+    /// `promptVariables`, when the body has them.
+    prompt_variables: Option<serde_json::Map<String, Value>>,
+    /// The members a call through a prompt ARN may not set, that this body sets.
+    prompt_conflicts: Vec<&'static str>,
 }
 
 /// Parse a Converse body; also its `requestMetadata`.
@@ -353,6 +375,24 @@ fn parse_converse_full(
     let (body, selected) = take_guard_content(body)?;
     let wire: ConverseBody = parse_aws_body(&body)?;
     let metadata = wire.request_metadata;
+    let prompt_conflicts: Vec<&'static str> = [
+        ("system", wire.system.is_some()),
+        ("inferenceConfig", wire.inference_config.is_some()),
+        ("toolConfig", wire.tool_config.is_some()),
+        (
+            "additionalModelRequestFields",
+            wire.additional_model_request_fields.is_some(),
+        ),
+        ("outputConfig", wire.output_config.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    let prompt_variables = wire.prompt_variables.map(|vars| {
+        vars.into_iter()
+            .map(|(k, v)| (k, Value::String(v.text)))
+            .collect()
+    });
     let guardrail = match wire.guardrail_config {
         Some(g) => Some(g.request(streaming, selected)?),
         None => None,
@@ -384,6 +424,8 @@ fn parse_converse_full(
         request,
         metadata,
         guardrail,
+        prompt_variables,
+        prompt_conflicts,
     })
 }
 
@@ -405,8 +447,10 @@ fn respond(result: Result<Response, Error>) -> Response {
     crate::errors::respond::<BedrockError>(result)
 }
 
-/// Read and parse a Converse / ConverseStream body.
-fn converse_request(
+/// Read and parse a Converse / ConverseStream body. A prompt ARN as `modelId` runs that
+/// prompt (its draft, or the version the ARN names) with `promptVariables`; the body's
+/// messages follow the prompt's, and it may not set what the prompt sets.
+async fn converse_request(
     state: &AppState,
     ctx: &CallContext,
     model_id: String,
@@ -415,10 +459,54 @@ fn converse_request(
 ) -> Result<ChatRequest, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
     let ParsedConverse {
-        request,
+        mut request,
         metadata,
         guardrail,
+        prompt_variables,
+        prompt_conflicts,
     } = parse_converse_full(model_id, &body, streaming)?;
+    if modelgate_core::prompts::is_prompt_arn(&request.model) {
+        if !prompt_conflicts.is_empty() {
+            return Err(Error::validation(format!(
+                "A Converse call that runs a prompt (modelId {}) cannot also set {}; the prompt sets them.",
+                request.model,
+                prompt_conflicts.join(", ")
+            )));
+        }
+        let at = modelgate_core::prompts::parse_identifier(&request.model)?;
+        let prompts = crate::prompts::prompts_of(state)?;
+        // AWS's permission to run a managed prompt.
+        if ctx.principal().is_some_and(|p| !p.grants.unrestricted) {
+            crate::auth::admin_allowed(
+                state,
+                ctx,
+                "bedrock:RenderPrompt",
+                &prompts.arn(&at.id, None),
+            )?;
+        }
+        let rendered = prompts
+            .render_for(
+                ctx,
+                &at.id,
+                at.version.unwrap_or(0),
+                &prompt_variables.unwrap_or_default(),
+                "converse",
+            )
+            .await?;
+        if rendered.request.model.is_empty() {
+            return Err(Error::validation(format!(
+                "The prompt {} names no model (variants[0].modelId) to run on.",
+                request.model
+            )));
+        }
+        let extra = std::mem::take(&mut request.messages);
+        request = rendered.request;
+        request.messages.extend(extra);
+    } else if prompt_variables.is_some() {
+        return Err(Error::validation(
+            "promptVariables apply only when modelId is a prompt ARN (arn:aws:bedrock:REGION:ACCOUNT:prompt/ID[:VERSION]).",
+        ));
+    }
     if let Some(g) = guardrail {
         if state.gateway.guardrails().is_none() {
             return Err(Error::validation(
@@ -444,7 +532,7 @@ pub async fn converse(
 ) -> Response {
     respond(
         async {
-            let request = converse_request(&state, &ctx, model_id, body, false)?;
+            let request = converse_request(&state, &ctx, model_id, body, false).await?;
             let served = state.gateway.converse(&ctx, request).await?;
             Ok(Json(converse_json(&served.value, &ctx)).into_response())
         }
@@ -461,7 +549,7 @@ pub async fn converse_stream(
 ) -> Response {
     respond(
         async {
-            let request = converse_request(&state, &ctx, model_id, body, true)?;
+            let request = converse_request(&state, &ctx, model_id, body, true).await?;
             let events = state.gateway.converse_stream(&ctx, request).await?.value;
             // The guardrail trace rides on the metadata event.
             let trace_ctx = ctx.clone();

@@ -11,28 +11,19 @@ use crate::jobs::cli::Remote;
 /// Call a Step Functions operation.
 pub async fn call(remote: &Remote, op: &str, body: Value) -> anyhow::Result<Value> {
     let client = reqwest::Client::new();
-    let r = remote
+    let request = remote
         .request(&client, reqwest::Method::POST, "/")
         .header("x-amz-target", format!("{}{op}", super::api::TARGET))
         .header("content-type", "application/x-amz-json-1.0")
-        .body(body.to_string())
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the gateway at {}", remote.url))?;
-    let status = r.status();
-    let text = r.text().await.context("reading the gateway's answer")?;
-    let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        .body(body.to_string());
+    let (status, v) = crate::jobs::cli::send(remote, request).await?;
     if !status.is_success() {
         let code = v["__type"]
             .as_str()
             .map(|t| t.rsplit('#').next().unwrap_or(t).to_string())
             .or_else(|| v["error"]["type"].as_str().map(String::from))
             .unwrap_or_else(|| status.to_string());
-        let message = v["message"]
-            .as_str()
-            .or_else(|| v["error"]["message"].as_str())
-            .map_or_else(|| v.to_string(), String::from);
-        anyhow::bail!("{code}: {message}");
+        anyhow::bail!("{code}: {}", crate::jobs::cli::error_message(&v));
     }
     Ok(v)
 }

@@ -50,14 +50,39 @@ impl Remote {
     }
 }
 
+/// Send a request made with [`Remote::request`]: the status and the answer (JSON, or its text
+/// as a JSON string).
+pub async fn send(
+    remote: &Remote,
+    request: reqwest::RequestBuilder,
+) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    let r = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the gateway at {}", remote.url))?;
+    let status = r.status();
+    let text = r.text().await.context("reading the gateway's answer")?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// The message of an error answer in any dialect (OpenAI's `error.message`, AWS's `message`
+/// or `Message`), or the whole body.
+pub fn error_message(v: &Value) -> String {
+    v["error"]["message"]
+        .as_str()
+        .or_else(|| v["message"].as_str())
+        .or_else(|| v["Message"].as_str())
+        .map_or_else(|| v.to_string(), str::to_string)
+}
+
 async fn json_or_error(r: reqwest::Response) -> anyhow::Result<Value> {
     let status = r.status();
     let body: Value = r.json().await.context("the gateway's answer is not JSON")?;
     if !status.is_success() {
-        let message = body["error"]["message"]
-            .as_str()
-            .map_or_else(|| body.to_string(), str::to_string);
-        anyhow::bail!("{status}: {message}");
+        anyhow::bail!("{status}: {}", error_message(&body));
     }
     Ok(body)
 }
