@@ -237,6 +237,40 @@ def test_a_large_input_runs_as_a_job(gw, mock, app_key):
     assert "long document" in result["response"]
 
 
+def test_endpoints_made_through_the_admin_api(gw, mock, app_key):
+    faq = {"name": "faq", "path": "/faq", "description": "Answers FAQ questions",
+           "request_schema": {"type": "object", "required": ["q"],
+                              "properties": {"q": {"type": "string", "maxLength": 500}}},
+           "template": {"system": "Answer briefly.", "user": "FAQ: {{ q }}"},
+           "model": "m-product", "timeout": "10s"}
+    r = admin(gw, "PUT", "/admin/declared-endpoints/faq", json=faq)
+    assert r.status_code == 200, r.text
+    r = call(gw, app_key, "/faq", {"q": "opening hours?"})
+    assert r.status_code == 200, r.text
+    assert r.json()["model_used"] == "m-product" and r.json()["response"].endswith("FAQ: opening hours?")
+    listed = admin(gw, "GET", "/admin/declared-endpoints").json()
+    sources = {e["endpoint"]["name"]: e["source"] for e in listed["endpoints"]}
+    assert sources == {"generate": "file", "summarise": "file", "support-reply": "file", "faq": "api"}
+    version = listed["stored_version"]
+    # A bad definition, or one that takes a file endpoint's name or path, is refused whole.
+    bad = dict(faq, template={"user": "{{ q }} {{ nope }}"})
+    r = admin(gw, "PUT", "/admin/declared-endpoints/faq", json=bad)
+    assert r.status_code == 400 and "'nope'" in r.json()["error"]["message"]
+    r = admin(gw, "PUT", "/admin/declared-endpoints/generate", json=dict(faq, name="generate"))
+    assert r.status_code == 400 and "config file" in r.json()["error"]["message"]
+    r = admin(gw, "PUT", "/admin/declared-endpoints/faq2",
+              json=dict(faq, name="faq2", path="/generate"))
+    assert r.status_code == 400 and "/generate" in r.json()["error"]["message"]
+    assert admin(gw, "GET", "/admin/declared-endpoints").json()["stored_version"] == version
+    assert call(gw, app_key, "/faq", {"q": "still?"}).status_code == 200
+    # Keys with policies need the admin actions.
+    assert call(gw, app_key, "/admin/declared-endpoints/faq", faq, method="PUT").status_code == 403
+    r = admin(gw, "DELETE", "/admin/declared-endpoints/faq")
+    assert r.status_code == 200 and r.json()["stored_version"] == version + 1
+    assert call(gw, app_key, "/faq", {"q": "gone?"}).status_code == 404
+    assert admin(gw, "DELETE", "/admin/declared-endpoints/faq").status_code == 404
+
+
 # ---- Prompts ----
 
 SUPPORT = {

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use modelgate_store::{ConfigVersions, StoreError};
 use modelgate_types::{Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -454,10 +455,41 @@ fn text_chars(v: &Value) -> usize {
     }
 }
 
-/// The live set of endpoints, by path (replaced whole when the config file changes).
+/// The versioned-configuration kind the endpoints made through the admin API are stored as
+/// (`{"endpoints": [...]}`, every change a new version).
+pub const STORED_KIND: &str = "endpoints";
+
+/// What is in force: the file's endpoints and the stored ones (made through the admin API),
+/// by path.
 #[derive(Debug, Default)]
+struct Live {
+    by_path: BTreeMap<String, Arc<Endpoint>>,
+    file: Vec<EndpointConfig>,
+    stored: Vec<EndpointConfig>,
+    version: i64,
+}
+
+/// The live set of endpoints: the config file's (replaced whole when the file changes) and
+/// those made through the admin API (stored as versions, so every replica serves the same and
+/// a change can be looked at later).
+#[derive(Default)]
 pub struct Endpoints {
-    by_path: RwLock<Arc<BTreeMap<String, Arc<Endpoint>>>>,
+    live: RwLock<Arc<Live>>,
+    store: Option<Arc<dyn ConfigVersions>>,
+    changes: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints").finish_non_exhaustive()
+    }
+}
+
+fn store_error(e: StoreError) -> Error {
+    Error::new(
+        ErrorKind::ServiceUnavailable,
+        format!("The endpoint store failed: {e}"),
+    )
 }
 
 impl Endpoints {
@@ -477,38 +509,195 @@ impl Endpoints {
         Ok(out)
     }
 
-    /// The endpoints of `configs` (already checked by the config's validation).
-    pub fn new(configs: &[EndpointConfig]) -> Result<Self, String> {
+    /// The file's endpoints (already checked by the config's validation); with `store`, the
+    /// admin API can add more ([`Endpoints::sync`] loads them).
+    pub fn new(
+        configs: &[EndpointConfig],
+        store: Option<Arc<dyn ConfigVersions>>,
+    ) -> Result<Self, String> {
+        let live = Live {
+            by_path: Self::build(configs)?,
+            file: configs.to_vec(),
+            ..Live::default()
+        };
         Ok(Self {
-            by_path: RwLock::new(Arc::new(Self::build(configs)?)),
+            live: RwLock::new(Arc::new(live)),
+            store,
+            changes: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Replace the set (a changed config file); the old set stays when the new one is bad.
-    pub fn replace(&self, configs: &[EndpointConfig]) -> Result<usize, String> {
-        let set = Self::build(configs)?;
-        let n = set.len();
-        *self
-            .by_path
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
-        Ok(n)
-    }
-
-    /// The endpoint at `path`.
-    pub fn get(&self, path: &str) -> Option<Arc<Endpoint>> {
-        self.all().get(path).cloned()
-    }
-
-    /// Every endpoint, by path.
-    pub fn all(&self) -> Arc<BTreeMap<String, Arc<Endpoint>>> {
+    fn current(&self) -> Arc<Live> {
         Arc::clone(
             &self
-                .by_path
+                .live
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
     }
+
+    fn install(
+        &self,
+        file: Vec<EndpointConfig>,
+        stored: Vec<EndpointConfig>,
+        version: i64,
+    ) -> Result<usize, String> {
+        let all: Vec<EndpointConfig> = file.iter().chain(&stored).cloned().collect();
+        let by_path = Self::build(&all)?;
+        let n = by_path.len();
+        *self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Live {
+            by_path,
+            file,
+            stored,
+            version,
+        });
+        Ok(n)
+    }
+
+    /// Replace the file's endpoints (a changed config file); nothing changes when the new
+    /// ones are bad or clash with stored ones.
+    pub fn replace(&self, configs: &[EndpointConfig]) -> Result<usize, String> {
+        let now = self.current();
+        self.install(configs.to_vec(), now.stored.clone(), now.version)
+    }
+
+    /// The endpoint at `path`.
+    pub fn get(&self, path: &str) -> Option<Arc<Endpoint>> {
+        self.current().by_path.get(path).cloned()
+    }
+
+    /// Every endpoint, by path.
+    pub fn all(&self) -> BTreeMap<String, Arc<Endpoint>> {
+        self.current().by_path.clone()
+    }
+
+    /// Every definition and where it comes from (`file` or `api`), and the stored version.
+    pub fn list(&self) -> (Vec<(&'static str, EndpointConfig)>, i64) {
+        let now = self.current();
+        let out = now
+            .file
+            .iter()
+            .map(|c| ("file", c.clone()))
+            .chain(now.stored.iter().map(|c| ("api", c.clone())))
+            .collect();
+        (out, now.version)
+    }
+
+    async fn latest(&self) -> Result<(Vec<EndpointConfig>, i64), Error> {
+        let Some(store) = &self.store else {
+            return Ok((Vec::new(), 0));
+        };
+        match store
+            .version(STORED_KIND, None)
+            .await
+            .map_err(store_error)?
+        {
+            Some(v) => {
+                let list = serde_json::from_value::<StoredDoc>(v.body)
+                    .map_err(|e| Error::internal(format!("stored endpoints are unreadable: {e}")))?
+                    .endpoints;
+                Ok((list, v.version))
+            }
+            None => Ok((Vec::new(), 0)),
+        }
+    }
+
+    /// Put the latest stored version in force when it is newer than the one in force (another
+    /// replica's change). True when something changed.
+    pub async fn sync(&self) -> Result<bool, Error> {
+        let _one_at_a_time = self.changes.lock().await;
+        let (stored, version) = self.latest().await?;
+        let now = self.current();
+        if version <= now.version {
+            return Ok(false);
+        }
+        self.install(now.file.clone(), stored, version)
+            .map_err(|e| Error::validation(format!("stored endpoints version {version}: {e}")))?;
+        Ok(true)
+    }
+
+    /// Create or replace (by name) an endpoint through the admin API; `None` deletes it.
+    /// Checked with the file's and the other stored endpoints before it is stored; an
+    /// endpoint of the file cannot be changed this way.
+    pub async fn change(
+        &self,
+        name: &str,
+        config: Option<EndpointConfig>,
+        author: &str,
+    ) -> Result<i64, Error> {
+        let Some(store) = &self.store else {
+            return Err(Error::validation(
+                "Endpoints can only be managed through the API when the gateway has a store.",
+            ));
+        };
+        if let Some(c) = &config {
+            if c.name != name {
+                return Err(Error::validation(format!(
+                    "The body's name '{}' is not the path's '{name}'.",
+                    c.name
+                )));
+            }
+            c.check().map_err(Error::validation)?;
+        }
+        let _one_at_a_time = self.changes.lock().await;
+        if self.current().file.iter().any(|c| c.name == name) {
+            return Err(Error::refusal(
+                ErrorKind::Validation,
+                format!("The endpoint '{name}' is declared in the config file; change it there."),
+            )
+            .with_code("conflict"));
+        }
+        for _ in 0..5 {
+            let (mut stored, version) = self.latest().await?;
+            let existed = stored.iter().any(|c| c.name == name);
+            stored.retain(|c| c.name != name);
+            let note = match &config {
+                Some(c) => {
+                    stored.push(c.clone());
+                    format!("{} {name}", if existed { "replace" } else { "create" })
+                }
+                None if existed => format!("delete {name}"),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("No endpoint '{name}' was made through the API."),
+                    ))
+                }
+            };
+            let file = self.current().file.clone();
+            let all: Vec<EndpointConfig> = file.iter().chain(&stored).cloned().collect();
+            Self::build(&all).map_err(Error::validation)?;
+            let body = serde_json::to_value(StoredDoc {
+                endpoints: stored.clone(),
+            })
+            .map_err(|e| Error::internal(e.to_string()))?;
+            match store
+                .append_version(STORED_KIND, author, &note, &body, Some(version))
+                .await
+            {
+                Ok(v) => {
+                    self.install(file, stored, v.version)
+                        .map_err(Error::validation)?;
+                    return Ok(v.version);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Throttling,
+            "The endpoints are being changed by someone else; retry.",
+        ))
+    }
+}
+
+/// The stored document.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredDoc {
+    endpoints: Vec<EndpointConfig>,
 }
 
 /// The error of an endpoint that took longer than its timeout.

@@ -232,6 +232,16 @@ fn routes(state: AppState) -> Router {
         .merge(bedrock_routes())
         .merge(prompt_routes())
         .route("/openapi.json", get(crate::endpoints::openapi_json))
+        .route(
+            "/admin/declared-endpoints",
+            get(crate::endpoints::admin_list),
+        )
+        .route(
+            "/admin/declared-endpoints/{name}",
+            get(crate::endpoints::admin_get)
+                .put(crate::endpoints::admin_put)
+                .delete(crate::endpoints::admin_delete),
+        )
         // Declarative endpoints, else the dialect's 404.
         .fallback(crate::endpoints::fallback)
         .layer(DefaultBodyLimit::max(limit));

@@ -420,6 +420,100 @@ pub async fn openapi_json(State(state): State<AppState>) -> Response {
     Json(openapi(&state)).into_response()
 }
 
+// ---- The admin API (`/admin/declared-endpoints`) ----
+
+fn admin(result: Result<Response, Error>) -> Response {
+    crate::errors::respond::<OpenAiError>(result)
+}
+
+fn allowed(state: &AppState, ctx: &CallContext, action: &str, name: &str) -> Result<(), Error> {
+    crate::auth::admin_allowed(state, ctx, action, &endpoint_arn(state, name))
+}
+
+/// `GET /admin/declared-endpoints`: every declarative endpoint, its source (`file` or
+/// `api`) and the stored version.
+pub async fn admin_list(
+    State(state): State<AppState>,
+    axum::Extension(ctx): axum::Extension<CallContext>,
+) -> Response {
+    admin(
+        async {
+            allowed(&state, &ctx, "modelgate:ListEndpoints", "*")?;
+            let (list, version) = state.endpoints.list();
+            let list: Vec<Value> = list
+                .into_iter()
+                .map(|(source, c)| json!({"source": source, "endpoint": c}))
+                .collect();
+            Ok(Json(json!({"endpoints": list, "stored_version": version})).into_response())
+        }
+        .await,
+    )
+}
+
+/// `GET /admin/declared-endpoints/{name}`.
+pub async fn admin_get(
+    State(state): State<AppState>,
+    axum::Extension(ctx): axum::Extension<CallContext>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    admin(
+        async {
+            allowed(&state, &ctx, "modelgate:GetEndpoint", &name)?;
+            let (list, _) = state.endpoints.list();
+            let (source, c) = list
+                .into_iter()
+                .find(|(_, c)| c.name == name)
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("No endpoint '{name}'.")))?;
+            Ok(Json(json!({"source": source, "endpoint": c})).into_response())
+        }
+        .await,
+    )
+}
+
+/// `PUT /admin/declared-endpoints/{name}` (the `[[endpoints]]` table as JSON): create or
+/// replace an endpoint, in force at once on this replica and within `sync_interval` on the
+/// others.
+pub async fn admin_put(
+    State(state): State<AppState>,
+    axum::Extension(ctx): axum::Extension<CallContext>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    admin(
+        async {
+            allowed(&state, &ctx, "modelgate:PutEndpoint", &name)?;
+            let body = body.map_err(|r| crate::errors::body_rejection(r, state.max_body_bytes))?;
+            let config: modelgate_core::endpoints::EndpointConfig =
+                crate::errors::parse_body(&body)
+                    .map_err(|e| Error::validation(format!("invalid endpoint: {e}")))?;
+            let actor = modelgate_core::prompts::caller_of(&ctx);
+            let version = state.endpoints.change(&name, Some(config), &actor).await?;
+            Ok(Json(json!({"name": name, "stored_version": version})).into_response())
+        }
+        .await,
+    )
+}
+
+/// `DELETE /admin/declared-endpoints/{name}` (one made through the API).
+pub async fn admin_delete(
+    State(state): State<AppState>,
+    axum::Extension(ctx): axum::Extension<CallContext>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    admin(
+        async {
+            allowed(&state, &ctx, "modelgate:DeleteEndpoint", &name)?;
+            let actor = modelgate_core::prompts::caller_of(&ctx);
+            let version = state.endpoints.change(&name, None, &actor).await?;
+            Ok(
+                Json(json!({"name": name, "deleted": true, "stored_version": version}))
+                    .into_response(),
+            )
+        }
+        .await,
+    )
+}
+
 /// The router's fallback: a declarative endpoint, or the dialect's 404.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     match serve(&state, request).await {

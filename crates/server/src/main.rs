@@ -1154,9 +1154,16 @@ fn serve(
         state.jobs = Some(Arc::clone(&jobs));
         state.prompts = Some(prompts);
         state.endpoints = Arc::new(
-            modelgate_core::endpoints::Endpoints::new(&config.endpoints)
-                .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
+            modelgate_core::endpoints::Endpoints::new(
+                &config.endpoints,
+                Some(Arc::clone(&stores.config_versions)),
+            )
+            .map_err(|e| anyhow::anyhow!("configuration error: {e}"))?,
         );
+        // Endpoints made through the admin API (by any replica).
+        if let Err(e) = state.endpoints.sync().await {
+            tracing::error!(error = %e.message, "stored endpoints not in force");
+        }
         let endpoints = Arc::clone(&state.endpoints);
         tracing::info!(state = %stores.location, open, "state store opened");
         // Bind first so /healthz answers while the models load; /readyz turns 200 once loaded.

@@ -339,7 +339,8 @@ const SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Keep routing and the declarative endpoints live: check the config file for edits every
 /// `[routing] watch_interval` (an edit that does not validate is logged and changes nothing),
-/// and the store for routing versions another replica stored every `sync_interval`.
+/// and the store for routing versions and endpoints another replica stored every
+/// `sync_interval`.
 pub fn spawn_config_watch(
     routing: Arc<modelgate_core::routing::Routing>,
     endpoints: Arc<modelgate_core::endpoints::Endpoints>,
@@ -348,6 +349,7 @@ pub fn spawn_config_watch(
     let settings = routing.settings().clone();
     if let Some(path) = path.filter(|_| !settings.watch_interval.is_zero()) {
         let routing = Arc::clone(&routing);
+        let endpoints = Arc::clone(&endpoints);
         tokio::spawn(async move {
             let stamp = |p: &std::path::Path| {
                 std::fs::metadata(p)
@@ -404,6 +406,9 @@ pub fn spawn_config_watch(
         let mut failed: Option<String> = None;
         loop {
             tokio::time::sleep(settings.sync_interval).await;
+            if let Err(e) = endpoints.sync().await {
+                tracing::warn!(error = %e.message, "stored endpoints not applied");
+            }
             match routing.sync().await {
                 Ok(_) => failed = None,
                 Err(e) => {
