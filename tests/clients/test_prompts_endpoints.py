@@ -265,8 +265,16 @@ def test_endpoints_made_through_the_admin_api(gw, mock, app_key):
     assert call(gw, app_key, "/faq", {"q": "still?"}).status_code == 200
     # Keys with policies need the admin actions.
     assert call(gw, app_key, "/admin/declared-endpoints/faq", faq, method="PUT").status_code == 403
+    # The endpoint's own rate limit, shared by its callers: 1 per second, no burst.
+    limited = dict(faq, rate_limit={"rps": 1, "burst": 1})
+    assert admin(gw, "PUT", "/admin/declared-endpoints/faq", json=limited).status_code == 200
+    statuses = [call(gw, app_key, "/faq", {"q": f"n{i}"}).status_code for i in range(4)]
+    assert statuses[0] == 200 and 429 in statuses, statuses
+    r = call(gw, app_key, "/faq", {"q": "again"})
+    if r.status_code == 429:
+        assert r.json()["error"]["code"] == "rate_limit_exceeded" and "retry-after" in r.headers
     r = admin(gw, "DELETE", "/admin/declared-endpoints/faq")
-    assert r.status_code == 200 and r.json()["stored_version"] == version + 1
+    assert r.status_code == 200 and r.json()["stored_version"] == version + 2
     assert call(gw, app_key, "/faq", {"q": "gone?"}).status_code == 404
     assert admin(gw, "DELETE", "/admin/declared-endpoints/faq").status_code == 404
 
@@ -409,6 +417,23 @@ def test_prompt_lifecycle_comparison_and_audit(gw, mock, app_key, people):
     actors = {t["actor"] for t in trail["reviews"]}
     assert len(actors) == 3  # author, reviewer, admin
 
+    # The command line reads the same.
+    base = [binary(), "prompts"]
+    remote = ["--url", gw.url, "--api-key", ADMIN]
+    listed = subprocess.run(base + ["list"] + remote, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "support-reply" in listed.stdout and pid in listed.stdout
+    rendered = subprocess.run(
+        base + ["render", "support-reply", "--label", "published", "--var", "customer_name=Zoe",
+                "--var", "issue=lost card"] + remote, capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    out = json.loads(rendered.stdout)
+    assert out["modelId"] == "m-general" and out["version"] in (1, 2)
+    assert "Zoe" in json.dumps(out["messages"]) and "lost card" in json.dumps(out["messages"])
+    missing = subprocess.run(base + ["render", "support-reply", "--version", "2", "--var",
+                                     "customer_name=Zoe"] + remote,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "'issue'" in missing.stderr
+
 
 def test_boto3_prompt_version_runs_through_converse(gw, people):
     author = people["author"]
@@ -435,7 +460,8 @@ def test_boto3_prompt_version_runs_through_converse(gw, people):
         denied.converse(modelId=version["arn"], promptVariables={"person": {"text": "Ana"}})
     assert e.value.response["Error"]["Code"] == "AccessDeniedException"
     caller = new_key(gw, name="runner",
-                     policies=[allow("bedrock:InvokeModel", "bedrock:RenderPrompt")])
+                     policies=[allow("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream",
+                                     "bedrock:RenderPrompt")])
     runtime = boto3.client("bedrock-runtime", endpoint_url=gw.url, region_name="us-east-1",
                            aws_access_key_id=caller["access_key_id"],
                            aws_secret_access_key=caller["secret_access_key"],
@@ -444,6 +470,12 @@ def test_boto3_prompt_version_runs_through_converse(gw, people):
     text = out["output"]["message"]["content"][0]["text"]
     assert text.strip(), out
     assert out["usage"]["outputTokens"] <= 16
+    stream = runtime.converse_stream(modelId=version["arn"],
+                                     promptVariables={"person": {"text": "Bo"}})["stream"]
+    events = list(stream)
+    streamed = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events
+                       if "contentBlockDelta" in e)
+    assert streamed.strip() and "metadata" in events[-1], events[-3:]
     # AWS's rules: no system / inferenceConfig with a prompt; a missing variable is named.
     with pytest.raises(ClientError) as e:
         runtime.converse(modelId=version["arn"], promptVariables={"person": {"text": "A"}},
@@ -493,3 +525,21 @@ def test_openapi_lists_the_endpoints_and_schemathesis_finds_nothing(gw, app_key,
     assert generated and int(generated.group(1)) > 50 and generated.group(1) == generated.group(2), out[-3000:]
     # Run last, after the lifecycle test published the stored prompt: all three reach a model.
     assert "Missing test data" not in out, out[-3000:]
+
+
+def test_endpoints_cli_lists_and_validates_config_files(mock, tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(config(mock))
+    run = subprocess.run([binary(), "endpoints", "list", "--config", str(good)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    for name in ("generate", "summarise", "support-reply", "product_question→m-product"):
+        assert name in run.stdout, run.stdout
+    ok = subprocess.run([binary(), "endpoints", "validate", "--config", str(good)],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "3 endpoint(s)" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config(mock).replace("{{ question }}", "{{ question }} {{ unknown }}", 1))
+    run = subprocess.run([binary(), "endpoints", "validate", "--config", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "'unknown'" in run.stderr and "generate" in run.stderr
