@@ -172,6 +172,8 @@ pub struct Endpoint {
     pub validator: jsonschema::Validator,
     /// The inline template as a prompt definition (not with a stored prompt).
     pub inline: Option<PromptDef>,
+    /// The inline template's response schema, compiled.
+    answer_validator: Option<jsonschema::Validator>,
 }
 
 impl EndpointConfig {
@@ -274,10 +276,18 @@ impl EndpointConfig {
         self.rate_limit
             .check()
             .map_err(|e| format!("{}: {e}", key("rate_limit")))?;
+        let answer_validator = self
+            .template
+            .as_ref()
+            .and_then(|t| t.response_schema.as_ref())
+            .map(compile_schema)
+            .transpose()
+            .map_err(|e| format!("{}: {e}", key("template.response_schema")))?;
         Ok(Endpoint {
             config: self.clone(),
             validator,
             inline,
+            answer_validator,
         })
     }
 
@@ -361,6 +371,32 @@ impl Endpoint {
             errors.join("; ")
         ))
         .with_code("invalid_request_body"))
+    }
+
+    /// Check a structured answer against the response schema (`schema`, a stored prompt's;
+    /// the inline template's is compiled once): a 424 listing what does not match.
+    pub fn check_answer(&self, answer: &Value, schema: Option<&Value>) -> Result<(), Error> {
+        let compiled;
+        let validator = match (&self.answer_validator, schema) {
+            (Some(v), _) => v,
+            (None, Some(schema)) => {
+                compiled = compile_schema(schema)
+                    .map_err(|e| Error::internal(format!("response schema: {e}")))?;
+                &compiled
+            }
+            (None, None) => return Ok(()),
+        };
+        let errors = schema_errors(validator, answer);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::ModelError,
+            format!(
+                "The model's answer does not match the response schema: {}",
+                errors.join("; ")
+            ),
+        ))
     }
 
     /// The template variables a (checked, defaulted) body gives: the mapping's, or each

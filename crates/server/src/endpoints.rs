@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -44,25 +44,11 @@ pub async fn serve(state: &AppState, request: Request) -> Result<Response, Reque
         return Ok(OpenAiError(Error::internal("no call context")).into_response());
     };
     let job_run = request.extensions().get::<crate::jobs::JobRun>().is_some();
-    let bytes = match axum::body::to_bytes(request.into_body(), state.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return Ok(OpenAiError(
-                Error::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!(
-                        "The request body exceeds the limit of {} bytes.",
-                        state.max_body_bytes
-                    ),
-                )
-                .with_code("request_too_large"),
-            )
-            .into_response())
-        }
+    let result = match axum::body::Bytes::from_request(request, state).await {
+        Ok(bytes) => handle(state, &ctx, &endpoint, &bytes, job_run).await,
+        Err(r) => Err(crate::errors::body_rejection(r, state.max_body_bytes)),
     };
-    Ok(crate::errors::respond::<OpenAiError>(
-        handle(state, &ctx, &endpoint, &bytes, job_run).await,
-    ))
+    Ok(crate::errors::respond::<OpenAiError>(result))
 }
 
 async fn handle(
@@ -73,15 +59,12 @@ async fn handle(
     job_run: bool,
 ) -> Result<Response, Error> {
     let c = &endpoint.config;
-    if ctx.principal().is_some_and(|p| !p.grants.unrestricted) {
-        let request = modelgate_core::policy::Request {
-            actions: vec!["modelgate:InvokeEndpoint".into()],
-            resource: endpoint_arn(state, &c.name),
-            context: Default::default(),
-        };
-        let request = modelgate_core::access::common_context(request, ctx, &state.site);
-        modelgate_core::access::authorize(ctx, &request, &state.auth.audit)?;
-    }
+    crate::auth::aws_allowed(
+        state,
+        ctx,
+        "modelgate:InvokeEndpoint",
+        &endpoint_arn(state, &c.name),
+    )?;
     let mut body: Value = if bytes.is_empty() {
         return Err(
             Error::validation("The request body is empty; send a JSON object.")
@@ -150,26 +133,11 @@ async fn handle(
     let answer = tokio::time::timeout(c.timeout, state.gateway.converse(ctx, request)).await;
     let served = match answer {
         Ok(Ok(served)) => served,
-        // Every model failed (or took too long): the canned answer, when there is one. The
-        // gateway's own refusals (auth, limits, guardrails, bad input) are answered as such.
+        // The gateway's own refusals (auth, limits, guardrails, bad input) are answered as such.
         Ok(Err(e)) if e.is_final() => return Err(e),
-        failed => {
-            let e = match failed {
-                Ok(Err(e)) => e,
-                _ => timed_out(endpoint),
-            };
-            return match endpoint.degradation_for(case.as_deref()) {
-                Some(text) => {
-                    tracing::warn!(endpoint = %c.name, error = %e.message, "every model failed; answering with the degradation text");
-                    Ok((
-                        [("x-modelgate-degraded", "true")],
-                        Json(json!({"model_used": "degraded", "response": text, "degraded": true})),
-                    )
-                        .into_response())
-                }
-                None => Err(e),
-            };
-        }
+        // Every model failed, or took too long: the canned answer, when there is one.
+        Ok(Err(e)) => return degrade(endpoint, case.as_deref(), e),
+        Err(_) => return degrade(endpoint, case.as_deref(), timed_out(endpoint)),
     };
     let text = served.value.message.joined_text();
     match c.response {
@@ -185,20 +153,7 @@ async fn handle(
                     format!("The model's answer is not JSON: {e}"),
                 )
             })?;
-            if let Some(schema) = &rendered.response_schema {
-                let v = modelgate_core::endpoints::compile_schema(schema)
-                    .map_err(|e| Error::internal(format!("response schema: {e}")))?;
-                let errors = modelgate_core::endpoints::schema_errors(&v, &parsed);
-                if !errors.is_empty() {
-                    return Err(Error::new(
-                        ErrorKind::ModelError,
-                        format!(
-                            "The model's answer does not match the response schema: {}",
-                            errors.join("; ")
-                        ),
-                    ));
-                }
-            }
+            endpoint.check_answer(&parsed, rendered.response_schema.as_ref())?;
             let mut r = Json(parsed).into_response();
             if let Ok(v) = HeaderValue::from_str(&served.served_by) {
                 r.headers_mut().insert("x-modelgate-model-used", v);
@@ -206,6 +161,19 @@ async fn handle(
             Ok(r)
         }
     }
+}
+
+/// The degradation text for `case` instead of `error`, when the endpoint has one.
+fn degrade(endpoint: &Endpoint, case: Option<&str>, error: Error) -> Result<Response, Error> {
+    let Some(text) = endpoint.degradation_for(case) else {
+        return Err(error);
+    };
+    tracing::warn!(endpoint = %endpoint.config.name, error = %error.message, "every model failed; answering with the degradation text");
+    Ok((
+        [("x-modelgate-degraded", "true")],
+        Json(json!({"model_used": "degraded", "response": text, "degraded": true})),
+    )
+        .into_response())
 }
 
 /// The resource of an endpoint in policies.

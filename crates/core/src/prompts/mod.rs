@@ -13,6 +13,7 @@ mod def;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use modelgate_store::{
     ConfigVersions, PromptStore, RenderRecord, ReviewRecord, StoreError, VersionedRecord,
@@ -72,6 +73,9 @@ pub struct Split {
     pub weight: f64,
 }
 
+/// A prompt's labels by name.
+pub type Labels = BTreeMap<String, Label>;
+
 /// The label publishing moves.
 pub const PUBLISHED: &str = "published";
 
@@ -86,8 +90,16 @@ pub struct Prompts {
     account: String,
     config: PromptsConfig,
     versions: Mutex<HashMap<(String, i64), Arc<PromptDef>>>,
+    /// Names → ids, as last read (calls through an endpoint name their prompt).
+    names: Mutex<Option<(Instant, HashMap<String, String>)>>,
+    /// Each prompt's labels, as last read (every endpoint call picks a version by label).
+    label_cache: Mutex<HashMap<String, (Instant, Labels)>>,
     renders: tokio::sync::mpsc::Sender<RenderRecord>,
 }
+
+/// How long calls are served from names and labels as last read: a change made on another
+/// replica is seen within this; this replica's own changes at once.
+const FRESH: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Prompts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -234,6 +246,8 @@ impl Prompts {
             account: account.to_string(),
             config,
             versions: Mutex::new(HashMap::new()),
+            names: Mutex::new(None),
+            label_cache: Mutex::new(HashMap::new()),
             renders: tx,
         };
         (Arc::new(prompts), task)
@@ -303,6 +317,7 @@ impl Prompts {
             .create_prompt(&id, &def.name, &Self::body_of(&def)?)
             .await
             .map_err(store_error)?;
+        *crate::registry::lock(&self.names) = None;
         self.shape(&r)
     }
 
@@ -321,6 +336,7 @@ impl Prompts {
             .await
             .map_err(store_error)?
             .ok_or_else(|| not_found(identifier, None))?;
+        *crate::registry::lock(&self.names) = None;
         self.shape(&r)
     }
 
@@ -459,6 +475,7 @@ impl Prompts {
         }
         crate::registry::lock(&self.versions)
             .retain(|(k, n), _| k != &at.id || v.is_some_and(|v| v != *n));
+        *crate::registry::lock(&self.names) = None;
         let mut out = json!({ "id": at.id });
         if let Some(n) = v {
             out["version"] = json!(n.to_string());
@@ -494,17 +511,44 @@ impl Prompts {
         if let Ok(r) = parse_identifier(name_or_id) {
             return Ok(r.id);
         }
-        let all = self.store.list_prompts(None).await.map_err(store_error)?;
-        all.into_iter()
-            .find(|r| r.name == name_or_id)
-            .map(|r| r.id)
-            .ok_or_else(|| not_found(name_or_id, None))
+        if let Some((at, names)) = &*crate::registry::lock(&self.names) {
+            if at.elapsed() < FRESH {
+                return names
+                    .get(name_or_id)
+                    .cloned()
+                    .ok_or_else(|| not_found(name_or_id, None));
+            }
+        }
+        let names: HashMap<String, String> = self
+            .store
+            .list_prompts(None)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .map(|r| (r.name, r.id))
+            .collect();
+        let id = names.get(name_or_id).cloned();
+        *crate::registry::lock(&self.names) = Some((Instant::now(), names));
+        id.ok_or_else(|| not_found(name_or_id, None))
+    }
+
+    /// A prompt's labels for serving: as last read when that was less than [`FRESH`] ago.
+    async fn serving_labels(&self, id: &str) -> Result<BTreeMap<String, Label>, Error> {
+        if let Some((at, labels)) = crate::registry::lock(&self.label_cache).get(id) {
+            if at.elapsed() < FRESH {
+                return Ok(labels.clone());
+            }
+        }
+        let labels = self.labels(id).await?;
+        crate::registry::lock(&self.label_cache)
+            .insert(id.to_string(), (Instant::now(), labels.clone()));
+        Ok(labels)
     }
 
     /// The version a label points at for one use: the A/B split picks its second version
     /// for its share of uses.
     pub async fn pick(&self, id: &str, label: &str) -> Result<i64, Error> {
-        let labels = self.labels(id).await?;
+        let labels = self.serving_labels(id).await?;
         let l = labels.get(label).ok_or_else(|| {
             Error::refusal(
                 ErrorKind::NotFound,
@@ -628,7 +672,10 @@ impl Prompts {
                 .append_version(&kind, actor, &note, &body, Some(expected))
                 .await
             {
-                Ok(_) => return Ok(labels),
+                Ok(_) => {
+                    crate::registry::lock(&self.label_cache).remove(id);
+                    return Ok(labels);
+                }
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(store_error(e)),
             }
