@@ -1,5 +1,6 @@
 """The anthropic Python SDK pointed at Modelgate's /v1/messages with base_url, unmodified."""
 import anthropic
+import requests
 import pytest
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -64,6 +65,13 @@ def test_max_tokens_zero_counts_without_generating(client):
         model=MODEL, messages=QUESTION).input_tokens
 
 
+def test_an_unknown_messages_route_answers_in_the_anthropic_shape(server_url):
+    r = requests.post(server_url + "/v1/messages/nope", json={}, timeout=10)
+    assert r.status_code == 404
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+
+
 def test_count_tokens(client):
     n = client.messages.count_tokens(model=MODEL, messages=QUESTION)
     m = client.messages.create(model=MODEL, max_tokens=8, extra_body=T0, messages=QUESTION)
@@ -77,15 +85,16 @@ def test_errors_raise_sdk_exceptions(client):
     with pytest.raises(anthropic.BadRequestError) as e:
         client.messages.create(model=MODEL, max_tokens=-1, messages=QUESTION)
     assert e.value.body["type"] == "error"
+    # A schema keyword the embedded model's grammar cannot enforce is refused by name.
     with pytest.raises(anthropic.BadRequestError) as e:
         client.messages.create(model=MODEL, max_tokens=8, messages=QUESTION, output_config={
-            "format": {"type": "json_schema", "schema": {"type": "object"}}})
-    assert "structured output" in e.value.message
+            "format": {"type": "json_schema", "schema": {"type": "object", "not": {}}}})
+    assert "'not'" in e.value.message
     with pytest.raises(anthropic.BadRequestError) as e:
         client.messages.create(model=MODEL, max_tokens=8, messages=QUESTION, tools=[
             {"name": "get_weather", "description": "d",
-             "input_schema": {"type": "object", "properties": {}}}])
-    assert "tool" in e.value.message
+             "input_schema": {"type": "object", "properties": {}, "minProperties": 1}}])
+    assert "minProperties" in e.value.message
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model=MODEL, max_tokens=8,
                                messages=[{"role": "system", "content": "x"}])

@@ -46,7 +46,8 @@ def test_a_list_of_prompts_echo_and_max_tokens(client):
 
 @pytest.mark.parametrize("extra,param", [
     ({"suffix": " and that is all."}, "suffix"),
-    ({"logprobs": 2}, "logprobs"),
+    ({"logprobs": 6}, "logprobs"),
+    ({"logprobs": 2, "echo": True}, "logprobs"),
     ({"n": 2}, "n"),
     ({"best_of": 3}, "best_of"),
     ({"prompt": [[1, 2, 3]]}, "prompt"),

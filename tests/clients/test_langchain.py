@@ -27,3 +27,21 @@ def test_stream_matches_invoke(llm):
     streamed = "".join(c.text for c in chunks)
     assert streamed == whole.text
     assert "Paris" in streamed
+
+
+def test_a_non_aws_model_id_streams_once_langchain_is_told(server_url):
+    """LangChain decides from the model id's provider prefix whether to stream: a name like
+    `local.smollm2-135m-instruct` (provider "local") is not on its list, so `stream()` falls
+    back to one Converse call. `disable_streaming=False` (or `provider="meta"`, a provider it
+    streams) makes it use ConverseStream — docs/front-doors.md."""
+    kw = dict(model="local.smollm2-135m-instruct", endpoint_url=server_url,
+              region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
+              aws_secret_access_key="secret", temperature=0, max_tokens=48)
+    question = "What is the capital of France?"
+    fallback = [c for c in ChatBedrockConverse(**kw).stream(question) if c.text]
+    assert len(fallback) == 1
+    for llm in (ChatBedrockConverse(disable_streaming=False, **kw),
+                ChatBedrockConverse(provider="meta", **kw)):
+        chunks = [c for c in llm.stream(question) if c.text]
+        assert len(chunks) > 2
+        assert "".join(c.text for c in chunks) == fallback[0].text

@@ -490,3 +490,34 @@ def test_openai_reasoning_effort_becomes_a_budget_and_bad_values_are_refused(gat
                                        messages=[{"role": "user", "content": "hi"}])
     assert "reasoning_effort" in str(e.value)
     assert mock.calls() == 1, "a refused request never reaches the upstream"
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_seed_and_logprobs_fates_per_upstream(gateway, mock, model):
+    """An OpenAI-compatible upstream takes `seed`, `logprobs` and `top_logprobs` as sent;
+    Anthropic and Bedrock have neither: the seed is dropped and the answer names it in
+    `x-modelgate-dropped-params`, log-probabilities are refused before any upstream call."""
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+    question = [{"role": "user", "content": "hi"}]
+    mock.push({"blocks": [{"text": "Hello."}]})
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=question, seed=7)
+    assert raw.parse().choices[0].message.content == "Hello."
+    sent = mock.requests()[-1]["body"]
+    if model == OPENAI_MODEL:
+        assert sent["seed"] == 7
+        assert "x-modelgate-dropped-params" not in raw.headers
+    else:
+        assert "seed" not in json.dumps(sent)
+        assert raw.headers["x-modelgate-dropped-params"] == "seed"
+    calls = mock.calls()
+    if model == OPENAI_MODEL:
+        mock.push({"blocks": [{"text": "Hello."}]})
+        client.chat.completions.create(model=model, messages=question, logprobs=True,
+                                       top_logprobs=2)
+        sent = mock.requests()[-1]["body"]
+        assert sent["logprobs"] is True and sent["top_logprobs"] == 2
+    else:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=model, messages=question, logprobs=True)
+        assert "log-probabilities" in str(e.value)
+        assert mock.calls() == calls, "refused before any upstream call"

@@ -354,6 +354,9 @@ struct Stored {
     stop_reason: StopReason,
     usage: Usage,
     latency_ms: u64,
+    /// Per-token log-probabilities, when the request asked for them (they are in the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    logprobs: Option<Vec<modelgate_types::TokenLogprob>>,
     stored_at_ms: i64,
     ttl_ms: i64,
     /// What producing it cost (nano-dollars).
@@ -378,6 +381,7 @@ impl Stored {
             stop_reason: self.stop_reason,
             usage: self.usage,
             latency_ms: self.latency_ms,
+            logprobs: self.logprobs.clone(),
         }
     }
 }
@@ -447,6 +451,7 @@ pub(crate) fn canonical(request: &ChatRequest, model: &str, context_only: bool) 
         tools,
         response_format,
         reasoning,
+        generation,
     } = request;
     let mut w = Vec::with_capacity(256);
     let end = |w: &mut Vec<u8>| w.push(0xFF);
@@ -487,6 +492,11 @@ pub(crate) fn canonical(request: &ChatRequest, model: &str, context_only: bool) 
     match reasoning {
         None => w.push(b'-'),
         Some(r) => w.extend_from_slice(&r.budget_tokens.to_le_bytes()),
+    }
+    // Only when set, so the keys of requests without them stay what they were.
+    if !generation.is_empty() {
+        end(&mut w);
+        let _ = serde_json::to_writer(&mut w, generation);
     }
     w
 }
@@ -726,6 +736,7 @@ impl Cache {
                 stop_reason: response.stop_reason,
                 usage: response.usage,
                 latency_ms: response.latency_ms,
+                logprobs: response.logprobs.clone(),
                 stored_at_ms: now_ms(),
                 ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
                 cost_nanos: cache.prices.cost(f.outcome),
@@ -924,6 +935,9 @@ mod tests {
         let mut hot = req("a");
         hot.inference.temperature = Some(0.9);
         assert_ne!(a, canonical(&hot, "m", false));
+        let mut seeded = req("a");
+        seeded.generation.seed = Some(1);
+        assert_ne!(a, canonical(&seeded, "m", false));
         // The context leaves the last message out.
         assert_eq!(
             canonical(&req("a"), "m", true),
@@ -939,6 +953,7 @@ mod tests {
             stop_reason: StopReason::EndTurn,
             usage: Usage::new(3, 1),
             latency_ms: 5,
+            logprobs: None,
             stored_at_ms: now_ms(),
             ttl_ms: 60_000,
             cost_nanos: 7,
@@ -976,6 +991,7 @@ mod tests {
             stop_reason: StopReason::EndTurn,
             usage: Usage::default(),
             latency_ms: 0,
+            logprobs: None,
         };
         assert!(storable(&r, false));
         r.stop_reason = StopReason::MaxTokens;

@@ -194,14 +194,19 @@ where
             }
         }
         // A fallback answers under its own name; the requested model takes the request as is.
-        let renamed;
-        let req = if i == 0 {
+        // A seed the model cannot honour is left out, and the answer names it.
+        let drop_seed = request.generation.seed.is_some() && !model.caps.seed;
+        let adapted;
+        let req = if i == 0 && !drop_seed {
             request
         } else {
             let mut r = request.clone();
             r.model.clone_from(&model.info.id);
-            renamed = r;
-            &renamed
+            if drop_seed {
+                r.generation.seed = None;
+            }
+            adapted = r;
+            &adapted
         };
         let attempt = |provider| call(model, provider, req.clone());
         match attempts(model, deadline, tried, attempt).await {
@@ -213,6 +218,9 @@ where
                     continue;
                 }
                 tried.served.served_by.clone_from(&model.info.id);
+                if drop_seed {
+                    tried.served.dropped.push("seed");
+                }
                 return Ok((value, Arc::clone(model), endpoint));
             }
             Err((error, n)) => {

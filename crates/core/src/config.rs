@@ -64,6 +64,29 @@ pub struct Config {
     pub prompts: crate::prompts::PromptsConfig,
     /// `[[endpoints]]`: declarative HTTP endpoints in front of the models.
     pub endpoints: Vec<crate::endpoints::EndpointConfig>,
+    /// `[responses]`: stored Responses API responses.
+    pub responses: ResponsesConfig,
+}
+
+/// `[responses]`: how long stored Responses API responses are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsesConfig {
+    /// How long a stored response is kept. Default 30 days (as OpenAI keeps them).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often responses past the retention period are deleted. Default hourly.
+    #[serde(with = "humantime_serde")]
+    pub purge_every: Duration,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(30 * 86_400),
+            purge_every: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Config {
@@ -850,6 +873,12 @@ impl Config {
         if self.cache.backend == crate::cache::CacheBackend::Redis && self.store.redis_url.is_none()
         {
             return Err("key `cache.backend` is `redis` but `store.redis_url` is not set".into());
+        }
+        if self.responses.retention.is_zero() || self.responses.purge_every.is_zero() {
+            return Err(
+                "keys `responses.retention` and `responses.purge_every` must be longer than 0"
+                    .into(),
+            );
         }
         if self.invocations.retention.is_zero() {
             return Err("key `invocations.retention` must be longer than 0".into());

@@ -34,6 +34,7 @@ impl Layer for StaticAnswer {
             stop_reason: StopReason::EndTurn,
             usage: Usage::default(),
             latency_ms: 0,
+            logprobs: None,
         };
         Ok(Answer::from_response(response, &call.op))
     }

@@ -164,6 +164,8 @@ pub struct ServedBy {
     pub cache: Option<crate::cache::CacheReport>,
     /// How a virtual model was routed, when the call named one.
     pub routing: Option<Arc<crate::routing::RoutingDecision>>,
+    /// Request parameters the serving model cannot take and that were left out.
+    pub dropped: Vec<&'static str>,
 }
 
 /// How the one stream observer treats a started stream.

@@ -316,6 +316,11 @@ impl Entry {
                 "The model '{model}' does not support structured output (a JSON response format)."
             )));
         }
+        if !self.caps.logprobs && request.generation.logprobs.is_some() {
+            return Err(Error::validation(format!(
+                "The model '{model}' does not return log-probabilities (logprobs); its provider has no such output."
+            )));
+        }
         Ok(())
     }
 }

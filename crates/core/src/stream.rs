@@ -34,6 +34,7 @@ fn is_content(event: &StreamEvent) -> bool {
         StreamEvent::MessageStart { .. }
         | StreamEvent::ContentBlockStop { .. }
         | StreamEvent::MessageStop { .. }
+        | StreamEvent::Logprobs { .. }
         | StreamEvent::Metadata { .. } => false,
     }
 }

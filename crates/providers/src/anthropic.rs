@@ -163,6 +163,7 @@ impl Provider for Anthropic {
             stop_reason: stop_reason(wire.stop_reason.as_deref()),
             usage: wire.usage.canonical(),
             latency_ms: elapsed_ms(start),
+            logprobs: None,
         })
     }
 
@@ -229,6 +230,9 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         tools,
         response_format,
         reasoning,
+        // The API has neither: a seed is taken off before the call and named in
+        // `x-modelgate-dropped-params`; log-probabilities are refused (`Capabilities::logprobs`).
+        generation: _,
     } = request;
     let InferenceConfig {
         max_tokens,
@@ -687,6 +691,7 @@ mod tests {
             }),
             response_format: None,
             reasoning: None,
+            generation: Default::default(),
         };
         let body = messages_body("claude", &request, true).unwrap();
         assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);

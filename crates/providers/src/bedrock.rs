@@ -295,6 +295,7 @@ impl Provider for Bedrock {
             latency_ms: wire
                 .metrics
                 .map_or_else(|| elapsed_ms(start), |m| m.latency_ms),
+            logprobs: None,
         })
     }
 
@@ -417,6 +418,9 @@ fn converse_body(request: &ChatRequest) -> Result<Value, Error> {
         tools,
         response_format,
         reasoning,
+        // The API has neither: a seed is taken off before the call and named in
+        // `x-modelgate-dropped-params`; log-probabilities are refused (`Capabilities::logprobs`).
+        generation: _,
     } = request;
     let messages = crate::user_first(messages);
     let mut body = json!({"messages": messages, "inferenceConfig": inference});

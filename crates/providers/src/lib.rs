@@ -14,6 +14,7 @@ use modelgate_types::{
 
 pub mod anthropic;
 pub mod bedrock;
+mod constrain;
 mod http;
 pub mod local_embed;
 pub mod local_llama;
@@ -57,6 +58,10 @@ pub struct Capabilities {
     pub images: bool,
     /// Honours a response format (JSON mode or a JSON schema).
     pub json_output: bool,
+    /// Returns token log-probabilities when asked.
+    pub logprobs: bool,
+    /// Honours a sampling seed (without it, a seed is dropped and the answer says so).
+    pub seed: bool,
 }
 
 impl Capabilities {
@@ -70,7 +75,17 @@ impl Capabilities {
             tools: chat,
             images: chat,
             json_output: chat,
+            logprobs: false,
+            seed: false,
         }
+    }
+
+    /// The same, with the OpenAI dialect's `logprobs` and `seed` (OpenAI-compatible chat
+    /// upstreams take both).
+    pub fn with_openai_sampling(mut self) -> Self {
+        self.logprobs = self.chat;
+        self.seed = self.chat;
+        self
     }
 }
 
@@ -202,6 +217,7 @@ pub(crate) fn renumber(stream: ChatStream) -> ChatStream {
             let index = match &mut event {
                 StreamEvent::ContentBlockStart { index, .. }
                 | StreamEvent::ContentBlockDelta { index, .. }
+                | StreamEvent::Logprobs { index, .. }
                 | StreamEvent::ContentBlockStop { index } => index,
                 StreamEvent::MessageStart { .. }
                 | StreamEvent::MessageStop { .. }
@@ -242,6 +258,7 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
     let mut stop_reason = StopReason::EndTurn;
     let mut usage = Usage::default();
     let mut latency_ms = 0;
+    let mut logprobs: Option<Vec<modelgate_types::TokenLogprob>> = None;
     fn block(
         blocks: &mut std::collections::BTreeMap<u32, Block>,
         index: u32,
@@ -273,6 +290,9 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
                 }
             }
             StreamEvent::MessageStop { stop_reason: s } => stop_reason = s,
+            StreamEvent::Logprobs { tokens, .. } => {
+                logprobs.get_or_insert_with(Vec::new).extend(tokens)
+            }
             StreamEvent::Metadata {
                 usage: u,
                 latency_ms: l,
@@ -327,6 +347,7 @@ pub async fn collect_stream(model: String, mut stream: ChatStream) -> Result<Cha
         stop_reason,
         usage,
         latency_ms,
+        logprobs,
     })
 }
 
@@ -339,9 +360,16 @@ pub fn response_events(response: &ChatResponse) -> Vec<StreamEvent> {
         input_tokens: Some(response.usage.input_tokens),
     }];
     let mut index = 0u32;
+    // A stored answer's log-probabilities go before its (first) text block.
+    let mut logprobs = response.logprobs.clone();
     for block in &response.message.content {
         let delta = match block {
-            ContentBlock::Text(t) => ContentBlockDelta::Text(t.clone()),
+            ContentBlock::Text(t) => {
+                if let Some(tokens) = logprobs.take() {
+                    events.push(StreamEvent::Logprobs { index, tokens });
+                }
+                ContentBlockDelta::Text(t.clone())
+            }
             ContentBlock::ReasoningContent(modelgate_types::ReasoningBlock::ReasoningText {
                 text,
                 signature,

@@ -171,6 +171,8 @@ impl Provider for LocalEmbedder {
             tools: false,
             images: false,
             json_output: false,
+            logprobs: false,
+            seed: false,
         }
     }
 

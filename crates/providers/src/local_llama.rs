@@ -25,12 +25,13 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use modelgate_types::{
-    ChatRequest, ContentBlock, ContentBlockDelta, Error, ErrorKind, Role, StopReason, StreamEvent,
-    Usage,
+    ChatRequest, ContentBlock, ContentBlockDelta, ContentBlockStart, Error, ErrorKind, Role,
+    StopReason, StreamEvent, TokenLogprob, TopLogprob, Usage,
 };
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use crate::constrain::{self, CallSplitter, Constraint, Piece};
 use crate::stop::TextAssembler;
 use crate::{Capabilities, ChatStream, Provider};
 
@@ -136,6 +137,9 @@ fn backend() -> Result<&'static LlamaBackend, Error> {
 enum EngineEvent {
     /// Generated text.
     Text(String),
+    /// The log-probabilities of the next generated token (sent before its text, and only when
+    /// the request asked for them).
+    Logprob(TokenLogprob),
     /// Generation ended.
     Done {
         stop_reason: StopReason,
@@ -152,6 +156,12 @@ struct Job {
     temperature: f32,
     top_p: f32,
     stops: Vec<String>,
+    /// Sampling seed (`None`: a fresh one).
+    seed: Option<u32>,
+    /// Alternatives per token when log-probabilities are asked for.
+    logprobs: Option<u8>,
+    /// Grammar the output must follow.
+    constraint: Option<Constraint>,
     events: mpsc::UnboundedSender<EngineEvent>,
 }
 
@@ -223,30 +233,49 @@ impl LocalLlama {
     /// Render the chat template and tokenize, on the blocking pool: for an input near the body
     /// limit this is milliseconds of CPU that must not hold up an async worker thread. The
     /// request goes in and comes back out, so nothing is cloned.
-    async fn prompt_tokens(
-        &self,
-        request: ChatRequest,
-    ) -> Result<(Vec<LlamaToken>, ChatRequest), Error> {
+    async fn prompt_tokens(&self, request: ChatRequest) -> Result<Prepared, Error> {
         let (model, template) = (Arc::clone(&self.model), Arc::clone(&self.template));
         tokio::task::spawn_blocking(move || {
+            // The schema check and grammar come first: a refused schema costs no tokenising.
+            let constraint = constrain::constraint(&request)?;
             let tokens = prompt_tokens(&model, &template, &request)?;
-            Ok((tokens, request))
+            Ok(Prepared {
+                tokens,
+                constraint,
+                request,
+            })
         })
         .await
         .map_err(|e| Error::internal(format!("tokenising the prompt failed: {e}")))?
     }
 }
 
-/// Render the chat template and tokenize. Only text content is understood.
+/// A request ready for the engine.
+struct Prepared {
+    tokens: Vec<LlamaToken>,
+    constraint: Option<Constraint>,
+    request: ChatRequest,
+}
+
+/// Render the chat template and tokenize. Text, tool calls and tool results are understood
+/// (the last two as text in the `<tool_call>` convention, see `constrain`); the system prompt
+/// gains the response schema and the tool signatures when the request has them.
 fn prompt_tokens(
     model: &LlamaModel,
     template: &LlamaChatTemplate,
     request: &ChatRequest,
 ) -> Result<Vec<LlamaToken>, Error> {
     let mut chat = Vec::with_capacity(request.messages.len() + 1);
-    let system: Vec<&str> = request.system.iter().filter_map(|s| s.text()).collect();
+    let mut system: Vec<String> = request
+        .system
+        .iter()
+        .filter_map(|s| s.text())
+        .map(str::to_string)
+        .collect();
+    system.extend(constrain::format_prompt(request));
+    system.extend(constrain::tools_prompt(request));
     // The template inserts a default system prompt when there is none; that degrades this
-    // small model's greedy output, so a system message is only sent when the caller has one.
+    // small model's greedy output, so a system message is only sent when there is one.
     if !system.is_empty() {
         chat.push(chat_message("system", system.join("\n"))?);
     }
@@ -254,7 +283,6 @@ fn prompt_tokens(
         let mut text = String::new();
         for block in &message.content {
             match block {
-                ContentBlock::Text(t) => text.push_str(t),
                 ContentBlock::ReasoningContent(_) | ContentBlock::CachePoint(_) => {}
                 ContentBlock::Image(_) | ContentBlock::Document(_) => {
                     return Err(Error::validation(format!(
@@ -262,11 +290,13 @@ fn prompt_tokens(
                         request.model
                     )))
                 }
-                ContentBlock::ToolUse(_) | ContentBlock::ToolResult(_) => {
-                    return Err(Error::validation(format!(
-                        "The model '{}' does not support tool use.",
-                        request.model
-                    )))
+                block => {
+                    if let Some(piece) = constrain::block_text(block) {
+                        if !text.is_empty() && !matches!(block, ContentBlock::Text(_)) {
+                            text.push('\n');
+                        }
+                        text.push_str(&piece);
+                    }
                 }
             }
         }
@@ -301,9 +331,11 @@ impl Provider for LocalLlama {
         Capabilities {
             chat: true,
             embeddings: false,
-            tools: false,
+            tools: true,
             images: false,
-            json_output: false,
+            json_output: true,
+            logprobs: true,
+            seed: true,
         }
     }
 
@@ -312,7 +344,7 @@ impl Provider for LocalLlama {
     }
 
     async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error> {
-        Ok(self.prompt_tokens(request.clone()).await?.0.len() as u32)
+        Ok(self.prompt_tokens(request.clone()).await?.tokens.len() as u32)
     }
 
     async fn converse_stream(&self, request: ChatRequest) -> Result<ChatStream, Error> {
@@ -321,20 +353,15 @@ impl Provider for LocalLlama {
             system: _,
             messages: _,
             inference,
-            tools,
-            // Refused by the gateway's capability check (`json_output: false`).
+            // Both enforced by the grammar built in `prompt_tokens`.
+            tools: _,
             response_format: _,
             reasoning,
+            generation,
         } = &request;
         if reasoning.is_some() {
             // The embedded model has no thinking mode; it answers directly (docs/providers.md).
             tracing::warn!(model = %request.model, "reasoning budget dropped: the embedded model does not reason");
-        }
-        if tools.as_ref().is_some_and(|t| !t.tools.is_empty()) {
-            return Err(Error::validation(format!(
-                "The model '{}' does not support tool use.",
-                request.model
-            )));
         }
         let modelgate_types::InferenceConfig {
             max_tokens,
@@ -344,7 +371,15 @@ impl Provider for LocalLlama {
         } = inference;
         let stop_sequences = stop_sequences.clone();
         let (max_tokens, temperature, top_p) = (*max_tokens, *temperature, *top_p);
-        let (prompt, request) = self.prompt_tokens(request).await?;
+        // A 64-bit seed folds into llama.cpp's 32 bits.
+        let seed = generation.seed.map(|s| (s ^ (s >> 32)) as u32);
+        let logprobs = generation.logprobs;
+        let Prepared {
+            tokens: prompt,
+            constraint,
+            request,
+        } = self.prompt_tokens(request).await?;
+        let tools = constraint.is_some() && constrain::tools_prompt(&request).is_some();
         let input_tokens = prompt.len() as u32;
         let window = self.config.settings.context_size;
         if input_tokens >= window {
@@ -366,6 +401,9 @@ impl Provider for LocalLlama {
             temperature: temperature.unwrap_or(self.config.settings.default_temperature),
             top_p: top_p.unwrap_or(1.0),
             stops: stop_sequences,
+            seed,
+            logprobs,
+            constraint,
             events,
         };
         self.queue.try_send(job).map_err(|e| match e {
@@ -380,65 +418,157 @@ impl Provider for LocalLlama {
         })?;
         let started = Instant::now();
         let stream = async_stream(move |tx| async move {
-            // Every send that fails means the caller went away: return, which drops `rx` and
-            // lets the engine free the slot on its next step.
-            macro_rules! emit {
-                ($item:expr) => {
-                    if tx.send($item).is_err() {
-                        return;
-                    }
-                };
-            }
-            emit!(Ok(StreamEvent::MessageStart {
+            let mut out = Output::new(tools);
+            let _ = tx.send(Ok(StreamEvent::MessageStart {
                 role: Role::Assistant,
                 input_tokens: Some(input_tokens),
             }));
-            let mut any_text = false;
             loop {
                 let event = tokio::select! {
                     event = rx.recv() => event,
                     _ = tx.closed() => return,
                 };
-                match event {
-                    None => {
-                        emit!(Err(Error::internal(
+                let (events, last) = match event {
+                    None => (
+                        vec![Err(Error::internal(
                             "the embedded model engine stopped during generation",
-                        )));
-                        return;
+                        ))],
+                        true,
+                    ),
+                    Some(EngineEvent::Logprob(token)) => {
+                        out.logprobs.push(token);
+                        continue;
                     }
-                    Some(EngineEvent::Text(text)) => {
-                        any_text = true;
-                        emit!(Ok(StreamEvent::ContentBlockDelta {
-                            index: 0,
-                            delta: ContentBlockDelta::Text(text),
-                        }));
-                    }
+                    Some(EngineEvent::Text(text)) => (out.text(&text), false),
                     Some(EngineEvent::Done {
                         stop_reason,
                         output_tokens,
                     }) => {
-                        if !any_text {
-                            emit!(Ok(StreamEvent::ContentBlockDelta {
-                                index: 0,
-                                delta: ContentBlockDelta::Text(String::new()),
-                            }));
-                        }
-                        emit!(Ok(StreamEvent::ContentBlockStop { index: 0 }));
-                        emit!(Ok(StreamEvent::MessageStop { stop_reason }));
-                        emit!(Ok(StreamEvent::Metadata {
+                        let mut events = out.finish(stop_reason);
+                        events.push(Ok(StreamEvent::Metadata {
                             usage: Usage::new(input_tokens, output_tokens),
                             latency_ms: started.elapsed().as_millis() as u64,
                         }));
+                        (events, true)
+                    }
+                    Some(EngineEvent::Failed(e)) => (vec![Err(e)], true),
+                };
+                // A failed send means the caller went away: returning drops `rx`, and the
+                // engine frees the slot on its next step.
+                for event in events {
+                    if tx.send(event).is_err() {
                         return;
                     }
-                    Some(EngineEvent::Failed(e)) => {
-                        emit!(Err(e));
-                        return;
-                    }
+                }
+                if last {
+                    return;
                 }
             }
         });
         Ok(stream)
+    }
+}
+
+/// Turns the engine's text into content blocks: text, and tool calls when tools are on.
+struct Output {
+    splitter: Option<CallSplitter>,
+    /// Index of the open text block.
+    text_block: Option<u32>,
+    next_block: u32,
+    called: bool,
+    /// Log-probabilities of tokens whose text has not been sent yet.
+    logprobs: Vec<TokenLogprob>,
+}
+
+type Events = Vec<Result<StreamEvent, Error>>;
+
+impl Output {
+    fn new(tools: bool) -> Self {
+        Self {
+            splitter: tools.then(CallSplitter::default),
+            text_block: None,
+            next_block: 0,
+            called: false,
+            logprobs: Vec::new(),
+        }
+    }
+
+    fn text(&mut self, text: &str) -> Events {
+        let mut events = Vec::new();
+        match self.splitter.as_mut() {
+            None => self.push_text(text.to_string(), &mut events),
+            Some(splitter) => {
+                for piece in splitter.push(text) {
+                    match piece {
+                        Piece::Text(t) => self.push_text(t, &mut events),
+                        Piece::Call { name, arguments } => {
+                            self.push_call(name, &arguments, &mut events)
+                        }
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    fn push_text(&mut self, text: String, events: &mut Events) {
+        let index = *self.text_block.get_or_insert_with(|| {
+            self.next_block += 1;
+            self.next_block - 1
+        });
+        if !self.logprobs.is_empty() {
+            events.push(Ok(StreamEvent::Logprobs {
+                index,
+                tokens: std::mem::take(&mut self.logprobs),
+            }));
+        }
+        events.push(Ok(StreamEvent::ContentBlockDelta {
+            index,
+            delta: ContentBlockDelta::Text(text),
+        }));
+    }
+
+    fn push_call(&mut self, name: String, arguments: &serde_json::Value, events: &mut Events) {
+        if let Some(index) = self.text_block.take() {
+            events.push(Ok(StreamEvent::ContentBlockStop { index }));
+        }
+        // The call's own tokens are not text; their log-probabilities have no place to go.
+        self.logprobs.clear();
+        let index = self.next_block;
+        self.next_block += 1;
+        self.called = true;
+        events.push(Ok(StreamEvent::ContentBlockStart {
+            index,
+            start: ContentBlockStart::ToolUse {
+                tool_use_id: format!("call_{}", uuid::Uuid::new_v4().simple()),
+                name,
+            },
+        }));
+        events.push(Ok(StreamEvent::ContentBlockDelta {
+            index,
+            delta: ContentBlockDelta::ToolUseInput(arguments.to_string()),
+        }));
+        events.push(Ok(StreamEvent::ContentBlockStop { index }));
+    }
+
+    fn finish(&mut self, stop_reason: StopReason) -> Events {
+        let mut events = Vec::new();
+        if let Some(rest) = self.splitter.as_mut().and_then(CallSplitter::finish) {
+            self.push_text(rest, &mut events);
+        }
+        if self.next_block == 0 {
+            // Every answer has a content block, even an empty one.
+            self.push_text(String::new(), &mut events);
+        }
+        if let Some(index) = self.text_block.take() {
+            events.push(Ok(StreamEvent::ContentBlockStop { index }));
+        }
+        let stop_reason = match stop_reason {
+            StopReason::EndTurn if self.called => StopReason::ToolUse,
+            other => other,
+        };
+        events.push(Ok(StreamEvent::MessageStop { stop_reason }));
+        events
     }
 }
 
@@ -478,21 +608,81 @@ struct Slot {
     done: bool,
 }
 
-fn sampler_for(job: &Job) -> LlamaSampler {
+/// The job's sampler: its grammar first (it masks every token that cannot continue a valid
+/// answer), then greedy or top-p / temperature / seeded draw.
+fn sampler_for(job: &Job, model: &LlamaModel) -> Result<LlamaSampler, Error> {
+    let mut chain = Vec::with_capacity(4);
+    if let Some(c) = &job.constraint {
+        let grammar = match c.trigger {
+            None => LlamaSampler::grammar(model, &c.grammar, "root"),
+            Some(trigger) => LlamaSampler::grammar_lazy(model, &c.grammar, "root", [trigger], &[]),
+        };
+        chain.push(grammar.map_err(|e| {
+            Error::internal(format!("the output grammar could not be loaded: {e}"))
+        })?);
+    }
     if job.temperature <= 0.0 {
-        LlamaSampler::greedy()
+        chain.push(LlamaSampler::greedy());
     } else {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let seed = COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed)
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0x5eed);
-        LlamaSampler::chain_simple([
-            LlamaSampler::top_p(job.top_p, 1),
-            LlamaSampler::temp(job.temperature),
-            LlamaSampler::dist(seed),
-        ])
+        let seed = job.seed.unwrap_or_else(|| {
+            COUNTER.fetch_add(0x9e37_79b9, Ordering::Relaxed)
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0x5eed)
+        });
+        chain.push(LlamaSampler::top_p(job.top_p, 1));
+        chain.push(LlamaSampler::temp(job.temperature));
+        chain.push(LlamaSampler::dist(seed));
+    }
+    Ok(LlamaSampler::chain_simple(chain))
+}
+
+/// The sampled token's log-probability under the model's distribution at `at` (before any
+/// grammar or temperature), with the `top` most likely alternatives.
+fn token_logprob(
+    ctx: &LlamaContext<'_>,
+    at: i32,
+    token: LlamaToken,
+    top: u8,
+    model: &LlamaModel,
+) -> TokenLogprob {
+    let logits = ctx.get_logits_ith(at);
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let vocab = model.vocab();
+    let piece = |t: LlamaToken| vocab.token_to_piece(t, false, None);
+    // The `top` highest logits, kept sorted (top ≤ 20, so insertion beats a full sort).
+    let mut best: Vec<(usize, f32)> = Vec::with_capacity(top as usize + 1);
+    if top > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() < top as usize || l > best[best.len() - 1].1 {
+                let at = best.partition_point(|&(_, b)| b >= l);
+                best.insert(at, (i, l));
+                best.truncate(top as usize);
+            }
+        }
+    }
+    let bytes = piece(token);
+    let logprob = logits
+        .get(token.0 as usize)
+        .map_or(f32::NEG_INFINITY, |&l| l - log_sum);
+    TokenLogprob {
+        token: String::from_utf8_lossy(&bytes).into_owned(),
+        logprob,
+        bytes,
+        top: best
+            .into_iter()
+            .map(|(i, l)| {
+                let bytes = piece(LlamaToken(i as i32));
+                TopLogprob {
+                    token: String::from_utf8_lossy(&bytes).into_owned(),
+                    logprob: l - log_sum,
+                    bytes,
+                }
+            })
+            .collect(),
     }
 }
 
@@ -560,11 +750,18 @@ fn run_engine(
             if job.events.is_closed() {
                 continue;
             }
+            let sampler = match sampler_for(&job, model) {
+                Ok(sampler) => sampler,
+                Err(e) => {
+                    let _ = job.events.send(EngineEvent::Failed(e));
+                    continue;
+                }
+            };
             let Some(seq) = free.pop() else { break };
             let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
             slots.push(Slot {
                 seq,
-                sampler: sampler_for(&job),
+                sampler,
                 text: TextAssembler::new(job.stops.clone()),
                 job,
                 next_prompt: 0,
@@ -659,6 +856,10 @@ fn step(
             continue;
         }
         slot.generated += 1;
+        if let Some(top) = slot.job.logprobs {
+            let logprob = token_logprob(ctx, at, token, top, model);
+            let _ = slot.job.events.send(EngineEvent::Logprob(logprob));
+        }
         let piece = vocab.token_to_piece(token, false, None);
         let released = slot.text.push(&piece);
         if !released.text.is_empty()

@@ -119,7 +119,7 @@ impl Provider for OpenAi {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::upstream(self.kind)
+        Capabilities::upstream(self.kind).with_openai_sampling()
     }
 
     /// `GET /models` (Azure: with the `api-version`).
@@ -184,6 +184,9 @@ impl Provider for OpenAi {
             stop_reason: stop_reason(choice.finish_reason.as_deref()),
             usage: wire.usage.map(WireUsage::canonical).unwrap_or_default(),
             latency_ms: elapsed_ms(start),
+            logprobs: choice
+                .logprobs
+                .map(|l| modelgate_types::vocab::openai::parse_logprobs(&l.content)),
         })
     }
 
@@ -281,6 +284,7 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
         tools,
         response_format,
         reasoning,
+        generation,
     } = request;
     let InferenceConfig {
         max_tokens,
@@ -317,6 +321,16 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
     }
     if !stop_sequences.is_empty() {
         body["stop"] = json!(stop_sequences);
+    }
+    // The same dialect: sent as they came.
+    if let Some(seed) = generation.seed {
+        body["seed"] = json!(seed);
+    }
+    if let Some(top) = generation.logprobs {
+        body["logprobs"] = json!(true);
+        if top > 0 {
+            body["top_logprobs"] = json!(top);
+        }
     }
     if let Some(ToolConfig { tools, tool_choice }) = tools {
         body["tools"] = tools
@@ -453,6 +467,15 @@ struct Choice {
     message: WireMessage,
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<WireLogprobs>,
+}
+
+/// `choices[].logprobs`: the tokens of the content.
+#[derive(Deserialize)]
+struct WireLogprobs {
+    #[serde(default)]
+    content: Value,
 }
 
 #[derive(Deserialize, Default)]
@@ -525,6 +548,8 @@ struct ChunkChoice {
     delta: WireDelta,
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<WireLogprobs>,
 }
 
 #[derive(Deserialize, Default)]
@@ -637,6 +662,18 @@ impl StreamState {
             );
         }
         if let Some(text) = content.filter(|t| !t.is_empty()) {
+            let tokens = choice
+                .logprobs
+                .map(|l| modelgate_types::vocab::openai::parse_logprobs(&l.content))
+                .filter(|t| !t.is_empty());
+            if let Some(tokens) = tokens {
+                // Log-probabilities go just before the text they describe, in its block.
+                let index = match self.open {
+                    Some((i, Run::Text)) => i,
+                    _ => self.open_block(Run::Text, &mut events),
+                };
+                events.push(StreamEvent::Logprobs { index, tokens });
+            }
             self.run_delta(Run::Text, ContentBlockDelta::Text(text), &mut events);
         }
         for (position, call) in tool_calls.unwrap_or_default().into_iter().enumerate() {
@@ -798,6 +835,7 @@ mod tests {
             reasoning: Some(modelgate_types::Reasoning {
                 budget_tokens: 1500,
             }),
+            generation: Default::default(),
         };
         let body = chat_body("gpt", &request, true).unwrap();
         assert_eq!(body["reasoning_effort"], "medium");

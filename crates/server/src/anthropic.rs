@@ -101,6 +101,7 @@ async fn messages_inner(
                 stop_reason: StopReason::MaxTokens,
                 usage: Usage::new(input_tokens, 0),
                 latency_ms: 0,
+                logprobs: None,
             };
             if !stream {
                 return Ok(Json(response_json(&id, &model, &response)).into_response());

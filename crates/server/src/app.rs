@@ -58,6 +58,8 @@ pub struct AppState {
     pub flows: Option<Arc<crate::flows::Flows>>,
     /// Stored prompt templates (none without a store).
     pub prompts: Option<Arc<modelgate_core::prompts::Prompts>>,
+    /// Stored Responses API responses (none without a store).
+    pub responses: Option<Arc<dyn modelgate_store::ResponseStore>>,
     /// The declarative endpoints in force (replaced when the config file changes).
     pub endpoints: Arc<modelgate_core::endpoints::Endpoints>,
 }
@@ -81,6 +83,7 @@ impl AppState {
             trace_sample_ratio: 1.0,
             jobs: None,
             prompts: None,
+            responses: None,
             endpoints: Arc::default(),
             flows: None,
         }
@@ -104,6 +107,11 @@ fn served_headers(response: &mut Response, served: &ServedBy) {
         );
     }
     h.insert("x-modelgate-attempts", HeaderValue::from(served.attempts));
+    if !served.dropped.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&served.dropped.join(", ")) {
+            h.insert("x-modelgate-dropped-params", v);
+        }
+    }
     if let Some(d) = &served.routing {
         if let Ok(v) = HeaderValue::from_str(&d.header()) {
             h.insert("x-modelgate-route", v);
@@ -207,6 +215,15 @@ fn routes(state: AppState) -> Router {
         // OpenAI dialect.
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(crate::completions::completions))
+        .route("/v1/responses", post(crate::responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(crate::responses::get).delete(crate::responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(crate::responses::input_items),
+        )
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{id}", get(openai::get_model))

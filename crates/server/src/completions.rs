@@ -7,9 +7,11 @@
 //! Supported: `prompt` as a string or a list of strings (one choice per prompt, in order; a
 //! stream takes one prompt), `max_tokens` (default 16, as OpenAI's), `temperature`, `top_p`,
 //! `stop`, `echo` (the prompt is put before the text), `stream` and
-//! `stream_options.include_usage`, `user` and `metadata` (routing reads them). `seed`, the
-//! penalties and `logit_bias` are accepted and ignored, as on the chat door. Refused with a
-//! 400 naming the parameter: token-array prompts, `suffix` (insertion), `logprobs`, `n` or
+//! `stream_options.include_usage`, `user` and `metadata` (routing reads them), `seed` and
+//! `logprobs` (0–5 alternatives per token, the legacy shape: `tokens`, `token_logprobs`,
+//! `top_logprobs`, `text_offset`) as on the chat door. The penalties and `logit_bias` are
+//! accepted and ignored. Refused with a 400 naming the parameter: token-array prompts, `suffix`
+//! (insertion), `logprobs` with `echo` (the prompt's own tokens are not scored), `n` or
 //! `best_of` above 1.
 
 use axum::body::Bytes;
@@ -20,8 +22,8 @@ use axum::{Extension, Json};
 use modelgate_core::CallContext;
 use modelgate_types::vocab;
 use modelgate_types::{
-    ChatRequest, ContentBlock, ContentBlockDelta, Error, InferenceConfig, Message, Role,
-    StreamEvent, Usage,
+    ChatRequest, ContentBlock, ContentBlockDelta, Error, Generation, InferenceConfig, Message,
+    Role, StreamEvent, TokenLogprob, Usage,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -58,14 +60,14 @@ struct CompletionRequest {
     #[serde(default)]
     suffix: Option<String>,
     #[serde(default)]
-    logprobs: Option<Value>,
+    logprobs: Option<i64>,
     #[serde(default)]
     user: Option<String>,
     #[serde(default)]
     metadata: Option<Value>,
+    #[serde(default)]
+    seed: Option<i64>,
     // Accepted and ignored (documented).
-    #[serde(default, rename = "seed")]
-    _seed: Option<IgnoredAny>,
     #[serde(default, rename = "presence_penalty")]
     _presence_penalty: Option<IgnoredAny>,
     #[serde(default, rename = "frequency_penalty")]
@@ -92,6 +94,7 @@ const DEFAULT_MAX_TOKENS: u32 = 16;
 struct Plan {
     prompts: Vec<String>,
     inference: InferenceConfig,
+    generation: Generation,
     model: String,
     echo: bool,
     stream: bool,
@@ -117,9 +120,19 @@ impl CompletionRequest {
                 "insertion (suffix) is not supported: the served models complete after the prompt only",
             ));
         }
-        if self.logprobs.as_ref().is_some_and(|l| !l.is_null()) {
-            return Err(bad("logprobs", "log-probabilities are not supported"));
-        }
+        let logprobs = match self.logprobs {
+            None => None,
+            Some(n) if !(0..=5).contains(&n) => {
+                return Err(bad("logprobs", "must be between 0 and 5"))
+            }
+            Some(_) if self.echo == Some(true) => {
+                return Err(bad(
+                    "logprobs",
+                    "cannot be combined with echo: the prompt's own tokens are not scored",
+                ))
+            }
+            Some(n) => Some(n as u8),
+        };
         if self.n.is_some_and(|n| n != 1) {
             return Err(bad("n", "must be 1; send one request per completion"));
         }
@@ -146,6 +159,10 @@ impl CompletionRequest {
                 top_p: self.top_p,
                 stop_sequences: Stop::sequences(self.stop),
             },
+            generation: Generation {
+                seed: self.seed.map(|s| s as u64),
+                logprobs,
+            },
             model: self.model,
             echo: self.echo.unwrap_or(false),
             stream,
@@ -159,6 +176,7 @@ fn request(plan: &Plan, prompt: &str) -> ChatRequest {
         model: plan.model.clone(),
         messages: vec![Message::text(Role::User, prompt)],
         inference: plan.inference.clone(),
+        generation: plan.generation,
         ..ChatRequest::default()
     }
 }
@@ -179,12 +197,7 @@ async fn inner(
 ) -> Result<Response, Error> {
     let body = body.map_err(|r| body_rejection(r, state.max_body_bytes))?;
     let wire: CompletionRequest = crate::errors::parse_body(&body).map_err(|e| json_error(&e))?;
-    if wire.metadata.is_some() || wire.user.is_some() {
-        ctx.set_routing_body(
-            modelgate_core::routing::metadata_of(wire.metadata.as_ref()),
-            wire.user.clone(),
-        );
-    }
+    crate::openai::routing_hints(&ctx, wire.metadata.as_ref(), wire.user.as_deref());
     let plan = wire.plan()?;
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
@@ -227,7 +240,7 @@ async fn inner(
         choices.push(json!({
             "text": text,
             "index": index,
-            "logprobs": null,
+            "logprobs": r.logprobs.as_deref().map(|t| legacy_logprobs(t, 0)),
             "finish_reason": vocab::openai::finish_reason(r.stop_reason),
         }));
     }
@@ -243,6 +256,25 @@ async fn inner(
     .into_response())
 }
 
+/// The legacy `logprobs` object: parallel arrays, alternatives as `{token: logprob}` maps, and
+/// each token's character offset in the text (counting from `offset`).
+fn legacy_logprobs(tokens: &[TokenLogprob], offset: usize) -> Value {
+    let mut at = offset;
+    let mut offsets = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        offsets.push(at);
+        at += t.token.chars().count();
+    }
+    json!({
+        "tokens": tokens.iter().map(|t| &t.token).collect::<Vec<_>>(),
+        "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": tokens.iter().map(|t| {
+            t.top.iter().map(|a| (a.token.clone(), json!(a.logprob))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
+}
+
 /// Canonical events as `text_completion` SSE chunks ending in `[DONE]`; an error after the
 /// stream started is an `error` event.
 fn sse_body(
@@ -253,11 +285,15 @@ fn sse_body(
     include_usage: bool,
     echo: Option<String>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
-    let chunk = move |text: &str, finish: Option<&str>, usage: Option<Value>| -> Bytes {
+    let chunk = move |text: &str,
+                      logprobs: Option<Value>,
+                      finish: Option<&str>,
+                      usage: Option<Value>|
+          -> Bytes {
         let choices = if usage.is_some() {
             json!([])
         } else {
-            json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}])
+            json!([{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}])
         };
         let mut v = json!({
             "id": id, "object": "text_completion", "created": created, "model": model,
@@ -269,20 +305,37 @@ fn sse_body(
         Bytes::from(streaming::sse_frame(None, &v.to_string()))
     };
     let mut echo = echo;
+    // Log-probabilities come just before their text and go out in its chunk; offsets count
+    // through the whole text.
+    let mut pending: Option<Vec<TokenLogprob>> = None;
+    let mut offset = 0;
     let encode = move |event: &StreamEvent| match event {
         StreamEvent::MessageStart { .. } => match echo.take() {
-            Some(prompt) => chunk(&prompt, None, None),
+            Some(prompt) => chunk(&prompt, None, None, None),
             None => Bytes::new(),
         },
+        StreamEvent::Logprobs { tokens, .. } => {
+            pending
+                .get_or_insert_with(Vec::new)
+                .extend(tokens.iter().cloned());
+            Bytes::new()
+        }
         StreamEvent::ContentBlockDelta {
             delta: ContentBlockDelta::Text(t),
             ..
-        } if !t.is_empty() => chunk(t, None, None),
-        StreamEvent::MessageStop { stop_reason } => {
-            chunk("", Some(vocab::openai::finish_reason(*stop_reason)), None)
+        } if !t.is_empty() => {
+            let logprobs = pending.take().map(|l| legacy_logprobs(&l, offset));
+            offset += t.chars().count();
+            chunk(t, logprobs, None, None)
         }
+        StreamEvent::MessageStop { stop_reason } => chunk(
+            "",
+            None,
+            Some(vocab::openai::finish_reason(*stop_reason)),
+            None,
+        ),
         StreamEvent::Metadata { usage, .. } if include_usage => {
-            chunk("", None, Some(usage_json(usage)))
+            chunk("", None, None, Some(usage_json(usage)))
         }
         _ => Bytes::new(),
     };

@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod native;
 pub mod openai;
 pub mod prompts;
+pub mod responses;
 pub mod sigv4;
 pub mod state;
 pub mod streaming;

@@ -154,6 +154,20 @@ enum Command {
         /// Sampling temperature (0 = deterministic).
         #[arg(long)]
         temperature: Option<f32>,
+        /// Sampling seed: the same seed gives the same answer.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Answer with JSON that matches the JSON schema in this file.
+        #[arg(long, value_name = "FILE")]
+        json_schema: Option<PathBuf>,
+        /// Tools the model may call: a JSON list of OpenAI function tools
+        /// (`{"type":"function","function":{name, description, parameters}}`) or of
+        /// `{name, description, parameters}` objects. Calls are printed, one per line.
+        #[arg(long, value_name = "FILE")]
+        tools: Option<PathBuf>,
+        /// With --tools: the model must call one of them.
+        #[arg(long, requires = "tools")]
+        require_tool: bool,
         /// Configuration file (TOML).
         #[arg(long, env = "MODELGATE_CONFIG")]
         config: Option<PathBuf>,
@@ -560,8 +574,25 @@ fn main() -> ExitCode {
             system,
             max_tokens,
             temperature,
+            seed,
+            json_schema,
+            tools,
+            require_tool,
             config,
-        } => chat(prompt, model, system, max_tokens, temperature, config),
+        } => chat_request(
+            prompt,
+            model,
+            system,
+            InferenceConfig {
+                max_tokens,
+                temperature,
+                ..Default::default()
+            },
+            seed,
+            json_schema,
+            tools.map(|t| (t, require_tool)),
+        )
+        .and_then(|request| chat(request, config)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -1142,6 +1173,11 @@ fn serve(
         state.usage = Some(Arc::clone(&stores.usage));
         state.audit_store = Some(Arc::clone(&stores.audit));
         state.invocations = Some(Arc::clone(&stores.invocations));
+        state.responses = Some(Arc::clone(&stores.responses));
+        modelgate_server::responses::spawn_purge(
+            Arc::clone(&stores.responses),
+            config.responses.clone(),
+        );
         state.store_ready = Some(Arc::clone(&stores.ping));
         jobs.set_metrics(Arc::clone(&metrics));
         if let Some(f) = &flows {
@@ -1505,14 +1541,79 @@ fn models_command(command: ModelsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chat(
+/// The request of `modelgate chat`, its files read and checked.
+fn chat_request(
     prompt: String,
     model: String,
     system: Option<String>,
-    max_tokens: Option<u32>,
-    temperature: Option<f32>,
-    config_path: Option<PathBuf>,
-) -> anyhow::Result<()> {
+    inference: InferenceConfig,
+    seed: Option<u64>,
+    json_schema: Option<PathBuf>,
+    tools: Option<(PathBuf, bool)>,
+) -> anyhow::Result<ChatRequest> {
+    let read_json = |path: &PathBuf| -> anyhow::Result<serde_json::Value> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    };
+    let response_format = match &json_schema {
+        None => None,
+        Some(path) => Some(modelgate_types::ResponseFormat::JsonSchema {
+            name: path
+                .file_stem()
+                .map_or_else(|| "schema".into(), |s| s.to_string_lossy().into_owned()),
+            description: None,
+            schema: read_json(path)?,
+            strict: true,
+        }),
+    };
+    let tools = match &tools {
+        None => None,
+        Some((path, required)) => {
+            let list = read_json(path)?;
+            let list = list
+                .as_array()
+                .with_context(|| format!("{} must hold a JSON list of tools", path.display()))?;
+            let mut specs = Vec::with_capacity(list.len());
+            for (i, tool) in list.iter().enumerate() {
+                let f = tool.get("function").unwrap_or(tool);
+                let name = f
+                    .get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .with_context(|| format!("tool {i} in {} has no name", path.display()))?;
+                specs.push(modelgate_types::Tool::ToolSpec(modelgate_types::ToolSpec {
+                    name: name.to_string(),
+                    description: f
+                        .get("description")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_string),
+                    input_schema: serde_json::json!({"json": f.get("parameters").cloned()
+                        .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}}))}),
+                }));
+            }
+            Some(modelgate_types::ToolConfig {
+                tools: specs,
+                tool_choice: required
+                    .then(|| modelgate_types::ToolChoice::Any(serde_json::json!({}))),
+            })
+        }
+    };
+    Ok(ChatRequest {
+        model,
+        system: system.map(SystemBlock::Text).into_iter().collect(),
+        messages: vec![Message::text(Role::User, prompt)],
+        inference,
+        tools,
+        response_format,
+        reasoning: None,
+        generation: modelgate_types::Generation {
+            seed,
+            logprobs: None,
+        },
+    })
+}
+
+fn chat(request: ChatRequest, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load_config(config_path)?;
     init_logging(&config, "warn");
     let data = data_dir();
@@ -1523,19 +1624,6 @@ fn chat(
         let cfg = config.clone();
         let models = tokio::task::spawn_blocking(move || local::load_models(&cfg, &data)).await??;
         gateway.install(models);
-        let request = ChatRequest {
-            model,
-            system: system.map(SystemBlock::Text).into_iter().collect(),
-            messages: vec![Message::text(Role::User, prompt)],
-            inference: InferenceConfig {
-                max_tokens,
-                temperature,
-                ..Default::default()
-            },
-            tools: None,
-            response_format: None,
-            reasoning: None,
-        };
         let mut stream = gateway
             .converse_stream(&modelgate_core::CallContext::internal(), request)
             .await?
@@ -1550,6 +1638,14 @@ fn chat(
                     out.write_all(t.as_bytes())?;
                     out.flush()?;
                 }
+                StreamEvent::ContentBlockStart {
+                    start: modelgate_types::ContentBlockStart::ToolUse { name, .. },
+                    ..
+                } => write!(out, "tool call: {name} ")?,
+                StreamEvent::ContentBlockDelta {
+                    delta: ContentBlockDelta::ToolUseInput(arguments),
+                    ..
+                } => writeln!(out, "{arguments}")?,
                 StreamEvent::Metadata { usage, latency_ms } => {
                     writeln!(out)?;
                     eprintln!(

@@ -2,10 +2,12 @@
 //! (the legacy `/v1/completions` is in `crate::completions`).
 //!
 //! Wire types are private to this module; requests are mapped to canonical types once and
-//! answers are mapped back once. Parameters OpenAI defines that Modelgate does not act on
-//! (`seed`, `user`, penalties, `logit_bias`, …) are accepted and ignored, as documented in
-//! `docs/front-doors.md`; parameters it cannot honour (`n > 1`, `logprobs`) are refused with a
-//! 400, never silently changed.
+//! answers are mapped back once. `seed`, `logprobs` and `top_logprobs` are canonical
+//! (`Generation`): honoured by the embedded model and OpenAI-compatible upstreams; a seed other
+//! upstreams cannot take is dropped and named in `x-modelgate-dropped-params`, log-probabilities
+//! they cannot return are refused. Other parameters OpenAI defines that Modelgate does not act
+//! on (`user`, penalties, `logit_bias`, …) are accepted and ignored, as documented in
+//! `docs/front-doors.md`; `n > 1` is refused with a 400, never silently changed.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +22,7 @@ use modelgate_core::CallContext;
 use modelgate_types::vocab;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
-    EmbedInput, EmbedRequest, Error, ImageBlock, InferenceConfig, Message, Reasoning,
+    EmbedInput, EmbedRequest, Error, Generation, ImageBlock, InferenceConfig, Message, Reasoning,
     ResponseFormat, Role, StreamEvent, SystemBlock, Tool, ToolChoice, ToolConfig, ToolResultBlock,
     ToolResultContent, ToolSpec, ToolUseBlock, Usage,
 };
@@ -61,11 +63,10 @@ struct ChatCompletionRequest {
     response_format: Option<Value>,
     #[serde(default)]
     logprobs: Option<bool>,
-    // Accepted and ignored (documented).
-    #[serde(default, rename = "top_logprobs")]
-    _top_logprobs: Option<IgnoredAny>,
-    #[serde(default, rename = "seed")]
-    _seed: Option<IgnoredAny>,
+    #[serde(default)]
+    top_logprobs: Option<i64>,
+    #[serde(default)]
+    seed: Option<i64>,
     /// The end user (sticky routing reads it).
     #[serde(default)]
     user: Option<Value>,
@@ -248,7 +249,7 @@ fn response_format(value: Option<Value>) -> Result<Option<ResponseFormat>, Error
 }
 
 /// Only `data:` URLs are accepted: the gateway does not fetch URLs on a caller's behalf.
-fn image_block(url: &str) -> Result<ContentBlock, Error> {
+pub(crate) fn image_block(url: &str) -> Result<ContentBlock, Error> {
     let (format, data) = vocab::media::parse_data_url(url).map_err(bad)?;
     Ok(ContentBlock::Image(ImageBlock {
         format: format.to_string(),
@@ -261,9 +262,7 @@ impl ChatCompletionRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(bad("n must be 1; Modelgate returns one choice per request"));
         }
-        if self.logprobs == Some(true) {
-            return Err(bad("logprobs is not supported"));
-        }
+        let generation = generation(self.seed, self.logprobs, self.top_logprobs)?;
         let response_format = response_format(self.response_format)?;
         let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
             None => None,
@@ -358,11 +357,38 @@ impl ChatCompletionRequest {
                 None => None,
                 Some(effort) => Reasoning::from_effort(effort, "reasoning_effort")?,
             },
+            generation,
         };
         let stream = self.stream.unwrap_or(false);
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
         Ok((request, stream, include_usage))
     }
+}
+
+/// `seed`, `logprobs` and `top_logprobs` with OpenAI's rules: `top_logprobs` is 0–20 and needs
+/// `logprobs: true`; a seed is any integer (a negative one keeps its 64 bits).
+pub(crate) fn generation(
+    seed: Option<i64>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<i64>,
+) -> Result<Generation, Error> {
+    let max = i64::from(Generation::MAX_TOP_LOGPROBS);
+    let top = match top_logprobs {
+        Some(n) if !(0..=max).contains(&n) => {
+            return Err(
+                bad(format!("top_logprobs must be between 0 and {max}")).with_code("invalid_value")
+            )
+        }
+        Some(_) if logprobs != Some(true) => {
+            return Err(bad("top_logprobs requires logprobs to be true").with_code("invalid_value"))
+        }
+        Some(n) => n as u8,
+        None => 0,
+    };
+    Ok(Generation {
+        seed: seed.map(|s| s as u64),
+        logprobs: (logprobs == Some(true)).then_some(top),
+    })
 }
 
 /// Consecutive messages of one role merge (tool results after tool results, for instance).
@@ -423,12 +449,24 @@ fn completion_json(id: &str, created: u64, r: &ChatResponse) -> Value {
         "choices": [{
             "index": 0,
             "message": message,
-            "logprobs": null,
+            "logprobs": r.logprobs.as_deref().map(|t| json!({
+                "content": vocab::openai::logprobs(t), "refusal": null,
+            })),
             "finish_reason": vocab::openai::finish_reason(r.stop_reason),
         }],
         "usage": usage_json(&r.usage),
         "system_fingerprint": null,
     })
+}
+
+/// Routing rules read a request's `metadata` and `user` (chat, completions, responses).
+pub(crate) fn routing_hints(ctx: &CallContext, metadata: Option<&Value>, user: Option<&str>) {
+    if metadata.is_some() || user.is_some() {
+        ctx.set_routing_body(
+            modelgate_core::routing::metadata_of(metadata),
+            user.map(str::to_string),
+        );
+    }
 }
 
 /// `POST /v1/chat/completions`
@@ -451,15 +489,11 @@ async fn chat_inner(
     if let Some(cache) = wire.cache.take() {
         ctx.merge_cache_body(&cache);
     }
-    if wire.metadata.is_some() || wire.user.is_some() {
-        ctx.set_routing_body(
-            modelgate_core::routing::metadata_of(wire.metadata.as_ref()),
-            wire.user
-                .as_ref()
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        );
-    }
+    routing_hints(
+        &ctx,
+        wire.metadata.as_ref(),
+        wire.user.as_ref().and_then(Value::as_str),
+    );
     let (request, stream, include_usage) = wire.into_canonical()?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = now_secs();
@@ -497,12 +531,20 @@ fn sse_body(
         }
         Bytes::from(streaming::sse_frame(None, &v.to_string()))
     };
-    let delta =
-        |d: Value| json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": null}]);
+    let delta = |d: Value, logprobs: Option<Vec<modelgate_types::TokenLogprob>>| {
+        let logprobs =
+            logprobs.map(|t| json!({"content": vocab::openai::logprobs(&t), "refusal": null}));
+        json!([{"index": 0, "delta": d, "logprobs": logprobs, "finish_reason": null}])
+    };
     let mut tool_index: HashMap<u32, usize> = HashMap::new();
+    // Log-probabilities come just before the text they describe and go out in its chunk.
+    let mut logprobs: Option<Vec<modelgate_types::TokenLogprob>> = None;
     let encode = move |event: &StreamEvent| match event {
         StreamEvent::MessageStart { .. } => chunk(
-            delta(json!({"role": "assistant", "content": "", "refusal": null})),
+            delta(
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                None,
+            ),
             None,
         ),
         StreamEvent::ContentBlockStart {
@@ -512,22 +554,26 @@ fn sse_body(
             let n = tool_index.len();
             tool_index.insert(*index, n);
             chunk(
-                delta(json!({"tool_calls": [{
-                    "index": n, "id": tool_use_id, "type": "function",
-                    "function": {"name": name, "arguments": ""}
-                }]})),
+                delta(
+                    json!({"tool_calls": [{
+                        "index": n, "id": tool_use_id, "type": "function",
+                        "function": {"name": name, "arguments": ""}
+                    }]}),
+                    None,
+                ),
                 None,
             )
         }
         StreamEvent::ContentBlockDelta { index, delta: d } => match d {
             ContentBlockDelta::Text(t) if !t.is_empty() => {
-                chunk(delta(json!({"content": t})), None)
+                chunk(delta(json!({"content": t}), logprobs.take()), None)
             }
             ContentBlockDelta::ToolUseInput(fragment) => {
                 let n = tool_index.get(index).copied().unwrap_or(0);
                 chunk(
                     delta(
                         json!({"tool_calls": [{"index": n, "function": {"arguments": fragment}}]}),
+                        None,
                     ),
                     None,
                 )
@@ -538,6 +584,12 @@ fn sse_body(
             | ContentBlockDelta::ReasoningSignature(_)
             | ContentBlockDelta::RedactedReasoning(_) => Bytes::new(),
         },
+        StreamEvent::Logprobs { tokens, .. } => {
+            logprobs
+                .get_or_insert_with(Vec::new)
+                .extend(tokens.iter().cloned());
+            Bytes::new()
+        }
         StreamEvent::ContentBlockStop { .. } => Bytes::new(),
         StreamEvent::MessageStop { stop_reason } => chunk(
             json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": vocab::openai::finish_reason(*stop_reason)}]),
@@ -706,6 +758,8 @@ mod tests {
         assert_eq!(r.messages.len(), 3);
         assert_eq!(r.inference.max_tokens, Some(7));
         assert_eq!(r.inference.stop_sequences, vec!["\n".to_string()]);
+        assert_eq!(r.generation.seed, Some(3));
+        assert_eq!(r.generation.logprobs, None);
         assert!(
             matches!(&r.messages[1].content[0], ContentBlock::ToolUse(t) if t.input == json!({"a":1}))
         );
@@ -726,7 +780,13 @@ mod tests {
         assert_eq!(base(json!({"n": 2})), Err(400));
         assert_eq!(base(json!({"max_tokens": 0})), Err(400));
         assert_eq!(base(json!({"max_tokens": -5})), Err(400));
-        assert_eq!(base(json!({"logprobs": true})), Err(400));
+        assert_eq!(base(json!({"logprobs": true, "top_logprobs": 3})), Ok(()));
+        assert_eq!(base(json!({"top_logprobs": 3})), Err(400));
+        assert_eq!(
+            base(json!({"logprobs": true, "top_logprobs": 21})),
+            Err(400)
+        );
+        assert_eq!(base(json!({"seed": -1})), Ok(()));
         assert_eq!(base(json!({"bogus": true})), Err(400));
         assert_eq!(base(json!({"response_format": {"type": "yaml"}})), Err(400));
         assert_eq!(

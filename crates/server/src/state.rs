@@ -40,6 +40,8 @@ pub struct Stores {
     pub batches: Arc<dyn modelgate_store::BatchStore>,
     /// Workflow state machines, executions and documents.
     pub flows: Arc<dyn modelgate_store::ExecutionStore>,
+    /// Stored Responses API responses.
+    pub responses: Arc<dyn modelgate_store::ResponseStore>,
     /// Whether the SQL store answers.
     pub ping: Ping,
     /// Where the state is, for messages.
@@ -124,7 +126,8 @@ fn sql<
         + modelgate_store::PromptStore
         + modelgate_store::JobQueue
         + modelgate_store::BatchStore
-        + modelgate_store::ExecutionStore,
+        + modelgate_store::ExecutionStore
+        + modelgate_store::ResponseStore,
 >(
     s: Arc<S>,
     ping: Ping,
@@ -138,6 +141,7 @@ fn sql<
         invocations: s.clone(),
         config_versions: s.clone(),
         guardrails: s.clone(),
+        responses: s.clone(),
         prompts: s.clone(),
         jobs: s.clone(),
         flows: s.clone(),

@@ -12,6 +12,7 @@
 //! | versions of live configuration (routing) | [`ConfigVersions`] | SQLite file | PostgreSQL |
 //! | guardrails | [`GuardrailStore`] | SQLite file | PostgreSQL |
 //! | prompts | [`PromptStore`] | SQLite file | PostgreSQL |
+//! | stored Responses API responses | [`ResponseStore`] | SQLite file | PostgreSQL |
 //! | the job queue, results, callback deliveries | [`JobQueue`] | SQLite file (WAL) | PostgreSQL (`SKIP LOCKED`) |
 //! | batches and uploaded files' metadata | [`BatchStore`] | SQLite file | PostgreSQL |
 //!
@@ -326,6 +327,36 @@ pub trait PromptStore: Send + Sync + 'static {
         since_ms: i64,
         limit: u32,
     ) -> Result<Vec<RenderRecord>>;
+}
+
+/// A stored Responses API response (`store: true`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseRecord {
+    /// `resp_…`.
+    pub id: String,
+    /// Who may read it: the caller's scope (`key:…`, `anonymous`); nobody else sees it.
+    pub owner: String,
+    /// When it was created (Unix ms).
+    pub created_ms: i64,
+    /// The response it continues (`previous_response_id`).
+    pub previous_id: Option<String>,
+    /// Its own input items, as `GET /v1/responses/{id}/input_items` lists them.
+    pub input: serde_json::Value,
+    /// The response object as it was returned.
+    pub response: serde_json::Value,
+}
+
+/// Stored Responses API responses, scoped to their owner.
+#[async_trait]
+pub trait ResponseStore: Send + Sync + 'static {
+    /// Store (or replace) a response.
+    async fn put_response(&self, record: &ResponseRecord) -> Result<()>;
+    /// `owner`'s response `id`; `None` when there is none or it belongs to someone else.
+    async fn response(&self, owner: &str, id: &str) -> Result<Option<ResponseRecord>>;
+    /// Delete `owner`'s response `id`; false when nothing matched.
+    async fn delete_response(&self, owner: &str, id: &str) -> Result<bool>;
+    /// Delete responses created before `before_ms` (retention); how many went.
+    async fn purge_responses(&self, before_ms: i64) -> Result<u64>;
 }
 
 /// Shared counters: rate limits (GCRA), concurrency slots and spend totals.

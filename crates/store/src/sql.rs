@@ -14,8 +14,9 @@ use sqlx::Row as _;
 use crate::{
     now_ms, AuditEvent, AuditQuery, AuditStore, ConfigVersion, ConfigVersions, GroupBy,
     GuardrailRecord, GuardrailStore, InvocationQuery, InvocationRecord, InvocationStore, KeyRecord,
-    KeyStore, PromptStore, RenderRecord, Result, ReviewRecord, SpendScope, StoreError, TeamRecord,
-    UsageQuery, UsageRecord, UsageRow, UsageStore, VersionedRecord,
+    KeyStore, PromptStore, RenderRecord, ResponseRecord, ResponseStore, Result, ReviewRecord,
+    SpendScope, StoreError, TeamRecord, UsageQuery, UsageRecord, UsageRow, UsageStore,
+    VersionedRecord,
 };
 
 /// One schema version: its number and the statements that make it.
@@ -146,7 +147,19 @@ CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
         sqlite: prompts_ddl!("INTEGER PRIMARY KEY AUTOINCREMENT"),
         postgres: prompts_ddl!("BIGSERIAL PRIMARY KEY"),
     },
+    Migration {
+        version: 9,
+        sqlite: RESPONSES,
+        postgres: RESPONSES,
+    },
 ];
+
+/// Version 9: stored Responses API responses, each with its owner (the caller's scope), the
+/// response it continues, its own input items and the response object.
+const RESPONSES: &str = "CREATE TABLE IF NOT EXISTS mg_responses (
+  id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_ms BIGINT NOT NULL, previous_id TEXT,
+  input TEXT NOT NULL, response TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS mg_responses_created ON mg_responses (created_ms);";
 
 /// Version 5: guardrails, their draft (version 0) and numbered versions; names are unique
 /// among drafts.
@@ -935,6 +948,69 @@ macro_rules! sql_store {
                         })
                     })
                     .collect()
+            }
+        }
+
+        #[async_trait]
+        impl ResponseStore for $store {
+            async fn put_response(&self, r: &ResponseRecord) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO mg_responses (id, owner, created_ms, previous_id, input, response) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
+                     owner = excluded.owner, created_ms = excluded.created_ms, \
+                     previous_id = excluded.previous_id, input = excluded.input, \
+                     response = excluded.response",
+                )
+                .bind(&r.id)
+                .bind(&r.owner)
+                .bind(r.created_ms)
+                .bind(&r.previous_id)
+                .bind(r.input.to_string())
+                .bind(r.response.to_string())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn response(&self, owner: &str, id: &str) -> Result<Option<ResponseRecord>> {
+                let row = sqlx::query(
+                    "SELECT id, owner, created_ms, previous_id, input, response FROM mg_responses \
+                     WHERE id = $1 AND owner = $2",
+                )
+                .bind(id)
+                .bind(owner)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| {
+                    let input: String = r.try_get("input")?;
+                    let response: String = r.try_get("response")?;
+                    Ok(ResponseRecord {
+                        id: r.try_get("id")?,
+                        owner: r.try_get("owner")?,
+                        created_ms: r.try_get("created_ms")?,
+                        previous_id: r.try_get("previous_id")?,
+                        input: serde_json::from_str(&input)?,
+                        response: serde_json::from_str(&response)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn delete_response(&self, owner: &str, id: &str) -> Result<bool> {
+                let done = sqlx::query("DELETE FROM mg_responses WHERE id = $1 AND owner = $2")
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn purge_responses(&self, before_ms: i64) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM mg_responses WHERE created_ms < $1")
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
 

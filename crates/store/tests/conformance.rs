@@ -1162,6 +1162,71 @@ async fn postgres_prompts() {
     }
 }
 
+/// Stored responses: owner-scoped reads and deletes, replace on the same id, retention purge.
+async fn responses_behave(s: Arc<dyn ResponseStore>) {
+    let id = unique("resp");
+    let owner = unique("key");
+    let record = ResponseRecord {
+        id: id.clone(),
+        owner: owner.clone(),
+        created_ms: 1_000,
+        previous_id: Some("resp_before".into()),
+        input: json!([{"type": "message", "role": "user", "content": "hi \u{1F30D} \"q\""}]),
+        response: json!({"id": id, "output": [], "status": "completed"}),
+    };
+    s.put_response(&record).await.unwrap();
+    assert_eq!(s.response(&owner, &id).await.unwrap(), Some(record.clone()));
+    // Someone else's id reads as missing, and cannot be deleted by them.
+    assert_eq!(s.response("key:other", &id).await.unwrap(), None);
+    assert!(!s.delete_response("key:other", &id).await.unwrap());
+    // The same id again replaces it (a response finished after it was first stored).
+    let done = ResponseRecord {
+        response: json!({"id": id, "status": "incomplete"}),
+        ..record.clone()
+    };
+    s.put_response(&done).await.unwrap();
+    assert_eq!(s.response(&owner, &id).await.unwrap(), Some(done));
+    assert!(s.delete_response(&owner, &id).await.unwrap());
+    assert!(!s.delete_response(&owner, &id).await.unwrap());
+    assert_eq!(s.response(&owner, &id).await.unwrap(), None);
+    // Retention: only what is older than the cut goes.
+    let old = ResponseRecord {
+        id: unique("resp"),
+        created_ms: 5,
+        ..record.clone()
+    };
+    let new = ResponseRecord {
+        id: unique("resp"),
+        created_ms: now_ms(),
+        ..record
+    };
+    s.put_response(&old).await.unwrap();
+    s.put_response(&new).await.unwrap();
+    assert!(s.purge_responses(10).await.unwrap() >= 1);
+    assert_eq!(s.response(&owner, &old.id).await.unwrap(), None);
+    assert!(s.response(&owner, &new.id).await.unwrap().is_some());
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn sqlite_responses() {
+    let (s, _d) = sqlite().await;
+    responses_behave(Arc::new(s)).await;
+}
+
+#[tokio::test]
+async fn postgres_responses() {
+    if let Some(s) = postgres().await {
+        responses_behave(Arc::new(s)).await;
+    }
+}
+
 /// A PostgreSQL database of its own (dropped at the end), for the queue suite: receiving is
 /// global, so jobs left by another run must not be received by this one.
 async fn fresh_postgres() -> Option<(PostgresStore, String, String)> {

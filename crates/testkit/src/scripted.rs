@@ -105,6 +105,7 @@ fn answer(model: &str, text: &str, stop_reason: StopReason) -> ChatResponse {
         stop_reason,
         usage: Usage::new(10, 5),
         latency_ms: 1,
+        logprobs: None,
     }
 }
 

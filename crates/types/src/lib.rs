@@ -19,10 +19,10 @@ pub use message::{
     Role, SystemBlock, ToolResultBlock, ToolResultContent, ToolUseBlock,
 };
 pub use request::{
-    ChatRequest, EmbedInput, EmbedRequest, InferenceConfig, Reasoning, ResponseFormat, Tool,
-    ToolChoice, ToolConfig, ToolSpec,
+    ChatRequest, EmbedInput, EmbedRequest, Generation, InferenceConfig, Reasoning, ResponseFormat,
+    Tool, ToolChoice, ToolConfig, ToolSpec,
 };
-pub use response::{ChatResponse, EmbedResponse, StopReason, Usage};
+pub use response::{ChatResponse, EmbedResponse, StopReason, TokenLogprob, TopLogprob, Usage};
 pub use stream::{ContentBlockDelta, ContentBlockStart, StreamEvent};
 
 /// Result alias used across Modelgate crates.

@@ -22,6 +22,33 @@ pub struct ChatRequest {
     /// Extended thinking: the model reasons before it answers, within a token budget.
     /// `None` leaves the model's default (no extended thinking).
     pub reasoning: Option<Reasoning>,
+    /// Sampling seed and log-probabilities: what OpenAI-style APIs add to `inferenceConfig`.
+    pub generation: Generation,
+}
+
+/// Generation settings that Converse's `inferenceConfig` does not have: OpenAI's `seed`,
+/// `logprobs` and `top_logprobs`. Each provider honours, forwards or refuses them explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Generation {
+    /// Sampling seed: the same seed, input and settings give the same output on models that
+    /// honour it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Return each generated token's log-probability with this many most likely alternatives
+    /// (0 to [`Generation::MAX_TOP_LOGPROBS`]); `None` returns none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u8>,
+}
+
+impl Generation {
+    /// Most alternatives per token, as in OpenAI's `top_logprobs`.
+    pub const MAX_TOP_LOGPROBS: u8 = 20;
+
+    /// Whether anything is set.
+    pub fn is_empty(&self) -> bool {
+        self.seed.is_none() && self.logprobs.is_none()
+    }
 }
 
 /// Extended thinking ("reasoning") settings, in the one form every dialect maps to: a token

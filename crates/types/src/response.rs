@@ -80,6 +80,34 @@ pub struct ChatResponse {
     pub usage: Usage,
     /// Time spent in the model, in milliseconds.
     pub latency_ms: u64,
+    /// Per-token log-probabilities of the text, when the request asked for them.
+    pub logprobs: Option<Vec<TokenLogprob>>,
+}
+
+/// One generated token with its log-probability (natural log, ≤ 0) and, when asked, the most
+/// likely alternatives at that position, as OpenAI's `logprobs.content` reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// The token's UTF-8 bytes (a token may hold part of a character).
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at this position, most likely first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<TopLogprob>,
+}
+
+/// One alternative token at a position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// The token's UTF-8 bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Embedding vectors, in input order.

@@ -43,6 +43,14 @@ pub enum StreamEvent {
         /// Why generation stopped.
         stop_reason: StopReason,
     },
+    /// Log-probabilities of the text just sent in the content block `index` (after its
+    /// `ContentBlockDelta`; only when the request asked for them).
+    Logprobs {
+        /// Index of the block in the message.
+        index: u32,
+        /// The tokens of that text, in order.
+        tokens: Vec<crate::response::TokenLogprob>,
+    },
     /// Final accounting.
     Metadata {
         /// Token counts.

@@ -7,7 +7,7 @@
 //! writes both `end_turn` and `stop_sequence` as `"stop"`, and reads `"stop"` as `end_turn`).
 
 use crate::request::ToolChoice;
-use crate::response::StopReason;
+use crate::response::{StopReason, TokenLogprob, TopLogprob};
 use serde_json::{json, Value};
 
 /// Every canonical stop reason.
@@ -54,6 +54,67 @@ pub mod openai {
             ToolChoice::None => json!("none"),
             ToolChoice::Tool { name } => json!({"type": "function", "function": {"name": name}}),
         }
+    }
+
+    /// The `logprobs.content` array of Chat Completions (and the Responses API's `logprobs`).
+    pub fn logprobs(tokens: &[TokenLogprob]) -> Value {
+        Value::Array(
+            tokens
+                .iter()
+                .map(|t| {
+                    json!({
+                        "token": t.token,
+                        "logprob": t.logprob,
+                        "bytes": t.bytes,
+                        "top_logprobs": t.top.iter().map(|a| json!({
+                            "token": a.token, "logprob": a.logprob, "bytes": a.bytes,
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Read a `logprobs.content` array; entries that are not token objects are skipped.
+    pub fn parse_logprobs(content: &Value) -> Vec<TokenLogprob> {
+        fn one(v: &Value) -> Option<(String, f32, Vec<u8>)> {
+            let token = v.get("token")?.as_str()?.to_string();
+            let logprob = v.get("logprob")?.as_f64()? as f32;
+            let bytes = match v.get("bytes").and_then(Value::as_array) {
+                Some(b) => b
+                    .iter()
+                    .filter_map(|x| x.as_u64().map(|x| x as u8))
+                    .collect(),
+                None => token.as_bytes().to_vec(),
+            };
+            Some((token, logprob, bytes))
+        }
+        content
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                let (token, logprob, bytes) = one(v)?;
+                let top = v
+                    .get("top_logprobs")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(one)
+                    .map(|(token, logprob, bytes)| TopLogprob {
+                        token,
+                        logprob,
+                        bytes,
+                    })
+                    .collect();
+                Some(TokenLogprob {
+                    token,
+                    logprob,
+                    bytes,
+                    top,
+                })
+            })
+            .collect()
     }
 
     /// The canonical tool choice of a wire `tool_choice`; the error names what is wrong.

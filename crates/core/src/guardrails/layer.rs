@@ -279,6 +279,7 @@ fn blocked_response(model: &str, message: &str) -> ChatResponse {
         stop_reason: StopReason::GuardrailIntervened,
         usage: Usage::new(0, 0),
         latency_ms: 0,
+        logprobs: None,
     }
 }
 
@@ -404,6 +405,8 @@ impl GuardrailLayer {
                 let masked = texts.iter().zip(&before).any(|(t, b)| t.text != *b);
                 if blocked.is_some() || masked {
                     response.stop_reason = StopReason::GuardrailIntervened;
+                    // The tokens of text that was replaced must not show through.
+                    response.logprobs = None;
                 }
                 let mut ok = true;
                 if blocked.is_none() {
@@ -858,6 +861,9 @@ impl StreamFilter for StreamGuard {
                 });
                 out
             }
+            // Token log-probabilities run ahead of the checked text (they would show what a
+            // mask hides), so a guarded stream has none.
+            StreamEvent::Logprobs { .. } => Vec::new(),
             StreamEvent::Metadata { .. } => {
                 // The trace rides on the metadata event (ConverseStream), so it is in the
                 // context before the front door writes that event.

@@ -241,6 +241,7 @@ mod tests {
                 ..Usage::default()
             },
             latency_ms: 1,
+            logprobs: None,
         })
     }
 

@@ -636,6 +636,7 @@ impl PromptDef {
                 tools,
                 response_format,
                 reasoning: None,
+                generation: Default::default(),
             },
             response_schema,
         })

@@ -95,6 +95,8 @@ pub fn converse_event(event: &StreamEvent) -> Vec<Event> {
             "metadata",
             json!({"usage": usage, "metrics": {"latencyMs": latency_ms}}),
         ),
+        // ConverseStream has no log-probabilities (and Converse requests cannot ask for them).
+        StreamEvent::Logprobs { .. } => return Vec::new(),
     };
     vec![event]
 }

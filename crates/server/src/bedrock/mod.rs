@@ -419,6 +419,7 @@ fn parse_converse_full(
             None => None,
         },
         reasoning: additional_reasoning(wire.additional_model_request_fields.as_ref())?,
+        generation: Default::default(),
     };
     Ok(ParsedConverse {
         request,
@@ -634,6 +635,7 @@ pub async fn count_tokens(
                 tools: converse.tool_config,
                 response_format: None,
                 reasoning: None,
+                generation: Default::default(),
             },
             (None, Some(invoke_model)) => {
                 use base64::Engine as _;
@@ -744,6 +746,7 @@ mod tests {
             stop_reason: StopReason::EndTurn,
             usage: Usage::new(5, 2),
             latency_ms: 12,
+            logprobs: None,
         };
         assert_eq!(
             converse_json(&r, &CallContext::internal()),

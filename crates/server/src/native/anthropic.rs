@@ -490,6 +490,7 @@ impl MessagesBody {
             tools,
             response_format,
             reasoning,
+            generation: Default::default(),
         })
     }
 }
@@ -650,6 +651,8 @@ impl StreamMapper {
                 };
                 out.push(json!({"type": "content_block_delta", "index": index, "delta": delta}));
             }
+            // The Messages API has no log-probabilities (and its requests cannot ask for them).
+            StreamEvent::Logprobs { .. } => {}
             StreamEvent::ContentBlockStop { index } => {
                 if self.open == Some(*index) {
                     self.close_open(&mut out);

@@ -98,6 +98,7 @@ fn request(
         tools: None,
         response_format: None,
         reasoning: None,
+        generation: Default::default(),
     }
 }
 
@@ -332,6 +333,7 @@ mod tests {
             stop_reason: stop,
             usage: Usage::new(10, 4),
             latency_ms: 3,
+            logprobs: None,
         }
     }
 
