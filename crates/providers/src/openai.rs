@@ -915,6 +915,69 @@ mod tests {
     }
 
     #[test]
+    fn streamed_logprobs_go_before_their_text_and_collect_with_it() {
+        let u = upstream();
+        let mut s = StreamState::default();
+        let mut events = Vec::new();
+        let lp = |t: &str, p: f64| {
+            json!({"token": t, "logprob": p, "bytes": t.as_bytes(),
+                   "top_logprobs": [{"token": t, "logprob": p, "bytes": t.as_bytes()}]})
+        };
+        for c in [
+            json!({"choices": [{"delta": {"content": "Hi"}, "logprobs": {"content": [lp("Hi", -0.1)]}}]}),
+            json!({"choices": [{"delta": {"content": " there"}, "logprobs": {"content": [lp(" there", -0.5)]}}]}),
+            json!({"choices": [{"delta": {}, "finish_reason": "stop"}]}),
+        ] {
+            events.extend(s.on_chunk(chunk(c)));
+        }
+        s.done = true;
+        events.extend(s.finish(&u, 1).unwrap());
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Logprobs { .. } => "logprobs",
+                StreamEvent::ContentBlockDelta { .. } => "text",
+                _ => "other",
+            })
+            .filter(|k| *k != "other")
+            .collect();
+        assert_eq!(kinds, ["logprobs", "text", "logprobs", "text"]);
+        let collected = futures::executor::block_on(crate::collect_stream(
+            "m".into(),
+            futures::stream::iter(events.into_iter().map(Ok)).boxed(),
+        ))
+        .unwrap();
+        let tokens = collected.logprobs.unwrap();
+        assert_eq!(
+            tokens.iter().map(|t| t.token.as_str()).collect::<Vec<_>>(),
+            ["Hi", " there"]
+        );
+        assert!((tokens[1].logprob + 0.5).abs() < 1e-6);
+        assert_eq!(tokens[0].top.len(), 1);
+        assert_eq!(tokens[0].bytes, b"Hi");
+    }
+
+    #[test]
+    fn seed_and_logprobs_are_sent_as_they_came() {
+        let mut request = ChatRequest {
+            model: "m".into(),
+            messages: vec![Message::text(Role::User, "hi")],
+            ..Default::default()
+        };
+        let body = chat_body("gpt", &request, false).unwrap();
+        assert!(body.get("seed").is_none() && body.get("logprobs").is_none());
+        request.generation = modelgate_types::Generation {
+            seed: Some(7),
+            logprobs: Some(3),
+        };
+        let body = chat_body("gpt", &request, false).unwrap();
+        assert_eq!(
+            (&body["seed"], &body["logprobs"], &body["top_logprobs"]),
+            (&json!(7), &json!(true), &json!(3))
+        );
+    }
+
+    #[test]
     fn a_stream_without_an_end_is_an_error() {
         let u = upstream();
         let mut s = StreamState::default();
