@@ -18,7 +18,6 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::keys::now_ms;
 use crate::outcome::{Captured, Outcome, OutcomeSink};
 use crate::pipeline::{Answer, Call, Layer, Next, Operation};
 use crate::usage::{drain_by, PriceCatalog};
@@ -374,21 +373,15 @@ impl InvocationLog {
                 store.append_invocations(&records).await
             }
         }));
-        let retention = config.retention;
-        let every = config.purge_every.max(Duration::from_secs(1));
-        tokio::spawn(async move {
-            loop {
-                let cut = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-                match store.purge_invocations(cut).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(removed = n, "purged invocation records past retention")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot purge invocation records"),
-                }
-                tokio::time::sleep(every).await;
-            }
-        });
+        crate::retention::spawn_purge(
+            "invocation records",
+            config.retention,
+            config.purge_every,
+            move |cut| {
+                let store = Arc::clone(&store);
+                async move { store.purge_invocations(cut).await }
+            },
+        );
         (Arc::new(Self { prices, tx }), task)
     }
 }

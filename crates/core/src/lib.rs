@@ -28,6 +28,7 @@ pub mod policy;
 pub mod prompts;
 pub mod registry;
 pub mod resilience;
+pub mod retention;
 pub mod routing;
 pub mod semantic;
 mod stream;

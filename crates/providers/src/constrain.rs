@@ -144,6 +144,11 @@ fn refuse(what: &str, at: &str, why: &str) -> Error {
 /// A GBNF grammar for a JSON schema, with llama.cpp's converter.
 fn schema_grammar(schema: &Value, what: &str) -> Result<String, Error> {
     check_schema(schema, what)?;
+    convert(schema, what)
+}
+
+/// llama.cpp's conversion of a schema already checked.
+fn convert(schema: &Value, what: &str) -> Result<String, Error> {
     llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
         Error::validation(format!(
             "{what}: the schema cannot be turned into a grammar ({e})"
@@ -159,6 +164,8 @@ pub(crate) struct Constraint {
     pub grammar: String,
     /// Apply the grammar only from this text on (lazy grammar), `None` from the first token.
     pub trigger: Option<&'static str>,
+    /// The output may hold tool calls (to be split off the text).
+    pub calls: bool,
 }
 
 /// What the request asks of the output, as a grammar; `None` when the output is free text.
@@ -179,6 +186,7 @@ pub(crate) fn constraint(request: &ChatRequest) -> Result<Option<Constraint>, Er
             return Ok(answer.map(|grammar| Constraint {
                 grammar,
                 trigger: None,
+                calls: false,
             }))
         }
         Some(calls) => calls,
@@ -191,11 +199,13 @@ pub(crate) fn constraint(request: &ChatRequest) -> Result<Option<Constraint>, Er
         (true, _) => Constraint {
             grammar: calls,
             trigger: None,
+            calls: true,
         },
         // The model may answer in text or call: the grammar takes over once a call opens.
         (false, None) => Constraint {
             grammar: calls,
             trigger: Some(TOOL_OPEN),
+            calls: true,
         },
         // Either a JSON answer or a call, from the first token.
         (false, Some(answer)) => Constraint {
@@ -205,6 +215,7 @@ pub(crate) fn constraint(request: &ChatRequest) -> Result<Option<Constraint>, Er
                 prefix_rules(&calls, "call-")
             ),
             trigger: None,
+            calls: true,
         },
     }))
 }
@@ -261,7 +272,8 @@ fn tool_grammar(request: &ChatRequest) -> Result<Option<String>, Error> {
         1 => alternatives.remove(0),
         _ => json!({"anyOf": alternatives}),
     };
-    let body = schema_grammar(&schema, "the tools' parameters")?;
+    // Each tool's parameters were checked above; the wrapper adds only enforced keywords.
+    let body = convert(&schema, "the tools' parameters")?;
     Ok(Some(format!(
         "root ::= {} \"\\n\" body-root \"\\n\" {}\n{}",
         gbnf_literal(TOOL_OPEN),

@@ -233,11 +233,15 @@ impl LocalLlama {
     /// Render the chat template and tokenize, on the blocking pool: for an input near the body
     /// limit this is milliseconds of CPU that must not hold up an async worker thread. The
     /// request goes in and comes back out, so nothing is cloned.
-    async fn prompt_tokens(&self, request: ChatRequest) -> Result<Prepared, Error> {
+    async fn prompt_tokens(&self, request: ChatRequest, grammar: bool) -> Result<Prepared, Error> {
         let (model, template) = (Arc::clone(&self.model), Arc::clone(&self.template));
         tokio::task::spawn_blocking(move || {
             // The schema check and grammar come first: a refused schema costs no tokenising.
-            let constraint = constrain::constraint(&request)?;
+            // Counting tokens needs neither.
+            let constraint = match grammar {
+                true => constrain::constraint(&request)?,
+                false => None,
+            };
             let tokens = prompt_tokens(&model, &template, &request)?;
             Ok(Prepared {
                 tokens,
@@ -344,7 +348,11 @@ impl Provider for LocalLlama {
     }
 
     async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, Error> {
-        Ok(self.prompt_tokens(request.clone()).await?.tokens.len() as u32)
+        Ok(self
+            .prompt_tokens(request.clone(), false)
+            .await?
+            .tokens
+            .len() as u32)
     }
 
     async fn converse_stream(&self, request: ChatRequest) -> Result<ChatStream, Error> {
@@ -378,8 +386,8 @@ impl Provider for LocalLlama {
             tokens: prompt,
             constraint,
             request,
-        } = self.prompt_tokens(request).await?;
-        let tools = constraint.is_some() && constrain::tools_prompt(&request).is_some();
+        } = self.prompt_tokens(request, true).await?;
+        let tools = constraint.as_ref().is_some_and(|c| c.calls);
         let input_tokens = prompt.len() as u32;
         let window = self.config.settings.context_size;
         if input_tokens >= window {

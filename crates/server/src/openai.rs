@@ -225,27 +225,34 @@ fn response_format(value: Option<Value>) -> Result<Option<ResponseFormat>, Error
             let spec = value.get("json_schema").ok_or_else(|| {
                 bad("response_format.json_schema is required for type json_schema")
             })?;
-            let name = spec
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("response_format.json_schema.name is required"))?;
-            Ok(Some(ResponseFormat::JsonSchema {
-                name: name.to_string(),
-                description: spec
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                schema: spec
-                    .get("schema")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"type": "object"})),
-                strict: spec.get("strict").and_then(Value::as_bool).unwrap_or(false),
-            }))
+            json_schema_format(spec, "response_format.json_schema").map(Some)
         }
         _ => Err(bad(
             "response_format.type must be one of text, json_object or json_schema",
         )),
     }
+}
+
+/// A JSON-schema format's `name` (required), `description`, `schema` (any object when absent)
+/// and `strict`: under `response_format.json_schema` on the chat door, beside `type` in the
+/// Responses API's `text.format`. `at` names the object in errors.
+pub(crate) fn json_schema_format(spec: &Value, at: &str) -> Result<ResponseFormat, Error> {
+    let name = spec
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("{at}.name is required")))?;
+    Ok(ResponseFormat::JsonSchema {
+        name: name.to_string(),
+        description: spec
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        schema: spec
+            .get("schema")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object"})),
+        strict: spec.get("strict").and_then(Value::as_bool).unwrap_or(false),
+    })
 }
 
 /// Only `data:` URLs are accepted: the gateway does not fetch URLs on a caller's behalf.
@@ -392,7 +399,7 @@ pub(crate) fn generation(
 }
 
 /// Consecutive messages of one role merge (tool results after tool results, for instance).
-fn push_message(messages: &mut Vec<Message>, role: Role, content: Vec<ContentBlock>) {
+pub(crate) fn push_message(messages: &mut Vec<Message>, role: Role, content: Vec<ContentBlock>) {
     match messages.last_mut() {
         Some(last) if last.role == role => last.content.extend(content),
         _ => messages.push(Message { role, content }),

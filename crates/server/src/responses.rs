@@ -30,8 +30,8 @@ use modelgate_core::CallContext;
 use modelgate_store::{ResponseRecord, ResponseStore};
 use modelgate_types::{
     vocab, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart, Error,
-    ErrorKind, Generation, InferenceConfig, Message, Reasoning, ReasoningBlock, ResponseFormat,
-    Role, StopReason, StreamEvent, SystemBlock, TokenLogprob, Tool, ToolConfig, ToolResultBlock,
+    ErrorKind, InferenceConfig, Message, Reasoning, ReasoningBlock, ResponseFormat, Role,
+    StopReason, StreamEvent, SystemBlock, TokenLogprob, Tool, ToolConfig, ToolResultBlock,
     ToolResultContent, ToolSpec, ToolUseBlock, Usage,
 };
 use serde::de::IgnoredAny;
@@ -43,7 +43,7 @@ use crate::errors::{body_rejection, json_error, respond, OpenAiError};
 use crate::streaming;
 
 /// Most responses a `previous_response_id` chain is followed through.
-const MAX_CHAIN: usize = 100;
+const MAX_CHAIN: u32 = 100;
 /// What `include` asks for to get the output text's log-probabilities.
 const INCLUDE_LOGPROBS: &str = "message.output_text.logprobs";
 
@@ -182,18 +182,10 @@ impl CreateResponse {
                 "truncation must be 'auto' or 'disabled' (got '{t}')"
             )));
         }
-        let logprobs_asked = self.include.iter().flatten().any(|i| i == INCLUDE_LOGPROBS);
-        let generation = crate::openai::generation(
-            None,
-            Some(logprobs_asked || self.top_logprobs.is_some()),
-            self.top_logprobs,
-        )?;
-        let generation = Generation {
-            logprobs: generation
-                .logprobs
-                .filter(|_| logprobs_asked || self.top_logprobs.is_some()),
-            ..generation
-        };
+        // Log-probabilities are asked for by `include` or by `top_logprobs`.
+        let logprobs = self.top_logprobs.is_some()
+            || self.include.iter().flatten().any(|i| i == INCLUDE_LOGPROBS);
+        let generation = crate::openai::generation(None, Some(logprobs), self.top_logprobs)?;
         let max_tokens = match self.max_output_tokens {
             None => None,
             Some(n) if n < 16 => {
@@ -240,7 +232,8 @@ impl CreateResponse {
         if let Some(instructions) = self.instructions.clone().filter(|i| !i.is_empty()) {
             system.push(SystemBlock::Text(instructions));
         }
-        let messages = items_to_messages(&items, &mut system, "input")?;
+        let mut messages = Vec::new();
+        push_items(&items, "input", &mut system, &mut messages)?;
         let (tools, tools_echo) = tools(self.tools, self.tool_choice.clone())?;
         let format = self.text.as_ref().and_then(|t| t.format.clone());
         let response_format = text_format(format.as_ref())?;
@@ -397,49 +390,25 @@ fn text_format(format: Option<&Value>) -> Result<Option<ResponseFormat>, Error> 
     match format.get("type").and_then(Value::as_str) {
         Some("text") => Ok(None),
         Some("json_object") => Ok(Some(ResponseFormat::JsonObject)),
-        Some("json_schema") => Ok(Some(ResponseFormat::JsonSchema {
-            name: format
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("text.format.name is required for json_schema"))?
-                .to_string(),
-            description: format
-                .get("description")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            schema: format
-                .get("schema")
-                .cloned()
-                .ok_or_else(|| bad("text.format.schema is required for json_schema"))?,
-            strict: format
-                .get("strict")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        })),
+        Some("json_schema") => crate::openai::json_schema_format(format, "text.format").map(Some),
         _ => Err(bad(
             "text.format.type must be one of text, json_object or json_schema",
         )),
     }
 }
 
-/// Input items (or a stored response's output items) as canonical messages; system and
-/// developer messages go to `system`. `at` names the list in errors (`input[3].content`).
-fn items_to_messages(
+/// Input items (or a stored response's output items) appended to `messages` as canonical
+/// messages (a turn of the same role as the last one joins it); system and developer messages
+/// go to `system`. `at` names the list in errors (`input[3].content`).
+fn push_items(
     items: &[Value],
-    system: &mut Vec<SystemBlock>,
     at: &str,
-) -> Result<Vec<Message>, Error> {
-    let mut messages: Vec<Message> = Vec::new();
+    system: &mut Vec<SystemBlock>,
+    messages: &mut Vec<Message>,
+) -> Result<(), Error> {
     let mut push = |role: Role, blocks: Vec<ContentBlock>| {
-        if blocks.is_empty() {
-            return;
-        }
-        match messages.last_mut() {
-            Some(last) if last.role == role => last.content.extend(blocks),
-            _ => messages.push(Message {
-                role,
-                content: blocks,
-            }),
+        if !blocks.is_empty() {
+            crate::openai::push_message(messages, role, blocks);
         }
     };
     for (i, item) in items.iter().enumerate() {
@@ -532,7 +501,7 @@ fn items_to_messages(
             }
         }
     }
-    Ok(messages)
+    Ok(())
 }
 
 /// A message's `content`: a string, or parts (`input_text`, `output_text`, `refusal`,
@@ -579,27 +548,15 @@ fn content_blocks(content: Option<&Value>, at: &str) -> Result<Vec<ContentBlock>
 
 /// Delete stored responses past `[responses] retention`, every `purge_every`.
 pub fn spawn_purge(store: Arc<dyn ResponseStore>, config: modelgate_core::config::ResponsesConfig) {
-    tokio::spawn(async move {
-        loop {
-            let now = i64::try_from(crate::openai::now_secs())
-                .unwrap_or(i64::MAX)
-                .saturating_mul(1000);
-            let cut =
-                now.saturating_sub(i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX));
-            match store.purge_responses(cut).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "purged stored responses past retention"),
-                Err(e) => tracing::warn!(error = %e, "cannot purge stored responses"),
-            }
-            tokio::time::sleep(config.purge_every).await;
-        }
-    });
-}
-
-/// The caller's scope for stored responses.
-fn owner(ctx: &CallContext) -> String {
-    ctx.principal()
-        .map_or_else(|| "anonymous".into(), |p| format!("key:{}", p.id))
+    modelgate_core::retention::spawn_purge(
+        "stored responses",
+        config.retention,
+        config.purge_every,
+        move |cut| {
+            let store = Arc::clone(&store);
+            async move { store.purge_responses(cut).await }
+        },
+    );
 }
 
 fn store_of(state: &AppState) -> Result<&Arc<dyn ResponseStore>, Error> {
@@ -627,30 +584,30 @@ fn not_found(id: &str, code: &'static str) -> Error {
 }
 
 /// The conversation before `previous`: every response of the chain, oldest first, as its
-/// input items then its output items.
+/// input items then its output items (read in one store query).
 async fn history(
     store: &Arc<dyn ResponseStore>,
     owner: &str,
     previous: &str,
 ) -> Result<Vec<Value>, Error> {
-    let mut chain = Vec::new();
-    let mut next = Some(previous.to_string());
-    while let Some(id) = next {
-        if chain.len() >= MAX_CHAIN {
+    let missing = |id: &str| {
+        bad(format!("Previous response with id '{id}' not found."))
+            .with_code("previous_response_not_found")
+    };
+    let chain = store
+        .response_chain(owner, previous, MAX_CHAIN + 1)
+        .await
+        .map_err(store_error)?;
+    // The walk stops where the chain ends, at a gap, or past the limit.
+    match chain.last().and_then(|r| r.previous_id.as_deref()) {
+        _ if chain.is_empty() => return Err(missing(previous)),
+        Some(_) if chain.len() > MAX_CHAIN as usize => {
             return Err(bad(format!(
                 "previous_response_id: the conversation is longer than {MAX_CHAIN} responses"
-            )));
+            )))
         }
-        let record = store
-            .response(owner, &id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| {
-                bad(format!("Previous response with id '{id}' not found."))
-                    .with_code("previous_response_not_found")
-            })?;
-        next = record.previous_id.clone();
-        chain.push(record);
+        Some(gap) => return Err(missing(gap)),
+        None => {}
     }
     let mut items = Vec::new();
     for record in chain.into_iter().rev() {
@@ -787,21 +744,18 @@ async fn create_inner(
     let wire: CreateResponse = crate::errors::parse_body(&body).map_err(|e| json_error(&e))?;
     crate::openai::routing_hints(&ctx, wire.metadata.as_ref(), wire.user.as_deref());
     let (mut request, plan) = wire.into_canonical()?;
-    let owner = owner(&ctx);
+    let owner = crate::jobs::api::owner(&ctx);
     if let Some(previous) = &plan.previous {
         let store = store_of(&state)?;
         let before = history(store, &owner, previous).await?;
-        let mut system = Vec::new();
-        let mut messages = items_to_messages(&before, &mut system, "previous_response")?;
+        let (mut system, mut messages) = (Vec::new(), Vec::new());
+        push_items(&before, "previous_response", &mut system, &mut messages)?;
         // Earlier instructions are not carried over; system messages in the input are.
         system.append(&mut request.system);
-        request.system = system;
         for m in std::mem::take(&mut request.messages) {
-            match messages.last_mut() {
-                Some(last) if last.role == m.role => last.content.extend(m.content),
-                _ => messages.push(m),
-            }
+            crate::openai::push_message(&mut messages, m.role, m.content);
         }
+        request.system = system;
         request.messages = messages;
     }
     if request.messages.is_empty() {
@@ -900,7 +854,6 @@ impl Item {
 /// Canonical events → Responses stream events, and the final response object.
 struct Events {
     plan: Plan,
-    model: String,
     seq: u64,
     /// Canonical block index → item.
     items: std::collections::BTreeMap<u32, Item>,
@@ -932,7 +885,7 @@ impl Events {
         output.sort_by_key(|(i, _)| *i);
         response_object(
             &self.plan,
-            &self.model,
+            &self.plan.model,
             status,
             output.into_iter().map(|(_, v)| v).collect(),
             usage,
@@ -1184,10 +1137,8 @@ fn stream_response(
         },
         owner,
     ));
-    let model = plan.model.clone();
     let state = Arc::new(Mutex::new(Events {
         plan,
-        model,
         seq: 0,
         items: Default::default(),
         next_index: 0,
@@ -1230,7 +1181,7 @@ pub async fn get(
     respond::<OpenAiError>(
         async {
             let record = store_of(&state)?
-                .response(&owner(&ctx), &id)
+                .response(&crate::jobs::api::owner(&ctx), &id)
                 .await
                 .map_err(store_error)?
                 .ok_or_else(|| not_found(&id, "response_not_found"))?;
@@ -1249,7 +1200,7 @@ pub async fn delete(
     respond::<OpenAiError>(
         async {
             if !store_of(&state)?
-                .delete_response(&owner(&ctx), &id)
+                .delete_response(&crate::jobs::api::owner(&ctx), &id)
                 .await
                 .map_err(store_error)?
             {
@@ -1298,7 +1249,7 @@ pub async fn input_items(
                 return Err(bad("limit must be between 1 and 100").with_code("invalid_value"));
             }
             let record = store_of(&state)?
-                .response(&owner(&ctx), &id)
+                .response(&crate::jobs::api::owner(&ctx), &id)
                 .await
                 .map_err(store_error)?
                 .ok_or_else(|| not_found(&id, "response_not_found"))?;

@@ -334,7 +334,8 @@ pub trait PromptStore: Send + Sync + 'static {
 pub struct ResponseRecord {
     /// `resp_…`.
     pub id: String,
-    /// Who may read it: the caller's scope (`key:…`, `anonymous`); nobody else sees it.
+    /// Who may read it: the caller (its key id, `anonymous` when authentication is off);
+    /// nobody else sees it.
     pub owner: String,
     /// When it was created (Unix ms).
     pub created_ms: i64,
@@ -353,6 +354,15 @@ pub trait ResponseStore: Send + Sync + 'static {
     async fn put_response(&self, record: &ResponseRecord) -> Result<()>;
     /// `owner`'s response `id`; `None` when there is none or it belongs to someone else.
     async fn response(&self, owner: &str, id: &str) -> Result<Option<ResponseRecord>>;
+    /// `owner`'s response `id` and the responses it continues, newest first, at most `limit`
+    /// (one query, however long the conversation). The walk stops at a response that is
+    /// missing or someone else's, so the last record's `previous_id` names it.
+    async fn response_chain(
+        &self,
+        owner: &str,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<ResponseRecord>>;
     /// Delete `owner`'s response `id`; false when nothing matched.
     async fn delete_response(&self, owner: &str, id: &str) -> Result<bool>;
     /// Delete responses created before `before_ms` (retention); how many went.

@@ -973,27 +973,40 @@ macro_rules! sql_store {
             }
 
             async fn response(&self, owner: &str, id: &str) -> Result<Option<ResponseRecord>> {
-                let row = sqlx::query(
-                    "SELECT id, owner, created_ms, previous_id, input, response FROM mg_responses \
-                     WHERE id = $1 AND owner = $2",
+                let mut chain = self.response_chain(owner, id, 1).await?;
+                Ok(chain.pop())
+            }
+
+            async fn response_chain(&self, owner: &str, id: &str, limit: u32) -> Result<Vec<ResponseRecord>> {
+                let rows = sqlx::query(
+                    "WITH RECURSIVE chain (id, owner, created_ms, previous_id, input, response, depth) AS ( \
+                       SELECT id, owner, created_ms, previous_id, input, response, 1 FROM mg_responses \
+                       WHERE id = $1 AND owner = $2 \
+                       UNION ALL \
+                       SELECT r.id, r.owner, r.created_ms, r.previous_id, r.input, r.response, c.depth + 1 \
+                       FROM mg_responses r JOIN chain c ON r.id = c.previous_id \
+                       WHERE r.owner = $2 AND c.depth < $3) \
+                     SELECT id, owner, created_ms, previous_id, input, response FROM chain ORDER BY depth",
                 )
                 .bind(id)
                 .bind(owner)
-                .fetch_optional(&self.pool)
+                .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+                .fetch_all(&self.pool)
                 .await?;
-                row.map(|r| {
-                    let input: String = r.try_get("input")?;
-                    let response: String = r.try_get("response")?;
-                    Ok(ResponseRecord {
-                        id: r.try_get("id")?,
-                        owner: r.try_get("owner")?,
-                        created_ms: r.try_get("created_ms")?,
-                        previous_id: r.try_get("previous_id")?,
-                        input: serde_json::from_str(&input)?,
-                        response: serde_json::from_str(&response)?,
+                rows.iter()
+                    .map(|r| {
+                        let input: String = r.try_get("input")?;
+                        let response: String = r.try_get("response")?;
+                        Ok(ResponseRecord {
+                            id: r.try_get("id")?,
+                            owner: r.try_get("owner")?,
+                            created_ms: r.try_get("created_ms")?,
+                            previous_id: r.try_get("previous_id")?,
+                            input: serde_json::from_str(&input)?,
+                            response: serde_json::from_str(&response)?,
+                        })
                     })
-                })
-                .transpose()
+                    .collect()
             }
 
             async fn delete_response(&self, owner: &str, id: &str) -> Result<bool> {

@@ -1186,6 +1186,37 @@ async fn responses_behave(s: Arc<dyn ResponseStore>) {
     };
     s.put_response(&done).await.unwrap();
     assert_eq!(s.response(&owner, &id).await.unwrap(), Some(done));
+    // A chain comes back newest first in one call, bounded, and stops at a gap.
+    let link = |n: u32, previous: Option<String>| ResponseRecord {
+        id: format!("{id}-{n}"),
+        previous_id: previous,
+        ..record.clone()
+    };
+    let links: Vec<ResponseRecord> = (0..4)
+        .map(|n| link(n, (n > 0).then(|| format!("{id}-{}", n - 1))))
+        .collect();
+    for l in &links {
+        s.put_response(l).await.unwrap();
+    }
+    let ids = |v: Vec<ResponseRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let last = format!("{id}-3");
+    assert_eq!(
+        ids(s.response_chain(&owner, &last, 10).await.unwrap()),
+        [3, 2, 1, 0].map(|n| format!("{id}-{n}"))
+    );
+    assert_eq!(s.response_chain(&owner, &last, 2).await.unwrap().len(), 2);
+    assert!(s
+        .response_chain("key:other", &last, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.delete_response(&owner, &format!("{id}-1")).await.unwrap());
+    let cut = s.response_chain(&owner, &last, 10).await.unwrap();
+    assert_eq!(cut.len(), 2);
+    assert_eq!(
+        cut[1].previous_id.as_deref(),
+        Some(format!("{id}-1").as_str())
+    );
     assert!(s.delete_response(&owner, &id).await.unwrap());
     assert!(!s.delete_response(&owner, &id).await.unwrap());
     assert_eq!(s.response(&owner, &id).await.unwrap(), None);
