@@ -218,6 +218,42 @@ def test_the_same_seed_gives_the_same_text(client):
     assert any(ask(s) != first for s in (1, 2, 3))
 
 
+def test_top_k_penalties_and_logit_bias_shape_sampling(client, server_url):
+    """The embedded model honours OpenAI's sampling controls with llama.cpp's samplers."""
+    sea = [{"role": "user", "content": "Write one sentence about the sea."}]
+
+    def ask(**kw):
+        return client.chat.completions.create(model=CHAT, messages=sea, max_tokens=24, **kw)
+
+    greedy = ask(temperature=0).choices[0].message.content
+    # top_k = 1 leaves one candidate: any seed at any temperature gives the greedy text.
+    for seed in (1, 2):
+        assert ask(temperature=1.5, seed=seed, extra_body={"top_k": 1}) \
+            .choices[0].message.content == greedy
+    # A presence penalty at full strength changes what greedy decoding repeats.
+    echo = [{"role": "user", "content": "Repeat the word 'hello' ten times."}]
+    plain = client.chat.completions.create(model=CHAT, messages=echo, max_tokens=30,
+                                           temperature=0).choices[0].message.content
+    penalised = client.chat.completions.create(
+        model=CHAT, messages=echo, max_tokens=30, temperature=0, presence_penalty=2,
+        frequency_penalty=2).choices[0].message.content
+    assert penalised != plain
+    # A +100 bias on one token id makes it the only one greedy decoding picks.
+    r = ask(temperature=0, logit_bias={"1000": 100}, logprobs=True)
+    tokens = [t.token for t in r.choices[0].logprobs.content]
+    assert len(tokens) == 24 and len(set(tokens)) == 1, tokens
+    # Token ids outside the vocabulary, or biases out of range, are refused by name.
+    for bias, text in (({"99999999": 1}, "not in the vocabulary"),
+                       ({"5": 101}, "between -100 and 100"),
+                       ({"word": 1}, "not a token id")):
+        with pytest.raises(openai.BadRequestError) as e:
+            ask(logit_bias=bias)
+        assert text in str(e.value) and "logit_bias" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:
+        ask(frequency_penalty=3)
+    assert "frequency_penalty must be between -2 and 2" in str(e.value)
+
+
 def test_logprobs_whole_and_streamed(client):
     args = dict(model=CHAT, temperature=0, max_tokens=12, logprobs=True, top_logprobs=3,
                 messages=[{"role": "user", "content": "What is the capital of France?"}])

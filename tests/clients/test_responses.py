@@ -11,7 +11,8 @@ import requests
 from openai import OpenAI
 
 from conftest import Server
-from test_upstreams import ALL_MODELS, OPENAI_MODEL, UPSTREAM_ENV, Mock, mock_providers
+# `mock` is the module-scoped mock upstream fixture.
+from test_upstreams import ALL_MODELS, OPENAI_MODEL, UPSTREAM_ENV, mock, translation_config  # noqa: F401
 
 CHAT = "local.smollm2-135m-instruct"
 WEATHER = {
@@ -211,40 +212,8 @@ def test_the_agents_sdk_runs_a_one_tool_agent(server_url):
 # --- every upstream type, through the mock ---
 
 @pytest.fixture(scope="module")
-def mock():
-    m = Mock()
-    yield m
-    m.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(mock, tmp_path_factory):
-    config = f"""
-[local]
-enabled = false
-
-[resilience.retry]
-max_attempts = 1
-
-[resilience.breaker]
-enabled = false
-
-{mock_providers(mock)}
-[[models]]
-id = "gpt-up"
-provider = "mock-openai"
-upstream_id = "gpt-4o-mini"
-
-[[models]]
-id = "claude-up"
-provider = "mock-anthropic"
-upstream_id = "claude-3-5-haiku-latest"
-
-[[models]]
-id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-provider = "mock-bedrock"
-upstream_id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-"""
+    config = translation_config(mock, local=False)
     server = Server(config_text=config, tmp_path=str(tmp_path_factory.mktemp("resp")),
                     env=UPSTREAM_ENV)
     yield server

@@ -82,6 +82,40 @@ base_url = "{mock.url}"
 """
 
 
+def mock_models():
+    """One served model per mock provider: `gpt-up`, `claude-up` and the Bedrock id."""
+    return f"""
+[[models]]
+id = "{OPENAI_MODEL}"
+provider = "mock-openai"
+upstream_id = "gpt-4o-mini"
+
+[[models]]
+id = "{ANTHROPIC_MODEL}"
+provider = "mock-anthropic"
+upstream_id = "claude-3-5-haiku-latest"
+
+[[models]]
+id = "{BEDROCK_MODEL}"
+provider = "mock-bedrock"
+upstream_id = "{BEDROCK_MODEL}"
+"""
+
+
+def translation_config(mock, local=True):
+    """A gateway configuration for translation tests: every request makes exactly one upstream
+    call (no retries, no breaker), to the three mock providers and their models; the embedded
+    models too unless `local` is false."""
+    return ("" if local else "[local]\nenabled = false\n") + f"""
+[resilience.retry]
+max_attempts = 1
+
+[resilience.breaker]
+enabled = false
+
+{mock_providers(mock)}{mock_models()}"""
+
+
 UPSTREAM_ENV = {"MG_TEST_UPSTREAM_KEY": "sk-upstream-test", "AWS_ACCESS_KEY_ID": "AKIDUPSTREAM",
                 "AWS_SECRET_ACCESS_KEY": "upstream-secret"}
 
@@ -98,32 +132,7 @@ def gateway(mock, tmp_path_factory):
     # This module tests translation, so every request makes exactly one upstream call and
     # answers come only from upstreams: retries, breakers and the cached fallback level are
     # off (test_resilience.py covers them).
-    config = f"""
-[local]
-enabled = false
-
-[resilience.retry]
-max_attempts = 1
-
-[resilience.breaker]
-enabled = false
-
-{mock_providers(mock)}
-[[models]]
-id = "{OPENAI_MODEL}"
-provider = "mock-openai"
-upstream_id = "gpt-4o-mini"
-
-[[models]]
-id = "{ANTHROPIC_MODEL}"
-provider = "mock-anthropic"
-upstream_id = "claude-3-5-haiku-latest"
-
-[[models]]
-id = "{BEDROCK_MODEL}"
-provider = "mock-bedrock"
-upstream_id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-
+    config = translation_config(mock, local=False) + f"""
 [[models]]
 id = "anthropic.claude-3-opus-20240229-v1:0"
 provider = "mock-openai"

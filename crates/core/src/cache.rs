@@ -452,6 +452,9 @@ pub(crate) fn canonical(request: &ChatRequest, model: &str, context_only: bool) 
         response_format,
         reasoning,
         generation,
+        // Who asks does not shape the answer (entries are scoped to the caller anyway).
+        end_user: _,
+        native,
     } = request;
     let mut w = Vec::with_capacity(256);
     let end = |w: &mut Vec<u8>| w.push(0xFF);
@@ -497,6 +500,15 @@ pub(crate) fn canonical(request: &ChatRequest, model: &str, context_only: bool) 
     if !generation.is_empty() {
         end(&mut w);
         let _ = serde_json::to_writer(&mut w, generation);
+    }
+    if let Some(native) = native {
+        end(&mut w);
+        for p in &native.params {
+            w.extend_from_slice(p.path().as_bytes());
+            w.push(b'=');
+            let _ = serde_json::to_writer(&mut w, &p.value);
+            end(&mut w);
+        }
     }
     w
 }

@@ -194,17 +194,23 @@ where
             }
         }
         // A fallback answers under its own name; the requested model takes the request as is.
-        // A seed the model cannot honour is left out, and the answer names it.
-        let drop_seed = request.generation.seed.is_some() && !model.caps.seed;
+        // What the model cannot take is left out (`Capabilities::fit`), and the answer names
+        // it; what it would refuse was checked before the walk (fallbacks that would refuse
+        // are skipped).
+        let fit = match model.caps.fit(request) {
+            Ok(fit) => fit,
+            Err(e) => {
+                last_error = Some(e);
+                continue;
+            }
+        };
         let adapted;
-        let req = if i == 0 && !drop_seed {
+        let req = if i == 0 && fit.is_empty() {
             request
         } else {
             let mut r = request.clone();
             r.model.clone_from(&model.info.id);
-            if drop_seed {
-                r.generation.seed = None;
-            }
+            fit.apply(&mut r);
             adapted = r;
             &adapted
         };
@@ -218,9 +224,7 @@ where
                     continue;
                 }
                 tried.served.served_by.clone_from(&model.info.id);
-                if drop_seed {
-                    tried.served.dropped.push("seed");
-                }
+                tried.served.dropped = fit.dropped;
                 return Ok((value, Arc::clone(model), endpoint));
             }
             Err((error, n)) => {

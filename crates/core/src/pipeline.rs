@@ -165,7 +165,7 @@ pub struct ServedBy {
     /// How a virtual model was routed, when the call named one.
     pub routing: Option<Arc<crate::routing::RoutingDecision>>,
     /// Request parameters the serving model cannot take and that were left out.
-    pub dropped: Vec<&'static str>,
+    pub dropped: Vec<String>,
 }
 
 /// How the one stream observer treats a started stream.

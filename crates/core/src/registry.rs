@@ -316,12 +316,8 @@ impl Entry {
                 "The model '{model}' does not support structured output (a JSON response format)."
             )));
         }
-        if !self.caps.logprobs && request.generation.logprobs.is_some() {
-            return Err(Error::validation(format!(
-                "The model '{model}' does not return log-probabilities (logprobs); its provider has no such output."
-            )));
-        }
-        Ok(())
+        // Parameters the provider cannot take: refused here, before any upstream call.
+        self.caps.fit(request).map(|_| ())
     }
 }
 

@@ -54,7 +54,8 @@ pub fn validate_chat(request: &ChatRequest) -> Result<(), Error> {
             )));
         }
     }
-    request.inference.validate()
+    request.inference.validate()?;
+    request.generation.validate()
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use base64::Engine as _;
 use futures::StreamExt;
+use modelgate_types::params::Wire;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
     DocumentBlock, Error, ImageBlock, InferenceConfig, Message, ReasoningBlock, ResponseFormat,
@@ -108,7 +109,7 @@ impl Provider for Anthropic {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::upstream(crate::ModelKind::Chat)
+        Capabilities::upstream(crate::ModelKind::Chat).speaking(Wire::Anthropic)
     }
 
     /// `GET /v1/models`.
@@ -230,9 +231,12 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         tools,
         response_format,
         reasoning,
-        // The API has neither: a seed is taken off before the call and named in
-        // `x-modelgate-dropped-params`; log-probabilities are refused (`Capabilities::logprobs`).
-        generation: _,
+        // Seeds and penalties are taken off before the call and named in
+        // `x-modelgate-dropped-params`; log-probabilities and logit bias are refused
+        // (`Capabilities::fit`).
+        generation,
+        end_user,
+        native,
     } = request;
     let InferenceConfig {
         max_tokens,
@@ -283,6 +287,12 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
     if !stop_sequences.is_empty() {
         body["stop_sequences"] = json!(stop_sequences);
     }
+    if let Some(k) = generation.top_k {
+        body["top_k"] = json!(k);
+    }
+    if let Some(user) = end_user {
+        body["metadata"] = json!({"user_id": user});
+    }
     if let Some(r) = reasoning {
         body["thinking"] = r.thinking_json();
     }
@@ -307,6 +317,22 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         if let Some(choice) = tool_choice {
             body["tool_choice"] = modelgate_types::vocab::anthropic::tool_choice(choice);
         }
+        // OpenAI's `parallel_tool_calls: false` is Anthropic's `disable_parallel_tool_use`.
+        if generation.parallel_tool_calls == Some(false) {
+            let choice = body
+                .as_object_mut()
+                .and_then(|b| b.get_mut("tool_choice"))
+                .and_then(Value::as_object_mut);
+            match choice {
+                Some(c) if c.get("type").and_then(Value::as_str) != Some("none") => {
+                    c.insert("disable_parallel_tool_use".into(), json!(true));
+                }
+                Some(_) => {}
+                None => {
+                    body["tool_choice"] = json!({"type": "auto", "disable_parallel_tool_use": true})
+                }
+            }
+        }
     }
     match response_format {
         None => {}
@@ -318,6 +344,10 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         Some(ResponseFormat::JsonSchema { schema, .. }) => {
             body["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
         }
+    }
+    // The caller's own Messages API parameters, unchanged.
+    if let Some(native) = native.as_ref().filter(|n| n.wire == Wire::Anthropic) {
+        native.merge_into(&mut body);
     }
     Ok(body)
 }
@@ -692,6 +722,8 @@ mod tests {
             response_format: None,
             reasoning: None,
             generation: Default::default(),
+            end_user: None,
+            native: None,
         };
         let body = messages_body("claude", &request, true).unwrap();
         assert_eq!(body["max_tokens"], DEFAULT_MAX_TOKENS);
@@ -842,5 +874,35 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!((e.kind, e.retryable), (ErrorKind::ServiceUnavailable, true));
+    }
+
+    #[test]
+    fn sampling_settings_and_native_fields_in_messages_form() {
+        use modelgate_types::params::{Native, NativeParam, Wire};
+        let native = Native::new(
+            Wire::Anthropic,
+            vec![
+                NativeParam::top("service_tier", json!("auto")),
+                NativeParam::under("output_config", "effort", json!("low")),
+            ],
+        );
+        let mut request = crate::sampling_request(native);
+        request.response_format = Some(ResponseFormat::JsonSchema {
+            name: "r".into(),
+            description: None,
+            schema: json!({"type": "object"}),
+            strict: true,
+        });
+        let body = messages_body("claude", &request, false).unwrap();
+        assert_eq!(body["top_k"], 5);
+        assert_eq!(body["metadata"], json!({"user_id": "u-1"}));
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "auto", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(body["service_tier"], "auto");
+        // The native member joins the canonical structured-output settings.
+        assert_eq!(body["output_config"]["effort"], "low");
+        assert_eq!(body["output_config"]["format"]["type"], "json_schema");
     }
 }

@@ -22,6 +22,7 @@ use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use aws_smithy_types::event_stream::{HeaderValue as FrameHeaderValue, Message as Frame};
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
+use modelgate_types::params::Wire;
 use modelgate_types::{
     ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart, EmbedInput,
     EmbedRequest, EmbedResponse, Error, Message, ResponseFormat, Role, StopReason, StreamEvent,
@@ -265,7 +266,7 @@ impl Provider for Bedrock {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::upstream(self.kind)
+        Capabilities::upstream(self.kind).speaking(Wire::Bedrock)
     }
 
     /// Bedrock Runtime has no read-only operation to probe, so the check is that the regional
@@ -418,17 +419,34 @@ fn converse_body(request: &ChatRequest) -> Result<Value, Error> {
         tools,
         response_format,
         reasoning,
-        // The API has neither: a seed is taken off before the call and named in
-        // `x-modelgate-dropped-params`; log-probabilities are refused (`Capabilities::logprobs`).
-        generation: _,
+        // Seeds, penalties and `parallel_tool_calls: false` are taken off before the call and
+        // named in `x-modelgate-dropped-params`; log-probabilities and logit bias are refused
+        // (`Capabilities::fit`).
+        generation,
+        end_user,
+        native,
     } = request;
     let messages = crate::user_first(messages);
     let mut body = json!({"messages": messages, "inferenceConfig": inference});
     if !system.is_empty() {
         body["system"] = json!(system);
     }
+    // Model-specific settings go in `additionalModelRequestFields`, in the form Claude models
+    // take (`thinking`, `top_k`; Mistral's `top_k` too).
+    let mut additional = serde_json::Map::new();
     if let Some(r) = reasoning {
-        body["additionalModelRequestFields"] = json!({"thinking": r.thinking_json()});
+        additional.insert("thinking".into(), r.thinking_json());
+    }
+    if let Some(k) = generation.top_k {
+        additional.insert("top_k".into(), json!(k));
+    }
+    if !additional.is_empty() {
+        body["additionalModelRequestFields"] = Value::Object(additional);
+    }
+    // Converse's own place for who the call is for (`Capabilities::fit` drops a value
+    // `requestMetadata` cannot hold).
+    if let Some(user) = end_user {
+        body["requestMetadata"] = json!({"user": user});
     }
     match tools {
         // Converse has no "no tool" choice. Without tool blocks in the conversation the tools
@@ -471,7 +489,21 @@ fn converse_body(request: &ChatRequest) -> Result<Value, Error> {
             body["outputConfig"] = json!({"textFormat": {"type": "json_schema", "structure": {"jsonSchema": definition}}});
         }
     }
+    // The caller's own Converse parameters (`additionalModelRequestFields`, `serviceTier`,
+    // `performanceConfig`, …), unchanged.
+    if let Some(native) = native.as_ref().filter(|n| n.wire == Wire::Bedrock) {
+        native.merge_into(&mut body);
+    }
     Ok(body)
+}
+
+/// Whether `value` fits a Converse `requestMetadata` value: 1–256 characters of letters,
+/// digits, white space and `:_@$#=/+,-.`.
+pub(crate) fn metadata_value_fits(value: &str) -> bool {
+    (1..=256).contains(&value.chars().count())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || ":_@$#=/+,-.".contains(c))
 }
 
 fn stop_reason(reason: &str) -> StopReason {
@@ -721,5 +753,34 @@ mod tests {
                 {"role": "user", "content": [{"text": "hi"}]}
             ])
         );
+    }
+
+    #[test]
+    fn sampling_settings_and_native_fields_in_converse_form() {
+        use modelgate_types::params::{Native, NativeParam, Wire};
+        let native = Native::new(
+            Wire::Bedrock,
+            vec![
+                NativeParam::under(
+                    "additionalModelRequestFields",
+                    "anthropic_beta",
+                    json!(["b"]),
+                ),
+                NativeParam::top("serviceTier", json!({"type": "priority"})),
+            ],
+        );
+        let body = converse_body(&crate::sampling_request(native)).unwrap();
+        assert_eq!(
+            body["additionalModelRequestFields"],
+            json!({"top_k": 5, "anthropic_beta": ["b"]})
+        );
+        assert_eq!(body["serviceTier"], json!({"type": "priority"}));
+        assert_eq!(body["requestMetadata"], json!({"user": "u-1"}));
+        // Another dialect's parameters never reach a Bedrock body.
+        let foreign = Native::new(Wire::OpenAi, vec![NativeParam::top("store", json!(true))]);
+        let body = converse_body(&crate::sampling_request(foreign)).unwrap();
+        assert!(body.get("store").is_none());
+        assert!(metadata_value_fits("user-1 @ team:a"));
+        assert!(!metadata_value_fits("Bob <bob@example.com>") && !metadata_value_fits(""));
     }
 }

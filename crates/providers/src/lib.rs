@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use modelgate_types::params::{Fate, Wire};
 use modelgate_types::{
     ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, EmbedRequest, EmbedResponse, Error,
     Message, Role, StopReason, StreamEvent, Usage,
@@ -62,6 +63,12 @@ pub struct Capabilities {
     pub logprobs: bool,
     /// Honours a sampling seed (without it, a seed is dropped and the answer says so).
     pub seed: bool,
+    /// Honours OpenAI's sampling controls: frequency and presence penalties (dropped and
+    /// named without it) and logit bias (refused without it).
+    pub penalties: bool,
+    /// The dialect the provider speaks upstream: a request's native parameters of that
+    /// dialect are forwarded to it. `None` for the embedded models.
+    pub wire: Option<Wire>,
 }
 
 impl Capabilities {
@@ -77,15 +84,118 @@ impl Capabilities {
             json_output: chat,
             logprobs: false,
             seed: false,
+            penalties: false,
+            wire: None,
         }
     }
 
-    /// The same, with the OpenAI dialect's `logprobs` and `seed` (OpenAI-compatible chat
-    /// upstreams take both).
-    pub fn with_openai_sampling(mut self) -> Self {
-        self.logprobs = self.chat;
-        self.seed = self.chat;
+    /// The same, for an upstream that speaks `wire`. OpenAI-compatible chat upstreams also
+    /// take `logprobs`, `seed`, penalties and logit bias.
+    pub fn speaking(mut self, wire: Wire) -> Self {
+        self.wire = Some(wire);
+        if wire == Wire::OpenAi {
+            self.logprobs = self.chat;
+            self.seed = self.chat;
+            self.penalties = self.chat;
+        }
         self
+    }
+
+    /// What `request` must lose before it goes to this provider, or why it cannot go at all.
+    /// Refusals come first, so a refused request is never half-adapted; see
+    /// `docs/front-doors.md` for the table this implements.
+    pub fn fit(&self, request: &ChatRequest) -> Result<Fit, Error> {
+        let model = &request.model;
+        let generation = &request.generation;
+        if !self.logprobs && generation.logprobs.is_some() {
+            return Err(Error::validation(format!(
+                "The model '{model}' does not return log-probabilities (logprobs); its provider has no such output."
+            )));
+        }
+        if !self.penalties
+            && generation
+                .logit_bias
+                .as_ref()
+                .is_some_and(|b| !b.is_empty())
+        {
+            return Err(Error::validation(format!(
+                "The model '{model}' cannot take logit_bias: its provider has no such control (token ids are model-specific)."
+            )));
+        }
+        let mut fit = Fit::default();
+        if let Some(native) = &request.native {
+            if self.wire != Some(native.wire) {
+                for param in &native.params {
+                    match native.foreign_fate(param) {
+                        Fate::Dropped => fit.dropped.push(param.path()),
+                        Fate::Kept => {}
+                        Fate::Refused(why) => {
+                            return Err(Error::validation(why).with_code("unsupported_parameter"))
+                        }
+                    }
+                }
+                fit.strip_native = true;
+            }
+        }
+        if !self.seed && generation.seed.is_some() {
+            fit.dropped.push("seed".into());
+        }
+        if !self.penalties {
+            if generation.frequency_penalty.is_some() {
+                fit.dropped.push("frequency_penalty".into());
+            }
+            if generation.presence_penalty.is_some() {
+                fit.dropped.push("presence_penalty".into());
+            }
+        }
+        // Converse has no switch for parallel tool calls: asking for none cannot be kept.
+        if self.wire == Some(Wire::Bedrock) && generation.parallel_tool_calls == Some(false) {
+            fit.dropped.push("parallel_tool_calls".into());
+        }
+        if self.wire == Some(Wire::Bedrock)
+            && request
+                .end_user
+                .as_deref()
+                .is_some_and(|u| !bedrock::metadata_value_fits(u))
+        {
+            fit.dropped.push("user".into());
+        }
+        Ok(fit)
+    }
+}
+
+/// What [`Capabilities::fit`] takes out of a request: parameters named in
+/// `x-modelgate-dropped-params`, and native parameters of another dialect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fit {
+    /// The parameters left out, as the caller named them.
+    pub dropped: Vec<String>,
+    /// The request's native parameters cannot be sent (another dialect's).
+    pub strip_native: bool,
+}
+
+impl Fit {
+    /// Whether the request goes as it is.
+    pub fn is_empty(&self) -> bool {
+        self.dropped.is_empty() && !self.strip_native
+    }
+
+    /// Take out of `request` what this provider cannot take.
+    pub fn apply(&self, request: &mut ChatRequest) {
+        if self.strip_native {
+            request.native = None;
+        }
+        let generation = &mut request.generation;
+        for name in &self.dropped {
+            match name.as_str() {
+                "seed" => generation.seed = None,
+                "frequency_penalty" => generation.frequency_penalty = None,
+                "presence_penalty" => generation.presence_penalty = None,
+                "parallel_tool_calls" => generation.parallel_tool_calls = None,
+                "user" => request.end_user = None,
+                _ => {}
+            }
+        }
     }
 }
 
@@ -413,10 +523,120 @@ pub fn response_events(response: &ChatResponse) -> Vec<StreamEvent> {
     events
 }
 
+/// A request with every canonical sampling setting and `native` parameters (provider tests).
+#[cfg(test)]
+pub(crate) fn sampling_request(native: Option<modelgate_types::params::Native>) -> ChatRequest {
+    ChatRequest {
+        model: "m".into(),
+        messages: vec![modelgate_types::Message::text(Role::User, "hi")],
+        tools: Some(modelgate_types::ToolConfig {
+            tools: vec![modelgate_types::Tool::ToolSpec(modelgate_types::ToolSpec {
+                name: "get".into(),
+                description: None,
+                input_schema: serde_json::json!({"json": {"type": "object"}}),
+            })],
+            tool_choice: None,
+        }),
+        generation: modelgate_types::Generation {
+            seed: Some(1),
+            top_k: Some(5),
+            frequency_penalty: Some(0.5),
+            presence_penalty: Some(0.25),
+            parallel_tool_calls: Some(false),
+            ..Default::default()
+        },
+        end_user: Some("u-1".into()),
+        native,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use modelgate_types::params::{Native, NativeParam};
     use modelgate_types::ContentBlockStart;
+    use serde_json::json;
+
+    fn caps(wire: Option<Wire>) -> Capabilities {
+        match wire {
+            Some(w) => Capabilities::upstream(ModelKind::Chat).speaking(w),
+            None => Capabilities {
+                logprobs: true,
+                seed: true,
+                penalties: true,
+                ..Capabilities::upstream(ModelKind::Chat)
+            },
+        }
+    }
+
+    #[test]
+    fn fit_drops_maps_and_refuses_per_wire() {
+        let native = Native::new(
+            Wire::OpenAi,
+            vec![
+                NativeParam::top("store", json!(true)),
+                NativeParam::top("metadata", json!({})),
+            ],
+        );
+        let request = sampling_request(native);
+        // The same dialect takes everything as it is.
+        assert!(caps(Some(Wire::OpenAi)).fit(&request).unwrap().is_empty());
+        // Anthropic: no seed or penalties; `store` is OpenAI's own; metadata stays here.
+        let fit = caps(Some(Wire::Anthropic)).fit(&request).unwrap();
+        assert_eq!(
+            fit.dropped,
+            ["store", "seed", "frequency_penalty", "presence_penalty"]
+        );
+        assert!(fit.strip_native);
+        let mut adapted = request.clone();
+        fit.apply(&mut adapted);
+        assert_eq!(adapted.native, None);
+        assert_eq!(adapted.generation.seed, None);
+        assert_eq!(adapted.generation.presence_penalty, None);
+        assert_eq!(
+            adapted.generation.top_k,
+            Some(5),
+            "top_k maps, it is not dropped"
+        );
+        assert_eq!(adapted.end_user.as_deref(), Some("u-1"));
+        // Bedrock: no switch for parallel tool calls either.
+        let fit = caps(Some(Wire::Bedrock)).fit(&request).unwrap();
+        assert!(fit.dropped.iter().any(|d| d == "parallel_tool_calls"));
+        // The embedded model honours the canonical settings; native ones are another
+        // dialect's.
+        let fit = caps(None).fit(&request).unwrap();
+        assert_eq!(fit.dropped, ["store"]);
+        // Logit bias and log-probabilities cannot be dropped: the call is refused.
+        let mut biased = request.clone();
+        biased.generation.logit_bias = Some([(42, 1.0)].into());
+        let e = caps(Some(Wire::Bedrock)).fit(&biased).unwrap_err();
+        assert!(e.message.contains("logit_bias"), "{}", e.message);
+        assert!(caps(None).fit(&biased).is_ok());
+        // A user id Converse's requestMetadata cannot hold is dropped there.
+        let mut odd = request;
+        odd.end_user = Some("Bob <bob@example.com>".into());
+        let fit = caps(Some(Wire::Bedrock)).fit(&odd).unwrap();
+        assert!(fit.dropped.iter().any(|d| d == "user"));
+        assert!(!caps(Some(Wire::Anthropic))
+            .fit(&odd)
+            .unwrap()
+            .dropped
+            .iter()
+            .any(|d| d == "user"));
+    }
+
+    #[test]
+    fn unknown_members_are_refused_off_their_dialect() {
+        let native = Native::new(Wire::OpenAi, vec![NativeParam::top("min_p", json!(0.1))]);
+        let request = ChatRequest {
+            native,
+            ..sampling_request(None)
+        };
+        assert!(caps(Some(Wire::OpenAi)).fit(&request).is_ok());
+        let e = caps(Some(Wire::Anthropic)).fit(&request).unwrap_err();
+        assert_eq!(e.message, "Unrecognized request argument supplied: min_p");
+    }
 
     #[tokio::test]
     async fn collects_text_and_tool_blocks() {

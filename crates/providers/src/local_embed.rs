@@ -173,6 +173,8 @@ impl Provider for LocalEmbedder {
             json_output: false,
             logprobs: false,
             seed: false,
+            penalties: false,
+            wire: None,
         }
     }
 

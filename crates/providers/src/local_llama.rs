@@ -23,6 +23,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
 use modelgate_types::{
     ChatRequest, ContentBlock, ContentBlockDelta, ContentBlockStart, Error, ErrorKind, Role,
@@ -160,6 +161,12 @@ struct Job {
     seed: Option<u32>,
     /// Alternatives per token when log-probabilities are asked for.
     logprobs: Option<u8>,
+    /// Sample from the `k` most likely tokens only.
+    top_k: Option<u32>,
+    /// OpenAI's frequency and presence penalties over the generated tokens (0 is none).
+    penalties: (f32, f32),
+    /// Logit bias per token id (checked against the vocabulary).
+    logit_bias: Vec<LlamaLogitBias>,
     /// Grammar the output must follow.
     constraint: Option<Constraint>,
     events: mpsc::UnboundedSender<EngineEvent>,
@@ -233,6 +240,25 @@ impl LocalLlama {
     /// Render the chat template and tokenize, on the blocking pool: for an input near the body
     /// limit this is milliseconds of CPU that must not hold up an async worker thread. The
     /// request goes in and comes back out, so nothing is cloned.
+    /// OpenAI's `logit_bias` for this model: token ids must be in its vocabulary.
+    fn logit_bias(
+        &self,
+        bias: Option<&std::collections::BTreeMap<u32, f32>>,
+    ) -> Result<Vec<LlamaLogitBias>, Error> {
+        let n_vocab = u32::try_from(self.model.n_vocab()).unwrap_or(0);
+        bias.into_iter()
+            .flatten()
+            .map(|(&token, &b)| match i32::try_from(token) {
+                Ok(id) if token < n_vocab => Ok(LlamaLogitBias::new(LlamaToken(id), b)),
+                _ => Err(Error::validation(format!(
+                    "logit_bias: token id {token} is not in the vocabulary of this model (ids 0 to {})",
+                    n_vocab.saturating_sub(1)
+                ))
+                .with_code("invalid_value")),
+            })
+            .collect()
+    }
+
     async fn prompt_tokens(&self, request: ChatRequest, grammar: bool) -> Result<Prepared, Error> {
         let (model, template) = (Arc::clone(&self.model), Arc::clone(&self.template));
         tokio::task::spawn_blocking(move || {
@@ -340,6 +366,8 @@ impl Provider for LocalLlama {
             json_output: true,
             logprobs: true,
             seed: true,
+            penalties: true,
+            wire: None,
         }
     }
 
@@ -366,7 +394,14 @@ impl Provider for LocalLlama {
             response_format: _,
             reasoning,
             generation,
+            // Nothing to send it to; the gateway reads it (routing, records).
+            end_user: _,
+            // Another dialect's parameters never reach the embedded model
+            // (`Capabilities::fit` takes them out or refuses the call).
+            native: _,
         } = &request;
+        // One call per turn is all the tool grammar allows, so `parallel_tool_calls` is met
+        // either way.
         if reasoning.is_some() {
             // The embedded model has no thinking mode; it answers directly (docs/providers.md).
             tracing::warn!(model = %request.model, "reasoning budget dropped: the embedded model does not reason");
@@ -382,6 +417,12 @@ impl Provider for LocalLlama {
         // A 64-bit seed folds into llama.cpp's 32 bits.
         let seed = generation.seed.map(|s| (s ^ (s >> 32)) as u32);
         let logprobs = generation.logprobs;
+        let top_k = generation.top_k;
+        let penalties = (
+            generation.frequency_penalty.unwrap_or(0.0),
+            generation.presence_penalty.unwrap_or(0.0),
+        );
+        let logit_bias = self.logit_bias(generation.logit_bias.as_ref())?;
         let Prepared {
             tokens: prompt,
             constraint,
@@ -411,6 +452,9 @@ impl Provider for LocalLlama {
             stops: stop_sequences,
             seed,
             logprobs,
+            top_k,
+            penalties,
+            logit_bias,
             constraint,
             events,
         };
@@ -617,9 +661,10 @@ struct Slot {
 }
 
 /// The job's sampler: its grammar first (it masks every token that cannot continue a valid
-/// answer), then greedy or top-p / temperature / seeded draw.
+/// answer), then logit bias and penalties, then greedy or top-k / top-p / temperature /
+/// seeded draw.
 fn sampler_for(job: &Job, model: &LlamaModel) -> Result<LlamaSampler, Error> {
-    let mut chain = Vec::with_capacity(4);
+    let mut chain = Vec::with_capacity(8);
     if let Some(c) = &job.constraint {
         let grammar = match c.trigger {
             None => LlamaSampler::grammar(model, &c.grammar, "root"),
@@ -628,6 +673,21 @@ fn sampler_for(job: &Job, model: &LlamaModel) -> Result<LlamaSampler, Error> {
         chain.push(grammar.map_err(|e| {
             Error::internal(format!("the output grammar could not be loaded: {e}"))
         })?);
+    }
+    if !job.logit_bias.is_empty() {
+        chain.push(LlamaSampler::logit_bias(model.n_vocab(), &job.logit_bias));
+    }
+    if job.penalties != (0.0, 0.0) {
+        // Over every generated token, as OpenAI counts them; no repetition penalty (1.0).
+        let last_n = i32::try_from(job.max_tokens).unwrap_or(i32::MAX);
+        let (frequency, presence) = job.penalties;
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            last_n,
+            1.0,
+            frequency,
+            presence,
+        ));
     }
     if job.temperature <= 0.0 {
         chain.push(LlamaSampler::greedy());
@@ -640,6 +700,9 @@ fn sampler_for(job: &Job, model: &LlamaModel) -> Result<LlamaSampler, Error> {
                     .map(|d| d.subsec_nanos())
                     .unwrap_or(0x5eed)
         });
+        if let Some(k) = job.top_k {
+            chain.push(LlamaSampler::top_k(i32::try_from(k).unwrap_or(i32::MAX)));
+        }
         chain.push(LlamaSampler::top_p(job.top_p, 1));
         chain.push(LlamaSampler::temp(job.temperature));
         chain.push(LlamaSampler::dist(seed));

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use modelgate_types::params::Wire;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
     EmbedInput, EmbedRequest, EmbedResponse, Error, ErrorKind, InferenceConfig, Message,
@@ -119,7 +120,7 @@ impl Provider for OpenAi {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::upstream(self.kind).with_openai_sampling()
+        Capabilities::upstream(self.kind).speaking(Wire::OpenAi)
     }
 
     /// `GET /models` (Azure: with the `api-version`).
@@ -285,6 +286,8 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
         response_format,
         reasoning,
         generation,
+        end_user,
+        native,
     } = request;
     let InferenceConfig {
         max_tokens,
@@ -332,6 +335,28 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
             body["top_logprobs"] = json!(top);
         }
     }
+    // `top_k` is not OpenAI's own; vLLM, Ollama and llama.cpp's servers take it by this name.
+    if let Some(k) = generation.top_k {
+        body["top_k"] = json!(k);
+    }
+    if let Some(p) = generation.frequency_penalty {
+        body["frequency_penalty"] = json!(p);
+    }
+    if let Some(p) = generation.presence_penalty {
+        body["presence_penalty"] = json!(p);
+    }
+    if let Some(bias) = &generation.logit_bias {
+        body["logit_bias"] = bias
+            .iter()
+            .map(|(t, b)| (t.to_string(), json!(b)))
+            .collect();
+    }
+    if let Some(parallel) = generation.parallel_tool_calls {
+        body["parallel_tool_calls"] = json!(parallel);
+    }
+    if let Some(user) = end_user {
+        body["user"] = json!(user);
+    }
     if let Some(ToolConfig { tools, tool_choice }) = tools {
         body["tools"] = tools
             .iter()
@@ -368,6 +393,10 @@ fn chat_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Value, 
             }
             body["response_format"] = json!({"type": "json_schema", "json_schema": spec});
         }
+    }
+    // The caller's own OpenAI parameters (and the upstream server's extensions), unchanged.
+    if let Some(native) = native.as_ref().filter(|n| n.wire == Wire::OpenAi) {
+        native.merge_into(&mut body);
     }
     Ok(body)
 }
@@ -836,6 +865,8 @@ mod tests {
                 budget_tokens: 1500,
             }),
             generation: Default::default(),
+            end_user: None,
+            native: None,
         };
         let body = chat_body("gpt", &request, true).unwrap();
         assert_eq!(body["reasoning_effort"], "medium");
@@ -969,6 +1000,7 @@ mod tests {
         request.generation = modelgate_types::Generation {
             seed: Some(7),
             logprobs: Some(3),
+            ..Default::default()
         };
         let body = chat_body("gpt", &request, false).unwrap();
         assert_eq!(
@@ -1000,5 +1032,28 @@ mod tests {
             e.url("gpt-4o", "chat/completions"),
             "https://r.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
         );
+    }
+
+    #[test]
+    fn sampling_settings_and_native_fields_as_sent() {
+        use modelgate_types::params::{Native, NativeParam, Wire};
+        let native = Native::new(
+            Wire::OpenAi,
+            vec![
+                NativeParam::top("min_p", json!(0.1)),
+                NativeParam::top("user", json!("ignored: the canonical one wins")),
+            ],
+        );
+        let mut request = crate::sampling_request(native);
+        request.generation.logit_bias = Some([(42, -3.0)].into());
+        let body = chat_body("gpt", &request, false).unwrap();
+        assert_eq!(body["seed"], 1);
+        assert_eq!(body["top_k"], 5);
+        assert_eq!(body["frequency_penalty"], 0.5);
+        assert_eq!(body["presence_penalty"], 0.25);
+        assert_eq!(body["logit_bias"], json!({"42": -3.0}));
+        assert_eq!(body["parallel_tool_calls"], false);
+        assert_eq!(body["user"], "u-1");
+        assert_eq!(body["min_p"], 0.1);
     }
 }

@@ -28,8 +28,8 @@ fn parse(body: &[u8], for_counting: bool, ctx: &CallContext) -> Result<(ChatRequ
     if let Some(cache) = wire.cache.take() {
         ctx.merge_cache_body(&cache);
     }
-    if let Some(m) = wire.metadata.take() {
-        let metadata = modelgate_core::routing::metadata_of(Some(&m));
+    if let Some(m) = &wire.metadata {
+        let metadata = modelgate_core::routing::metadata_of(Some(m));
         let user = metadata.get("user_id").cloned();
         ctx.set_routing_body(metadata, user);
     }

@@ -9,10 +9,12 @@
 //! `stop`, `echo` (the prompt is put before the text), `stream` and
 //! `stream_options.include_usage`, `user` and `metadata` (routing reads them), `seed` and
 //! `logprobs` (0–5 alternatives per token, the legacy shape: `tokens`, `token_logprobs`,
-//! `top_logprobs`, `text_offset`) as on the chat door. The penalties and `logit_bias` are
-//! accepted and ignored. Refused with a 400 naming the parameter: token-array prompts, `suffix`
+//! `top_logprobs`, `text_offset`) as on the chat door; the penalties, `logit_bias`, `top_k`
+//! and members the door does not know follow the chat door's rules. Refused with a 400 naming the parameter: token-array prompts, `suffix`
 //! (insertion), `logprobs` with `echo` (the prompt's own tokens are not scored), `n` or
 //! `best_of` above 1.
+
+use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -20,6 +22,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use modelgate_core::CallContext;
+use modelgate_types::params::Native;
 use modelgate_types::vocab;
 use modelgate_types::{
     ChatRequest, ContentBlock, ContentBlockDelta, Error, Generation, InferenceConfig, Message,
@@ -31,11 +34,11 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::errors::{body_rejection, json_error, openai_body, respond, OpenAiError};
-use crate::openai::{now_secs, usage_json, Stop, StreamOptions};
+use crate::openai::{now_secs, usage_json, Sampling, Stop, StreamOptions};
 use crate::streaming;
 
+/// Unknown members go to OpenAI-compatible upstreams as sent, as on the chat door.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct CompletionRequest {
     model: String,
     prompt: Prompt,
@@ -67,13 +70,16 @@ struct CompletionRequest {
     metadata: Option<Value>,
     #[serde(default)]
     seed: Option<i64>,
-    // Accepted and ignored (documented).
-    #[serde(default, rename = "presence_penalty")]
-    _presence_penalty: Option<IgnoredAny>,
-    #[serde(default, rename = "frequency_penalty")]
-    _frequency_penalty: Option<IgnoredAny>,
-    #[serde(default, rename = "logit_bias")]
-    _logit_bias: Option<IgnoredAny>,
+    #[serde(default)]
+    presence_penalty: Option<f32>,
+    #[serde(default)]
+    frequency_penalty: Option<f32>,
+    #[serde(default)]
+    logit_bias: Option<HashMap<String, f32>>,
+    #[serde(default)]
+    top_k: Option<u32>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +101,8 @@ struct Plan {
     prompts: Vec<String>,
     inference: InferenceConfig,
     generation: Generation,
+    end_user: Option<String>,
+    native: Option<Native>,
     model: String,
     echo: bool,
     stream: bool,
@@ -159,10 +167,16 @@ impl CompletionRequest {
                 top_p: self.top_p,
                 stop_sequences: Stop::sequences(self.stop),
             },
-            generation: Generation {
-                seed: self.seed.map(|s| s as u64),
-                logprobs,
-            },
+            generation: Sampling {
+                seed: self.seed,
+                frequency_penalty: self.frequency_penalty,
+                presence_penalty: self.presence_penalty,
+                logit_bias: self.logit_bias,
+                top_k: self.top_k,
+            }
+            .into_generation(logprobs)?,
+            end_user: crate::openai::end_user(self.user.map(Value::String).as_ref())?,
+            native: crate::openai::native(self.rest, self.metadata.as_ref()),
             model: self.model,
             echo: self.echo.unwrap_or(false),
             stream,
@@ -176,7 +190,9 @@ fn request(plan: &Plan, prompt: &str) -> ChatRequest {
         model: plan.model.clone(),
         messages: vec![Message::text(Role::User, prompt)],
         inference: plan.inference.clone(),
-        generation: plan.generation,
+        generation: plan.generation.clone(),
+        end_user: plan.end_user.clone(),
+        native: plan.native.clone(),
         ..ChatRequest::default()
     }
 }

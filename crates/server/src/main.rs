@@ -1608,8 +1608,10 @@ fn chat_request(
         reasoning: None,
         generation: modelgate_types::Generation {
             seed,
-            logprobs: None,
+            ..Default::default()
         },
+        end_user: None,
+        native: None,
     })
 }
 

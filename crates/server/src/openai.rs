@@ -2,12 +2,13 @@
 //! (the legacy `/v1/completions` is in `crate::completions`).
 //!
 //! Wire types are private to this module; requests are mapped to canonical types once and
-//! answers are mapped back once. `seed`, `logprobs` and `top_logprobs` are canonical
-//! (`Generation`): honoured by the embedded model and OpenAI-compatible upstreams; a seed other
-//! upstreams cannot take is dropped and named in `x-modelgate-dropped-params`, log-probabilities
-//! they cannot return are refused. Other parameters OpenAI defines that Modelgate does not act
-//! on (`user`, penalties, `logit_bias`, …) are accepted and ignored, as documented in
-//! `docs/front-doors.md`; `n > 1` is refused with a 400, never silently changed.
+//! answers are mapped back once. `seed`, `logprobs`, the penalties, `logit_bias`, `top_k`,
+//! `parallel_tool_calls` and `user` are canonical (`Generation`, `end_user`): each provider
+//! honours, maps, drops (naming it in `x-modelgate-dropped-params`) or refuses them
+//! (`Capabilities::fit`). Members the door does not know, with `metadata`, are kept as native
+//! parameters: OpenAI-compatible upstreams get them as sent, other providers drop, keep or
+//! refuse each (`modelgate_types::params`). The table is in `docs/front-doors.md`; `n > 1` is
+//! refused with a 400, never silently changed.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
 use modelgate_core::CallContext;
+use modelgate_types::params::{Native, NativeParam, Wire};
 use modelgate_types::vocab;
 use modelgate_types::{
     BinarySource, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart,
@@ -34,8 +36,9 @@ use crate::app::AppState;
 use crate::errors::{body_rejection, json_error, openai_body, respond, OpenAiError};
 use crate::streaming;
 
+/// Members the door does not know stay in `rest`: they are forwarded to OpenAI-compatible
+/// upstreams as sent, and refused, dropped or kept for any other (`modelgate_types::params`).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ChatCompletionRequest {
     model: String,
     messages: Vec<WireMessage>,
@@ -70,27 +73,95 @@ struct ChatCompletionRequest {
     /// The end user (sticky routing reads it).
     #[serde(default)]
     user: Option<Value>,
-    #[serde(default, rename = "presence_penalty")]
-    _presence_penalty: Option<IgnoredAny>,
-    #[serde(default, rename = "frequency_penalty")]
-    _frequency_penalty: Option<IgnoredAny>,
-    #[serde(default, rename = "logit_bias")]
-    _logit_bias: Option<IgnoredAny>,
-    #[serde(default, rename = "parallel_tool_calls")]
-    _parallel_tool_calls: Option<IgnoredAny>,
-    /// Routing rules may match on it.
+    #[serde(default)]
+    presence_penalty: Option<f32>,
+    #[serde(default)]
+    frequency_penalty: Option<f32>,
+    #[serde(default)]
+    logit_bias: Option<HashMap<String, f32>>,
+    /// Not OpenAI's own: the extension OpenAI-compatible servers (vLLM, Ollama, llama.cpp)
+    /// take, which the embedded model and the Anthropic and Bedrock upstreams honour too.
+    #[serde(default)]
+    top_k: Option<u32>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    /// Routing rules may match on it; forwarded to OpenAI-compatible upstreams.
     #[serde(default)]
     metadata: Option<Value>,
-    #[serde(default, rename = "store")]
-    _store: Option<IgnoredAny>,
-    #[serde(default, rename = "service_tier")]
-    _service_tier: Option<IgnoredAny>,
     #[serde(default)]
     reasoning_effort: Option<String>,
     /// Response-cache settings (`no-cache`, `no-store`, `ttl`, `namespace`…), as LiteLLM's
     /// clients send them.
     #[serde(default)]
     cache: Option<Value>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+/// OpenAI's sampling controls beyond `inferenceConfig` (chat and legacy completions alike).
+pub(crate) struct Sampling {
+    pub(crate) seed: Option<i64>,
+    pub(crate) frequency_penalty: Option<f32>,
+    pub(crate) presence_penalty: Option<f32>,
+    pub(crate) logit_bias: Option<HashMap<String, f32>>,
+    pub(crate) top_k: Option<u32>,
+}
+
+impl Sampling {
+    /// The canonical settings, with `logprobs` already checked by the door; token ids in
+    /// `logit_bias` must be integers.
+    pub(crate) fn into_generation(self, logprobs: Option<u8>) -> Result<Generation, Error> {
+        let logit_bias = match self.logit_bias {
+            None => None,
+            Some(map) if map.is_empty() => None,
+            Some(map) => Some(
+                map.into_iter()
+                    .map(|(token, bias)| match token.parse::<u32>() {
+                        Ok(id) => Ok((id, bias)),
+                        Err(_) => Err(bad(format!(
+                            "logit_bias: '{token}' is not a token id (keys are token ids as strings)"
+                        ))
+                        .with_code("invalid_value")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let generation = Generation {
+            seed: self.seed.map(|s| s as u64),
+            logprobs,
+            top_k: self.top_k,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias,
+            parallel_tool_calls: None,
+        };
+        // Checked here too, so the error comes before any other work on the request.
+        generation.validate()?;
+        Ok(generation)
+    }
+}
+
+/// The end user of an OpenAI request (`user`), which must be a string.
+pub(crate) fn end_user(user: Option<&Value>) -> Result<Option<String>, Error> {
+    match user {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(u)) => Ok(Some(u.clone())),
+        Some(_) => Err(bad("user must be a string").with_code("invalid_type")),
+    }
+}
+
+/// An OpenAI request's own parameters that have no canonical form: its unknown members and
+/// its `metadata`, for OpenAI-compatible upstreams.
+pub(crate) fn native(
+    rest: serde_json::Map<String, Value>,
+    metadata: Option<&Value>,
+) -> Option<Native> {
+    let params = rest
+        .into_iter()
+        .chain(metadata.map(|m| ("metadata".to_string(), m.clone())))
+        .map(|(name, value)| NativeParam::top(name, value))
+        .collect();
+    Native::new(Wire::OpenAi, params)
 }
 
 /// `stop`: one sequence or a list (chat and legacy completions alike).
@@ -269,7 +340,18 @@ impl ChatCompletionRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(bad("n must be 1; Modelgate returns one choice per request"));
         }
-        let generation = generation(self.seed, self.logprobs, self.top_logprobs)?;
+        let logprobs = logprobs(self.logprobs, self.top_logprobs)?;
+        let mut generation = Sampling {
+            seed: self.seed,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias: self.logit_bias,
+            top_k: self.top_k,
+        }
+        .into_generation(logprobs)?;
+        generation.parallel_tool_calls = self.parallel_tool_calls;
+        let end_user = end_user(self.user.as_ref())?;
+        let native = native(self.rest, self.metadata.as_ref());
         let response_format = response_format(self.response_format)?;
         let max_tokens = match self.max_completion_tokens.or(self.max_tokens) {
             None => None,
@@ -365,6 +447,8 @@ impl ChatCompletionRequest {
                 Some(effort) => Reasoning::from_effort(effort, "reasoning_effort")?,
             },
             generation,
+            end_user,
+            native,
         };
         let stream = self.stream.unwrap_or(false);
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
@@ -372,13 +456,12 @@ impl ChatCompletionRequest {
     }
 }
 
-/// `seed`, `logprobs` and `top_logprobs` with OpenAI's rules: `top_logprobs` is 0–20 and needs
-/// `logprobs: true`; a seed is any integer (a negative one keeps its 64 bits).
-pub(crate) fn generation(
-    seed: Option<i64>,
+/// `logprobs` and `top_logprobs` with OpenAI's rules: `top_logprobs` is 0–20 and needs
+/// `logprobs: true`.
+pub(crate) fn logprobs(
     logprobs: Option<bool>,
     top_logprobs: Option<i64>,
-) -> Result<Generation, Error> {
+) -> Result<Option<u8>, Error> {
     let max = i64::from(Generation::MAX_TOP_LOGPROBS);
     let top = match top_logprobs {
         Some(n) if !(0..=max).contains(&n) => {
@@ -392,10 +475,7 @@ pub(crate) fn generation(
         Some(n) => n as u8,
         None => 0,
     };
-    Ok(Generation {
-        seed: seed.map(|s| s as u64),
-        logprobs: (logprobs == Some(true)).then_some(top),
-    })
+    Ok((logprobs == Some(true)).then_some(top))
 }
 
 /// Consecutive messages of one role merge (tool results after tool results, for instance).
@@ -794,7 +874,25 @@ mod tests {
             Err(400)
         );
         assert_eq!(base(json!({"seed": -1})), Ok(()));
-        assert_eq!(base(json!({"bogus": true})), Err(400));
+        // A member the door does not know is a native parameter; the provider decides
+        // (`Capabilities::fit`), so it is not refused here.
+        assert_eq!(base(json!({"bogus": true})), Ok(()));
+        let (r, _, _) = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "bogus": true, "metadata": {"a": "b"}, "user": "u", "top_k": 3,
+            "logit_bias": {"7": 2.5}, "parallel_tool_calls": false}),
+        )
+        .unwrap();
+        let native = r.native.unwrap();
+        let names: Vec<_> = native.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["bogus", "metadata"]);
+        assert_eq!(r.end_user.as_deref(), Some("u"));
+        assert_eq!(r.generation.top_k, Some(3));
+        assert_eq!(r.generation.logit_bias, Some([(7, 2.5)].into()));
+        assert_eq!(r.generation.parallel_tool_calls, Some(false));
+        assert_eq!(base(json!({"logit_bias": {"x": 1}})), Err(400));
+        assert_eq!(base(json!({"presence_penalty": 2.5})), Err(400));
+        assert_eq!(base(json!({"user": 5})), Err(400));
         assert_eq!(base(json!({"response_format": {"type": "yaml"}})), Err(400));
         assert_eq!(
             base(json!({"response_format": {"type": "json_schema"}})),

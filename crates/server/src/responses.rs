@@ -28,10 +28,11 @@ use axum::{Extension, Json};
 use futures::StreamExt;
 use modelgate_core::CallContext;
 use modelgate_store::{ResponseRecord, ResponseStore};
+use modelgate_types::params::{Native, NativeParam, Wire};
 use modelgate_types::{
     vocab, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta, ContentBlockStart, Error,
-    ErrorKind, InferenceConfig, Message, Reasoning, ReasoningBlock, ResponseFormat, Role,
-    StopReason, StreamEvent, SystemBlock, TokenLogprob, Tool, ToolConfig, ToolResultBlock,
+    ErrorKind, Generation, InferenceConfig, Message, Reasoning, ReasoningBlock, ResponseFormat,
+    Role, StopReason, StreamEvent, SystemBlock, TokenLogprob, Tool, ToolConfig, ToolResultBlock,
     ToolResultContent, ToolSpec, ToolUseBlock, Usage,
 };
 use serde::de::IgnoredAny;
@@ -95,13 +96,15 @@ struct CreateResponse {
     conversation: Option<IgnoredAny>,
     #[serde(default)]
     prompt: Option<IgnoredAny>,
+    // Chat Completions has these too: OpenAI-compatible upstreams get them as sent, others
+    // drop them and say so (`modelgate_types::params`).
+    #[serde(default)]
+    service_tier: Option<Value>,
+    #[serde(default)]
+    prompt_cache_key: Option<Value>,
+    #[serde(default)]
+    safety_identifier: Option<Value>,
     // Accepted and ignored (documented).
-    #[serde(default, rename = "service_tier")]
-    _service_tier: Option<IgnoredAny>,
-    #[serde(default, rename = "prompt_cache_key")]
-    _prompt_cache_key: Option<IgnoredAny>,
-    #[serde(default, rename = "safety_identifier")]
-    _safety_identifier: Option<IgnoredAny>,
     #[serde(default, rename = "max_tool_calls")]
     _max_tool_calls: Option<IgnoredAny>,
 }
@@ -118,8 +121,8 @@ enum Input {
 struct TextConfig {
     #[serde(default)]
     format: Option<Value>,
-    #[serde(default, rename = "verbosity")]
-    _verbosity: Option<IgnoredAny>,
+    #[serde(default)]
+    verbosity: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -185,7 +188,10 @@ impl CreateResponse {
         // Log-probabilities are asked for by `include` or by `top_logprobs`.
         let logprobs = self.top_logprobs.is_some()
             || self.include.iter().flatten().any(|i| i == INCLUDE_LOGPROBS);
-        let generation = crate::openai::generation(None, Some(logprobs), self.top_logprobs)?;
+        let mut generation = Generation {
+            logprobs: crate::openai::logprobs(Some(logprobs), self.top_logprobs)?,
+            ..Generation::default()
+        };
         let max_tokens = match self.max_output_tokens {
             None => None,
             Some(n) if n < 16 => {
@@ -235,6 +241,24 @@ impl CreateResponse {
         let mut messages = Vec::new();
         push_items(&items, "input", &mut system, &mut messages)?;
         let (tools, tools_echo) = tools(self.tools, self.tool_choice.clone())?;
+        // Its default is `true`; only a caller's explicit choice for a call with tools is sent.
+        generation.parallel_tool_calls = self.parallel_tool_calls.filter(|_| tools.is_some());
+        let native = {
+            let verbosity = self.text.as_ref().and_then(|t| t.verbosity.clone());
+            let params = [
+                ("service_tier", self.service_tier.clone()),
+                ("prompt_cache_key", self.prompt_cache_key.clone()),
+                ("safety_identifier", self.safety_identifier.clone()),
+                ("verbosity", verbosity),
+            ];
+            Native::new(
+                Wire::OpenAi,
+                params
+                    .into_iter()
+                    .filter_map(|(name, v)| Some(NativeParam::top(name, v?)))
+                    .collect(),
+            )
+        };
         let format = self.text.as_ref().and_then(|t| t.format.clone());
         let response_format = text_format(format.as_ref())?;
         let reasoning = match self.reasoning.as_ref().and_then(|r| r.effort.as_deref()) {
@@ -255,6 +279,8 @@ impl CreateResponse {
             response_format,
             reasoning,
             generation,
+            end_user: self.user.clone(),
+            native,
         };
         let mut echo = Map::new();
         echo.insert("instructions".into(), json!(self.instructions));

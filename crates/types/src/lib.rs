@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod message;
+pub mod params;
 pub mod request;
 pub mod response;
 pub mod stream;

@@ -22,13 +22,21 @@ pub struct ChatRequest {
     /// Extended thinking: the model reasons before it answers, within a token budget.
     /// `None` leaves the model's default (no extended thinking).
     pub reasoning: Option<Reasoning>,
-    /// Sampling seed and log-probabilities: what OpenAI-style APIs add to `inferenceConfig`.
+    /// Sampling settings beyond `inferenceConfig` (seed, log-probabilities, top-k,
+    /// penalties, logit bias, parallel tool calls).
     pub generation: Generation,
+    /// The end user the call is made for (OpenAI `user`, Anthropic `metadata.user_id`): sent
+    /// to upstreams that take it; it does not shape the answer.
+    pub end_user: Option<String>,
+    /// Parameters of the caller's dialect with no canonical equivalent, forwarded unchanged
+    /// to an upstream of the same dialect ([`crate::params`]).
+    pub native: Option<crate::params::Native>,
 }
 
-/// Generation settings that Converse's `inferenceConfig` does not have: OpenAI's `seed`,
-/// `logprobs` and `top_logprobs`. Each provider honours, forwards or refuses them explicitly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Generation settings that Converse's `inferenceConfig` does not have, each in the one form
+/// every dialect that has it maps to. Each provider honours, forwards, maps, drops (naming it)
+/// or refuses them explicitly; the fates are listed in `docs/front-doors.md`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Generation {
     /// Sampling seed: the same seed, input and settings give the same output on models that
@@ -39,6 +47,25 @@ pub struct Generation {
     /// (0 to [`Generation::MAX_TOP_LOGPROBS`]); `None` returns none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u8>,
+    /// Sample only from the `k` most likely tokens (Anthropic `top_k`; Converse
+    /// `additionalModelRequestFields.top_k`; the extension of vLLM, Ollama and llama.cpp's
+    /// OpenAI-compatible servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// OpenAI `frequency_penalty` (-2 to 2): lowers a token's odds by how often it appeared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    /// OpenAI `presence_penalty` (-2 to 2): lowers a token's odds once it has appeared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// OpenAI `logit_bias`: token id → bias (-100 to 100) added to its logit. Token ids are the
+    /// serving model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<std::collections::BTreeMap<u32, f32>>,
+    /// Whether the model may call several tools in one turn (OpenAI `parallel_tool_calls`;
+    /// Anthropic's `disable_parallel_tool_use` is its negation). `None` is the model's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl Generation {
@@ -47,7 +74,32 @@ impl Generation {
 
     /// Whether anything is set.
     pub fn is_empty(&self) -> bool {
-        self.seed.is_none() && self.logprobs.is_none()
+        *self == Self::default()
+    }
+
+    /// Check OpenAI's ranges; messages name the OpenAI field.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::validation(m).with_code("invalid_value"));
+        for (name, v) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if v.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
+                return bad(format!("{name} must be between -2 and 2"));
+            }
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k must be a positive integer".into());
+        }
+        if let Some(bias) = &self.logit_bias {
+            if bias.len() > 300 {
+                return bad("logit_bias may have at most 300 entries".into());
+            }
+            if let Some((token, _)) = bias.iter().find(|(_, b)| !(-100.0..=100.0).contains(*b)) {
+                return bad(format!("logit_bias.{token} must be between -100 and 100"));
+            }
+        }
+        Ok(())
     }
 }
 

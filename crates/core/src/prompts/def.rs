@@ -637,6 +637,8 @@ impl PromptDef {
                 response_format,
                 reasoning: None,
                 generation: Default::default(),
+                end_user: None,
+                native: None,
             },
             response_schema,
         })

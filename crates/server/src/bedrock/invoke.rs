@@ -95,7 +95,7 @@ pub(super) fn chat_request(
     body: &[u8],
 ) -> Result<ChatRequest, Error> {
     match invocation(state, requested, body)? {
-        (_, Invocation::Chat(request)) => Ok(request),
+        (_, Invocation::Chat(request)) => Ok(*request),
         (_, Invocation::Embed(..)) => Err(Error::validation(
             "CountTokens counts the input of text-generation models; this is an embedding model.",
         )),
@@ -165,7 +165,7 @@ pub async fn invoke(
             let (format, invocation) = invocation(&state, &model_id, &body)?;
             let (json, input, output) = match invocation {
                 Invocation::Chat(request) => {
-                    let r = state.gateway.converse(&ctx, request).await?.value;
+                    let r = state.gateway.converse(&ctx, *request).await?.value;
                     let mut json = native::chat_response(format, display_model(&model_id), &r);
                     // Bedrock's guardrail members of a native body.
                     if ctx.guardrail_request().is_some() {
@@ -229,7 +229,7 @@ pub async fn invoke_stream(
                     "The model is unsupported for streaming: embedding models answer with InvokeModel.",
                 ));
             };
-            let events = state.gateway.converse_stream(&ctx, request).await?.value;
+            let events = state.gateway.converse_stream(&ctx, *request).await?.value;
             let mut chunker = Chunker::new(format, display_model(&model_id));
             let body = eventstream::body(
                 eventstream::Operation::InvokeWithResponseStream,

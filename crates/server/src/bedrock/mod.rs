@@ -30,9 +30,10 @@ use axum::{Extension, Json};
 use modelgate_core::guardrails::layer::Location;
 use modelgate_core::guardrails::{GuardText, GuardrailRequest, Qualifier, StreamMode, TraceMode};
 use modelgate_core::CallContext;
+use modelgate_types::params::{Native, NativeParam, Wire};
 use modelgate_types::{
-    ChatRequest, ChatResponse, Error, InferenceConfig, Message, Reasoning, ResponseFormat,
-    StreamEvent, SystemBlock, ToolConfig,
+    ChatRequest, ChatResponse, Error, Generation, InferenceConfig, Message, Reasoning,
+    ResponseFormat, StreamEvent, SystemBlock, ToolConfig,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -61,15 +62,16 @@ struct ConverseBody {
     /// The variables of a prompt run through its ARN as `modelId`.
     #[serde(default)]
     prompt_variables: Option<std::collections::BTreeMap<String, PromptVariable>>,
+    // Native parameters: Bedrock upstreams get them as sent (`modelgate_types::params`).
     #[serde(default, rename = "additionalModelResponseFieldPaths")]
-    _additional_model_response_field_paths: Option<IgnoredAny>,
+    additional_model_response_field_paths: Option<Value>,
     /// Routing rules may match on it; `user` keeps sticky routing on one arm.
     #[serde(default)]
     request_metadata: Option<Value>,
-    #[serde(default, rename = "performanceConfig")]
-    _performance_config: Option<IgnoredAny>,
-    #[serde(default, rename = "serviceTier")]
-    _service_tier: Option<IgnoredAny>,
+    #[serde(default)]
+    performance_config: Option<Value>,
+    #[serde(default)]
+    service_tier: Option<Value>,
     #[serde(default)]
     output_config: Option<OutputConfig>,
 }
@@ -218,14 +220,14 @@ fn take_guard_content(
     ))
 }
 
-/// `outputConfig`: structured output (`textFormat`); `effort` is accepted and not acted on.
+/// `outputConfig`: structured output (`textFormat`); `effort` is a native parameter.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct OutputConfig {
     #[serde(default)]
     text_format: Option<TextFormat>,
-    #[serde(default, rename = "effort")]
-    _effort: Option<IgnoredAny>,
+    #[serde(default)]
+    effort: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +278,35 @@ impl OutputConfig {
             strict: true,
         }))
     }
+}
+
+/// `additionalModelRequestFields` split: `top_k` becomes canonical (the reasoning settings are
+/// read by [`additional_reasoning`]); the model's other settings stay native parameters.
+fn additional_fields(fields: Option<&Value>) -> Result<(Option<u32>, Vec<NativeParam>), Error> {
+    const PARENT: &str = "additionalModelRequestFields";
+    let Some(fields) = fields else {
+        return Ok((None, Vec::new()));
+    };
+    let fields = fields
+        .as_object()
+        .ok_or_else(|| Error::validation(format!("{PARENT} must be a JSON object")))?;
+    let top_k = match fields.get("top_k") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|k| u32::try_from(k).ok())
+                .filter(|k| *k > 0)
+                .ok_or_else(|| {
+                    Error::validation(format!("{PARENT}.top_k must be a positive integer"))
+                })?,
+        ),
+    };
+    let native = fields
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "top_k" | "thinking" | "reasoningConfig"))
+        .map(|(k, v)| NativeParam::under(PARENT, k.clone(), v.clone()))
+        .collect();
+    Ok((top_k, native))
 }
 
 /// The reasoning budget in `additionalModelRequestFields`: Claude's `thinking` object, or
@@ -408,18 +439,42 @@ fn parse_converse_full(
             "A conversation must start with a user message. Try again with a conversation that starts with a user message.",
         ));
     }
+    let additional = wire.additional_model_request_fields.as_ref();
+    let (top_k, mut native) = additional_fields(additional)?;
+    let (effort, response_format) = match wire.output_config {
+        Some(config) => (config.effort.clone(), config.response_format()?),
+        None => (None, None),
+    };
+    native.extend(
+        [
+            (
+                "additionalModelResponseFieldPaths",
+                wire.additional_model_response_field_paths,
+            ),
+            ("performanceConfig", wire.performance_config),
+            ("serviceTier", wire.service_tier),
+            ("requestMetadata", metadata.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| Some(NativeParam::top(name, v?))),
+    );
+    if let Some(effort) = effort {
+        native.push(NativeParam::under("outputConfig", "effort", effort));
+    }
     let request = ChatRequest {
         model: model_id,
         system: wire.system.unwrap_or_default(),
         messages: wire.messages.unwrap_or_default(),
         inference: wire.inference_config.unwrap_or_default(),
         tools: wire.tool_config,
-        response_format: match wire.output_config {
-            Some(config) => config.response_format()?,
-            None => None,
+        response_format,
+        reasoning: additional_reasoning(additional)?,
+        generation: Generation {
+            top_k,
+            ..Generation::default()
         },
-        reasoning: additional_reasoning(wire.additional_model_request_fields.as_ref())?,
-        generation: Default::default(),
+        end_user: None,
+        native: Native::new(Wire::Bedrock, native),
     };
     Ok(ParsedConverse {
         request,
@@ -636,6 +691,8 @@ pub async fn count_tokens(
                 response_format: None,
                 reasoning: None,
                 generation: Default::default(),
+                end_user: None,
+                native: None,
             },
             (None, Some(invoke_model)) => {
                 use base64::Engine as _;

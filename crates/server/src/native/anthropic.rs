@@ -7,12 +7,13 @@
 
 use std::time::Instant;
 
+use modelgate_types::params::{Native, NativeParam, Wire};
 use modelgate_types::vocab;
 use modelgate_types::{
     BinarySource, CachePoint, ChatRequest, ChatResponse, ContentBlock, ContentBlockDelta,
-    ContentBlockStart, DocumentBlock, Error, ImageBlock, InferenceConfig, Message, Reasoning,
-    ReasoningBlock, ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool, ToolConfig,
-    ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
+    ContentBlockStart, DocumentBlock, Error, Generation, ImageBlock, InferenceConfig, Message,
+    Reasoning, ReasoningBlock, ResponseFormat, Role, StopReason, StreamEvent, SystemBlock, Tool,
+    ToolConfig, ToolResultBlock, ToolResultContent, ToolSpec, ToolUseBlock,
 };
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -22,8 +23,11 @@ use super::{invalid, metrics_json, positive};
 
 /// A Messages request body. Which of `model`, `stream` and `anthropic_version` must or must not
 /// be present depends on the front door; [`MessagesBody::into_canonical`] leaves that to it.
+///
+/// Members with no canonical form (`service_tier`, `container`, …, and on the Messages door
+/// members it does not know) are kept as native parameters: Anthropic upstreams get them as
+/// sent; other providers drop, keep or refuse each (`modelgate_types::params`).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MessagesBody {
     #[serde(default)]
     pub model: Option<String>,
@@ -58,26 +62,13 @@ pub struct MessagesBody {
     thinking: Option<Value>,
     #[serde(default)]
     output_config: Option<OutputConfig>,
-    // Accepted, not acted on (documented).
-    /// `user_id` keeps sticky routing on one arm; routing rules may match on its fields.
+    /// `user_id` is the canonical end user and keeps sticky routing on one arm; routing
+    /// rules may match on its fields.
     #[serde(default)]
     pub metadata: Option<Value>,
-    #[serde(default, rename = "service_tier")]
-    _service_tier: Option<IgnoredAny>,
-    #[serde(default, rename = "cache_control")]
-    _cache_control: Option<IgnoredAny>,
-    #[serde(default, rename = "container")]
-    _container: Option<IgnoredAny>,
-    #[serde(default, rename = "diagnostics")]
-    _diagnostics: Option<IgnoredAny>,
-    #[serde(default, rename = "inference_geo")]
-    _inference_geo: Option<IgnoredAny>,
-    #[serde(default, rename = "speed")]
-    _speed: Option<IgnoredAny>,
-    #[serde(default, rename = "user_profile_id")]
-    _user_profile_id: Option<IgnoredAny>,
-    #[serde(default, rename = "workspace_id")]
-    _workspace_id: Option<IgnoredAny>,
+    /// Everything else: native parameters.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
 }
 
 /// `output_config`: `effort` is a hint this gateway's models have no use for; `format`
@@ -86,11 +77,27 @@ pub struct MessagesBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OutputConfig {
-    #[serde(default, rename = "effort")]
-    _effort: Option<IgnoredAny>,
+    /// A native parameter (`output_config.effort`).
+    #[serde(default)]
+    effort: Option<Value>,
     #[serde(default)]
     format: Option<Value>,
 }
+
+/// Members of the Messages API that have no canonical form; any other member is unknown to
+/// it (the Messages door forwards unknown members to Anthropic upstreams all the same).
+const NATIVE_MEMBERS: &[&str] = &[
+    "service_tier",
+    "cache_control",
+    "container",
+    "context_management",
+    "diagnostics",
+    "inference_geo",
+    "mcp_servers",
+    "speed",
+    "user_profile_id",
+    "workspace_id",
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,19 +228,38 @@ struct WireTool {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum WireToolChoice {
     Auto {
-        #[serde(default, rename = "disable_parallel_tool_use")]
-        _disable_parallel_tool_use: Option<bool>,
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
     },
     Any {
-        #[serde(default, rename = "disable_parallel_tool_use")]
-        _disable_parallel_tool_use: Option<bool>,
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
     },
     Tool {
         name: String,
-        #[serde(default, rename = "disable_parallel_tool_use")]
-        _disable_parallel_tool_use: Option<bool>,
+        #[serde(default)]
+        disable_parallel_tool_use: Option<bool>,
     },
     None {},
+}
+
+impl WireToolChoice {
+    /// `disable_parallel_tool_use` as OpenAI's `parallel_tool_calls` (its negation).
+    fn parallel_tool_calls(&self) -> Option<bool> {
+        match self {
+            WireToolChoice::Auto {
+                disable_parallel_tool_use,
+            }
+            | WireToolChoice::Any {
+                disable_parallel_tool_use,
+            }
+            | WireToolChoice::Tool {
+                disable_parallel_tool_use,
+                ..
+            } => disable_parallel_tool_use.map(|d| !d),
+            WireToolChoice::None {} => None,
+        }
+    }
 }
 
 /// `image/png` → `png`, the Converse image / document format names.
@@ -346,6 +372,14 @@ fn block(b: WireBlock, at: &str) -> Result<ContentBlock, Error> {
 }
 
 impl MessagesBody {
+    /// The first member the Messages API does not define, if any (InvokeModel refuses it).
+    pub fn unknown_member(&self) -> Option<&str> {
+        self.rest
+            .keys()
+            .map(String::as_str)
+            .find(|k| !NATIVE_MEMBERS.contains(k))
+    }
+
     /// Give `max_tokens` a value when the caller sent none (token counting takes none).
     pub fn set_max_tokens_if_missing(&mut self, n: i64) {
         self.max_tokens.get_or_insert(n);
@@ -369,7 +403,19 @@ impl MessagesBody {
             return Err(invalid("max_tokens: field required"));
         }
         let max_tokens = positive("max_tokens", self.max_tokens)?;
-        let _ = self.top_k;
+        if self.top_k == Some(0) {
+            return Err(invalid("top_k: Input should be greater than or equal to 1"));
+        }
+        let end_user = match self.metadata.as_ref().and_then(|m| m.get("user_id")) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(u)) => Some(u.clone()),
+            Some(_) => return Err(invalid("metadata.user_id: Input should be a valid string")),
+        };
+        let mut native: Vec<NativeParam> = self
+            .rest
+            .into_iter()
+            .map(|(name, value)| NativeParam::top(name, value))
+            .collect();
         let reasoning = match self.thinking {
             None | Some(Value::Null) => None,
             Some(thinking) => {
@@ -383,7 +429,13 @@ impl MessagesBody {
                 ));
             }
         }
-        let response_format = match self.output_config.and_then(|c| c.format) {
+        let (effort, format) = self
+            .output_config
+            .map_or((None, None), |c| (c.effort, c.format));
+        if let Some(effort) = effort {
+            native.push(NativeParam::under("output_config", "effort", effort));
+        }
+        let response_format = match format {
             None | Some(Value::Null) => None,
             Some(format) => {
                 if format.get("type").and_then(Value::as_str) != Some("json_schema") {
@@ -458,6 +510,10 @@ impl MessagesBody {
                 tool_choice: None,
             }),
         };
+        let parallel_tool_calls = self
+            .tool_choice
+            .as_ref()
+            .and_then(WireToolChoice::parallel_tool_calls);
         match (self.tool_choice, tools.as_mut()) {
             // `none` without tools asks for nothing.
             (Some(WireToolChoice::None {}), None) | (None, _) => {}
@@ -490,7 +546,13 @@ impl MessagesBody {
             tools,
             response_format,
             reasoning,
-            generation: Default::default(),
+            generation: Generation {
+                top_k: self.top_k,
+                parallel_tool_calls,
+                ..Generation::default()
+            },
+            end_user,
+            native: Native::new(Wire::Anthropic, native),
         })
     }
 }
@@ -761,10 +823,22 @@ mod tests {
         b["max_tokens"] = json!(5);
         b["tool_choice"] = json!({"type": "any"});
         assert!(parse(b).is_err());
+        // A member the Messages API does not define is a native parameter here (the
+        // provider decides; InvokeModel refuses it before parsing); `top_k` must be positive.
         let mut b = base;
         b["max_tokens"] = json!(5);
         b["bogus"] = json!(1);
-        assert!(parse(b).is_err());
+        b["service_tier"] = json!("auto");
+        b["output_config"] = json!({"effort": "low"});
+        b["metadata"] = json!({"user_id": "u-9"});
+        b["top_k"] = json!(4);
+        let r = parse(b.clone()).unwrap();
+        let paths: Vec<String> = r.native.unwrap().params.iter().map(|p| p.path()).collect();
+        assert_eq!(paths, ["bogus", "service_tier", "output_config.effort"]);
+        assert_eq!(r.end_user.as_deref(), Some("u-9"));
+        assert_eq!(r.generation.top_k, Some(4));
+        b["top_k"] = json!(0);
+        assert!(parse(b).unwrap_err().message.contains("top_k"));
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub fn detect(requested: &str, model: &ModelInfo, body: &Value) -> Result<Native
 /// What an InvokeModel body asks for.
 pub enum Invocation {
     /// Generate text.
-    Chat(ChatRequest),
+    Chat(Box<ChatRequest>),
     /// Embed texts; the shape says how to answer.
     Embed(EmbedRequest, EmbedShape),
 }
@@ -130,6 +130,9 @@ pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<Invocat
                     "extraneous key [model/stream/cache] is not permitted; the model is named in the URL",
                 ));
             }
+            if let Some(key) = b.unknown_member() {
+                return Err(invalid(format!("extraneous key [{key}] is not permitted")));
+            }
             match b.anthropic_version.as_deref() {
                 Some(v) if v.starts_with("bedrock-") => {}
                 Some(v) => {
@@ -139,12 +142,13 @@ pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<Invocat
                 }
                 None => return Err(invalid("anthropic_version: field required")),
             }
-            b.into_canonical(model).map(Invocation::Chat)
+            b.into_canonical(model)
+                .map(|r| Invocation::Chat(Box::new(r)))
         }
         NativeFormat::TitanEmbed | NativeFormat::CohereEmbed => {
             embed::parse(format, model, body).map(|(r, s)| Invocation::Embed(r, s))
         }
-        _ => text::parse(format, model, body).map(Invocation::Chat),
+        _ => text::parse(format, model, body).map(|r| Invocation::Chat(Box::new(r))),
     }
 }
 

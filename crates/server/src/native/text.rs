@@ -89,6 +89,7 @@ fn request(
     model: String,
     conversation: prompt::Conversation,
     inference: InferenceConfig,
+    top_k: Option<u32>,
 ) -> ChatRequest {
     ChatRequest {
         model,
@@ -98,7 +99,12 @@ fn request(
         tools: None,
         response_format: None,
         reasoning: None,
-        generation: Default::default(),
+        generation: modelgate_types::Generation {
+            top_k,
+            ..Default::default()
+        },
+        end_user: None,
+        native: None,
     }
 }
 
@@ -107,7 +113,7 @@ pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<ChatReq
     match format {
         NativeFormat::AnthropicText => {
             let b: ClaudeText = typed(body)?;
-            let _ = (b.top_k, b.anthropic_version);
+            let _ = b.anthropic_version;
             let Some(max) = b.max_tokens_to_sample else {
                 return Err(invalid("max_tokens_to_sample: field required"));
             };
@@ -123,6 +129,7 @@ pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<ChatReq
                     top_p: b.top_p,
                     stop_sequences: b.stop_sequences.unwrap_or_default(),
                 },
+                b.top_k,
             ))
         }
         NativeFormat::TitanText => {
@@ -143,6 +150,7 @@ pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<ChatReq
                     top_p: c.top_p,
                     stop_sequences: c.stop_sequences.unwrap_or_default(),
                 },
+                None,
             ))
         }
         NativeFormat::Llama => {
@@ -156,11 +164,11 @@ pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<ChatReq
                     top_p: b.top_p,
                     stop_sequences: Vec::new(),
                 },
+                None,
             ))
         }
         _ => {
             let b: Mistral = typed(body)?;
-            let _ = b.top_k;
             Ok(request(
                 model,
                 prompt::parse(&b.prompt),
@@ -170,6 +178,7 @@ pub fn parse(format: NativeFormat, model: String, body: Value) -> Result<ChatReq
                     top_p: b.top_p,
                     stop_sequences: b.stop.unwrap_or_default(),
                 },
+                b.top_k,
             ))
         }
     }
