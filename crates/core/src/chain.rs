@@ -224,7 +224,7 @@ where
                     continue;
                 }
                 tried.served.served_by.clone_from(&model.info.id);
-                tried.served.dropped = fit.dropped;
+                tried.served.dropped = fit.dropped();
                 return Ok((value, Arc::clone(model), endpoint));
             }
             Err((error, n)) => {

@@ -319,18 +319,12 @@ fn messages_body(model: &str, request: &ChatRequest, stream: bool) -> Result<Val
         }
         // OpenAI's `parallel_tool_calls: false` is Anthropic's `disable_parallel_tool_use`.
         if generation.parallel_tool_calls == Some(false) {
-            let choice = body
-                .as_object_mut()
-                .and_then(|b| b.get_mut("tool_choice"))
-                .and_then(Value::as_object_mut);
-            match choice {
-                Some(c) if c.get("type").and_then(Value::as_str) != Some("none") => {
-                    c.insert("disable_parallel_tool_use".into(), json!(true));
-                }
-                Some(_) => {}
-                None => {
-                    body["tool_choice"] = json!({"type": "auto", "disable_parallel_tool_use": true})
-                }
+            let choice = &mut body["tool_choice"];
+            if choice.is_null() {
+                *choice = json!({"type": "auto"});
+            }
+            if choice["type"] != "none" {
+                choice["disable_parallel_tool_use"] = json!(true);
             }
         }
     }

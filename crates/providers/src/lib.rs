@@ -127,7 +127,7 @@ impl Capabilities {
             if self.wire != Some(native.wire) {
                 for param in &native.params {
                     match native.foreign_fate(param) {
-                        Fate::Dropped => fit.dropped.push(param.path()),
+                        Fate::Dropped => fit.native_dropped.push(param.path()),
                         Fate::Kept => {}
                         Fate::Refused(why) => {
                             return Err(Error::validation(why).with_code("unsupported_parameter"))
@@ -137,47 +137,99 @@ impl Capabilities {
                 fit.strip_native = true;
             }
         }
-        if !self.seed && generation.seed.is_some() {
-            fit.dropped.push("seed".into());
-        }
-        if !self.penalties {
-            if generation.frequency_penalty.is_some() {
-                fit.dropped.push("frequency_penalty".into());
-            }
-            if generation.presence_penalty.is_some() {
-                fit.dropped.push("presence_penalty".into());
-            }
-        }
-        // Converse has no switch for parallel tool calls: asking for none cannot be kept.
-        if self.wire == Some(Wire::Bedrock) && generation.parallel_tool_calls == Some(false) {
-            fit.dropped.push("parallel_tool_calls".into());
-        }
-        if self.wire == Some(Wire::Bedrock)
-            && request
-                .end_user
-                .as_deref()
-                .is_some_and(|u| !bedrock::metadata_value_fits(u))
-        {
-            fit.dropped.push("user".into());
-        }
+        let on_bedrock = self.wire == Some(Wire::Bedrock);
+        let unsent = [
+            (Unsent::Seed, !self.seed && generation.seed.is_some()),
+            (
+                Unsent::FrequencyPenalty,
+                !self.penalties && generation.frequency_penalty.is_some(),
+            ),
+            (
+                Unsent::PresencePenalty,
+                !self.penalties && generation.presence_penalty.is_some(),
+            ),
+            // Converse has no switch for parallel tool calls: asking for none cannot be kept.
+            (
+                Unsent::ParallelToolCalls,
+                on_bedrock && generation.parallel_tool_calls == Some(false),
+            ),
+            (
+                Unsent::EndUser,
+                on_bedrock
+                    && request
+                        .end_user
+                        .as_deref()
+                        .is_some_and(|u| !bedrock::metadata_value_fits(u)),
+            ),
+        ];
+        fit.unsent = unsent
+            .into_iter()
+            .filter_map(|(u, drop)| drop.then_some(u))
+            .collect();
         Ok(fit)
     }
 }
 
-/// What [`Capabilities::fit`] takes out of a request: parameters named in
-/// `x-modelgate-dropped-params`, and native parameters of another dialect.
+/// A canonical setting a provider cannot take: left out, and named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsent {
+    Seed,
+    FrequencyPenalty,
+    PresencePenalty,
+    ParallelToolCalls,
+    EndUser,
+}
+
+impl Unsent {
+    /// The name the OpenAI dialect gives it (`x-modelgate-dropped-params`).
+    fn name(self) -> &'static str {
+        match self {
+            Unsent::Seed => "seed",
+            Unsent::FrequencyPenalty => "frequency_penalty",
+            Unsent::PresencePenalty => "presence_penalty",
+            Unsent::ParallelToolCalls => "parallel_tool_calls",
+            Unsent::EndUser => "user",
+        }
+    }
+
+    fn clear(self, request: &mut ChatRequest) {
+        let generation = &mut request.generation;
+        match self {
+            Unsent::Seed => generation.seed = None,
+            Unsent::FrequencyPenalty => generation.frequency_penalty = None,
+            Unsent::PresencePenalty => generation.presence_penalty = None,
+            Unsent::ParallelToolCalls => generation.parallel_tool_calls = None,
+            Unsent::EndUser => request.end_user = None,
+        }
+    }
+}
+
+/// What [`Capabilities::fit`] takes out of a request: canonical settings the provider cannot
+/// take, and native parameters of another dialect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fit {
-    /// The parameters left out, as the caller named them.
-    pub dropped: Vec<String>,
+    /// Native parameters left out that the answer names (the others are the gateway's own).
+    native_dropped: Vec<String>,
+    /// Canonical settings left out.
+    unsent: Vec<Unsent>,
     /// The request's native parameters cannot be sent (another dialect's).
-    pub strip_native: bool,
+    strip_native: bool,
 }
 
 impl Fit {
     /// Whether the request goes as it is.
     pub fn is_empty(&self) -> bool {
-        self.dropped.is_empty() && !self.strip_native
+        self.unsent.is_empty() && !self.strip_native
+    }
+
+    /// The parameters left out, as the caller named them (`x-modelgate-dropped-params`).
+    pub fn dropped(&self) -> Vec<String> {
+        let canonical = self.unsent.iter().map(|u| u.name().to_string());
+        self.native_dropped
+            .iter()
+            .cloned()
+            .chain(canonical)
+            .collect()
     }
 
     /// Take out of `request` what this provider cannot take.
@@ -185,16 +237,8 @@ impl Fit {
         if self.strip_native {
             request.native = None;
         }
-        let generation = &mut request.generation;
-        for name in &self.dropped {
-            match name.as_str() {
-                "seed" => generation.seed = None,
-                "frequency_penalty" => generation.frequency_penalty = None,
-                "presence_penalty" => generation.presence_penalty = None,
-                "parallel_tool_calls" => generation.parallel_tool_calls = None,
-                "user" => request.end_user = None,
-                _ => {}
-            }
+        for u in &self.unsent {
+            u.clear(request);
         }
     }
 }
@@ -585,7 +629,7 @@ mod tests {
         // Anthropic: no seed or penalties; `store` is OpenAI's own; metadata stays here.
         let fit = caps(Some(Wire::Anthropic)).fit(&request).unwrap();
         assert_eq!(
-            fit.dropped,
+            fit.dropped(),
             ["store", "seed", "frequency_penalty", "presence_penalty"]
         );
         assert!(fit.strip_native);
@@ -602,11 +646,11 @@ mod tests {
         assert_eq!(adapted.end_user.as_deref(), Some("u-1"));
         // Bedrock: no switch for parallel tool calls either.
         let fit = caps(Some(Wire::Bedrock)).fit(&request).unwrap();
-        assert!(fit.dropped.iter().any(|d| d == "parallel_tool_calls"));
+        assert!(fit.dropped().iter().any(|d| d == "parallel_tool_calls"));
         // The embedded model honours the canonical settings; native ones are another
         // dialect's.
         let fit = caps(None).fit(&request).unwrap();
-        assert_eq!(fit.dropped, ["store"]);
+        assert_eq!(fit.dropped(), ["store"]);
         // Logit bias and log-probabilities cannot be dropped: the call is refused.
         let mut biased = request.clone();
         biased.generation.logit_bias = Some([(42, 1.0)].into());
@@ -617,11 +661,11 @@ mod tests {
         let mut odd = request;
         odd.end_user = Some("Bob <bob@example.com>".into());
         let fit = caps(Some(Wire::Bedrock)).fit(&odd).unwrap();
-        assert!(fit.dropped.iter().any(|d| d == "user"));
+        assert!(fit.dropped().iter().any(|d| d == "user"));
         assert!(!caps(Some(Wire::Anthropic))
             .fit(&odd)
             .unwrap()
-            .dropped
+            .dropped()
             .iter()
             .any(|d| d == "user"));
     }

@@ -175,7 +175,7 @@ impl CompletionRequest {
                 top_k: self.top_k,
             }
             .into_generation(logprobs)?,
-            end_user: crate::openai::end_user(self.user.map(Value::String).as_ref())?,
+            end_user: self.user,
             native: crate::openai::native(self.rest, self.metadata.as_ref()),
             model: self.model,
             echo: self.echo.unwrap_or(false),

@@ -30,6 +30,21 @@ impl Wire {
             Wire::Bedrock => "Bedrock Converse",
         }
     }
+
+    /// The dialect's parameters with no canonical form, and their fate elsewhere.
+    fn table(self) -> &'static [(&'static str, Foreign)] {
+        match self {
+            Wire::OpenAi => OPENAI,
+            Wire::Anthropic => ANTHROPIC,
+            Wire::Bedrock => BEDROCK,
+        }
+    }
+
+    /// Whether the dialect defines the parameter at `path` (dotted, as
+    /// [`NativeParam::path`]); members it does not define are its API's "unknown" ones.
+    pub fn defines(self, path: &str) -> bool {
+        self.table().iter().any(|(name, _)| *name == path)
+    }
 }
 
 /// One parameter: a top-level member, or a member of a top-level object (`parent`), as in
@@ -126,17 +141,12 @@ impl Native {
 
     /// The fate of `param` of this dialect on a provider that speaks another (or none).
     pub fn foreign_fate(&self, param: &NativeParam) -> Fate {
-        let known = match self.wire {
-            Wire::OpenAi => OPENAI,
-            Wire::Anthropic => ANTHROPIC,
-            Wire::Bedrock => BEDROCK,
-        };
         let path = param.path();
         let matches = |name: &str| match name.strip_suffix(".*") {
             Some(parent) => param.parent == Some(parent),
             None => name == path,
         };
-        match known.iter().find(|(name, _)| matches(name)) {
+        match self.wire.table().iter().find(|(name, _)| matches(name)) {
             Some((_, Foreign::Drop)) => Fate::Dropped,
             Some((_, Foreign::Keep)) => Fate::Kept,
             Some((_, Foreign::Refuse(why))) => Fate::Refused(format!(

@@ -84,21 +84,6 @@ struct OutputConfig {
     format: Option<Value>,
 }
 
-/// Members of the Messages API that have no canonical form; any other member is unknown to
-/// it (the Messages door forwards unknown members to Anthropic upstreams all the same).
-const NATIVE_MEMBERS: &[&str] = &[
-    "service_tier",
-    "cache_control",
-    "container",
-    "context_management",
-    "diagnostics",
-    "inference_geo",
-    "mcp_servers",
-    "speed",
-    "user_profile_id",
-    "workspace_id",
-];
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireMessage {
@@ -377,7 +362,7 @@ impl MessagesBody {
         self.rest
             .keys()
             .map(String::as_str)
-            .find(|k| !NATIVE_MEMBERS.contains(k))
+            .find(|k| !Wire::Anthropic.defines(k))
     }
 
     /// Give `max_tokens` a value when the caller sent none (token counting takes none).
