@@ -966,7 +966,9 @@ mod tests {
             usage: Usage::new(3, 1),
             latency_ms: 5,
             logprobs: None,
-            stored_at_ms: now_ms(),
+            // Stored ten seconds ago, so the age checks below do not depend
+            // on which millisecond the clock reads between two calls.
+            stored_at_ms: now_ms() - 10_000,
             ttl_ms: 60_000,
             cost_nanos: 7,
         };
@@ -975,7 +977,13 @@ mod tests {
         assert_eq!(canonical, b"request");
         assert_eq!(back.response(), stored.response());
         assert!(back.fresh(None));
-        assert!(!back.fresh(Some(Duration::ZERO)) || back.age().is_zero());
+        assert!(back.fresh(Some(Duration::from_secs(30))));
+        assert!(!back.fresh(Some(Duration::from_secs(5))));
+        let expired = Stored {
+            ttl_ms: 5_000,
+            ..back
+        };
+        assert!(!expired.fresh(None));
         assert!(decode(b"MGC1\xff\xff\xff\xffx").is_none());
         assert!(decode(b"nope").is_none());
     }

@@ -62,6 +62,8 @@ pub struct AppState {
     pub responses: Option<Arc<dyn modelgate_store::ResponseStore>>,
     /// The declarative endpoints in force (replaced when the config file changes).
     pub endpoints: Arc<modelgate_core::endpoints::Endpoints>,
+    /// The event bus (none without a store).
+    pub events: Option<Arc<crate::events::Bus>>,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
             prompts: None,
             responses: None,
             endpoints: Arc::default(),
+            events: None,
             flows: None,
         }
     }
@@ -154,7 +157,7 @@ pub fn router(state: AppState) -> Router {
 fn routes(state: AppState) -> Router {
     let limit = state.max_body_bytes;
     let router = Router::new()
-        // AWS JSON-protocol services (`X-Amz-Target`): Step Functions.
+        // AWS JSON-protocol services (`X-Amz-Target`): Step Functions, EventBridge.
         .route("/", post(crate::flows::api::handle))
         // Health.
         .route("/healthz", get(healthz))
@@ -188,6 +191,7 @@ fn routes(state: AppState) -> Router {
         .route("/admin/routing/rollout", post(admin::rollout_routing))
         .route("/admin/routing/stats", get(admin::routing_stats))
         .route("/admin/invocations/{request_id}", get(admin::invocation))
+        .route("/admin/events", get(crate::events::admin_list))
         .route("/admin/jobs", get(jobs::api::admin_list))
         .route("/admin/jobs/redrive", post(jobs::api::admin_redrive))
         .route("/admin/jobs/{id}", get(jobs::api::admin_get))

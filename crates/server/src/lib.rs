@@ -11,6 +11,7 @@ pub mod bedrock;
 pub mod completions;
 pub mod endpoints;
 pub mod errors;
+pub mod events;
 pub mod flows;
 pub mod guardrails;
 pub mod jobs;

@@ -124,6 +124,12 @@ enum Command {
         #[command(subcommand)]
         command: FlowsCommand,
     },
+    /// The event bus on a running gateway: put events, read rules and targets, follow events
+    /// and their deliveries.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Prompt templates on a running gateway: create, look at, render, review, publish and
     /// compare versions.
     Prompts {
@@ -398,6 +404,60 @@ enum JobsCommand {
     },
 }
 
+/// `modelgate events …`
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Put one event on a bus and print its id.
+    Put {
+        /// `Source`.
+        #[arg(long)]
+        source: String,
+        /// `DetailType`.
+        #[arg(long)]
+        detail_type: String,
+        /// `Detail`: a JSON object.
+        #[arg(long, default_value = "{}")]
+        detail: String,
+        /// The bus (default: `default`).
+        #[arg(long)]
+        bus: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// The rules of a bus: name, state, pattern.
+    Rules {
+        /// The bus (default: `default`).
+        #[arg(long)]
+        bus: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// A rule's targets: id and ARN.
+    Targets {
+        /// The rule.
+        rule: String,
+        /// The bus (default: `default`).
+        #[arg(long)]
+        bus: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Stored events with their deliveries (an administrator's view), one JSON line each.
+    Tail {
+        /// Only this bus.
+        #[arg(long)]
+        bus: Option<String>,
+        /// Only events received this long ago or later (`10m`, `2h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Keep following new events.
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
 /// `modelgate flows …`
 #[derive(Subcommand)]
 enum FlowsCommand {
@@ -548,6 +608,7 @@ fn main() -> ExitCode {
         } => logs_command(config, since, filters, follow, json),
         Command::Jobs { command, config } => jobs_command(command, config),
         Command::Flows { command } => flows_command(command),
+        Command::Events { command } => events_command(command),
         Command::Prompts { command } => prompts_command(command),
         Command::Endpoints { command, config } => endpoints_command(command, config),
         Command::Batch {
@@ -813,6 +874,48 @@ fn endpoints_command(command: EndpointsCommand, config: Option<PathBuf>) -> anyh
         }
     }
     Ok(())
+}
+
+fn events_command(command: EventsCommand) -> anyhow::Result<()> {
+    use modelgate_server::events::cli;
+    runtime()?.block_on(async move {
+        match command {
+            EventsCommand::Put {
+                source,
+                detail_type,
+                detail,
+                bus,
+                remote,
+            } => {
+                cli::put(
+                    &remote.remote(),
+                    &source,
+                    &detail_type,
+                    &detail,
+                    bus.as_deref(),
+                )
+                .await
+            }
+            EventsCommand::Rules { bus, remote } => {
+                cli::rules(&remote.remote(), bus.as_deref()).await
+            }
+            EventsCommand::Targets { rule, bus, remote } => {
+                cli::targets(&remote.remote(), &rule, bus.as_deref()).await
+            }
+            EventsCommand::Tail {
+                bus,
+                since,
+                follow,
+                remote,
+            } => {
+                let since_ms = since.map(|d| {
+                    modelgate_core::keys::now_ms()
+                        - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+                });
+                cli::tail(&remote.remote(), bus.as_deref(), since_ms, follow).await
+            }
+        }
+    })
 }
 
 fn flows_command(command: FlowsCommand) -> anyhow::Result<()> {
@@ -1188,6 +1291,11 @@ fn serve(
         state.metrics_protected = config.metrics.protected;
         state.trace_sample_ratio = config.traces.sample_ratio;
         state.jobs = Some(Arc::clone(&jobs));
+        state.events = Some(Arc::new(modelgate_server::events::Bus::new(
+            Arc::clone(&stores.events),
+            Arc::clone(&jobs),
+            state.site.clone(),
+        )));
         state.prompts = Some(prompts);
         state.endpoints = Arc::new(
             modelgate_core::endpoints::Endpoints::new(

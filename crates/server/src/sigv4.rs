@@ -195,10 +195,11 @@ pub fn verify_with(
             "The security token included in the request is invalid.",
         ));
     };
-    // Bedrock's operations are signed for `bedrock`, Step Functions' (an AWS JSON call to
-    // `/` naming its target) for `states`.
+    // Bedrock's operations are signed for `bedrock`, Step Functions' and EventBridge's (AWS
+    // JSON calls to `/` naming their target) for `states` and `events`.
     let service = match headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         Some(t) if t.starts_with("AWSStepFunctions.") => "states",
+        Some(t) if t.starts_with("AWSEvents.") => "events",
         _ => SERVICE,
     };
     if auth.service != service {

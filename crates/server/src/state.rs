@@ -42,6 +42,8 @@ pub struct Stores {
     pub flows: Arc<dyn modelgate_store::ExecutionStore>,
     /// Stored Responses API responses.
     pub responses: Arc<dyn modelgate_store::ResponseStore>,
+    /// Event bus rules and events.
+    pub events: Arc<dyn modelgate_store::EventStore>,
     /// Whether the SQL store answers.
     pub ping: Ping,
     /// Where the state is, for messages.
@@ -127,7 +129,8 @@ fn sql<
         + modelgate_store::JobQueue
         + modelgate_store::BatchStore
         + modelgate_store::ExecutionStore
-        + modelgate_store::ResponseStore,
+        + modelgate_store::ResponseStore
+        + modelgate_store::EventStore,
 >(
     s: Arc<S>,
     ping: Ping,
@@ -145,6 +148,7 @@ fn sql<
         prompts: s.clone(),
         jobs: s.clone(),
         flows: s.clone(),
+        events: s.clone(),
         batches: s,
         counters,
         ping,

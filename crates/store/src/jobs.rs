@@ -165,6 +165,9 @@ pub enum JobEnd {
     Succeeded(serde_json::Value),
     /// It failed for good, with this result (the error answer) and message.
     Failed(serde_json::Value, String),
+    /// It failed in a way retrying would not change and goes to the dead-letter queue at
+    /// once, with this result and message (event deliveries: a target that refuses).
+    Dead(serde_json::Value, String),
 }
 
 /// What became of a failed attempt.

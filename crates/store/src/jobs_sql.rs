@@ -315,6 +315,7 @@ macro_rules! sql_jobs {
                         let (state, result, error) = match end {
                             JobEnd::Succeeded(r) => (JobState::Succeeded, r, None),
                             JobEnd::Failed(r, e) => (JobState::Failed, r, Some(e.clone())),
+                            JobEnd::Dead(r, e) => (JobState::Dead, r, Some(e.clone())),
                         };
                         q = q
                             .bind(id.clone())

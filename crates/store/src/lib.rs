@@ -15,6 +15,7 @@
 //! | stored Responses API responses | [`ResponseStore`] | SQLite file | PostgreSQL |
 //! | the job queue, results, callback deliveries | [`JobQueue`] | SQLite file (WAL) | PostgreSQL (`SKIP LOCKED`) |
 //! | batches and uploaded files' metadata | [`BatchStore`] | SQLite file | PostgreSQL |
+//! | event bus rules, targets and events | [`EventStore`] | SQLite file | PostgreSQL |
 //!
 //! Every implementation passes the one conformance suite in `tests/conformance.rs`. Times are
 //! Unix milliseconds; money is nano-dollars (10⁻⁹ USD) so that a few tokens of a cheap model
@@ -22,6 +23,8 @@
 
 mod cache;
 mod counters;
+mod events;
+mod events_sql;
 mod flows;
 mod flows_sql;
 mod jobs;
@@ -38,6 +41,7 @@ pub use cache::{
     CacheEntryInfo, CacheFilter, CacheKey, CacheStore, MemoryCache, RedisCache, VectorLog,
 };
 pub use counters::MemoryCounters;
+pub use events::*;
 pub use flows::*;
 pub use jobs::*;
 pub use records::*;

@@ -152,6 +152,11 @@ CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
         sqlite: RESPONSES,
         postgres: RESPONSES,
     },
+    Migration {
+        version: 10,
+        sqlite: crate::events_sql::EVENTS,
+        postgres: crate::events_sql::EVENTS,
+    },
 ];
 
 /// Version 9: stored Responses API responses, each with its owner (the caller's scope), the

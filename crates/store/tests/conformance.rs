@@ -1466,6 +1466,26 @@ async fn queue_behaves(q: Arc<dyn JobQueue>) {
     assert_eq!((d.id.as_str(), d.receives, d.max_receives), ("d", 2, 2));
     assert!(d.hook_state.is_none());
 
+    // A refusal retrying would not change goes to the dead-letter queue at once, receives
+    // left or not, and can be redriven like any dead job.
+    let mut e = new_job("dead-now", 0);
+    e.max_receives = 5;
+    q.enqueue(&[e]).await.unwrap();
+    let e = q.receive(1, VIS, &[]).await.unwrap().remove(0);
+    let refused = JobEnd::Dead(json!({"status": 404}), "404: no such endpoint".into());
+    assert!(q.complete("dead-now", e.lease(), &refused).await.unwrap());
+    let e = q.job("dead-now").await.unwrap().unwrap();
+    assert_eq!(
+        (e.state, e.last_error.as_deref()),
+        (JobState::Dead, Some("404: no such endpoint"))
+    );
+    assert_eq!(e.result, Some(json!({"status": 404})));
+    assert_eq!(q.redrive(Some("dead-now")).await.unwrap(), 1);
+    assert_eq!(
+        q.cancel("dead-now", None).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+
     // Cancelling: a running job's worker then cannot record.
     let cancelled = q.cancel("d", Some("alice")).await.unwrap().unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
@@ -2037,5 +2057,162 @@ async fn postgres_executions() {
         executions_behave(s.clone()).await;
         s.pool().close().await;
         drop_postgres(&url, &db).await;
+    }
+}
+
+async fn events_behave(s: Arc<dyn EventStore>) {
+    let owner = unique("owner");
+    let rule = |name: &str, state: &str| RuleRecord {
+        owner: owner.clone(),
+        bus: "default".into(),
+        name: name.into(),
+        state: state.into(),
+        pattern: r#"{"source":["a"]}"#.into(),
+        version: 0,
+        created_ms: 1,
+        updated_ms: 1,
+        body: json!({"targets": []}),
+    };
+    assert!(s.save_rule(&rule("docs", "ENABLED"), None).await.unwrap());
+    assert!(
+        !s.save_rule(&rule("docs", "ENABLED"), None).await.unwrap(),
+        "a second insert of the same name is refused"
+    );
+    assert!(s
+        .save_rule(&rule("docs-b", "DISABLED"), None)
+        .await
+        .unwrap());
+    assert!(s.save_rule(&rule("other", "ENABLED"), None).await.unwrap());
+    let got = s.rule(&owner, "default", "docs").await.unwrap().unwrap();
+    assert_eq!(got.version, 1);
+    assert!(s
+        .rule(&owner, "another-bus", "docs")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .rule("someone-else", "default", "docs")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Versioned updates: the stale writer loses and changes nothing.
+    let mut a = got.clone();
+    a.body = json!({"targets": [{"Id": "t1"}]});
+    a.updated_ms = 2;
+    assert!(s.save_rule(&a, Some(1)).await.unwrap());
+    let mut b = got.clone();
+    b.body = json!({"targets": [{"Id": "t2"}]});
+    assert!(!s.save_rule(&b, Some(1)).await.unwrap());
+    let now = s.rule(&owner, "default", "docs").await.unwrap().unwrap();
+    assert_eq!(
+        (now.version, now.body["targets"][0]["Id"].as_str()),
+        (2, Some("t1"))
+    );
+
+    // Listing: prefix, paging by name, owner scope.
+    let names = |v: Vec<RuleRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            s.rules(Some(&owner), Some("default"), Some("docs"), None, 100)
+                .await
+                .unwrap()
+        ),
+        ["docs", "docs-b"]
+    );
+    assert_eq!(
+        names(
+            s.rules(Some(&owner), None, None, Some("docs"), 1)
+                .await
+                .unwrap()
+        ),
+        ["docs-b"]
+    );
+    assert_eq!(
+        s.rules(Some("nobody"), None, None, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(s.delete_rule(&owner, "default", "docs-b").await.unwrap());
+    assert!(!s.delete_rule(&owner, "default", "docs-b").await.unwrap());
+
+    // Events: recorded whole, filtered and paged oldest first.
+    for (i, dt) in [
+        "DocumentUploaded",
+        "CustomerInteraction",
+        "DocumentUploaded",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let e = BusEvent {
+            id: format!("{owner}-e{i}"),
+            owner: owner.clone(),
+            bus: "default".into(),
+            ts_ms: 1_000 + i as i64,
+            source: "com.enterprise.application".into(),
+            detail_type: (*dt).into(),
+            event: json!({"detail": {"n": i}}),
+            deliveries: json!([{"rule": "docs", "target": "t1", "job": format!("job-{i}")}]),
+        };
+        s.record_event(&e).await.unwrap();
+    }
+    let one = s.event(&format!("{owner}-e1")).await.unwrap().unwrap();
+    assert_eq!(
+        (one.detail_type.as_str(), one.event["detail"]["n"].as_i64()),
+        ("CustomerInteraction", Some(1))
+    );
+    assert_eq!(one.deliveries[0]["job"], "job-1");
+    let q = BusEventQuery {
+        owner: Some(owner.clone()),
+        detail_type: Some("DocumentUploaded".into()),
+        limit: 1,
+        ..Default::default()
+    };
+    let first = s.events(&q).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, format!("{owner}-e0"));
+    let next = s
+        .events(&BusEventQuery {
+            after: Some((first[0].ts_ms, first[0].id.clone())),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        [format!("{owner}-e2")]
+    );
+    let window = BusEventQuery {
+        owner: Some(owner.clone()),
+        since_ms: Some(1_001),
+        until_ms: Some(1_002),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(s.events(&window).await.unwrap().len(), 1);
+    assert!(s
+        .events(&BusEventQuery {
+            owner: Some("nobody".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_events() {
+    let (s, _d) = sqlite().await;
+    events_behave(Arc::new(s)).await;
+}
+
+#[tokio::test]
+async fn postgres_events() {
+    if let Some(s) = postgres().await {
+        events_behave(Arc::new(s)).await;
     }
 }

@@ -26,7 +26,7 @@ use crate::app::AppState;
 /// The target prefix of the operations.
 pub const TARGET: &str = "AWSStepFunctions.";
 
-fn error_response(e: &ApiError) -> Response {
+pub(crate) fn error_response(e: &ApiError) -> Response {
     let status = if e.internal {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
@@ -72,8 +72,19 @@ fn authorize(
     op: &str,
     resource: &str,
 ) -> Result<(), ApiError> {
+    authorize_action(state, ctx, &format!("states:{op}"), resource)
+}
+
+/// Check an AWS JSON-protocol action (`states:StartExecution`, `events:PutRule`) on a resource
+/// against the caller's policies.
+pub(crate) fn authorize_action(
+    state: &AppState,
+    ctx: &CallContext,
+    action: &str,
+    resource: &str,
+) -> Result<(), ApiError> {
     let request = modelgate_core::policy::Request {
-        actions: vec![format!("states:{op}")],
+        actions: vec![action.to_string()],
         resource: resource.to_string(),
         context: Default::default(),
     };
@@ -82,7 +93,7 @@ fn authorize(
         .map_err(|e| ApiError::new("AccessDeniedException", e.message))
 }
 
-fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     match body.get(name) {
         Some(Value::String(s)) => Ok(s),
         None | Some(Value::Null) => Err(validation(format!(
@@ -92,7 +103,7 @@ fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     }
 }
 
-fn opt_str<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn opt_str<'a>(body: &'a Value, name: &str) -> Result<Option<&'a str>, ApiError> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -138,7 +149,8 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let Some(op) = target.strip_prefix(TARGET) else {
+    let events_op = target.strip_prefix(crate::events::api::TARGET);
+    let Some(op) = target.strip_prefix(TARGET).or(events_op) else {
         return error_response(&ApiError::new(
             "UnknownOperationException",
             format!("The operation '{target}' is not served by this gateway"),
@@ -163,6 +175,9 @@ pub async fn handle(
             }
         }
     };
+    if events_op.is_some() {
+        return crate::events::api::handle(&state, &ctx, &headers, op, &body).await;
+    }
     match dispatch(&state, &ctx, op, &body).await {
         Ok(v) => ok(v),
         Err(e) => error_response(&e),

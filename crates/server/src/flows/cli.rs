@@ -10,11 +10,23 @@ use crate::jobs::cli::Remote;
 
 /// Call a Step Functions operation.
 pub async fn call(remote: &Remote, op: &str, body: Value) -> anyhow::Result<Value> {
+    call_aws_json(remote, super::api::TARGET, "1.0", op, body).await
+}
+
+/// Call an operation of an AWS JSON-protocol service (`target` is its prefix, such as
+/// `AWSEvents.`; `version` the protocol's, `1.0` or `1.1`).
+pub async fn call_aws_json(
+    remote: &Remote,
+    target: &str,
+    version: &str,
+    op: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
     let client = reqwest::Client::new();
     let request = remote
         .request(&client, reqwest::Method::POST, "/")
-        .header("x-amz-target", format!("{}{op}", super::api::TARGET))
-        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amz-target", format!("{target}{op}"))
+        .header("content-type", format!("application/x-amz-json-{version}"))
         .body(body.to_string());
     let (status, v) = crate::jobs::cli::send(remote, request).await?;
     if !status.is_success() {

@@ -271,6 +271,17 @@ impl Jobs {
             .clone();
         let principal = self.principal_of(job).await.map_err(Attempt::Fail)?;
         let r = &job.request;
+        if let Some(url) = r["url"].as_str() {
+            // A webhook (an event target): signed, through the guarded client.
+            let hooks = self.webhooks.as_ref().ok_or_else(|| {
+                Attempt::Fail("this gateway cannot sign webhooks (jobs.webhook_secret_env)".into())
+            })?;
+            let payload = serde_json::to_vec(&r["body"]).unwrap_or_default();
+            return match hooks.post(url, &job.id, job.receives, &payload).await {
+                Ok(status) => Ok((status, Value::Null)),
+                Err(why) => Err(Attempt::Retry(why)),
+            };
+        }
         let path = r["path"].as_str().unwrap_or_default();
         let mut headers: Vec<(String, String)> = vec![("x-modelgate-job".into(), job.id.clone())];
         if let Some(h) = r["headers"].as_object() {
@@ -326,9 +337,19 @@ impl Jobs {
                 }
             })
         };
-        let outcome = tokio::select! {
-            r = self.replay(&job) => Some(r),
-            _ = &mut lost_rx => None,
+        let expired = job.kind == crate::events::KIND
+            && job.meta["expires_ms"]
+                .as_i64()
+                .is_some_and(|t| modelgate_core::keys::now_ms() > t);
+        let outcome = if expired {
+            Some(Err(Attempt::Fail(
+                "the event is older than its target's MaximumEventAgeInSeconds".into(),
+            )))
+        } else {
+            tokio::select! {
+                r = self.replay(&job) => Some(r),
+                _ = &mut lost_rx => None,
+            }
         };
         beat.abort();
         let Some(outcome) = outcome else {
@@ -364,6 +385,16 @@ impl Jobs {
             Attempt::Done(status, body) => {
                 let end = JobEnd::Succeeded(json!({"status": status, "body": body}));
                 record(end, "succeeded").await
+            }
+            // An event delivery that cannot succeed goes to the dead-letter queue at once
+            // (EventBridge's rule for errors retrying would not change).
+            Attempt::Rejected(status, body, message) if job.kind == crate::events::KIND => {
+                let end = JobEnd::Dead(json!({"status": status, "body": body}), message);
+                record(end, "dead").await
+            }
+            Attempt::Fail(message) if job.kind == crate::events::KIND => {
+                let end = JobEnd::Dead(json!({"status": 0, "body": null}), message);
+                record(end, "dead").await
             }
             Attempt::Rejected(status, body, message) => {
                 let end = JobEnd::Failed(json!({"status": status, "body": body}), message);
