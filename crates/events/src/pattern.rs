@@ -252,11 +252,16 @@ pub struct Flat {
 impl Flat {
     /// Flatten a JSON event (an object; anything else has no fields).
     pub fn new(event: &Value) -> Flat {
+        Flat::keeping(event, None)
+    }
+
+    /// Flatten, keeping only the leaves at `paths` (when given): a rule set needs no others.
+    fn keeping(event: &Value, paths: Option<&HashMap<String, usize>>) -> Flat {
         let mut flat = Flat::default();
         let mut arrays = 0u32;
         let mut trail = Vec::new();
         if let Value::Object(m) = event {
-            flat.object(m, "", &mut trail, &mut arrays);
+            flat.object(m, "", &mut trail, &mut arrays, paths);
         }
         // Stable: the values of one path keep their order.
         flat.fields.sort_by(|a, b| a.path.cmp(&b.path));
@@ -269,6 +274,7 @@ impl Flat {
         prefix: &str,
         trail: &mut Vec<(u32, u32)>,
         arrays: &mut u32,
+        paths: Option<&HashMap<String, usize>>,
     ) {
         for (k, v) in m {
             let path = if prefix.is_empty() {
@@ -276,23 +282,33 @@ impl Flat {
             } else {
                 format!("{prefix}.{k}")
             };
-            self.value(v, &path, trail, arrays);
+            self.value(v, &path, trail, arrays, paths);
         }
     }
 
-    fn value(&mut self, v: &Value, path: &str, trail: &mut Vec<(u32, u32)>, arrays: &mut u32) {
+    fn value(
+        &mut self,
+        v: &Value,
+        path: &str,
+        trail: &mut Vec<(u32, u32)>,
+        arrays: &mut u32,
+        paths: Option<&HashMap<String, usize>>,
+    ) {
         match v {
-            Value::Object(m) => self.object(m, path, trail, arrays),
+            Value::Object(m) => self.object(m, path, trail, arrays, paths),
             Value::Array(items) => {
                 let id = *arrays;
                 *arrays += 1;
                 for (i, item) in items.iter().enumerate() {
                     trail.push((id, u32::try_from(i).unwrap_or(u32::MAX)));
-                    self.value(item, path, trail, arrays);
+                    self.value(item, path, trail, arrays, paths);
                     trail.pop();
                 }
             }
             leaf => {
+                if paths.is_some_and(|p| !p.contains_key(path)) {
+                    return;
+                }
                 if let Some(value) = Scalar::of(leaf) {
                     self.fields.push(Field {
                         path: path.to_string(),
@@ -319,11 +335,16 @@ fn consistent(a: &[(u32, u32)], b: &[(u32, u32)]) -> bool {
 
 impl Branch {
     fn matches(&self, flat: &Flat) -> bool {
+        self.matches_with(|i| flat.at(&self.conditions[i].path))
+    }
+
+    /// Whether the branch holds, given the event's fields at each condition's path.
+    fn matches_with<'f>(&self, at: impl Fn(usize) -> &'f [Field]) -> bool {
         // First, cheaply: every condition has a matching value (and no value, for an
         // absence); most events fail here.
         let mut arrays = false;
-        for c in &self.conditions {
-            let fields = flat.at(&c.path);
+        for (i, c) in self.conditions.iter().enumerate() {
+            let fields = at(i);
             if c.is_absence() {
                 if !fields.is_empty() {
                     return false;
@@ -349,9 +370,10 @@ impl Branch {
         let candidates: Vec<Vec<&Field>> = self
             .conditions
             .iter()
-            .filter(|c| !c.is_absence())
-            .map(|c| {
-                flat.at(&c.path)
+            .enumerate()
+            .filter(|(_, c)| !c.is_absence())
+            .map(|(i, c)| {
+                at(i)
                     .iter()
                     .filter(|f| c.matchers.iter().any(|m| m.matches(&f.value)))
                     .collect()
@@ -671,6 +693,10 @@ pub struct RuleSet<K> {
     by_value: HashMap<u64, Vec<(usize, usize)>>,
     scan: Vec<(usize, usize)>,
     hasher: std::collections::hash_map::RandomState,
+    /// Every path a condition names, numbered.
+    paths: HashMap<String, usize>,
+    /// The path number of each condition, by rule and branch.
+    path_ids: Vec<Vec<Vec<usize>>>,
 }
 
 impl<K> Default for RuleSet<K> {
@@ -680,6 +706,8 @@ impl<K> Default for RuleSet<K> {
             by_value: HashMap::new(),
             scan: Vec::new(),
             hasher: std::collections::hash_map::RandomState::new(),
+            paths: HashMap::new(),
+            path_ids: Vec::new(),
         }
     }
 }
@@ -703,6 +731,20 @@ impl<K: Clone> RuleSet<K> {
 
     fn add(&mut self, key: K, pattern: Pattern) {
         let r = self.rules.len();
+        let ids = pattern
+            .branches
+            .iter()
+            .map(|b| {
+                b.conditions
+                    .iter()
+                    .map(|c| {
+                        let n = self.paths.len();
+                        *self.paths.entry(c.path.clone()).or_insert(n)
+                    })
+                    .collect()
+            })
+            .collect();
+        self.path_ids.push(ids);
         for (b, branch) in pattern.branches.iter().enumerate() {
             // The condition with the fewest values, all of them exact, is the anchor.
             let anchor = branch
@@ -740,10 +782,29 @@ impl<K: Clone> RuleSet<K> {
 
     /// The keys of the patterns `event` matches, in the order they were added.
     pub fn matches(&self, event: &Value) -> Vec<K> {
-        let flat = Flat::new(event);
+        let flat = Flat::keeping(event, Some(&self.paths));
+        // Each named path's fields, by path number (the fields are sorted by path).
+        let mut ranges = vec![(0usize, 0usize); self.paths.len()];
+        let mut start = 0;
+        while start < flat.fields.len() {
+            let path = &flat.fields[start].path;
+            let len = flat.fields[start..].partition_point(|f| f.path == *path);
+            if let Some(id) = self.paths.get(path) {
+                ranges[*id] = (start, start + len);
+            }
+            start += len;
+        }
         let mut hit: Vec<usize> = Vec::new();
         let mut test = |r: usize, b: usize| {
-            if !hit.contains(&r) && self.rules[r].1.branches[b].matches(&flat) {
+            if hit.contains(&r) {
+                return;
+            }
+            let ids = &self.path_ids[r][b];
+            let at = |i: usize| {
+                let (from, to) = ranges[ids[i]];
+                &flat.fields[from..to]
+            };
+            if self.rules[r].1.branches[b].matches_with(at) {
                 hit.push(r);
             }
         };
