@@ -1,8 +1,11 @@
 """The event bus through the boto3 `events` client: rules with event patterns, targets that call
 the embedded model, a workflow, a webhook and another bus, retries and the dead-letter queue,
 and every event stored with its deliveries (issue 23, item 1)."""
+import hashlib
+import hmac
 import json
 import os
+import threading
 import subprocess
 import time
 
@@ -42,9 +45,26 @@ backoff_base = "100ms"
 backoff_max = "300ms"
 webhook_secret_env = "MG_TEST_WEBHOOK_SECRET"
 webhook_allow = ["127.0.0.1/32"]
+
+[[hooks]]
+name = "github"
+scheme = "github"
+secret_env = "MG_TEST_HOOK_SECRET"
+source = "com.github"
+detail_type_header = "x-github-event"
+
+[[hooks]]
+name = "billing"
+scheme = "stripe"
+secret_env = "MG_TEST_HOOK_SECRET"
+source = "com.stripe"
+detail_type = "StripeEvent"
+delivery_id_header = "idempotency-key"
 """
 
-ENV = {"MG_TEST_UPSTREAM_KEY": "unused", "MG_TEST_WEBHOOK_SECRET": "whsec-events"}
+HOOK_SECRET = "hook-secret-123"
+ENV = {"MG_TEST_UPSTREAM_KEY": "unused", "MG_TEST_WEBHOOK_SECRET": "whsec-events",
+       "MG_TEST_HOOK_SECRET": HOOK_SECRET}
 
 # The seed's contract review: the document named by the event, analysed by the model.
 CONTRACT_TEMPLATE = json.dumps({
@@ -301,3 +321,62 @@ def test_the_cli(gateway):
     bad = subprocess.run([binary(), "events", "put", "--source", "s", "--detail-type", "d", "--detail", "[1]"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "InvalidArgument" in bad.stderr
+
+
+def test_inbound_webhooks_are_verified_and_accepted_once(gateway):
+    c = events(gateway.url)
+    hook = PostReceiver()
+    try:
+        c.put_rule(Name="github-push", EventPattern=json.dumps({"source": ["com.github"], "detail-type": ["push"]}))
+        c.put_targets(Rule="github-push", Targets=[{"Id": "h", "Arn": hook.url + "/push", "InputPath": "$.detail.ref"}])
+        body = json.dumps({"ref": "refs/heads/main", "commits": [{"id": "abc"}]}).encode()
+        sig = "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        headers = {"content-type": "application/json", "x-hub-signature-256": sig,
+                   "x-github-event": "push", "x-github-delivery": "delivery-7"}
+        # The sender delivers the same webhook three times, two of them at once.
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(
+            requests.post(gateway.url + "/hooks/github", data=body, headers=headers, timeout=10))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        answers.append(requests.post(gateway.url + "/hooks/github", data=body, headers=headers, timeout=10))
+        assert [a.status_code for a in answers] == [202, 202, 202], [a.text for a in answers]
+        ids = {a.json()["EventId"] for a in answers}
+        assert len(ids) == 1
+        [eid] = ids
+        e = wait_delivery(gateway.url, eid)
+        assert (e["event"]["source"], e["event"]["detail-type"]) == ("com.github", "push")
+        assert e["event"]["detail"]["commits"] == [{"id": "abc"}]
+        assert [d["state"] for d in e["deliveries"]] == ["succeeded"]
+        time.sleep(1)  # a second delivery, were there one, would have arrived by now
+        assert [json.loads(b) for b in hook.bodies] == ["refs/heads/main"]
+        assert len([x for x in stored(gateway.url, source="com.github")]) == 1
+
+        # A bad signature, a missing one, an unknown receiver: refused, nothing stored.
+        bad = dict(headers, **{"x-hub-signature-256": "sha256=" + "0" * 64, "x-github-delivery": "delivery-8"})
+        assert requests.post(gateway.url + "/hooks/github", data=body, headers=bad, timeout=10).status_code == 401
+        tampered = requests.post(gateway.url + "/hooks/github", data=body + b" ", headers=dict(headers, **{"x-github-delivery": "delivery-9"}), timeout=10)
+        assert tampered.status_code == 401
+        missing = {k: v for k, v in headers.items() if k != "x-hub-signature-256"}
+        assert requests.post(gateway.url + "/hooks/github", data=body, headers=missing, timeout=10).status_code == 401
+        assert requests.post(gateway.url + "/hooks/nope", data=body, headers=headers, timeout=10).status_code == 404
+        assert len(stored(gateway.url, source="com.github")) == 1
+
+        # Stripe's timestamped signature; a stale one is refused.
+        payload = json.dumps({"id": "evt_1", "type": "invoice.paid"}).encode()
+        ts = str(int(time.time()))
+        v1 = hmac.new(HOOK_SECRET.encode(), ts.encode() + b"." + payload, hashlib.sha256).hexdigest()
+        ok = requests.post(gateway.url + "/hooks/billing", data=payload, timeout=10,
+                           headers={"stripe-signature": f"t={ts},v1={v1}", "idempotency-key": "evt_1"})
+        assert ok.status_code == 202, ok.text
+        [billing] = [x for x in stored(gateway.url, source="com.stripe")]
+        assert billing["event"]["detail-type"] == "StripeEvent" and billing["event"]["detail"]["type"] == "invoice.paid"
+        old = str(int(time.time()) - 3600)
+        v1 = hmac.new(HOOK_SECRET.encode(), old.encode() + b"." + payload, hashlib.sha256).hexdigest()
+        stale = requests.post(gateway.url + "/hooks/billing", data=payload, timeout=10,
+                              headers={"stripe-signature": f"t={old},v1={v1}", "idempotency-key": "evt_2"})
+        assert stale.status_code == 401
+    finally:
+        hook.stop()

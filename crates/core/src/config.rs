@@ -64,6 +64,8 @@ pub struct Config {
     pub prompts: crate::prompts::PromptsConfig,
     /// `[[endpoints]]`: declarative HTTP endpoints in front of the models.
     pub endpoints: Vec<crate::endpoints::EndpointConfig>,
+    /// `[[hooks]]`: inbound webhooks that put events on the bus.
+    pub hooks: Vec<crate::hooks::HookConfig>,
     /// `[responses]`: stored Responses API responses.
     pub responses: ResponsesConfig,
 }
@@ -870,6 +872,12 @@ impl Config {
         self.workflows.validate()?;
         self.routing.validate()?;
         crate::endpoints::Endpoints::build(&self.endpoints)?;
+        for (i, h) in self.hooks.iter().enumerate() {
+            h.validate(i)?;
+            if self.hooks[..i].iter().any(|o| o.name == h.name) {
+                return Err(format!("key `hooks[{i}].name`: '{}' is used twice", h.name));
+            }
+        }
         if self.cache.backend == crate::cache::CacheBackend::Redis && self.store.redis_url.is_none()
         {
             return Err("key `cache.backend` is `redis` but `store.redis_url` is not set".into());

@@ -150,8 +150,9 @@ pub fn schema_errors(validator: &jsonschema::Validator, instance: &Value) -> Vec
 }
 
 /// Paths a declarative endpoint may not take: the built-in doors and the gateway's own.
-const RESERVED: [&str; 10] = [
+const RESERVED: [&str; 11] = [
     "/v1/",
+    "/hooks/",
     "/model/",
     "/admin/",
     "/guardrail",

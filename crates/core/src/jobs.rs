@@ -208,39 +208,7 @@ pub fn verify_webhook(
     now_secs: u64,
     tolerance: Duration,
 ) -> bool {
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", v)) => t = v.parse::<u64>().ok(),
-            Some(("v1", v)) => v1 = Some(v),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(v1)) = (t, v1) else {
-        return false;
-    };
-    if now_secs.abs_diff(t) > tolerance.as_secs() {
-        return false;
-    }
-    let Some(given) = unhex(v1) else {
-        return false;
-    };
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let mut msg = t.to_string().into_bytes();
-    msg.push(b'.');
-    msg.extend_from_slice(body);
-    ring::hmac::verify(&key, &msg, &given).is_ok()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    crate::hooks::timestamped(secret, header, body, now_secs, tolerance)
 }
 
 /// Why an address may not be a callback target: loopback, private, link-local, shared

@@ -14,6 +14,7 @@ mod degraded;
 pub mod endpoints;
 pub mod gateway;
 pub mod guardrails;
+pub mod hooks;
 pub mod invocations;
 pub mod jobs;
 pub mod keys;

@@ -192,6 +192,7 @@ fn routes(state: AppState) -> Router {
         .route("/admin/routing/stats", get(admin::routing_stats))
         .route("/admin/invocations/{request_id}", get(admin::invocation))
         .route("/admin/events", get(crate::events::admin_list))
+        .route("/hooks/{name}", post(crate::events::hooks::receive))
         .route("/admin/jobs", get(jobs::api::admin_list))
         .route("/admin/jobs/redrive", post(jobs::api::admin_redrive))
         .route("/admin/jobs/{id}", get(jobs::api::admin_get))

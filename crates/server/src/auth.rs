@@ -125,12 +125,13 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Paths that never need credentials (probes; `/metrics` unless protected).
-/// Probes, the API description (client generators fetch it before they have a key) and,
-/// unless protected, the metrics.
+/// Paths that never need credentials: probes, the API description (client generators fetch
+/// it before they have a key), inbound webhooks (signed) and, unless protected, the metrics.
 fn is_public(path: &str, metrics_protected: bool) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/openapi.json")
         || (path == "/metrics" && !metrics_protected)
+        // Inbound webhooks: the sender's signature is the credential (checked by the hook).
+        || path.starts_with("/hooks/")
 }
 
 /// The middleware: find the caller and put it in the call context, or refuse.

@@ -1291,11 +1291,14 @@ fn serve(
         state.metrics_protected = config.metrics.protected;
         state.trace_sample_ratio = config.traces.sample_ratio;
         state.jobs = Some(Arc::clone(&jobs));
-        state.events = Some(Arc::new(modelgate_server::events::Bus::new(
-            Arc::clone(&stores.events),
-            Arc::clone(&jobs),
-            state.site.clone(),
-        )));
+        state.events = Some(Arc::new(
+            modelgate_server::events::Bus::new(
+                Arc::clone(&stores.events),
+                Arc::clone(&jobs),
+                state.site.clone(),
+            )
+            .with_hooks(modelgate_server::events::hooks::receivers(&config.hooks)?),
+        ));
         state.prompts = Some(prompts);
         state.endpoints = Arc::new(
             modelgate_core::endpoints::Endpoints::new(

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod hooks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -246,6 +247,8 @@ pub struct Bus {
     pub jobs: Arc<Jobs>,
     /// ARN region and account.
     pub site: modelgate_core::access::Site,
+    /// Inbound webhook receivers (`[[hooks]]`).
+    pub hooks: Vec<hooks::Receiver>,
     compiled: Mutex<CompiledCache>,
 }
 
@@ -284,8 +287,15 @@ impl Bus {
             store,
             jobs,
             site,
+            hooks: Vec::new(),
             compiled: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// With these inbound webhook receivers.
+    pub fn with_hooks(mut self, hooks: Vec<hooks::Receiver>) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// A rule's ARN.
