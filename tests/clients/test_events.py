@@ -76,8 +76,21 @@ CONTRACT_TEMPLATE = json.dumps({
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    s = Server(config_text=CONFIG, tmp_path=str(tmp_path_factory.mktemp("events")), env=ENV)
+def incoming(tmp_path_factory):
+    return tmp_path_factory.mktemp("incoming")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, incoming):
+    watch = f"""
+[[watch]]
+name = "incoming"
+path = "{incoming}"
+pattern = "*.csv"
+interval = "200ms"
+settle = "300ms"
+"""
+    s = Server(config_text=CONFIG + watch, tmp_path=str(tmp_path_factory.mktemp("events")), env=ENV)
     yield s
     s.stop()
 
@@ -378,5 +391,33 @@ def test_inbound_webhooks_are_verified_and_accepted_once(gateway):
         stale = requests.post(gateway.url + "/hooks/billing", data=payload, timeout=10,
                               headers={"stripe-signature": f"t={old},v1={v1}", "idempotency-key": "evt_2"})
         assert stale.status_code == 401
+    finally:
+        hook.stop()
+
+
+def test_a_csv_dropped_into_a_watched_directory_is_processed_once(gateway, incoming):
+    c = events(gateway.url)
+    hook = PostReceiver()
+    try:
+        c.put_rule(Name="new-files", EventPattern=json.dumps(
+            {"source": ["modelgate.watch"], "detail-type": ["Object Created"], "detail": {"bucket": {"name": ["incoming"]}}}))
+        c.put_targets(Rule="new-files", Targets=[{"Id": "analyse", "Arn": hook.url + "/analyse", "InputTransformer": {
+            "InputPathsMap": {"key": "$.detail.object.key", "n": "$.detail.record_count"},
+            "InputTemplate": '{"file": "<key>", "record_count": <n>}'}}])
+        rows = ["region,month,sales"] + [f"r{i},2026-{i % 12 + 1:02d},{i * 10}" for i in range(25)]
+        # Written in two steps, as a slow copy would: announced once, when it is complete.
+        part = incoming / "sales-q3.csv"
+        part.write_text("\n".join(rows[:10]) + "\n")
+        time.sleep(0.1)
+        part.write_text("\n".join(rows) + "\n")
+        (incoming / "notes.txt").write_text("not a csv\n")
+        deadline = time.time() + 30
+        while time.time() < deadline and not hook.bodies:
+            time.sleep(0.1)
+        time.sleep(1.5)  # several more scans: nothing is announced twice
+        assert [json.loads(b) for b in hook.bodies] == [{"file": "sales-q3.csv", "record_count": 25}]
+        announced = stored(gateway.url, source="modelgate.watch")
+        assert [e["event"]["detail"]["object"]["key"] for e in announced] == ["sales-q3.csv"]
+        assert announced[0]["event"]["detail"]["object"]["size"] == part.stat().st_size
     finally:
         hook.stop()

@@ -66,6 +66,8 @@ pub struct Config {
     pub endpoints: Vec<crate::endpoints::EndpointConfig>,
     /// `[[hooks]]`: inbound webhooks that put events on the bus.
     pub hooks: Vec<crate::hooks::HookConfig>,
+    /// `[[watch]]`: directories whose new files become events on the bus.
+    pub watch: Vec<crate::hooks::WatchConfig>,
     /// `[responses]`: stored Responses API responses.
     pub responses: ResponsesConfig,
 }
@@ -876,6 +878,12 @@ impl Config {
             h.validate(i)?;
             if self.hooks[..i].iter().any(|o| o.name == h.name) {
                 return Err(format!("key `hooks[{i}].name`: '{}' is used twice", h.name));
+            }
+        }
+        for (i, w) in self.watch.iter().enumerate() {
+            w.validate(i)?;
+            if self.watch[..i].iter().any(|o| o.name == w.name) {
+                return Err(format!("key `watch[{i}].name`: '{}' is used twice", w.name));
             }
         }
         if self.cache.backend == crate::cache::CacheBackend::Redis && self.store.redis_url.is_none()

@@ -1,5 +1,6 @@
 //! Inbound webhooks (`[[hooks]]`): receivers at `POST /hooks/{name}` that check the sender's
-//! signature and put the payload on the event bus as an event.
+//! signature and put the payload on the event bus as an event; and watched directories
+//! (`[[watch]]`), whose new files become `Object Created` events.
 //!
 //! The common signature conventions are built in: GitHub (`X-Hub-Signature-256:
 //! sha256=HEX` over the body), Stripe (`Stripe-Signature: t=TS,v1=HEX` over `TS.body`, with a
@@ -67,6 +68,121 @@ pub struct HookConfig {
     /// without a key).
     #[serde(default = "default_owner")]
     pub owner: String,
+}
+
+/// One `[[watch]]` directory: new files whose name matches `pattern` become events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// The location's name (the events' `bucket.name`).
+    pub name: String,
+    /// The directory.
+    pub path: std::path::PathBuf,
+    /// A wildcard on the file name (`*.csv`).
+    #[serde(default = "default_watch_pattern")]
+    pub pattern: String,
+    /// Also files in subdirectories (the key is the path below `path`).
+    #[serde(default)]
+    pub recursive: bool,
+    /// The events' `source`.
+    #[serde(default = "default_watch_source")]
+    pub source: String,
+    /// The events' `detail-type`.
+    #[serde(default = "default_object_created")]
+    pub detail_type: String,
+    /// The bus the events go to.
+    #[serde(default = "default_bus")]
+    pub bus: String,
+    /// Whose rules match the events.
+    #[serde(default = "default_owner")]
+    pub owner: String,
+    /// How often the directory is read.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long a file must be unchanged before it counts as written.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub settle: Duration,
+    /// Count the records of `.csv`, `.tsv` (rows after the header) and `.jsonl` / `.ndjson`
+    /// (lines) files into the event's `record_count`.
+    #[serde(default = "default_true")]
+    pub count_records: bool,
+}
+
+fn default_watch_pattern() -> String {
+    "*".into()
+}
+
+fn default_watch_source() -> String {
+    "modelgate.watch".into()
+}
+
+fn default_object_created() -> String {
+    "Object Created".into()
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl WatchConfig {
+    /// Check one location (`i`: its place in the list, for messages).
+    pub fn validate(&self, i: usize) -> Result<(), String> {
+        if self.name.is_empty() || self.source.is_empty() || self.detail_type.is_empty() {
+            return Err(format!(
+                "keys `watch[{i}].name`, `.source` and `.detail_type` must not be empty"
+            ));
+        }
+        if self.interval.is_zero() {
+            return Err(format!("key `watch[{i}].interval` must be longer than 0"));
+        }
+        if self.pattern.contains("**") {
+            return Err(format!(
+                "key `watch[{i}].pattern`: '{}' has consecutive wildcards",
+                self.pattern
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The records of a file's contents: rows after the header of a CSV / TSV (a newline inside
+/// double quotes is part of a field), non-empty lines of JSON Lines; none for other kinds.
+pub fn record_count(name: &str, bytes: &[u8]) -> Option<u64> {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
+    match ext.as_str() {
+        "csv" | "tsv" => {
+            let mut rows = 0u64;
+            let mut quoted = false;
+            let mut filled = false;
+            for &b in bytes {
+                match b {
+                    b'"' => {
+                        quoted = !quoted;
+                        filled = true;
+                    }
+                    b'\n' if !quoted => {
+                        rows += u64::from(filled);
+                        filled = false;
+                    }
+                    b'\r' => {}
+                    _ => filled = true,
+                }
+            }
+            rows += u64::from(filled);
+            Some(rows.saturating_sub(1))
+        }
+        "jsonl" | "ndjson" => Some(
+            bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| l.iter().any(|c| !c.is_ascii_whitespace()))
+                .count() as u64,
+        ),
+        _ => None,
+    }
 }
 
 fn default_tolerance() -> Duration {
@@ -410,6 +526,25 @@ mod tests {
             ),
             Err("the signature header is missing")
         );
+    }
+
+    #[test]
+    fn records_are_counted_by_kind() {
+        assert_eq!(record_count("a.csv", b"id,name\n1,a\n2,b\n"), Some(2));
+        assert_eq!(
+            record_count("a.CSV", b"id,name\r\n1,a\r\n2,b"),
+            Some(2),
+            "no final newline"
+        );
+        assert_eq!(
+            record_count("a.csv", b"id,note\n1,\"two\nlines\"\n2,x\n\n"),
+            Some(2),
+            "quoted newline, blank line"
+        );
+        assert_eq!(record_count("a.csv", b""), Some(0));
+        assert_eq!(record_count("a.jsonl", b"{}\n{}\n  \n{}"), Some(3));
+        assert_eq!(record_count("a.txt", b"x\ny"), None);
+        assert_eq!(record_count("noext", b"x"), None);
     }
 
     #[test]

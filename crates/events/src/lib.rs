@@ -4,7 +4,7 @@
 pub mod pattern;
 pub mod transform;
 
-pub use pattern::{InvalidPattern, Pattern, RuleSet};
+pub use pattern::{Glob, InvalidPattern, Pattern, RuleSet};
 pub use transform::{InputSpec, InputTransformer, RuleInfo};
 
 use serde_json::{json, Value};

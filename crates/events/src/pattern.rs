@@ -103,14 +103,15 @@ enum Cmp {
     Gt,
 }
 
-/// A wildcard: literal pieces between `*`s.
+/// A wildcard: literal pieces between `*`s (`\*` is a literal star).
 #[derive(Debug, Clone, PartialEq)]
-struct Glob {
+pub struct Glob {
     pieces: Vec<String>,
 }
 
 impl Glob {
-    fn parse(s: &str) -> Result<Glob, InvalidPattern> {
+    /// Parse a wildcard (`**` is refused).
+    pub fn parse(s: &str) -> Result<Glob, InvalidPattern> {
         let mut pieces = vec![String::new()];
         let mut chars = s.chars().enumerate().peekable();
         let mut last_star = false;
@@ -145,7 +146,8 @@ impl Glob {
         Ok(Glob { pieces })
     }
 
-    fn matches(&self, s: &str) -> bool {
+    /// Whether `s` matches.
+    pub fn matches(&self, s: &str) -> bool {
         let n = self.pieces.len();
         let (first, last) = (&self.pieces[0], &self.pieces[n - 1]);
         if n == 1 {

@@ -1291,7 +1291,7 @@ fn serve(
         state.metrics_protected = config.metrics.protected;
         state.trace_sample_ratio = config.traces.sample_ratio;
         state.jobs = Some(Arc::clone(&jobs));
-        state.events = Some(Arc::new(
+        let events = Some(Arc::new(
             modelgate_server::events::Bus::new(
                 Arc::clone(&stores.events),
                 Arc::clone(&jobs),
@@ -1299,6 +1299,7 @@ fn serve(
             )
             .with_hooks(modelgate_server::events::hooks::receivers(&config.hooks)?),
         ));
+        state.events = events.clone();
         state.prompts = Some(prompts);
         state.endpoints = Arc::new(
             modelgate_core::endpoints::Endpoints::new(
@@ -1336,6 +1337,9 @@ fn serve(
                 jobs.start();
                 if let Some(f) = &flows {
                     f.spawn_runner();
+                }
+                if let Some(bus) = &events {
+                    modelgate_server::events::watch::spawn(Arc::clone(bus), &config.watch);
                 }
             }
             Ok(Err(e)) => {

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod cli;
 pub mod hooks;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
