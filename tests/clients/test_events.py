@@ -421,3 +421,102 @@ def test_a_csv_dropped_into_a_watched_directory_is_processed_once(gateway, incom
         assert announced[0]["event"]["detail"]["object"]["size"] == part.stat().st_size
     finally:
         hook.stop()
+
+
+def test_archive_and_replay(gateway):
+    import datetime
+    c = events(gateway.url)
+    hook = PostReceiver()
+    utc = datetime.timezone.utc
+    bus_arn = f"arn:aws:events:us-east-1:{ACCOUNT}:event-bus/default"
+
+    def bodies():
+        return [json.loads(b) for b in hook.bodies]
+
+    def wait_for(cond, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if cond():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"not reached; webhook bodies: {bodies()}")
+
+    try:
+        archive = c.create_archive(ArchiveName="orders", EventSourceArn=bus_arn, RetentionDays=0,
+                                   EventPattern=json.dumps({"source": ["com.shop"]}))["ArchiveArn"]
+        with pytest.raises(ClientError) as e:
+            c.create_archive(ArchiveName="orders", EventSourceArn=bus_arn)
+        assert e.value.response["Error"]["Code"] == "ResourceAlreadyExistsException"
+        with pytest.raises(ClientError) as e:
+            c.create_archive(ArchiveName="bad", EventSourceArn=bus_arn, EventPattern='{"source": "x"}')
+        assert e.value.response["Error"]["Code"] == "InvalidEventPatternException"
+        rule_arn = c.put_rule(Name="orders", EventPattern=json.dumps({"source": ["com.shop"]}))["RuleArn"]
+        c.put_targets(Rule="orders", Targets=[{"Id": "h", "Arn": hook.url + "/orders", "InputPath": "$.detail"}])
+        c.put_rule(Name="orders-audit", EventPattern=json.dumps({"source": ["com.shop"]}))
+        c.put_targets(Rule="orders-audit", Targets=[{"Id": "a", "Arn": hook.url + "/audit", "InputTransformer": {
+            "InputPathsMap": {"n": "$.detail.n"}, "InputTemplate": '{"audit": <n>}'}}])
+
+        t0 = time.time() - 1
+        for n in (1, 2, 3):
+            put(c, "OrderPlaced", {"n": n}, source="com.shop")
+        put(c, "Other", {"n": 99}, source="com.elsewhere")
+        wait_for(lambda: len(bodies()) == 6)
+        time.sleep(0.05)
+        t1 = time.time()
+        d = c.describe_archive(ArchiveName="orders")
+        assert (d["EventCount"], d["State"], d["RetentionDays"]) == (3, "ENABLED", 0)
+        assert d["SizeBytes"] > 0
+        assert [a["ArchiveName"] for a in c.list_archives(NamePrefix="ord")["Archives"]] == ["orders"]
+
+        # Replay to the "orders" rule only: its target gets the three orders again, the audit
+        # rule nothing; the replayed events carry replay-name.
+        start = datetime.datetime.fromtimestamp(t0, tz=utc)
+        end = datetime.datetime.fromtimestamp(t1, tz=utc)
+        r = c.start_replay(ReplayName="again", EventSourceArn=archive, EventStartTime=start, EventEndTime=end,
+                           Destination={"Arn": bus_arn, "FilterArns": [rule_arn]})
+        assert r["State"] == "STARTING"
+        deadline = time.time() + 30
+        while c.describe_replay(ReplayName="again")["State"] not in ("COMPLETED", "FAILED") and time.time() < deadline:
+            time.sleep(0.1)
+        done = c.describe_replay(ReplayName="again")
+        assert done["State"] == "COMPLETED", done
+        assert done["EventSourceArn"] == archive and done["Destination"]["Arn"] == bus_arn
+        wait_for(lambda: len(bodies()) == 9)
+        time.sleep(0.5)
+        got = bodies()
+        assert sorted(b["n"] for b in got if "n" in b) == [1, 1, 2, 2, 3, 3]
+        assert sorted(b["audit"] for b in got if "audit" in b) == [1, 2, 3]
+        replayed = [x for x in stored(gateway.url, source="com.shop") if x["event"].get("replay-name") == "again"]
+        assert sorted(x["event"]["detail"]["n"] for x in replayed) == [1, 2, 3]
+        # Replayed events are not archived again.
+        assert c.describe_archive(ArchiveName="orders")["EventCount"] == 3
+        assert [x["ReplayName"] for x in c.list_replays(State="COMPLETED")["Replays"]] == ["again"]
+
+        # Bad requests.
+        future = datetime.datetime.fromtimestamp(time.time() + 3600, tz=utc)
+        for kw, code in [
+            ({"ReplayName": "again", "EventEndTime": end}, "ResourceAlreadyExistsException"),
+            ({"ReplayName": "later", "EventEndTime": future}, "ValidationException"),
+            ({"ReplayName": "backwards", "EventEndTime": start - datetime.timedelta(seconds=5)}, "ValidationException"),
+        ]:
+            with pytest.raises(ClientError) as e:
+                c.start_replay(EventSourceArn=archive, EventStartTime=start, Destination={"Arn": bus_arn}, **kw)
+            assert e.value.response["Error"]["Code"] == code, kw
+        with pytest.raises(ClientError) as e:
+            c.cancel_replay(ReplayName="again")
+        assert e.value.response["Error"]["Code"] == "IllegalStatusException"
+
+        # The CLI replays to every rule and waits for the end.
+        env = {**os.environ, "MODELGATE_URL": gateway.url}
+        out = subprocess.run([binary(), "events", "replay", "orders", "--since", "10m", "--name", "cli-replay"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "cli-replay\tCOMPLETED" in out.stdout
+        wait_for(lambda: len(bodies()) == 15)
+
+        c.delete_archive(ArchiveName="orders")
+        with pytest.raises(ClientError) as e:
+            c.describe_archive(ArchiveName="orders")
+        assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    finally:
+        hook.stop()

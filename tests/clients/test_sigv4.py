@@ -88,3 +88,18 @@ def test_other_front_doors_need_credentials_once_any_are_configured(signed_serve
     r = requests.get(f"{signed_server.url}/v1/models")
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "missing_api_key"
+
+
+def test_eventbridge_calls_are_signed_for_the_events_service(signed_server):
+    import json
+
+    def events(secret=SECRET):
+        return boto3.client("events", endpoint_url=signed_server.url, region_name="eu-west-1",
+                            aws_access_key_id="AKIDMODELGATE", aws_secret_access_key=secret,
+                            config=Config(retries={"max_attempts": 1}))
+    c = events()
+    arn = c.put_rule(Name="signed", EventPattern=json.dumps({"source": ["a"]}))["RuleArn"]
+    assert arn.endswith(":rule/signed")
+    assert c.describe_rule(Name="signed")["State"] == "ENABLED"
+    # The AWS JSON protocol services answer signature errors with 400 (REST services: 403).
+    assert error_code(lambda: events(secret="wrong").list_rules()) == ("InvalidSignatureException", 400)

@@ -70,21 +70,26 @@ pub struct Config {
     pub watch: Vec<crate::hooks::WatchConfig>,
     /// `[responses]`: stored Responses API responses.
     pub responses: ResponsesConfig,
+    /// `[events]`: how long events put on the bus are kept.
+    pub events: RetentionConfig,
 }
 
-/// `[responses]`: how long stored Responses API responses are kept.
+/// How long records of one kind are kept (`[responses]`, `[events]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ResponsesConfig {
-    /// How long a stored response is kept. Default 30 days (as OpenAI keeps them).
+pub struct RetentionConfig {
+    /// How long a record is kept. Default 30 days (as OpenAI keeps stored responses).
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
-    /// How often responses past the retention period are deleted. Default hourly.
+    /// How often records past the retention period are deleted. Default hourly.
     #[serde(with = "humantime_serde")]
     pub purge_every: Duration,
 }
 
-impl Default for ResponsesConfig {
+/// `[responses]`: how long stored Responses API responses are kept.
+pub type ResponsesConfig = RetentionConfig;
+
+impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             retention: Duration::from_secs(30 * 86_400),
@@ -890,11 +895,12 @@ impl Config {
         {
             return Err("key `cache.backend` is `redis` but `store.redis_url` is not set".into());
         }
-        if self.responses.retention.is_zero() || self.responses.purge_every.is_zero() {
-            return Err(
-                "keys `responses.retention` and `responses.purge_every` must be longer than 0"
-                    .into(),
-            );
+        for (section, r) in [("responses", &self.responses), ("events", &self.events)] {
+            if r.retention.is_zero() || r.purge_every.is_zero() {
+                return Err(format!(
+                    "keys `{section}.retention` and `{section}.purge_every` must be longer than 0"
+                ));
+            }
         }
         if self.invocations.retention.is_zero() {
             return Err("key `invocations.retention` must be longer than 0".into());

@@ -1,5 +1,5 @@
 //! Retention: records older than a configured age are deleted by one background task per kind
-//! (invocation records, stored responses).
+//! (invocation records, stored responses, bus events).
 
 use std::future::Future;
 use std::time::Duration;

@@ -442,6 +442,25 @@ enum EventsCommand {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Put an archive's events of a time range on its bus again and wait for the end.
+    Replay {
+        /// The archive.
+        archive: String,
+        /// The replay's name (default: the archive's and a random suffix).
+        #[arg(long)]
+        name: Option<String>,
+        /// Events received this long ago or later (`2h`, `1d`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// …and before this long ago (default: now).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        until: Option<std::time::Duration>,
+        /// Only to this rule (repeatable; default: every rule of the bus).
+        #[arg(long = "rule")]
+        rules: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Stored events with their deliveries (an administrator's view), one JSON line each.
     Tail {
         /// Only this bus.
@@ -902,6 +921,28 @@ fn events_command(command: EventsCommand) -> anyhow::Result<()> {
             EventsCommand::Targets { rule, bus, remote } => {
                 cli::targets(&remote.remote(), &rule, bus.as_deref()).await
             }
+            EventsCommand::Replay {
+                archive,
+                name,
+                since,
+                until,
+                rules,
+                remote,
+            } => {
+                let now = modelgate_core::keys::now_ms();
+                let ago =
+                    |d: std::time::Duration| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                let end = until.map_or(now, ago);
+                cli::replay(
+                    &remote.remote(),
+                    &archive,
+                    name.as_deref(),
+                    ago(since),
+                    end,
+                    &rules,
+                )
+                .await
+            }
             EventsCommand::Tail {
                 bus,
                 since,
@@ -1300,6 +1341,7 @@ fn serve(
             .with_hooks(modelgate_server::events::hooks::receivers(&config.hooks)?),
         ));
         state.events = events.clone();
+        modelgate_server::events::spawn_purge(Arc::clone(&stores.events), config.events.clone());
         state.prompts = Some(prompts);
         state.endpoints = Arc::new(
             modelgate_core::endpoints::Endpoints::new(

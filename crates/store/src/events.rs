@@ -76,6 +76,21 @@ pub struct BusEventQuery {
     pub limit: usize,
 }
 
+/// A small named resource of the bus (an archive, a replay): a JSON body the server owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusObject {
+    /// `archive` or `replay`.
+    pub kind: String,
+    /// Whose it is.
+    pub owner: String,
+    /// Its name (unique per owner and kind).
+    pub name: String,
+    /// Last changed (Unix ms).
+    pub updated_ms: i64,
+    /// What it is.
+    pub body: Value,
+}
+
 /// Rules and events.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -102,4 +117,16 @@ pub trait EventStore: Send + Sync {
     async fn event(&self, id: &str) -> Result<Option<BusEvent>>;
     /// Events matching a filter, oldest first.
     async fn events(&self, q: &BusEventQuery) -> Result<Vec<BusEvent>>;
+    /// Delete events received before `before_ms`, except those of an (owner, bus) in `keep`
+    /// received at or after its own cut-off (an archive's longer retention); how many went.
+    async fn purge_events(&self, before_ms: i64, keep: &[(String, String, i64)]) -> Result<u64>;
+    /// Create (`create`: false when it exists) or replace (false when it does not) an
+    /// archive or replay.
+    async fn put_object(&self, o: &BusObject, create: bool) -> Result<bool>;
+    /// One archive or replay.
+    async fn object(&self, kind: &str, owner: &str, name: &str) -> Result<Option<BusObject>>;
+    /// The archives or replays of an owner (everyone's when none), by name.
+    async fn objects(&self, kind: &str, owner: Option<&str>) -> Result<Vec<BusObject>>;
+    /// Delete an archive or replay; whether it existed.
+    async fn delete_object(&self, kind: &str, owner: &str, name: &str) -> Result<bool>;
 }

@@ -5,7 +5,7 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row as _;
 
-use crate::events::{BusEvent, BusEventQuery, EventStore, RuleRecord};
+use crate::events::{BusEvent, BusEventQuery, BusObject, EventStore, RuleRecord};
 use crate::sql::{PoolRow, PostgresStore, SqliteStore};
 use crate::Result;
 
@@ -20,6 +20,11 @@ CREATE TABLE IF NOT EXISTS mg_bus_events (
 CREATE INDEX IF NOT EXISTS mg_bus_events_ts ON mg_bus_events (ts_ms, id);
 CREATE INDEX IF NOT EXISTS mg_bus_events_owner ON mg_bus_events (owner, bus, ts_ms);";
 
+/// Version 11: the bus's archives and replays.
+pub(crate) const EVENT_OBJECTS: &str = "CREATE TABLE IF NOT EXISTS mg_bus_objects (
+  kind TEXT NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL, updated_ms BIGINT NOT NULL,
+  body TEXT NOT NULL, PRIMARY KEY (kind, owner, name));";
+
 macro_rules! sql_events {
     ($store:ident, $pool:ty) => {
         impl $store {
@@ -33,6 +38,17 @@ macro_rules! sql_events {
                     pattern: r.try_get("pattern")?,
                     version: r.try_get("version")?,
                     created_ms: r.try_get("created_ms")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                    body: serde_json::from_str(&body)?,
+                })
+            }
+
+            fn object_from_row(r: &<$pool as PoolRow>::Row) -> Result<BusObject> {
+                let body: String = r.try_get("body")?;
+                Ok(BusObject {
+                    kind: r.try_get("kind")?,
+                    owner: r.try_get("owner")?,
+                    name: r.try_get("name")?,
                     updated_ms: r.try_get("updated_ms")?,
                     body: serde_json::from_str(&body)?,
                 })
@@ -191,6 +207,78 @@ macro_rules! sql_events {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(Self::bus_event_from_row).collect()
+            }
+
+            async fn purge_events(&self, before_ms: i64, keep: &[(String, String, i64)]) -> Result<u64> {
+                let mut sql = String::from("DELETE FROM mg_bus_events WHERE ts_ms < $1");
+                for i in 0..keep.len() {
+                    let b = 2 + i * 3;
+                    sql.push_str(&format!(
+                        " AND NOT (owner = ${b} AND bus = ${} AND ts_ms >= ${})",
+                        b + 1,
+                        b + 2
+                    ));
+                }
+                let mut q = sqlx::query(&sql).bind(before_ms);
+                for (owner, bus, after) in keep {
+                    q = q.bind(owner).bind(bus).bind(*after);
+                }
+                Ok(q.execute(&self.pool).await?.rows_affected())
+            }
+
+            async fn put_object(&self, o: &BusObject, create: bool) -> Result<bool> {
+                let sql = if create {
+                    "INSERT INTO mg_bus_objects (kind, owner, name, updated_ms, body) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, owner, name) DO NOTHING"
+                } else {
+                    "UPDATE mg_bus_objects SET updated_ms = $4, body = $5 \
+                     WHERE kind = $1 AND owner = $2 AND name = $3"
+                };
+                let done = sqlx::query(sql)
+                    .bind(&o.kind)
+                    .bind(&o.owner)
+                    .bind(&o.name)
+                    .bind(o.updated_ms)
+                    .bind(o.body.to_string())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn object(&self, kind: &str, owner: &str, name: &str) -> Result<Option<BusObject>> {
+                let row = sqlx::query(
+                    "SELECT * FROM mg_bus_objects WHERE kind = $1 AND owner = $2 AND name = $3",
+                )
+                .bind(kind)
+                .bind(owner)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::object_from_row).transpose()
+            }
+
+            async fn objects(&self, kind: &str, owner: Option<&str>) -> Result<Vec<BusObject>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM mg_bus_objects WHERE kind = $1 AND ($2 IS NULL OR owner = $2) \
+                     ORDER BY name, owner LIMIT 10000",
+                )
+                .bind(kind)
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::object_from_row).collect()
+            }
+
+            async fn delete_object(&self, kind: &str, owner: &str, name: &str) -> Result<bool> {
+                let done = sqlx::query(
+                    "DELETE FROM mg_bus_objects WHERE kind = $1 AND owner = $2 AND name = $3",
+                )
+                .bind(kind)
+                .bind(owner)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

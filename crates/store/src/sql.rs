@@ -157,6 +157,11 @@ CREATE TRIGGER mg_audit_append_only BEFORE UPDATE OR DELETE ON mg_audit
         sqlite: crate::events_sql::EVENTS,
         postgres: crate::events_sql::EVENTS,
     },
+    Migration {
+        version: 11,
+        sqlite: crate::events_sql::EVENT_OBJECTS,
+        postgres: crate::events_sql::EVENT_OBJECTS,
+    },
 ];
 
 /// Version 9: stored Responses API responses, each with its owner (the caller's scope), the

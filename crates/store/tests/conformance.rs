@@ -2202,6 +2202,58 @@ async fn events_behave(s: Arc<dyn EventStore>) {
         .await
         .unwrap()
         .is_empty());
+
+    // Retention: events received before the cut-off go — but an archived (owner, bus) keeps
+    // what its own cut-off keeps.
+    let times = |s: Arc<dyn EventStore>, owner: String| async move {
+        s.events(&BusEventQuery {
+            owner: Some(owner),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.ts_ms)
+        .collect::<Vec<_>>()
+    };
+    let keep = [(owner.clone(), "default".to_string(), 1_001)];
+    assert!(s.purge_events(1_002, &keep).await.unwrap() >= 1);
+    assert_eq!(times(s.clone(), owner.clone()).await, [1_001, 1_002]);
+    assert!(s.purge_events(1_002, &[]).await.unwrap() >= 1);
+    assert_eq!(times(s.clone(), owner.clone()).await, [1_002]);
+
+    // Archives and replays: small named bodies, created once, replaced, listed, deleted.
+    let archive = BusObject {
+        kind: "archive".into(),
+        owner: owner.clone(),
+        name: "all".into(),
+        updated_ms: 1,
+        body: json!({"bus": "default", "retention_days": 0}),
+    };
+    assert!(s.put_object(&archive, true).await.unwrap());
+    assert!(!s.put_object(&archive, true).await.unwrap());
+    let changed = BusObject {
+        body: json!({"bus": "default", "retention_days": 7}),
+        ..archive.clone()
+    };
+    assert!(s.put_object(&changed, false).await.unwrap());
+    let missing = BusObject {
+        name: "none".into(),
+        ..archive.clone()
+    };
+    assert!(!s.put_object(&missing, false).await.unwrap());
+    let got = s.object("archive", &owner, "all").await.unwrap().unwrap();
+    assert_eq!(got.body["retention_days"], 7);
+    assert!(s.object("replay", &owner, "all").await.unwrap().is_none());
+    assert_eq!(s.objects("archive", Some(&owner)).await.unwrap().len(), 1);
+    assert!(s
+        .objects("archive", Some("nobody"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.delete_object("archive", &owner, "all").await.unwrap());
+    assert!(!s.delete_object("archive", &owner, "all").await.unwrap());
 }
 
 #[tokio::test]

@@ -14,9 +14,10 @@ use base64::Engine as _;
 use modelgate_core::keys::now_ms;
 use modelgate_core::CallContext;
 use modelgate_events::{Entry, Pattern, MAX_PATTERN_CHARS};
-use modelgate_store::{RuleRecord, StoreError};
+use modelgate_store::{BusObject, RuleRecord, StoreError};
 use serde_json::{json, Value};
 
+use super::archive::{ARCHIVE, REPLAY};
 use super::{Bus, Destination, Target, MAX_TARGETS};
 use crate::app::AppState;
 use crate::flows::api::{authorize_action, error_response, opt_str, str_field};
@@ -152,6 +153,15 @@ async fn dispatch(
         "PutTargets" => put_targets(state, ctx, bus, body).await,
         "ListTargetsByRule" => list_targets(state, ctx, bus, body).await,
         "RemoveTargets" => remove_targets(state, ctx, bus, body).await,
+        "CreateArchive" => create_archive(state, ctx, bus, body).await,
+        "UpdateArchive" => update_archive(state, ctx, bus, body).await,
+        "DescribeArchive" => describe_archive(state, ctx, bus, body).await,
+        "ListArchives" => list_archives(state, ctx, bus, body).await,
+        "DeleteArchive" => delete_archive(state, ctx, bus, body).await,
+        "StartReplay" => start_replay(state, ctx, bus, body).await,
+        "DescribeReplay" => describe_replay(state, ctx, bus, body).await,
+        "ListReplays" => list_replays(state, ctx, bus, body).await,
+        "CancelReplay" => cancel_replay(state, ctx, bus, body).await,
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("The operation 'AWSEvents.{other}' is not served by this gateway"),
@@ -772,4 +782,416 @@ async fn remove_targets(
         .map(|id| json!({"TargetId": id, "ErrorCode": "ResourceNotFoundException", "ErrorMessage": format!("Target {id} does not exist on the rule.")}))
         .collect();
     Ok(json!({"FailedEntryCount": failed.len(), "FailedEntries": failed}))
+}
+
+// Archives and replays.
+
+/// Seconds since the epoch, as the JSON protocol writes timestamps.
+fn ts(ms: i64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+/// A timestamp member (seconds since the epoch) in Unix ms.
+fn time_ms(body: &Value, name: &str) -> Result<i64, ApiError> {
+    body.get(name)
+        .and_then(Value::as_f64)
+        .map(|t| (t * 1000.0) as i64)
+        .ok_or_else(|| validation(format!("1 validation error detected: Value null at '{name}' failed to satisfy constraint: Member must not be null")))
+}
+
+/// An archive or replay name: 1–`max` of `[.\-_A-Za-z0-9]`.
+fn object_name<'a>(body: &'a Value, member: &str, max: usize) -> Result<&'a str, ApiError> {
+    let name = str_field(body, member)?;
+    if name.len() > max {
+        return Err(validation(format!("1 validation error detected: Value '{name}' at '{member}' failed to satisfy constraint: Member must have length less than or equal to {max}")));
+    }
+    check_name(name, member)?;
+    Ok(name)
+}
+
+fn object_arn(state: &AppState, kind: &str, name: &str) -> String {
+    format!(
+        "arn:aws:events:{}:{}:{kind}/{name}",
+        state.site.region, state.site.account
+    )
+}
+
+/// The bus an `EventSourceArn` names (`arn:aws:events:…:event-bus/NAME`).
+fn bus_of_arn(arn: &str) -> Result<String, ApiError> {
+    arn.rsplit_once(":event-bus/")
+        .map(|(_, n)| n.to_string())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            validation(format!(
+                "Parameter EventSourceArn is not valid. Reason: '{arn}' is not an event bus ARN."
+            ))
+        })
+}
+
+/// The archive or replay the body names (`ArchiveName` / `ReplayName`), after checking
+/// `events:<action>` on its ARN.
+async fn named_object(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+    kind: &'static str,
+    action: &str,
+) -> Result<BusObject, ApiError> {
+    let (member, max) = if kind == ARCHIVE {
+        ("ArchiveName", 48)
+    } else {
+        ("ReplayName", 64)
+    };
+    let name = object_name(body, member, max)?;
+    let o = find_object(bus, ctx, kind, name).await?;
+    let arn = o.body["arn"].as_str().unwrap_or_default();
+    authorize_action(state, ctx, &format!("events:{action}"), arn)?;
+    Ok(o)
+}
+
+async fn find_object(
+    bus: &Bus,
+    ctx: &CallContext,
+    kind: &'static str,
+    name: &str,
+) -> Result<BusObject, ApiError> {
+    let mine = bus
+        .store
+        .object(kind, &owner(ctx), name)
+        .await
+        .map_err(store_error)?;
+    let found = match mine {
+        Some(o) => Some(o),
+        None if is_admin(ctx) => bus
+            .store
+            .objects(kind, None)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .find(|o| o.name == name),
+        None => None,
+    };
+    let what = if kind == ARCHIVE { "Archive" } else { "Replay" };
+    found.ok_or_else(|| {
+        ApiError::new(
+            "ResourceNotFoundException",
+            format!("{what} {name} does not exist."),
+        )
+    })
+}
+
+fn archive_view(o: &BusObject) -> Value {
+    let b = &o.body;
+    let mut v = json!({
+        "ArchiveName": o.name, "ArchiveArn": b["arn"], "EventSourceArn": b["source_arn"],
+        "State": "ENABLED", "RetentionDays": b["retention_days"],
+        "CreationTime": ts(b["created_ms"].as_i64().unwrap_or(0)),
+    });
+    if let Some(p) = b["pattern"].as_str() {
+        v["EventPattern"] = json!(p);
+    }
+    if let Some(d) = b["description"].as_str() {
+        v["Description"] = json!(d);
+    }
+    v
+}
+
+fn retention_days(body: &Value) -> Result<i64, ApiError> {
+    match body.get("RetentionDays") {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_i64()
+            .filter(|d| *d >= 0)
+            .ok_or_else(|| validation("1 validation error detected: Value at 'retentionDays' failed to satisfy constraint: Member must have value greater than or equal to 0")),
+    }
+}
+
+async fn create_archive(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let name = object_name(body, "ArchiveName", 48)?;
+    let arn = object_arn(state, "archive", name);
+    authorize_action(state, ctx, "events:CreateArchive", &arn)?;
+    let source = str_field(body, "EventSourceArn")?;
+    let bus_name = bus_of_arn(source)?;
+    let pattern = opt_str(body, "EventPattern")?;
+    if let Some(p) = pattern {
+        pattern_of(p)?;
+    }
+    let description = opt_str(body, "Description")?;
+    let now = now_ms();
+    let o = BusObject {
+        kind: ARCHIVE.into(),
+        owner: owner(ctx),
+        name: name.to_string(),
+        updated_ms: now,
+        body: json!({
+            "arn": arn, "source_arn": source, "bus": bus_name, "pattern": pattern,
+            "description": description, "retention_days": retention_days(body)?, "created_ms": now,
+        }),
+    };
+    if !bus.store.put_object(&o, true).await.map_err(store_error)? {
+        return Err(ApiError::new(
+            "ResourceAlreadyExistsException",
+            format!("Archive {name} already exists."),
+        ));
+    }
+    Ok(json!({"ArchiveArn": arn, "State": "ENABLED", "CreationTime": ts(now)}))
+}
+
+async fn update_archive(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let mut o = named_object(state, ctx, bus, body, ARCHIVE, "UpdateArchive").await?;
+    if let Some(p) = opt_str(body, "EventPattern")? {
+        pattern_of(p)?;
+        o.body["pattern"] = json!(p);
+    }
+    if let Some(d) = opt_str(body, "Description")? {
+        o.body["description"] = json!(d);
+    }
+    if body.get("RetentionDays").is_some() {
+        o.body["retention_days"] = json!(retention_days(body)?);
+    }
+    o.updated_ms = now_ms();
+    bus.store.put_object(&o, false).await.map_err(store_error)?;
+    Ok(
+        json!({"ArchiveArn": o.body["arn"], "State": "ENABLED", "CreationTime": ts(o.body["created_ms"].as_i64().unwrap_or(0))}),
+    )
+}
+
+async fn describe_archive(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let o = named_object(state, ctx, bus, body, ARCHIVE, "DescribeArchive").await?;
+    let (count, bytes) = super::archive::size(bus, &o.owner, &o.body)
+        .await
+        .map_err(|e| ApiError {
+            code: "InternalException",
+            message: e,
+            internal: true,
+        })?;
+    let mut v = archive_view(&o);
+    v["EventCount"] = json!(count);
+    v["SizeBytes"] = json!(bytes);
+    Ok(v)
+}
+
+/// The caller's archives or replays (everyone's for an administrator) whose names start with
+/// the body's `NamePrefix`, after checking `events:<action>`.
+async fn list_objects(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+    kind: &'static str,
+    action: &str,
+) -> Result<Vec<BusObject>, ApiError> {
+    authorize_action(
+        state,
+        ctx,
+        &format!("events:{action}"),
+        &object_arn(state, kind, "*"),
+    )?;
+    let prefix = opt_str(body, "NamePrefix")?.unwrap_or_default();
+    let owner = (!is_admin(ctx)).then(|| owner(ctx));
+    let all = bus
+        .store
+        .objects(kind, owner.as_deref())
+        .await
+        .map_err(store_error)?;
+    Ok(all
+        .into_iter()
+        .filter(|o| o.name.starts_with(prefix))
+        .collect())
+}
+
+async fn list_archives(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let source = opt_str(body, "EventSourceArn")?;
+    let list: Vec<Value> = list_objects(state, ctx, bus, body, ARCHIVE, "ListArchives")
+        .await?
+        .iter()
+        .filter(|o| source.is_none_or(|s| o.body["source_arn"] == s))
+        .map(archive_view)
+        .collect();
+    Ok(json!({"Archives": list}))
+}
+
+async fn delete_archive(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let o = named_object(state, ctx, bus, body, ARCHIVE, "DeleteArchive").await?;
+    let name = o.name.as_str();
+    bus.store
+        .delete_object(ARCHIVE, &o.owner, name)
+        .await
+        .map_err(store_error)?;
+    Ok(json!({}))
+}
+
+fn replay_view(o: &BusObject) -> Value {
+    let b = &o.body;
+    let mut v = json!({
+        "ReplayName": o.name, "ReplayArn": b["arn"], "EventSourceArn": b["archive_arn"],
+        "State": b["state"], "Destination": b["destination"],
+        "EventStartTime": ts(b["start_ms"].as_i64().unwrap_or(0)),
+        "EventEndTime": ts(b["end_ms"].as_i64().unwrap_or(0)),
+        "ReplayStartTime": ts(b["replay_start_ms"].as_i64().unwrap_or(0)),
+    });
+    for (member, key) in [
+        ("EventLastReplayedTime", "last_replayed_ms"),
+        ("ReplayEndTime", "replay_end_ms"),
+    ] {
+        if let Some(t) = b[key].as_i64() {
+            v[member] = ts(t);
+        }
+    }
+    for (member, key) in [("StateReason", "reason"), ("Description", "description")] {
+        if let Some(r) = b[key].as_str() {
+            v[member] = json!(r);
+        }
+    }
+    v
+}
+
+async fn start_replay(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Arc<Bus>,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let name = object_name(body, "ReplayName", 64)?;
+    let arn = object_arn(state, "replay", name);
+    authorize_action(state, ctx, "events:StartReplay", &arn)?;
+    let source = str_field(body, "EventSourceArn")?;
+    let archive_name = source
+        .rsplit_once(":archive/")
+        .map(|(_, n)| n)
+        .ok_or_else(|| {
+            validation(format!(
+                "Parameter EventSourceArn is not valid. Reason: '{source}' is not an archive ARN."
+            ))
+        })?;
+    let archive = find_object(bus, ctx, ARCHIVE, archive_name).await?;
+    let (start, end) = (
+        time_ms(body, "EventStartTime")?,
+        time_ms(body, "EventEndTime")?,
+    );
+    let now = now_ms();
+    if start >= end {
+        return Err(validation("Parameter EventStartTime is not valid. Reason: EventStartTime must be before EventEndTime."));
+    }
+    if end > now {
+        return Err(validation(
+            "Parameter EventEndTime is not valid. Reason: EventEndTime cannot be in the future.",
+        ));
+    }
+    let destination = body.get("Destination").filter(|d| d.is_object()).ok_or_else(|| {
+        validation("1 validation error detected: Value null at 'destination' failed to satisfy constraint: Member must not be null")
+    })?;
+    let dest_bus = bus_of_arn(destination["Arn"].as_str().unwrap_or_default())?;
+    if archive.body["bus"] != dest_bus.as_str() {
+        return Err(validation("Parameter Destination.Arn is not valid. Reason: Cross event bus replay is not permitted."));
+    }
+    if let Some(filters) = destination.get("FilterArns") {
+        let ok = filters.as_array().is_some_and(|a| {
+            a.iter()
+                .all(|f| f.as_str().and_then(super::archive::rule_name).is_some())
+        });
+        if !ok {
+            return Err(validation(
+                "Parameter Destination.FilterArns is not valid. Reason: each must be a rule ARN.",
+            ));
+        }
+    }
+    let o = BusObject {
+        kind: REPLAY.into(),
+        owner: archive.owner.clone(),
+        name: name.to_string(),
+        updated_ms: now,
+        body: json!({
+            "arn": arn, "archive": archive.name, "archive_arn": source, "bus": dest_bus,
+            "start_ms": start, "end_ms": end, "destination": destination, "state": "STARTING",
+            "replay_start_ms": now, "count": 0, "description": opt_str(body, "Description")?,
+        }),
+    };
+    if !bus.store.put_object(&o, true).await.map_err(store_error)? {
+        return Err(ApiError::new(
+            "ResourceAlreadyExistsException",
+            format!("Replay {name} already exists."),
+        ));
+    }
+    super::archive::spawn(Arc::clone(bus), o.owner.clone(), name.to_string());
+    Ok(json!({"ReplayArn": arn, "State": "STARTING", "ReplayStartTime": ts(now)}))
+}
+
+async fn describe_replay(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let o = named_object(state, ctx, bus, body, REPLAY, "DescribeReplay").await?;
+    Ok(replay_view(&o))
+}
+
+async fn list_replays(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let wanted = opt_str(body, "State")?;
+    let source = opt_str(body, "EventSourceArn")?;
+    let list: Vec<Value> = list_objects(state, ctx, bus, body, REPLAY, "ListReplays")
+        .await?
+        .iter()
+        .filter(|o| {
+            wanted.is_none_or(|w| o.body["state"] == w)
+                && source.is_none_or(|s| o.body["archive_arn"] == s)
+        })
+        .map(replay_view)
+        .collect();
+    Ok(json!({"Replays": list}))
+}
+
+async fn cancel_replay(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let mut o = named_object(state, ctx, bus, body, REPLAY, "CancelReplay").await?;
+    let name = o.name.as_str();
+    if !matches!(o.body["state"].as_str(), Some("STARTING" | "RUNNING")) {
+        return Err(ApiError::new(
+            "IllegalStatusException",
+            format!(
+                "Replay {name} is {} and cannot be cancelled.",
+                o.body["state"].as_str().unwrap_or("ended")
+            ),
+        ));
+    }
+    o.body["state"] = json!("CANCELLING");
+    o.updated_ms = now_ms();
+    bus.store.put_object(&o, false).await.map_err(store_error)?;
+    Ok(json!({"ReplayArn": o.body["arn"], "State": "CANCELLING"}))
 }

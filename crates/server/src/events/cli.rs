@@ -124,3 +124,62 @@ pub async fn tail(
         }
     }
 }
+
+/// `events replay ARCHIVE`: put the archive's events of a time range on its bus again (to
+/// every rule, or only to `rules`), wait for the end and print how it ended.
+pub async fn replay(
+    remote: &Remote,
+    archive: &str,
+    name: Option<&str>,
+    start_ms: i64,
+    end_ms: i64,
+    rules: &[String],
+) -> anyhow::Result<()> {
+    let a = call(remote, "DescribeArchive", json!({"ArchiveName": archive})).await?;
+    let mut destination = json!({"Arn": a["EventSourceArn"]});
+    if !rules.is_empty() {
+        let bus = a["EventSourceArn"]
+            .as_str()
+            .and_then(|s| s.rsplit_once(":event-bus/"))
+            .map_or("default", |(_, b)| b);
+        let mut arns = Vec::new();
+        for r in rules {
+            let d = call(
+                remote,
+                "DescribeRule",
+                json!({"Name": r, "EventBusName": bus}),
+            )
+            .await?;
+            arns.push(d["Arn"].clone());
+        }
+        destination["FilterArns"] = json!(arns);
+    }
+    let name = name.map_or_else(
+        || format!("{archive}-{}", uuid::Uuid::new_v4().simple()),
+        str::to_string,
+    );
+    call(
+        remote,
+        "StartReplay",
+        json!({
+            "ReplayName": name, "EventSourceArn": a["ArchiveArn"], "Destination": destination,
+            "EventStartTime": start_ms as f64 / 1000.0, "EventEndTime": end_ms as f64 / 1000.0,
+        }),
+    )
+    .await?;
+    loop {
+        let r = call(remote, "DescribeReplay", json!({"ReplayName": name})).await?;
+        let state = r["State"].as_str().unwrap_or_default();
+        if matches!(state, "COMPLETED" | "CANCELLED" | "FAILED") {
+            println!(
+                "{name}\t{state}\t{}",
+                r["StateReason"].as_str().unwrap_or_default()
+            );
+            if state == "FAILED" {
+                anyhow::bail!("the replay failed");
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}

@@ -12,6 +12,7 @@
 //! rules it matched and the job of each delivery.
 
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod hooks;
 pub mod watch;
@@ -371,6 +372,19 @@ impl Bus {
         events: &[Value],
         hops: u32,
     ) -> Result<Vec<Vec<Delivery>>, String> {
+        self.put_to(owner, bus, events, hops, None).await
+    }
+
+    /// [`Bus::put`], delivering only to the rules named in `only` when given (a replay's
+    /// `FilterArns`).
+    pub async fn put_to(
+        &self,
+        owner: &str,
+        bus: &str,
+        events: &[Value],
+        hops: u32,
+        only: Option<&[String]>,
+    ) -> Result<Vec<Vec<Delivery>>, String> {
         let compiled = self.rules_of(owner, bus).await?;
         let now = modelgate_core::keys::now_ms();
         let mut jobs = Vec::new();
@@ -380,6 +394,9 @@ impl Bus {
             let mut deliveries = Vec::new();
             for r in compiled.set.matches(event) {
                 let rule = &compiled.rules[r];
+                if only.is_some_and(|names| !names.contains(&rule.name)) {
+                    continue;
+                }
                 let info = RuleInfo {
                     name: &rule.name,
                     arn: &rule.arn,
@@ -443,6 +460,39 @@ impl Bus {
         }
         Ok(all)
     }
+}
+
+/// Delete stored events past `[events] retention`, every `purge_every` — except what an
+/// archive keeps longer (its `RetentionDays`, 0 for ever, from its creation on).
+pub fn spawn_purge(store: Arc<dyn EventStore>, config: modelgate_core::config::RetentionConfig) {
+    modelgate_core::retention::spawn_purge(
+        "bus events",
+        config.retention,
+        config.purge_every,
+        move |cut| {
+            let store = Arc::clone(&store);
+            async move {
+                let now = modelgate_core::keys::now_ms();
+                let keep: Vec<(String, String, i64)> = store
+                    .objects(archive::ARCHIVE, None)
+                    .await?
+                    .into_iter()
+                    .filter_map(|a| {
+                        let created = a.body["created_ms"].as_i64()?;
+                        let days = a.body["retention_days"].as_i64().unwrap_or(0);
+                        let from = if days == 0 {
+                            created
+                        } else {
+                            created.max(now - days * 86_400_000)
+                        };
+                        let bus = a.body["bus"].as_str()?.to_string();
+                        (from < cut).then_some((a.owner, bus, from))
+                    })
+                    .collect();
+                store.purge_events(cut, &keep).await
+            }
+        },
+    );
 }
 
 fn live(r: &RuleRecord) -> LiveRule {
