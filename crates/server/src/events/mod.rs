@@ -388,7 +388,9 @@ impl Bus {
         let compiled = self.rules_of(owner, bus).await?;
         let now = modelgate_core::keys::now_ms();
         let mut jobs = Vec::new();
-        let mut all = Vec::with_capacity(events.len());
+        // (event, delivery) of each job, in order.
+        let mut slots: Vec<(usize, usize)> = Vec::new();
+        let mut all: Vec<Vec<Delivery>> = Vec::with_capacity(events.len());
         for event in events {
             let id = event["id"].as_str().unwrap_or_default();
             let mut deliveries = Vec::new();
@@ -423,8 +425,8 @@ impl Bus {
                         Err(e) => d.error = Some(e),
                         Ok((dest, input)) => {
                             let job = new_job(id, rule, t, &dest, &input, event, hops, now);
-                            d.job = Some(job.id.clone());
                             d.input = Some(input);
+                            slots.push((all.len(), deliveries.len()));
                             jobs.push(job);
                         }
                     }
@@ -434,10 +436,16 @@ impl Bus {
             all.push(deliveries);
         }
         if !jobs.is_empty() {
-            self.jobs
+            let made = self
+                .jobs
                 .enqueue(&jobs)
                 .await
                 .map_err(|e| e.message.clone())?;
+            // The job each delivery has: the one made now, or — for a delivery already
+            // enqueued (a repeated webhook, racing copies of an event) — the one there.
+            for ((e, d), (job, _)) in slots.into_iter().zip(made) {
+                all[e][d].job = Some(job.id);
+            }
         }
         for (event, deliveries) in events.iter().zip(&all) {
             let record = BusEvent {
@@ -562,6 +570,57 @@ fn new_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same event put twice (a repeated webhook, racing copies): the second put finds the
+    /// job the first made, and its stored deliveries name that job, not one never made.
+    #[tokio::test]
+    async fn a_repeated_event_names_the_job_already_there() {
+        let dir = std::env::temp_dir().join(format!("mg-events-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(
+            modelgate_store::SqliteStore::open(&dir.join("state.db"))
+                .await
+                .unwrap(),
+        );
+        let jobs = Arc::new(Jobs::new(
+            store.clone(),
+            store.clone(),
+            crate::jobs::objects::Objects::new(dir.join("objects")),
+            modelgate_core::jobs::JobsConfig::default(),
+            None,
+            Default::default(),
+            None,
+        ));
+        let bus = Bus::new(store.clone(), jobs, Default::default());
+        let rule = RuleRecord {
+            owner: "o".into(),
+            bus: "default".into(),
+            name: "r".into(),
+            state: "ENABLED".into(),
+            pattern: r#"{"source": ["s"]}"#.into(),
+            version: 1,
+            created_ms: 0,
+            updated_ms: 0,
+            body: json!({"arn": "arn:r", "principal": {"kind": "unrestricted", "id": "o", "admin": false},
+                         "targets": [{"Id": "t", "Arn": "modelgate:model/m"}]}),
+        };
+        assert!(store.save_rule(&rule, None).await.unwrap());
+        let event = json!({"id": "e-1", "source": "s", "detail-type": "d", "detail": {}, "resources": [], "time": "x"});
+        let first = bus
+            .put("o", "default", std::slice::from_ref(&event), 0)
+            .await
+            .unwrap();
+        let again = bus
+            .put("o", "default", std::slice::from_ref(&event), 0)
+            .await
+            .unwrap();
+        let job = first[0][0].job.clone().unwrap();
+        assert_eq!(again[0][0].job.as_deref(), Some(job.as_str()));
+        assert!(modelgate_store::JobQueue::job(store.as_ref(), &job).await.unwrap().is_some());
+        let stored = store.event("e-1").await.unwrap().unwrap();
+        assert_eq!(stored.deliveries[0]["job"], job.as_str());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn destinations_from_arns() {
