@@ -616,7 +616,10 @@ mod tests {
             .unwrap();
         let job = first[0][0].job.clone().unwrap();
         assert_eq!(again[0][0].job.as_deref(), Some(job.as_str()));
-        assert!(modelgate_store::JobQueue::job(store.as_ref(), &job).await.unwrap().is_some());
+        assert!(modelgate_store::JobQueue::job(store.as_ref(), &job)
+            .await
+            .unwrap()
+            .is_some());
         let stored = store.event("e-1").await.unwrap().unwrap();
         assert_eq!(stored.deliveries[0]["job"], job.as_str());
         let _ = std::fs::remove_dir_all(&dir);
