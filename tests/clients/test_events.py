@@ -271,6 +271,11 @@ def test_rules_lifecycle_and_bad_input(gateway):
         c.put_targets(Rule="life", Targets=[{"Id": "t", "Arn": "http://169.254.169.254/latest"}])
     assert e.value.response["Error"]["Code"] == "ValidationException"
     with pytest.raises(ClientError) as e:
+        c.put_targets(Rule="life", Targets=[{"Id": "t", "Arn": "https://127.0.0.1/x",
+                                             "HttpParameters": {"HeaderParameters": {"x-a": "1"}}}])
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert "HttpParameters" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
         c.put_targets(Rule="nope", Targets=[{"Id": "t", "Arn": MODEL_ARN}])
     assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
     c.put_targets(Rule="life", Targets=[{"Id": f"t{i}", "Arn": MODEL_ARN, "Input": '"hi"'} for i in range(5)])

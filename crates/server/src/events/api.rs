@@ -350,6 +350,25 @@ async fn find_rule(
         .ok_or_else(|| not_found(name, &bus_name))
 }
 
+/// The caller's rule named by `member`, after checking `action` (`events:…`) on its ARN.
+async fn rule_for(
+    state: &AppState,
+    ctx: &CallContext,
+    bus: &Bus,
+    body: &Value,
+    member: &str,
+    action: &str,
+) -> Result<(String, RuleRecord), ApiError> {
+    let (bus_name, r) = find_rule(ctx, bus, body, member).await?;
+    authorize_action(
+        state,
+        ctx,
+        action,
+        r.body["arn"].as_str().unwrap_or_default(),
+    )?;
+    Ok((bus_name, r))
+}
+
 /// Save a changed rule, reading it again when another writer got there first.
 async fn update_rule(
     bus: &Bus,
@@ -480,13 +499,7 @@ async fn describe_rule(
     bus: &Bus,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let (_, r) = find_rule(ctx, bus, body, "Name").await?;
-    authorize_action(
-        state,
-        ctx,
-        "events:DescribeRule",
-        r.body["arn"].as_str().unwrap_or_default(),
-    )?;
+    let (_, r) = rule_for(state, ctx, bus, body, "Name", "events:DescribeRule").await?;
     let mut v = rule_view(&r);
     v["CreatedBy"] = json!(state.site.account);
     Ok(v)
@@ -560,13 +573,7 @@ async fn delete_rule(
     bus: &Bus,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let (bus_name, r) = find_rule(ctx, bus, body, "Name").await?;
-    authorize_action(
-        state,
-        ctx,
-        "events:DeleteRule",
-        r.body["arn"].as_str().unwrap_or_default(),
-    )?;
+    let (bus_name, r) = rule_for(state, ctx, bus, body, "Name", "events:DeleteRule").await?;
     if r.body["targets"].as_array().is_some_and(|t| !t.is_empty()) {
         return Err(validation("Rule can't be deleted since it has targets."));
     }
@@ -585,18 +592,12 @@ async fn set_state(
     body: &Value,
     to: &'static str,
 ) -> Result<Value, ApiError> {
-    let (_, r) = find_rule(ctx, bus, body, "Name").await?;
-    let op = if to == "ENABLED" {
-        "EnableRule"
+    let action = if to == "ENABLED" {
+        "events:EnableRule"
     } else {
-        "DisableRule"
+        "events:DisableRule"
     };
-    authorize_action(
-        state,
-        ctx,
-        &format!("events:{op}"),
-        r.body["arn"].as_str().unwrap_or_default(),
-    )?;
+    let (_, r) = rule_for(state, ctx, bus, body, "Name", action).await?;
     update_rule(bus, r, |r| {
         r.state = to.to_string();
         Ok(())
@@ -611,7 +612,8 @@ fn targets_of(r: &RuleRecord) -> Vec<Target> {
 
 /// Check one target as `PutTargets` takes it.
 async fn check_target(state: &AppState, raw: &Value) -> Result<Target, ApiError> {
-    const KNOWN: [&str; 9] = [
+    // HttpParameters (API destinations' headers and query) is not served: refused, not dropped.
+    const KNOWN: [&str; 8] = [
         "Id",
         "Arn",
         "Input",
@@ -620,7 +622,6 @@ async fn check_target(state: &AppState, raw: &Value) -> Result<Target, ApiError>
         "RetryPolicy",
         "DeadLetterConfig",
         "RoleArn",
-        "HttpParameters",
     ];
     if let Some(obj) = raw.as_object() {
         if let Some(k) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -680,13 +681,7 @@ async fn put_targets(
     bus: &Bus,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let (_, r) = find_rule(ctx, bus, body, "Rule").await?;
-    authorize_action(
-        state,
-        ctx,
-        "events:PutTargets",
-        r.body["arn"].as_str().unwrap_or_default(),
-    )?;
+    let (_, r) = rule_for(state, ctx, bus, body, "Rule", "events:PutTargets").await?;
     let raw = match body.get("Targets") {
         Some(Value::Array(a)) if !a.is_empty() && a.len() <= 100 => a,
         _ => return Err(validation("1 validation error detected: Value at 'targets' failed to satisfy constraint: Member must have length between 1 and 100")),
@@ -722,13 +717,7 @@ async fn list_targets(
     bus: &Bus,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let (_, r) = find_rule(ctx, bus, body, "Rule").await?;
-    authorize_action(
-        state,
-        ctx,
-        "events:ListTargetsByRule",
-        r.body["arn"].as_str().unwrap_or_default(),
-    )?;
+    let (_, r) = rule_for(state, ctx, bus, body, "Rule", "events:ListTargetsByRule").await?;
     let limit = limit_of(body)?;
     let after = token_of(body)?;
     let targets = targets_of(&r);
@@ -751,13 +740,7 @@ async fn remove_targets(
     bus: &Bus,
     body: &Value,
 ) -> Result<Value, ApiError> {
-    let (_, r) = find_rule(ctx, bus, body, "Rule").await?;
-    authorize_action(
-        state,
-        ctx,
-        "events:RemoveTargets",
-        r.body["arn"].as_str().unwrap_or_default(),
-    )?;
+    let (_, r) = rule_for(state, ctx, bus, body, "Rule", "events:RemoveTargets").await?;
     let ids: Vec<String> = match body.get("Ids") {
         Some(Value::Array(a)) if !a.is_empty() && a.len() <= 100 => a
             .iter()
